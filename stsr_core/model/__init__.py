@@ -1,0 +1,61 @@
+"""Networks. Every model kind implements the :class:`FieldModel` interface so that training,
+inference and the model file never depend on the kind.
+
+Interface (all tensors on the model's device):
+    forward(coords [N, 4] local (x, y, z, t) in [-1, 1],
+            var_idx [V] long,
+            heads [N] long or None,
+            codes [V, D] or None)  ->  [V, N, n_heads] if heads is None else [V, N]
+    * ``codes`` replaces the latent lookup ``latent_mu[var_idx]`` (the trainer passes
+      mu + sigma * eps; blending passes interpolated codes). Models without latents ignore it.
+    * ``heads`` picks one head per point (inference at arbitrary points).
+    * outputs are normalised values (about [-1, 1]).
+    regularization() -> scalar tensor added to the loss (0 for most kinds).
+    latent_mu: nn.Parameter [n_vars, D] or None.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """What a model needs to know about the data it will fit."""
+
+    n_vars: int
+    n_heads: int                     # from BlockLayout (may be < cfg.heads for thin grids)
+    block_dims: Tuple[int, int, int]  # points per axis of one head's block (x, y, z)
+    n_times: int                     # input timesteps
+
+
+class FieldModel(nn.Module):
+    n_heads: int = 1
+    latent_mu: Optional[nn.Parameter] = None
+
+    def forward(self, coords: torch.Tensor, var_idx: torch.Tensor,
+                heads: Optional[torch.Tensor] = None,
+                codes: Optional[torch.Tensor] = None) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def regularization(self) -> torch.Tensor:
+        p = next(self.parameters())
+        return p.new_zeros(())
+
+
+def build_model(cfg, spec: FieldSpec) -> FieldModel:
+    """Instantiate the network a config describes."""
+    kind = cfg.kind
+    if kind == "stsr":
+        from .stsr import STSRNet
+        return STSRNet(cfg, spec)
+    if kind == "siren":
+        from .coordnet import SirenNet
+        return SirenNet(cfg, spec)
+    if kind == "fast":
+        from .fast import FastNet
+        return FastNet(cfg, spec)
+    raise ValueError(f"unknown model kind {kind!r}")
