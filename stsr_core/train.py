@@ -1,0 +1,188 @@
+"""The training loop: random coordinate batches drawn on the device, all variables and all
+heads per batch, MSE + the variational auto-decoder's KL term + the model's regulariser.
+
+Everything is vectorised on tensors: a batch is B random (block-local point, timestep)
+pairs; each yields one target per head and per variable, gathered with one flat index.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable, Dict, Optional
+
+import torch
+
+from .blocks import BlockLayout
+from .config import TrainConfig
+from .errors import StsrError
+from .model import FieldModel
+
+
+@dataclass
+class TrainProgress:
+    """What a progress callback receives. ``fraction`` is the share of the budget used (steps
+    or time, whichever is further along); ``psnr`` is measured on the current batch of kept
+    data in normalised units (range 2)."""
+
+    step: int
+    total_steps: Optional[int]
+    elapsed_s: float
+    max_seconds: Optional[float]
+    loss: float
+    psnr: float
+    fraction: float
+
+
+ProgressCallback = Callable[[TrainProgress], Optional[bool]]
+
+
+def resolve_device(name: str) -> torch.device:
+    name = (name or "auto").lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise StsrError(
+                f"device '{name}' was asked for but CUDA is not available here "
+                f"(torch {torch.__version__}); use --device cpu or auto"
+            )
+        return torch.device(name)
+    raise StsrError(f"unknown device '{name}': use auto, cpu or cuda")
+
+
+def kl_divergence(mu: torch.Tensor, sigma: float) -> torch.Tensor:
+    """KL(N(mu, sigma^2) || N(0, 1)), summed over code dimensions, averaged over variables."""
+    var = sigma * sigma
+    return 0.5 * (mu.pow(2) + var - 1.0 - math.log(var)).sum(dim=-1).mean()
+
+
+def make_optimizer(model: FieldModel, cfg: TrainConfig) -> torch.optim.Optimizer:
+    latent = [p for n, p in model.named_parameters() if n == "latent_mu"]
+    rest = [p for n, p in model.named_parameters() if n != "latent_mu"]
+    groups = [{"params": rest, "lr": cfg.lr, "base_lr": cfg.lr}]
+    if latent:
+        groups.append({"params": latent, "lr": cfg.lr_latent, "base_lr": cfg.lr_latent})
+    return torch.optim.Adam(groups, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+
+
+def lr_factor(cfg: TrainConfig, fraction: float, step: int) -> float:
+    warm = 1.0 if cfg.warmup_steps <= 0 else min(1.0, (step + 1) / cfg.warmup_steps)
+    if cfg.schedule == "constant":
+        return warm
+    if cfg.schedule == "cosine":
+        # decays to 5% of the base rate, not 0: the last steps still learn
+        return warm * (0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, fraction))))
+    raise StsrError(f"unknown learning-rate schedule '{cfg.schedule}': use constant or cosine")
+
+
+class BatchSampler:
+    """Draws training batches from the normalised data ``[V, T, Z, Y, X]`` on its device."""
+
+    def __init__(self, data: torch.Tensor, layout: BlockLayout, times_norm: torch.Tensor,
+                 seed: int):
+        self.data = data.reshape(data.shape[0], -1)
+        self.T, self.Z, self.Y, self.X = data.shape[1:]
+        self.layout = layout
+        self.times_norm = times_norm.to(data.device)
+        self.offsets = layout.head_offsets().to(data.device)          # [H, 3]
+        self.bdims = torch.tensor(layout.block_dims, device=data.device)  # x, y, z
+        self.gen = torch.Generator(device=data.device)
+        self.gen.manual_seed(int(seed))
+
+    def sample(self, batch: int):
+        dev = self.data.device
+        r = torch.rand(batch, 4, device=dev, generator=self.gen)
+        lidx = (r[:, :3] * self.bdims).long().clamp_max(self.bdims - 1)     # [B, 3] x, y, z
+        tidx = (r[:, 3] * self.T).long().clamp_max(self.T - 1)             # [B]
+        g = lidx[:, None, :] + self.offsets[None, :, :]                    # [B, H, 3]
+        flat = ((tidx[:, None] * self.Z + g[..., 2]) * self.Y + g[..., 1]) * self.X + g[..., 0]
+        target = self.data[:, flat.reshape(-1)].reshape(self.data.shape[0], batch, -1)
+        coords = torch.cat([self.layout.local_from_block_index(lidx),
+                            self.times_norm[tidx][:, None]], dim=1)
+        return coords, target                                              # [B,4], [V,B,H]
+
+
+def train_loop(model: FieldModel, sampler: BatchSampler, cfg: TrainConfig,
+               optimizer: torch.optim.Optimizer, start_step: int = 0,
+               start_elapsed: float = 0.0,
+               callback: Optional[ProgressCallback] = None,
+               checkpoint: Optional[Callable[[int, float], None]] = None,
+               checkpoint_seconds: float = 60.0) -> Dict[str, object]:
+    """Run until ``cfg.steps`` or ``cfg.max_minutes`` (whichever first) or the callback
+    returns False. Returns the history (steps, elapsed, final loss/psnr, stop reason)."""
+    if cfg.steps is None and cfg.max_minutes is None:
+        raise StsrError("training needs a budget: set steps and/or max minutes")
+    max_seconds = None if cfg.max_minutes is None else float(cfg.max_minutes) * 60.0
+    n_vars = sampler.data.shape[0]
+    var_idx = torch.arange(n_vars, device=sampler.data.device)
+    model.train()
+    step = start_step
+    t_start = time.perf_counter() - start_elapsed
+    last_ckpt = time.perf_counter()
+    loss_v, psnr_v = float("nan"), float("nan")
+    stopped = "budget"
+    log_every = max(1, int(cfg.log_every))
+
+    def fraction(elapsed: float) -> float:
+        f = 0.0
+        if cfg.steps:
+            f = max(f, step / cfg.steps)
+        if max_seconds:
+            f = max(f, elapsed / max_seconds)
+        return min(1.0, f)
+
+    while True:
+        elapsed = time.perf_counter() - t_start
+        if (cfg.steps is not None and step >= cfg.steps) or (
+                max_seconds is not None and elapsed >= max_seconds):
+            break
+        factor = lr_factor(cfg, fraction(elapsed), step)
+        for group in optimizer.param_groups:
+            group["lr"] = group["base_lr"] * factor
+        coords, target = sampler.sample(cfg.batch_size)
+        codes = None
+        if model.latent_mu is not None:
+            mu = model.latent_mu
+            codes = mu + cfg.latent_sigma * torch.randn(mu.shape, device=mu.device,
+                                                         generator=sampler.gen)
+        pred = model(coords, var_idx, codes=codes)
+        mse = torch.mean((pred - target) ** 2)
+        loss = mse + model.regularization()
+        if model.latent_mu is not None and cfg.kl_weight > 0:
+            loss = loss + cfg.kl_weight * kl_divergence(model.latent_mu, cfg.latent_sigma)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        step += 1
+        if step % log_every == 0 or step == 1:
+            loss_v = float(loss.detach())
+            m = float(mse.detach())
+            psnr_v = 20 * math.log10(2.0) - 10 * math.log10(max(m, 1e-20))
+            if not math.isfinite(loss_v):
+                raise StsrError(
+                    f"training diverged at step {step} (loss {loss_v}); try a smaller "
+                    "learning rate or another preset")
+            if callback is not None:
+                el = time.perf_counter() - t_start
+                keep_going = callback(TrainProgress(step, cfg.steps, el, max_seconds, loss_v,
+                                                    psnr_v, fraction(el)))
+                if keep_going is False:
+                    stopped = "cancelled"
+                    break
+        if checkpoint is not None and (
+                (cfg.checkpoint_every and step % cfg.checkpoint_every == 0)
+                or time.perf_counter() - last_ckpt > checkpoint_seconds):
+            checkpoint(step, time.perf_counter() - t_start)
+            last_ckpt = time.perf_counter()
+    if step > start_step:
+        loss_v = float(loss.detach())
+        psnr_v = 20 * math.log10(2.0) - 10 * math.log10(max(float(mse.detach()), 1e-20))
+    model.eval()
+    elapsed = time.perf_counter() - t_start
+    if callback is not None and stopped != "cancelled":
+        callback(TrainProgress(step, cfg.steps, elapsed, max_seconds, loss_v, psnr_v, 1.0))
+    return {"steps": step, "elapsed_s": elapsed, "loss": loss_v, "batch_psnr": psnr_v,
+            "stopped": stopped}
