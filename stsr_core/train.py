@@ -111,8 +111,10 @@ def train_loop(model: FieldModel, sampler: BatchSampler, cfg: TrainConfig,
                callback: Optional[ProgressCallback] = None,
                checkpoint: Optional[Callable[[int, float], None]] = None,
                checkpoint_seconds: float = 60.0) -> Dict[str, object]:
-    """Run until ``cfg.steps`` or ``cfg.max_minutes`` (whichever first) or the callback
-    returns False. Returns the history (steps, elapsed, final loss/psnr, stop reason)."""
+    """Run ``cfg.steps`` more steps or ``cfg.max_minutes`` more minutes (whichever first) or
+    until the callback returns False. A resumed run (``start_step``/``start_elapsed`` from the
+    model's history) gets the budget anew and its learning-rate schedule restarts (a warm
+    restart). Returns the history (total steps, total elapsed, final loss/psnr, stop reason)."""
     if cfg.steps is None and cfg.max_minutes is None:
         raise StsrError("training needs a budget: set steps and/or max minutes")
     max_seconds = None if cfg.max_minutes is None else float(cfg.max_minutes) * 60.0
@@ -120,26 +122,27 @@ def train_loop(model: FieldModel, sampler: BatchSampler, cfg: TrainConfig,
     var_idx = torch.arange(n_vars, device=sampler.data.device)
     model.train()
     step = start_step
-    t_start = time.perf_counter() - start_elapsed
+    t_start = time.perf_counter()
     last_ckpt = time.perf_counter()
     loss_v, psnr_v = float("nan"), float("nan")
     stopped = "budget"
     log_every = max(1, int(cfg.log_every))
+    total = None if cfg.steps is None else start_step + cfg.steps
 
     def fraction(elapsed: float) -> float:
         f = 0.0
         if cfg.steps:
-            f = max(f, step / cfg.steps)
+            f = max(f, (step - start_step) / cfg.steps)
         if max_seconds:
             f = max(f, elapsed / max_seconds)
         return min(1.0, f)
 
     while True:
         elapsed = time.perf_counter() - t_start
-        if (cfg.steps is not None and step >= cfg.steps) or (
+        if (cfg.steps is not None and step - start_step >= cfg.steps) or (
                 max_seconds is not None and elapsed >= max_seconds):
             break
-        factor = lr_factor(cfg, fraction(elapsed), step)
+        factor = lr_factor(cfg, fraction(elapsed), step - start_step)
         for group in optimizer.param_groups:
             group["lr"] = group["base_lr"] * factor
         coords, target = sampler.sample(cfg.batch_size)
@@ -167,7 +170,7 @@ def train_loop(model: FieldModel, sampler: BatchSampler, cfg: TrainConfig,
                     "learning rate or another preset")
             if callback is not None:
                 el = time.perf_counter() - t_start
-                keep_going = callback(TrainProgress(step, cfg.steps, el, max_seconds, loss_v,
+                keep_going = callback(TrainProgress(step, total, el, max_seconds, loss_v,
                                                     psnr_v, fraction(el)))
                 if keep_going is False:
                     stopped = "cancelled"
@@ -175,7 +178,7 @@ def train_loop(model: FieldModel, sampler: BatchSampler, cfg: TrainConfig,
         if checkpoint is not None and (
                 (cfg.checkpoint_every and step % cfg.checkpoint_every == 0)
                 or time.perf_counter() - last_ckpt > checkpoint_seconds):
-            checkpoint(step, time.perf_counter() - t_start)
+            checkpoint(step, start_elapsed + time.perf_counter() - t_start)
             last_ckpt = time.perf_counter()
     if step > start_step:
         loss_v = float(loss.detach())
@@ -183,6 +186,6 @@ def train_loop(model: FieldModel, sampler: BatchSampler, cfg: TrainConfig,
     model.eval()
     elapsed = time.perf_counter() - t_start
     if callback is not None and stopped != "cancelled":
-        callback(TrainProgress(step, cfg.steps, elapsed, max_seconds, loss_v, psnr_v, 1.0))
-    return {"steps": step, "elapsed_s": elapsed, "loss": loss_v, "batch_psnr": psnr_v,
+        callback(TrainProgress(step, total, elapsed, max_seconds, loss_v, psnr_v, 1.0))
+    return {"steps": step, "elapsed_s": start_elapsed + elapsed, "loss": loss_v, "batch_psnr": psnr_v,
             "stopped": stopped}

@@ -1,0 +1,30 @@
+# Two commands do everything on a fresh Debian 12 machine:
+#   make demo   set up, train on a shipped example, write the upscaled output and a picture
+#   make test   set up, then run the whole test suite (pytest + ParaView tests, via ctest)
+PY := .venv/bin/python
+STSR := .venv/bin/stsr
+
+.PHONY: setup demo test pytest bench bench-quick clean
+
+setup:
+	bash scripts/setup.sh
+
+demo: setup
+	bash scripts/demo.sh
+
+test: setup
+	cmake -S . -B build -DCMAKE_BUILD_TYPE=Release > build-configure.log || (cat build-configure.log; exit 1)
+	cmake --build build
+	ctest --test-dir build --output-on-failure
+
+pytest: setup
+	$(PY) -m pytest -q tests
+
+bench-quick: setup
+	$(PY) -m bench.run --quick
+
+bench: setup
+	$(PY) -m bench.run
+
+clean:
+	rm -rf build build-configure.log demo-output

@@ -1,0 +1,327 @@
+"""The ``stsr`` command: fit, upscale, eval, info, blend.
+
+User mistakes (bad files, options, mismatched models) print one line ``stsr: error: ...``
+and exit with status 2; a traceback means a bug.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import List, Optional, Sequence
+
+from .config import DEFAULT_PRESET, PRESETS
+from .errors import StsrError
+
+EPILOG = "Formats: .pvd, a folder of .vti, .vti, .h5/.hdf5, .json (raw layout). See README.md."
+
+
+def _floats(text: str) -> List[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got '{text}'")
+
+
+def _names(text: str) -> List[str]:
+    return [v.strip() for v in text.split(",") if v.strip()]
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got '{text}'")
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return v
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got '{text}'")
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="stsr",
+        description="Spatiotemporal super-resolution of multivariate time-varying volumes "
+                    "with an implicit neural representation (STSR-INR).",
+        epilog=EPILOG)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    f = sub.add_parser("fit", help="train a model on a volume time series",
+                       description="Train one implicit neural representation of every "
+                                   "variable of INPUT and save it to MODEL.", epilog=EPILOG)
+    f.add_argument("input", metavar="INPUT", help="the (coarse) series to learn")
+    f.add_argument("-o", "--output", required=True, metavar="MODEL",
+                   help="model file to write (refused if it exists, unless --overwrite "
+                        "or --resume)")
+    f.add_argument("--preset", default=DEFAULT_PRESET, choices=sorted(PRESETS),
+                   help=f"network + training settings (default: {DEFAULT_PRESET}; 'paper' "
+                        "reproduces the reference implementation)")
+    f.add_argument("--steps", type=_positive_int, help="number of training steps")
+    f.add_argument("--max-minutes", type=_positive_float, metavar="M",
+                   help="training time budget in minutes (with --steps: whichever first; "
+                        "default: the preset's budget)")
+    f.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="where to train (auto: CUDA when available)")
+    f.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    f.add_argument("--arrays", type=_names, metavar="a,b,...",
+                   help="point-data arrays to learn (default: all)")
+    f.add_argument("--batch-size", type=_positive_int, help="coordinates per step")
+    f.add_argument("--lr", type=_positive_float, help="learning rate (network and codes)")
+    f.add_argument("--checkpoint-seconds", type=_positive_float, default=60.0,
+                   help="seconds between checkpoints written to MODEL (default 60)")
+    f.add_argument("--resume", action="store_true",
+                   help="continue training the model in MODEL (same data) with the new budget")
+    f.add_argument("--overwrite", action="store_true", help="replace an existing MODEL")
+    f.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    u = sub.add_parser("upscale", help="query a model on a finer grid and/or more times",
+                       description="Write the model's variables on an output grid at output "
+                                   "times, in physical units. Grid: --scale S gives "
+                                   "(dims-1)*S+1 points per axis and spacing/S over the same "
+                                   "bounds (as ParaView's Resample To Image).", epilog=EPILOG)
+    u.add_argument("model", metavar="MODEL")
+    u.add_argument("-o", "--output", required=True, metavar="OUT",
+                   help="output file (.pvd or .h5)")
+    g = u.add_mutually_exclusive_group()
+    g.add_argument("--scale", type=_positive_float, help="spatial scale factor (default 1)")
+    g.add_argument("--dims", type=int, nargs=3, metavar=("X", "Y", "Z"),
+                   help="output point counts")
+    h = u.add_mutually_exclusive_group()
+    h.add_argument("--time-scale", type=_positive_int, metavar="K",
+                   help="insert K-1 evenly spaced steps between input steps (default 1)")
+    h.add_argument("--times", type=_floats, metavar="t1,t2,...", help="explicit output times")
+    u.add_argument("--format", choices=["vti", "h5"],
+                   help="output format (default: from the extension)")
+    u.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    u.add_argument("--overwrite", action="store_true", help="replace existing output")
+    u.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    e = sub.add_parser("eval", help="score a prediction against a reference (PSNR)",
+                       description="PSNR per variable and timestep, "
+                                   "20 log10(max(GT_t)-min(GT_t)) - 10 log10(MSE_t), in "
+                                   "physical units; both series need the same grid and times.",
+                       epilog=EPILOG)
+    e.add_argument("pred", metavar="PRED")
+    e.add_argument("--reference", required=True, metavar="GT")
+    e.add_argument("--kept-times", type=_floats, metavar="t1,t2,...",
+                   help="times that were in the training input (reports kept vs in-between)")
+    e.add_argument("--json", metavar="FILE", help="also write the full result as JSON")
+
+    i = sub.add_parser("info", help="describe a model file")
+    i.add_argument("model", metavar="MODEL")
+    i.add_argument("--json", action="store_true", help="print JSON")
+
+    b = sub.add_parser("blend", help="decode latent codes between two variables",
+                       description="The paper's latent interpolation: decode codes on the "
+                                   "segment between variables A and B at time T. The output "
+                                   "series' time values are the blend weights 0..1.")
+    b.add_argument("model", metavar="MODEL")
+    b.add_argument("--from", dest="var_from", required=True, metavar="A")
+    b.add_argument("--to", dest="var_to", required=True, metavar="B")
+    b.add_argument("--steps", type=_positive_int, default=5, help="number of blends (>= 2)")
+    b.add_argument("--time", type=float, required=True, metavar="T")
+    b.add_argument("--scale", type=_positive_float)
+    b.add_argument("-o", "--output", required=True, metavar="OUT.pvd")
+    b.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    b.add_argument("--overwrite", action="store_true")
+    return p
+
+
+class _Progress:
+    """A tqdm bar when stderr is a terminal-ish stream, else sparse log lines."""
+
+    def __init__(self, quiet: bool, desc: str):
+        self.quiet = quiet
+        self.bar = None
+        self.desc = desc
+        self.last = 0.0
+        if not quiet:
+            try:
+                from tqdm import tqdm
+                self.bar = tqdm(total=1000, desc=desc, file=sys.stderr,
+                                bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining} {postfix}")
+            except ImportError:
+                self.bar = None
+
+    def update(self, fraction: float, postfix: str = "") -> None:
+        if self.quiet:
+            return
+        if self.bar is not None:
+            self.bar.n = int(1000 * min(1.0, fraction))
+            if postfix:
+                self.bar.set_postfix_str(postfix, refresh=False)
+            self.bar.refresh()
+        elif time.time() - self.last > 5 or fraction >= 1:
+            print(f"{self.desc}: {100 * fraction:5.1f}% {postfix}", file=sys.stderr)
+            self.last = time.time()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _check_new_output(path: str, overwrite: bool) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise StsrError(f"output folder '{folder}' does not exist")
+    if os.path.exists(path) and not overwrite:
+        raise StsrError(f"'{path}' exists; pass --overwrite to replace it")
+
+
+def cmd_fit(a: argparse.Namespace) -> int:
+    from . import api
+    from .io import read_series
+    if a.resume:
+        if not os.path.exists(a.output):
+            raise StsrError(f"--resume: model file '{a.output}' does not exist")
+    else:
+        _check_new_output(a.output, a.overwrite)
+    series = read_series(a.input, arrays=a.arrays)
+    print(f"read {a.input}: {len(series.variables)} variable(s) {', '.join(series.variables)}; "
+          f"grid {series.dims[0]}x{series.dims[1]}x{series.dims[2]}, {series.n_times} "
+          f"timestep(s)", file=sys.stderr)
+    overrides = {}
+    if a.batch_size:
+        overrides["batch_size"] = a.batch_size
+    if a.lr:
+        overrides.update(lr=a.lr, lr_latent=a.lr)
+    resume = api.load_model(a.output, device=a.device) if a.resume else None
+    bar = _Progress(a.quiet, "training")
+
+    def on_progress(p: "api.TrainProgress") -> None:
+        bar.update(p.fraction, f"step {p.step} loss {p.loss:.3g} PSNR(kept) {p.psnr:.2f} dB")
+
+    overrides.setdefault("log_every", 10)
+    try:
+        tm = api.fit(series, a.preset, steps=a.steps, max_minutes=a.max_minutes,
+                     device=a.device, seed=a.seed, callback=on_progress,
+                     checkpoint_path=a.output, resume=resume, train_overrides=overrides)
+    finally:
+        bar.close()
+    h = tm.info.history
+    print(f"trained {h['steps']} steps in {h['elapsed_s']:.1f} s on {h['device']}; "
+          f"PSNR on kept data (last batch) {h['batch_psnr']:.2f} dB; saved {a.output}",
+          file=sys.stderr)
+    return 0
+
+
+def cmd_upscale(a: argparse.Namespace) -> int:
+    from . import api
+    from .io import write_series
+    tm = api.load_model(a.model, device=a.device)
+    times = None
+    if a.times is not None:
+        times = a.times
+        lo, hi = tm.info.times[0], tm.info.times[-1]
+        outside = [t for t in times if t < lo or t > hi]
+        if outside and len(tm.info.times) > 1:
+            print(f"stsr: warning: times {outside} lie outside the trained range "
+                  f"[{lo:g}, {hi:g}]: they are extrapolated", file=sys.stderr)
+    _check_new_output(a.output, a.overwrite)
+    bar = _Progress(a.quiet, "upscaling")
+    try:
+        out = api.predict(tm, scale=a.scale, dims=a.dims, time_scale=a.time_scale, times=times,
+                          callback=lambda f: bar.update(f))
+    finally:
+        bar.close()
+    fmt = a.format
+    files = write_series(out, a.output, format=fmt, overwrite=a.overwrite)
+    print(f"wrote {a.output}: grid {out.dims[0]}x{out.dims[1]}x{out.dims[2]}, "
+          f"{out.n_times} timestep(s), {len(files)} file(s)", file=sys.stderr)
+    return 0
+
+
+def cmd_eval(a: argparse.Namespace) -> int:
+    from .io import read_series
+    from .metrics import evaluate, format_report
+    pred = read_series(a.pred)
+    ref = read_series(a.reference)
+    result = evaluate(pred, ref, kept_times=a.kept_times)
+    print(format_report(result))
+    if a.json:
+        _check_new_output(a.json, overwrite=True)
+        tmp = a.json + ".tmp"
+        with open(tmp, "w") as fh:
+            json.dump(result, fh, indent=2)
+        os.replace(tmp, a.json)
+    return 0
+
+
+def cmd_info(a: argparse.Namespace) -> int:
+    from . import api
+    from .config import config_to_dict
+    tm = api.load_model(a.model, device="cpu")
+    info = tm.info
+    d = {"file": a.model, "size_bytes": os.path.getsize(a.model),
+         "parameters": tm.n_parameters(), "model": config_to_dict(tm.model_config),
+         "training": config_to_dict(tm.train_config), **info.to_dict()}
+    if a.json:
+        print(json.dumps(d, indent=2))
+        return 0
+    print(f"model file   {a.model} ({d['size_bytes'] / 1e6:.2f} MB, {d['parameters']:,} "
+          "parameters)")
+    print(f"network      {tm.model_config.kind} (preset '{info.preset}'), "
+          f"{info.layout.n_heads} head(s)")
+    print(f"variables    {', '.join(info.variables)}")
+    for n in info.variables:
+        s = info.stats[n]
+        print(f"  {n:<20s} range [{s.lo:.6g}, {s.hi:.6g}]")
+    if info.components:
+        print("components   " + "; ".join(f"{k} = {', '.join(v)}"
+                                          for k, v in info.components.items()))
+    print(f"grid         {info.dims[0]}x{info.dims[1]}x{info.dims[2]} points, origin "
+          f"{tuple(info.origin)}, spacing {tuple(info.spacing)}")
+    t = info.times
+    print(f"times        {len(t)}: {', '.join(f'{v:g}' for v in t[:8])}"
+          f"{' ...' if len(t) > 8 else ''}")
+    h = info.history
+    if h:
+        print(f"training     {h.get('steps', '?')} steps, {float(h.get('elapsed_s', 0)):.1f} s "
+              f"on {h.get('device', '?')}, last batch PSNR "
+              f"{float(h.get('batch_psnr', float('nan'))):.2f} dB ({h.get('stopped', '')})")
+    return 0
+
+
+def cmd_blend(a: argparse.Namespace) -> int:
+    from . import api
+    from .io import write_series
+    _check_new_output(a.output, a.overwrite)
+    tm = api.load_model(a.model, device=a.device)
+    out = api.blend(tm, a.var_from, a.var_to, a.steps, a.time, scale=a.scale)
+    write_series(out, a.output, overwrite=a.overwrite)
+    print(f"wrote {a.output}: {a.steps} blends from '{a.var_from}' to '{a.var_to}' at "
+          f"time {a.time:g}", file=sys.stderr)
+    return 0
+
+
+COMMANDS = {"fit": cmd_fit, "upscale": cmd_upscale, "eval": cmd_eval, "info": cmd_info,
+            "blend": cmd_blend}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except StsrError as exc:
+        print(f"stsr: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("stsr: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
