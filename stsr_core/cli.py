@@ -136,6 +136,17 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("-o", "--output", required=True, metavar="OUT.pvd")
     b.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     b.add_argument("--overwrite", action="store_true")
+    c = sub.add_parser("coarsen", help="keep every S-th point and every K-th step",
+                       description="Make the coarse input of the paper's protocol from a fine "
+                                   "series: every S-th point per axis, every K-th timestep "
+                                   "(the first point and step are kept).", epilog=EPILOG)
+    c.add_argument("input", metavar="INPUT")
+    c.add_argument("-o", "--output", required=True, metavar="OUT")
+    c.add_argument("--space", type=_positive_int, default=2, metavar="S")
+    c.add_argument("--time", type=_positive_int, default=4, metavar="K")
+    c.add_argument("--arrays", type=_names, metavar="a,b,...")
+    c.add_argument("--format", choices=["vti", "h5"])
+    c.add_argument("--overwrite", action="store_true")
     return p
 
 
@@ -306,7 +317,19 @@ def cmd_blend(a: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"fit": cmd_fit, "upscale": cmd_upscale, "eval": cmd_eval, "info": cmd_info,
+def cmd_coarsen(a: argparse.Namespace) -> int:
+    from .io import read_series, write_series
+    _check_new_output(a.output, a.overwrite)
+    fine = read_series(a.input, arrays=a.arrays)
+    coarse = fine.subsample(space=a.space, time=a.time)
+    write_series(coarse, a.output, format=a.format, overwrite=a.overwrite)
+    print(f"wrote {a.output}: grid {coarse.dims[0]}x{coarse.dims[1]}x{coarse.dims[2]}, "
+          f"{coarse.n_times} timestep(s) (from {fine.dims[0]}x{fine.dims[1]}x{fine.dims[2]}, "
+          f"{fine.n_times})", file=sys.stderr)
+    return 0
+
+
+COMMANDS = {"coarsen": cmd_coarsen, "fit": cmd_fit, "upscale": cmd_upscale, "eval": cmd_eval, "info": cmd_info,
             "blend": cmd_blend}
 
 
