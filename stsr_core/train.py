@@ -170,8 +170,12 @@ def train_loop(model: FieldModel, sampler: BatchSampler, cfg: TrainConfig,
                     "learning rate or another preset")
             if callback is not None:
                 el = time.perf_counter() - t_start
+                t_cb = time.perf_counter()
                 keep_going = callback(TrainProgress(step, total, el, max_seconds, loss_v,
                                                     psnr_v, fraction(el)))
+                # time spent in the callback (a progress bar, an evaluation hook) is not
+                # training time: it does not eat the budget
+                t_start += time.perf_counter() - t_cb
                 if keep_going is False:
                     stopped = "cancelled"
                     break
