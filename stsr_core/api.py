@@ -87,8 +87,10 @@ class TrainedModel:
 
 def _spec(info: ModelInfo) -> FieldSpec:
     layout = info.layout
+    t = torch.tensor(info.times, dtype=torch.float64)
     return FieldSpec(n_vars=len(info.variables), n_heads=layout.n_heads,
-                     block_dims=layout.block_dims, n_times=len(info.times))
+                     block_dims=layout.block_dims, n_times=len(info.times),
+                     times_norm=tuple(normalise_times(t, info.times[0], info.times[-1]).tolist()))
 
 
 def _payload(tm: TrainedModel, with_optimizer: bool) -> Dict[str, Any]:

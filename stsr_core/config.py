@@ -63,13 +63,12 @@ class FastNetConfig:
     grid_levels: int = 3
     grid_features: int = 8
     grid_max_res_factor: float = 1.0   # finest level resolution relative to the input's points
-    time_basis: int = 0             # 0 = one feature per input step (smooth interpolation)
     fourier_features: int = 64
     fourier_sigma: float = 4.0
     # decoder
     width: int = 64
     depth: int = 3
-    omega_0: float = 30.0
+    omega_0: float = 1.0       # gentle: the grid features carry the detail
     heads: int = 1
     # regularisation
     tv_weight: float = 0.0

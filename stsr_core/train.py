@@ -22,8 +22,9 @@ from .model import FieldModel
 @dataclass
 class TrainProgress:
     """What a progress callback receives. ``fraction`` is the share of the budget used (steps
-    or time, whichever is further along); ``psnr`` is measured on the current batch of kept
-    data in normalised units (range 2)."""
+    or time, whichever is further along); ``loss`` is the reconstruction MSE of the current
+    batch of kept data in normalised units (range 2, without the KL and regularisation terms,
+    which are constant-dominated) and ``psnr`` the same as a PSNR."""
 
     step: int
     total_steps: Optional[int]
@@ -161,8 +162,8 @@ def train_loop(model: FieldModel, sampler: BatchSampler, cfg: TrainConfig,
         optimizer.step()
         step += 1
         if step % log_every == 0 or step == 1:
-            loss_v = float(loss.detach())
             m = float(mse.detach())
+            loss_v = m
             psnr_v = 20 * math.log10(2.0) - 10 * math.log10(max(m, 1e-20))
             if not math.isfinite(loss_v):
                 raise StsrError(
@@ -185,7 +186,7 @@ def train_loop(model: FieldModel, sampler: BatchSampler, cfg: TrainConfig,
             checkpoint(step, start_elapsed + time.perf_counter() - t_start)
             last_ckpt = time.perf_counter()
     if step > start_step:
-        loss_v = float(loss.detach())
+        loss_v = float(mse.detach())
         psnr_v = 20 * math.log10(2.0) - 10 * math.log10(max(float(mse.detach()), 1e-20))
     model.eval()
     elapsed = time.perf_counter() - t_start

@@ -30,11 +30,12 @@ class FieldSpec:
     n_heads: int                     # from BlockLayout (may be < cfg.heads for thin grids)
     block_dims: Tuple[int, int, int]  # points per axis of one head's block (x, y, z)
     n_times: int                     # input timesteps
+    times_norm: Optional[Tuple[float, ...]] = None  # input times in [-1, 1] (None: even)
 
 
 class FieldModel(nn.Module):
     n_heads: int = 1
-    latent_mu: Optional[nn.Parameter] = None
+    latent_mu: Optional[nn.Parameter]  # models without codes: register_parameter("latent_mu", None)
 
     def forward(self, coords: torch.Tensor, var_idx: torch.Tensor,
                 heads: Optional[torch.Tensor] = None,

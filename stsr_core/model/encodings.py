@@ -1,0 +1,107 @@
+"""Coordinate encodings for the fast model, each a small module ``[N, 4] -> [N, dim]``.
+
+* :class:`SpaceTimeGrid`: multi-resolution dense feature grids over space with one feature
+  slot per input timestep, looked up trilinearly (``grid_sample``) and blended between the two
+  nearest slots in time. The finest level has the input's own resolution: grids finer than the
+  data are unconstrained between samples and interpolate worse than trilinear.
+* :class:`FourierFeatures`: ``[cos(2 pi B v), sin(2 pi B v)]`` with ``B ~ N(0, sigma^2)``.
+* :class:`Identity`: the raw coordinates (for a plain SIREN decoder).
+"""
+from __future__ import annotations
+
+import math
+from typing import List, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def level_resolutions(block_dims: Sequence[int], levels: int, factor: float) -> List[List[int]]:
+    """Per level (coarse to fine) the grid points per axis (x, y, z): the finest level has
+    ``block_dims * factor`` points, each coarser level about half as many (at least 2)."""
+    out = []
+    for level in range(levels):
+        shrink = 2 ** (levels - 1 - level)
+        out.append([max(2, int(round((d - 1) * factor / shrink)) + 1) if d > 1 else 1
+                    for d in block_dims])
+    return out
+
+
+class SpaceTimeGrid(nn.Module):
+    def __init__(self, block_dims: Sequence[int], n_times: int, levels: int = 3,
+                 features: int = 8, factor: float = 1.0, init_std: float = 0.01,
+                 slot_times: Optional[Sequence[float]] = None):
+        super().__init__()
+        self.n_slots = max(1, int(n_times))
+        if slot_times is None:
+            slot_times = torch.linspace(-1, 1, self.n_slots).tolist() if self.n_slots > 1 else [0]
+        if len(slot_times) != self.n_slots:
+            raise ValueError("one slot time per input timestep is needed")
+        self.register_buffer("slot_times", torch.tensor(list(slot_times), dtype=torch.float32),
+                             persistent=False)
+        self.features = features
+        self.resolutions = level_resolutions(block_dims, levels, factor)
+        self.grids = nn.ParameterList([
+            nn.Parameter(init_std * torch.randn(self.n_slots, features, r[2], r[1], r[0]))
+            for r in self.resolutions])
+        self.dim = features * levels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        # time slot and weight: slot i sits at the i-th input time (normalised); outside
+        # the input's time range the nearest slot's features are held
+        if self.n_slots == 1:
+            j = torch.zeros(n, dtype=torch.long, device=x.device)
+            w = torch.zeros(n, 1, device=x.device)
+        else:
+            t = x[:, 3].contiguous()
+            j = (torch.searchsorted(self.slot_times, t, right=True) - 1).clamp(0, self.n_slots - 2)
+            t0, t1 = self.slot_times[j], self.slot_times[j + 1]
+            w = ((t - t0) / (t1 - t0)).clamp(0.0, 1.0)[:, None]
+        pts = x[:, :3]
+        out = x.new_empty(n, self.dim)
+        for jj in torch.unique(j).tolist():
+            sel = (j == jj).nonzero(as_tuple=True)[0]
+            p = pts[sel]
+            grid = p.view(1, 1, 1, -1, 3)
+            wj = w[sel]
+            need_next = self.n_slots > 1 and bool((wj > 0).any())
+            feats = []
+            for g in self.grids:
+                a = F.grid_sample(g[jj:jj + 1], grid, align_corners=True)[0, :, 0, 0].t()
+                if need_next:
+                    b = F.grid_sample(g[jj + 1:jj + 2], grid, align_corners=True)[0, :, 0, 0].t()
+                    a = a + wj * (b - a)
+                feats.append(a)
+            out[sel] = torch.cat(feats, dim=1)
+        return out
+
+    def total_variation(self) -> torch.Tensor:
+        """Mean squared difference between neighbouring grid points (space and time slots)."""
+        tv = self.grids[0].new_zeros(())
+        for g in self.grids:
+            for dim in range(g.dim()):
+                if dim == 1 or g.shape[dim] < 2:
+                    continue
+                tv = tv + torch.diff(g, dim=dim).pow(2).mean()
+        return tv
+
+
+class FourierFeatures(nn.Module):
+    def __init__(self, n_features: int = 64, sigma: float = 4.0, seed: int = 0):
+        super().__init__()
+        gen = torch.Generator().manual_seed(seed)
+        self.register_buffer("B", sigma * torch.randn(4, n_features, generator=gen))
+        self.dim = 2 * n_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        proj = 2 * math.pi * x @ self.B
+        return torch.cat([torch.cos(proj), torch.sin(proj)], dim=1)
+
+
+class Identity(nn.Module):
+    dim = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, :0]
