@@ -233,7 +233,7 @@ def fit(series: VolumeSeries, preset: str = DEFAULT_PRESET, *, steps: Optional[i
                       checkpoint=checkpoint if checkpoint_path else None)
     info.history.update(hist)
     info.history.update({"device": str(dev), "n_parameters": tm.n_parameters(),
-                         "torch": torch.__version__})
+                         "torch": str(torch.__version__)})
     tm.optimizer_state = optimizer.state_dict()
     if checkpoint_path:
         save_model(tm, checkpoint_path)

@@ -22,14 +22,17 @@ class VariableStats:
     @property
     def half_range(self) -> float:
         """Scale of the map; a constant variable gets 1 so nothing divides by zero (its
-        normalised values are all -1 and it is restored exactly)."""
+        normalised values are all -1)."""
         return (self.hi - self.lo) / 2.0 if self.hi > self.lo else 1.0
 
     def normalise(self, a: np.ndarray) -> np.ndarray:
         return ((a - self.lo) / self.half_range - 1.0).astype(np.float32)
 
     def denormalise(self, y):
-        """Works on numpy arrays and torch tensors alike."""
+        """Works on numpy arrays and torch tensors alike. A constant variable is restored
+        exactly (the network's output for it carries no information)."""
+        if self.hi <= self.lo:
+            return y * 0.0 + self.lo
         return (y + 1.0) * self.half_range + self.lo
 
 

@@ -1,0 +1,271 @@
+"""VTK image data: ``.vti`` files, ``.pvd`` collections of them, and folders of ``.vti``.
+
+Reading and writing go through the ``vtkmodules`` that ParaView provides (VTK 9.2 on
+Debian), so what is written opens in ParaView and what ParaView writes is read here.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+import xml.etree.ElementTree as ET
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..errors import StsrError
+from ..series import VolumeSeries, merged_arrays, split_components
+
+NON_IMAGE = {".vtu": "unstructured grid", ".vtp": "polygonal data", ".vts": "structured grid",
+             ".vtr": "rectilinear grid", ".vtk": "legacy VTK", ".vtm": "multiblock",
+             ".pvtu": "unstructured grid", ".vtmb": "multiblock"}
+RESAMPLE_HINT = ("resample it to an image first (ParaView: Filters > Resample To Image, then "
+                 "File > Save Data as .pvd/.vti)")
+
+
+def _vtk():
+    try:
+        from vtkmodules.util import numpy_support
+        from vtkmodules.vtkCommonCore import vtkFloatArray
+        from vtkmodules.vtkCommonDataModel import vtkImageData
+        from vtkmodules.vtkIOXML import vtkXMLImageDataReader, vtkXMLImageDataWriter
+    except ImportError as exc:  # pragma: no cover - depends on the installation
+        raise StsrError(f"VTK's Python modules are needed for .vti/.pvd files ({exc}); "
+                        "install ParaView (Debian: python3-paraview)") from None
+    return numpy_support, vtkFloatArray, vtkImageData, vtkXMLImageDataReader, vtkXMLImageDataWriter
+
+
+def read_vti(path: str) -> Tuple[Dict[str, np.ndarray], Tuple[int, int, int],
+                                 Tuple[float, ...], Tuple[float, ...], Optional[float]]:
+    """One .vti -> (point arrays [Z, Y, X] or [Z, Y, X, C], dims, origin, spacing, TimeValue)."""
+    ext = os.path.splitext(path)[1].lower()
+    if ext in NON_IMAGE:
+        raise StsrError(f"'{path}' holds {NON_IMAGE[ext]}, not image data: {RESAMPLE_HINT}")
+    if not os.path.isfile(path):
+        raise StsrError(f"file '{path}' does not exist")
+    with open(path, "rb") as fh:
+        head = fh.read(4096)
+    if b"<VTKFile" not in head:
+        raise StsrError(f"'{path}' is not a VTK XML file")
+    m = re.search(rb'type="(\w+)"', head)
+    if m and m.group(1) != b"ImageData":
+        raise StsrError(f"'{path}' holds {m.group(1).decode()}, not ImageData: {RESAMPLE_HINT}")
+    numpy_support, _, _, Reader, _ = _vtk()
+    from vtkmodules.vtkCommonCore import vtkCommand
+    reader = Reader()
+    errors: List[str] = []
+    reader.AddObserver(vtkCommand.ErrorEvent, lambda o, e: errors.append(e))
+    reader.SetFileName(path)
+    reader.Update()
+    img = reader.GetOutput()
+    if errors or reader.GetErrorCode() or img is None or img.GetNumberOfPoints() == 0:
+        raise StsrError(f"'{path}' is unreadable or truncated (VTK could not read it)")
+    dims = tuple(int(d) for d in img.GetDimensions())
+    pd = img.GetPointData()
+    arrays: Dict[str, np.ndarray] = {}
+    for i in range(pd.GetNumberOfArrays()):
+        arr = pd.GetArray(i)
+        if arr is None:
+            continue
+        name = arr.GetName() or f"array{i}"
+        a = numpy_support.vtk_to_numpy(arr).astype(np.float32)
+        n = dims[0] * dims[1] * dims[2]
+        if a.shape[0] != n:
+            raise StsrError(f"array '{name}' in '{path}' has {a.shape[0]} values for {n} points: "
+                            "the file is truncated or damaged")
+        c = arr.GetNumberOfComponents()
+        shape = (dims[2], dims[1], dims[0]) + ((c,) if c > 1 else ())
+        arrays[name] = a.reshape(shape)
+    if not arrays:
+        if img.GetCellData().GetNumberOfArrays() > 0:
+            raise StsrError(f"'{path}' has only cell data; point data is needed (ParaView: "
+                            "Filters > Cell Data to Point Data)")
+        raise StsrError(f"'{path}' has no point-data arrays")
+    tv = None
+    fd = img.GetFieldData()
+    if fd is not None and fd.GetArray("TimeValue") is not None:
+        tv = float(fd.GetArray("TimeValue").GetTuple1(0))
+    return (arrays, dims, tuple(img.GetOrigin()), tuple(img.GetSpacing()), tv)  # type: ignore
+
+
+def _assemble(files: Sequence[str], times: Sequence[float], source: str,
+              arrays: Optional[Sequence[str]]) -> VolumeSeries:
+    per_step: List[Dict[str, np.ndarray]] = []
+    geom = None
+    first = None
+    for f in files:
+        a, dims, origin, spacing, _ = read_vti(f)
+        if geom is None:
+            geom, first = (dims, origin, spacing), f
+        else:
+            if dims != geom[0] or not np.allclose(origin, geom[1]) or \
+                    not np.allclose(spacing, geom[2]):
+                raise StsrError(
+                    f"timesteps have different grids: '{first}' has dims {geom[0]}, origin "
+                    f"{geom[1]}, spacing {geom[2]} but '{f}' has dims {dims}, origin {origin}, "
+                    f"spacing {spacing}")
+        if arrays is not None:
+            a = {k: v for k, v in a.items() if k in arrays}
+        per_step.append(a)
+    names = list(per_step[0])
+    for f, a in zip(files, per_step):
+        for n in names:
+            if n not in a:
+                raise StsrError(f"array '{n}' is missing at a timestep: not in '{f}' "
+                                f"(it is in '{files[0]}')")
+        for n in a:
+            if n not in names:
+                raise StsrError(f"array '{n}' is missing at a timestep: in '{f}' but not in "
+                                f"'{files[0]}'")
+    variables: Dict[str, np.ndarray] = {}
+    components: Dict[str, List[str]] = {}
+    for n in names:
+        stacked = np.stack([a[n] for a in per_step])
+        parts = split_components(n, stacked)
+        if len(parts) > 1 or stacked.ndim == 5:
+            components[n] = list(parts)
+        variables.update(parts)
+    assert geom is not None
+    return VolumeSeries(times=np.asarray(times, dtype=np.float64), variables=variables,
+                        origin=geom[1], spacing=geom[2], components=components, source=source)
+
+
+def read_pvd(path: str, arrays: Optional[Sequence[str]] = None) -> VolumeSeries:
+    if not os.path.isfile(path):
+        raise StsrError(f"file '{path}' does not exist")
+    try:
+        root = ET.parse(path).getroot()
+    except ET.ParseError as exc:
+        raise StsrError(f"'{path}' is not a valid .pvd file (XML error: {exc})") from None
+    entries = []
+    for ds in root.iter("DataSet"):
+        if ds.get("part", "0") not in ("0", ""):
+            continue
+        f = ds.get("file")
+        if not f:
+            raise StsrError(f"'{path}': a DataSet entry has no file attribute")
+        try:
+            t = float(ds.get("timestep", len(entries)))
+        except ValueError:
+            raise StsrError(f"'{path}': timestep '{ds.get('timestep')}' is not a number") from None
+        entries.append((t, os.path.join(os.path.dirname(os.path.abspath(path)), f)))
+    if not entries:
+        raise StsrError(f"'{path}' lists no datasets")
+    entries.sort(key=lambda e: e[0])
+    for _, f in entries:
+        ext = os.path.splitext(f)[1].lower()
+        if ext in NON_IMAGE:
+            raise StsrError(f"'{path}' lists {NON_IMAGE[ext]} ('{os.path.basename(f)}'), not "
+                            f"image data: {RESAMPLE_HINT}")
+        if not os.path.isfile(f):
+            raise StsrError(f"'{path}' refers to '{f}', which does not exist")
+    times = [e[0] for e in entries]
+    if len(set(times)) != len(times):
+        raise StsrError(f"'{path}' lists the same timestep twice: {times}")
+    return _assemble([e[1] for e in entries], times, path, arrays)
+
+
+def _natural_key(name: str):
+    nums = re.findall(r"\d+", name)
+    return (int(nums[-1]) if nums else -1, name)
+
+
+def read_vti_folder(path: str, arrays: Optional[Sequence[str]] = None) -> VolumeSeries:
+    files = sorted((f for f in os.listdir(path) if f.lower().endswith(".vti")), key=_natural_key)
+    if not files:
+        raise StsrError(f"folder '{path}' has no .vti files")
+    full = [os.path.join(path, f) for f in files]
+    tvs = [read_vti(f)[4] for f in full[:1]]
+    times: List[float]
+    if tvs[0] is not None:
+        times = [read_vti(f)[4] for f in full]  # type: ignore[misc]
+        if any(t is None for t in times):
+            times = [float(i) for i in range(len(full))]
+    else:
+        times = [float(i) for i in range(len(full))]
+    return _assemble(full, times, path, arrays)
+
+
+def read_single_vti(path: str, arrays: Optional[Sequence[str]] = None) -> VolumeSeries:
+    tv = read_vti(path)[4]
+    return _assemble([path], [0.0 if tv is None else tv], path, arrays)
+
+
+def _image(series: VolumeSeries, t: int):
+    numpy_support, _, vtkImageData, _, _ = _vtk()
+    from vtkmodules.vtkCommonCore import vtkDoubleArray
+    img = vtkImageData()
+    img.SetDimensions(*series.dims)
+    img.SetOrigin(*series.origin)
+    img.SetSpacing(*series.spacing)
+    for name, a in merged_arrays(series, t).items():
+        flat = np.ascontiguousarray(a, dtype=np.float32)
+        flat = flat.reshape(-1, a.shape[-1]) if a.ndim == 4 else flat.reshape(-1)
+        arr = numpy_support.numpy_to_vtk(flat, deep=1)
+        arr.SetName(name)
+        img.GetPointData().AddArray(arr)
+    tv = vtkDoubleArray()
+    tv.SetName("TimeValue")
+    tv.InsertNextValue(float(series.times[t]))
+    img.GetFieldData().AddArray(tv)
+    return img
+
+
+def _write_image(img, path: str) -> None:
+    _, _, _, _, Writer = _vtk()
+    w = Writer()
+    w.SetFileName(path)
+    w.SetInputData(img)
+    w.SetDataModeToAppended()
+    w.EncodeAppendedDataOff()
+    w.SetCompressorTypeToZLib()
+    if not w.Write():
+        raise StsrError(f"could not write '{path}'")
+
+
+def write_pvd(series: VolumeSeries, path: str, overwrite: bool = False) -> List[str]:
+    """``OUT.pvd`` plus its ``.vti`` files in the folder ``OUT/`` beside it. Everything is
+    written into temporary names first and renamed at the end."""
+    path = os.path.abspath(path)
+    folder = os.path.dirname(path)
+    stem = os.path.splitext(os.path.basename(path))[0]
+    data_dir = os.path.join(folder, stem)
+    if os.path.exists(data_dir) and not os.path.isdir(data_dir):
+        raise StsrError(f"'{data_dir}' exists and is not a folder")
+    tmp_dir = tempfile.mkdtemp(prefix=f".{stem}-", dir=folder)
+    try:
+        files = []
+        lines = ['<?xml version="1.0"?>',
+                 '<VTKFile type="Collection" version="0.1" byte_order="LittleEndian">',
+                 "  <Collection>"]
+        for t in range(series.n_times):
+            name = f"{stem}_{t:04d}.vti"
+            _write_image(_image(series, t), os.path.join(tmp_dir, name))
+            files.append(os.path.join(data_dir, name))
+            lines.append(f'    <DataSet timestep="{series.times[t]!r}" group="" part="0" '
+                         f'file="{stem}/{name}"/>')
+        lines += ["  </Collection>", "</VTKFile>", ""]
+        tmp_pvd = os.path.join(tmp_dir, stem + ".pvd")
+        with open(tmp_pvd, "w") as fh:
+            fh.write("\n".join(lines))
+        if os.path.isdir(data_dir):
+            if not overwrite:
+                raise StsrError(f"'{data_dir}' exists; pass overwrite to replace it")
+            shutil.rmtree(data_dir)
+        os.replace(tmp_pvd, path)
+        os.replace(tmp_dir, data_dir)
+        return [path] + files
+    finally:
+        if os.path.isdir(tmp_dir):
+            shutil.rmtree(tmp_dir)
+
+
+def write_vti(series: VolumeSeries, path: str) -> List[str]:
+    if series.n_times != 1:
+        raise StsrError(f"a single .vti holds one timestep; this series has {series.n_times} "
+                        "(write a .pvd instead)")
+    tmp = path + ".tmp.vti"
+    _write_image(_image(series, 0), tmp)
+    os.replace(tmp, path)
+    return [path]
