@@ -194,6 +194,8 @@ def _check_new_output(path: str, overwrite: bool) -> None:
 def cmd_fit(a: argparse.Namespace) -> int:
     from . import api
     from .io import read_series
+    from .train import resolve_device
+    resolve_device(a.device)                  # fail before reading data or training
     if a.resume:
         if not os.path.exists(a.output):
             raise StsrError(f"--resume: model file '{a.output}' does not exist")

@@ -1,0 +1,118 @@
+"""The `stsr` command end to end, as users and other tools call it, and its error lines."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from stsr_core.io import read_series, write_series
+from test_engine import smooth_series
+
+STSR = os.path.join(os.path.dirname(sys.executable), "stsr")
+
+
+def run(*args, cwd=None):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run([STSR, *args], capture_output=True, text=True, cwd=cwd, env=env,
+                          timeout=300)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli")
+    write_series(smooth_series(nx=9, ny=9, nz=9, nt=9), str(d / "fine.pvd"))
+    r = run("coarsen", "fine.pvd", "-o", "coarse.pvd", "--space", "2", "--time", "4", cwd=d)
+    assert r.returncode == 0, r.stderr
+    r = run("fit", "coarse.pvd", "-o", "m.stsr", "--steps", "60", "--device", "cpu",
+            "--seed", "3", "--quiet", cwd=d)
+    assert r.returncode == 0, r.stderr
+    return d
+
+
+def test_fit_upscale_eval_protocol(workdir):
+    d = workdir
+    coarse = read_series(str(d / "coarse.pvd"))
+    assert coarse.dims == (5, 5, 5) and coarse.n_times == 3
+    r = run("upscale", "m.stsr", "-o", "up.pvd", "--scale", "2", "--time-scale", "4",
+            "--quiet", cwd=d)
+    assert r.returncode == 0, r.stderr
+    up, fine = read_series(str(d / "up.pvd")), read_series(str(d / "fine.pvd"))
+    assert up.dims == fine.dims and np.allclose(up.times, fine.times)
+    assert up.spacing == fine.spacing and up.origin == fine.origin
+    kept = ",".join(repr(float(t)) for t in coarse.times)
+    r = run("eval", "up.pvd", "--reference", "fine.pvd", "--kept-times", kept, "--json",
+            "e.json", cwd=d)
+    assert r.returncode == 0, r.stderr
+    assert "temperature" in r.stdout and "between" in r.stdout
+    res = json.loads((d / "e.json").read_text())
+    assert res["psnr_mean"] > 15 and len(res["psnr_per_step"]) == 9
+    assert res["kept"] == [True, False, False, False, True, False, False, False, True]
+
+
+def test_upscale_h5_dims_and_times(workdir):
+    r = run("upscale", "m.stsr", "-o", "o.h5", "--dims", "7", "6", "5", "--times", "1.5,2.0",
+            "--quiet", cwd=workdir)
+    assert r.returncode == 0, r.stderr
+    out = read_series(str(workdir / "o.h5"))
+    assert out.dims == (7, 6, 5) and list(out.times) == [1.5, 2.0]
+
+
+def test_info_and_blend(workdir):
+    r = run("info", "m.stsr", "--json", cwd=workdir)
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info["variables"] == ["temperature", "rho"] and info["dims"] == [5, 5, 5]
+    r = run("blend", "m.stsr", "--from", "temperature", "--to", "rho", "--steps", "3",
+            "--time", "2", "-o", "b.pvd", cwd=workdir)
+    assert r.returncode == 0, r.stderr
+    assert read_series(str(workdir / "b.pvd")).n_times == 3
+
+
+@pytest.mark.parametrize("args, message", [
+    (["fit", "nothere.pvd", "-o", "x.stsr"], "does not exist"),
+    (["fit", "coarse.pvd", "-o", "m.stsr"], "exists; pass --overwrite"),
+    (["fit", "coarse.pvd", "-o", "x.stsr", "--arrays", "nope"], "no array named 'nope'"),
+    (["fit", "coarse.pvd", "-o", "x.stsr", "--device", "cuda"], "CUDA"),
+    (["upscale", "m.stsr", "-o", "missing/out.pvd"], "does not exist"),
+    (["upscale", "m.stsr", "-o", "u.pvd", "--scale", "1.3"], "whole number"),
+    (["upscale", "fine.pvd", "-o", "u2.pvd"], "not a readable stsr model"),
+    (["eval", "coarse.pvd", "--reference", "fine.pvd"], "differ"),
+    (["blend", "m.stsr", "--from", "x", "--to", "rho", "--time", "2", "-o", "b2.pvd"],
+     "no variable 'x'"),
+])
+def test_errors_are_one_clear_line(workdir, args, message):
+    if "CUDA" == message:
+        import torch
+        if torch.cuda.is_available():
+            pytest.skip("CUDA is present")
+    r = run(*args, cwd=workdir)
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("stsr: error:") and message in last, r.stderr
+
+
+def test_single_timestep_refuses_temporal_options(tmp_path):
+    write_series(smooth_series(nt=1), str(tmp_path / "one.vti"))
+    r = run("fit", "one.vti", "-o", "m.stsr", "--steps", "2", "--quiet", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    r = run("upscale", "m.stsr", "-o", "u.pvd", "--time-scale", "2", cwd=tmp_path)
+    assert r.returncode == 2 and "single timestep" in r.stderr
+
+
+def test_resume_continues_training(workdir):
+    r = run("fit", "coarse.pvd", "-o", "m.stsr", "--resume", "--steps", "5", "--quiet",
+            cwd=workdir)
+    assert r.returncode == 0, r.stderr
+    r = run("info", "m.stsr", "--json", cwd=workdir)
+    assert json.loads(r.stdout)["history"]["steps"] == 65
+
+
+def test_help_explains_every_command():
+    r = run("--help")
+    for cmd in ("fit", "upscale", "eval", "info", "blend", "coarsen"):
+        assert cmd in r.stdout
+        h = run(cmd, "--help")
+        assert h.returncode == 0 and "usage: stsr " + cmd in h.stdout
