@@ -36,6 +36,27 @@ def _vtk():
     return numpy_support, vtkFloatArray, vtkImageData, vtkXMLImageDataReader, vtkXMLImageDataWriter
 
 
+def arrays_from_image(img, where: str = "") -> Dict[str, np.ndarray]:
+    """Point arrays of a vtkImageData as numpy: ``[Z, Y, X]`` or ``[Z, Y, X, C]`` float32."""
+    numpy_support = _vtk()[0]
+    dims = tuple(int(d) for d in img.GetDimensions())
+    pd = img.GetPointData()
+    arrays: Dict[str, np.ndarray] = {}
+    n = dims[0] * dims[1] * dims[2]
+    for i in range(pd.GetNumberOfArrays()):
+        arr = pd.GetArray(i)
+        if arr is None:
+            continue
+        name = arr.GetName() or f"array{i}"
+        a = numpy_support.vtk_to_numpy(arr).astype(np.float32)
+        if a.shape[0] != n:
+            raise StsrError(f"array '{name}'{where} has {a.shape[0]} values for {n} points: "
+                            "the data is truncated or damaged")
+        c = arr.GetNumberOfComponents()
+        arrays[name] = a.reshape((dims[2], dims[1], dims[0]) + ((c,) if c > 1 else ()))
+    return arrays
+
+
 def read_vti(path: str) -> Tuple[Dict[str, np.ndarray], Tuple[int, int, int],
                                  Tuple[float, ...], Tuple[float, ...], Optional[float]]:
     """One .vti -> (point arrays [Z, Y, X] or [Z, Y, X, C], dims, origin, spacing, TimeValue)."""
@@ -62,21 +83,7 @@ def read_vti(path: str) -> Tuple[Dict[str, np.ndarray], Tuple[int, int, int],
     if errors or reader.GetErrorCode() or img is None or img.GetNumberOfPoints() == 0:
         raise StsrError(f"'{path}' is unreadable or truncated (VTK could not read it)")
     dims = tuple(int(d) for d in img.GetDimensions())
-    pd = img.GetPointData()
-    arrays: Dict[str, np.ndarray] = {}
-    for i in range(pd.GetNumberOfArrays()):
-        arr = pd.GetArray(i)
-        if arr is None:
-            continue
-        name = arr.GetName() or f"array{i}"
-        a = numpy_support.vtk_to_numpy(arr).astype(np.float32)
-        n = dims[0] * dims[1] * dims[2]
-        if a.shape[0] != n:
-            raise StsrError(f"array '{name}' in '{path}' has {a.shape[0]} values for {n} points: "
-                            "the file is truncated or damaged")
-        c = arr.GetNumberOfComponents()
-        shape = (dims[2], dims[1], dims[0]) + ((c,) if c > 1 else ())
-        arrays[name] = a.reshape(shape)
+    arrays = arrays_from_image(img, f" in '{path}'")
     if not arrays:
         if img.GetCellData().GetNumberOfArrays() > 0:
             raise StsrError(f"'{path}' has only cell data; point data is needed (ParaView: "
@@ -192,7 +199,8 @@ def read_single_vti(path: str, arrays: Optional[Sequence[str]] = None) -> Volume
     return _assemble([path], [0.0 if tv is None else tv], path, arrays)
 
 
-def _image(series: VolumeSeries, t: int):
+def image_from_series(series: VolumeSeries, t: int):
+    """Timestep ``t`` of a series as a vtkImageData (components re-assembled, TimeValue set)."""
     numpy_support, _, vtkImageData, _, _ = _vtk()
     from vtkmodules.vtkCommonCore import vtkDoubleArray
     img = vtkImageData()
@@ -241,7 +249,7 @@ def write_pvd(series: VolumeSeries, path: str, overwrite: bool = False) -> List[
                  "  <Collection>"]
         for t in range(series.n_times):
             name = f"{stem}_{t:04d}.vti"
-            _write_image(_image(series, t), os.path.join(tmp_dir, name))
+            _write_image(image_from_series(series, t), os.path.join(tmp_dir, name))
             files.append(os.path.join(data_dir, name))
             lines.append(f'    <DataSet timestep="{series.times[t]!r}" group="" part="0" '
                          f'file="{stem}/{name}"/>')
@@ -266,6 +274,6 @@ def write_vti(series: VolumeSeries, path: str) -> List[str]:
         raise StsrError(f"a single .vti holds one timestep; this series has {series.n_times} "
                         "(write a .pvd instead)")
     tmp = path + ".tmp.vti"
-    _write_image(_image(series, 0), tmp)
+    _write_image(image_from_series(series, 0), tmp)
     os.replace(tmp, path)
     return [path]
