@@ -1,0 +1,63 @@
+"""Run by tests/test_paraview.py under pvpython or pvbatch:
+    filter_check.py PLUGIN INPUT.pvd MODEL OUT_DIR
+Applies STSR-INR Upscale (tiny training) and reopens the saved model with STSR-INR Model;
+writes what it saw to OUT_DIR/result.json and the arrays at one in-between time to .npz."""
+import json
+import sys
+
+import numpy as np
+from paraview.simple import (LoadPlugin, PVDReader, UpdatePipeline,  # noqa: F401
+                             servermanager)
+from vtkmodules.util.numpy_support import vtk_to_numpy
+
+plugin, data, model, out = sys.argv[1:5]
+LoadPlugin(plugin, ns=globals())
+reader = PVDReader(FileName=data)
+up = STSRINRUpscale(Input=reader)  # noqa: F821 - defined by LoadPlugin
+up.SpatialScale = 2.0
+up.TemporalScale = 2
+up.TrainingSteps = 25
+up.TrainingMinutes = 0.0
+up.Seed = 3
+up.ModelFile = model
+up.UpdatePipelineInformation()
+times = list(up.TimestepValues)
+t_mid = times[1]
+
+
+def grab(proxy, t):
+    proxy.UpdatePipeline(t)
+    img = servermanager.Fetch(proxy)
+    pd = img.GetPointData()
+    arrays = {pd.GetArrayName(i): vtk_to_numpy(pd.GetArray(i)).copy()
+              for i in range(pd.GetNumberOfArrays())}
+    return img, arrays
+
+
+img, arrays = grab(up, t_mid)
+algo = up.GetClientSideObject()
+training = algo.last_training
+# the same time again comes from the cache: no new inference
+cached_before = dict(algo._cache.images)
+_, again = grab(up, t_mid)
+
+src = STSRINRModel(FileName=model)  # noqa: F821
+src.SpatialScale = 2.0
+src.TemporalScale = 2
+src.UpdatePipelineInformation()
+src_img, src_arrays = grab(src, t_mid)
+
+np.savez(out + "/filter.npz", **arrays)
+np.savez(out + "/source.npz", **src_arrays)
+json.dump({
+    "times": times, "t_mid": t_mid,
+    "dims": list(img.GetDimensions()), "spacing": list(img.GetSpacing()),
+    "origin": list(img.GetOrigin()),
+    "arrays": {k: list(v.shape) for k, v in arrays.items()},
+    "training": training,
+    "cache_hit": all(np.array_equal(arrays[k], again[k]) for k in arrays)
+                 and t_mid in cached_before,
+    "source_times": list(src.TimestepValues),
+    "source_dims": list(src_img.GetDimensions()),
+}, open(out + "/result.json", "w"))
+print("filter_check done")
