@@ -9,7 +9,7 @@ from paraview import simple
 
 from paraview.simple import (ColorBy, GetActiveViewOrCreate, GetAnimationScene,
                              GetTimeKeeper, PVDReader, Render, ResetCamera, SaveScreenshot,
-                             Show, Slice)
+                             Show)
 
 data, out = os.environ["STSR_GUI_DATA"], os.environ["STSR_GUI_OUT"]
 result = {"ok": False}
@@ -28,12 +28,14 @@ try:
     steps = list(tk.TimestepValues)
     between = steps[1]
     scene.AnimationTime = between
-    sl = Slice(Input=up)
-    sl.SliceType.Normal = [0, 0, 1]
-    disp = Show(sl, view)
+    disp = Show(up, view)
+    disp.SetRepresentationType("Slice")       # a z-slice through the upsampled volume
     ColorBy(disp, ("POINTS", "temperature"))
     disp.RescaleTransferFunctionToDataRange(True, False)
     view.ViewSize = [640, 480]
+    view.CameraPosition = [0, 0, 1]
+    view.CameraFocalPoint = [0, 0, 0]
+    view.CameraViewUp = [0, 1, 0]
     ResetCamera(view)
     Render(view)
     SaveScreenshot(os.path.join(out, "gui.png"), view, ImageResolution=[640, 480])
