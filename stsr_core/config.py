@@ -63,6 +63,7 @@ class FastNetConfig:
     grid_levels: int = 3
     grid_features: int = 8
     grid_max_res_factor: float = 1.0   # finest level resolution relative to the input's points
+    grid_interp: str = "cubic"      # "cubic" (B-spline, C2-smooth) | "linear" (trilinear)
     fourier_features: int = 64
     fourier_sigma: float = 4.0
     # decoder
@@ -113,7 +114,7 @@ PRESETS: Dict[str, Tuple[Any, TrainConfig]] = {
     ),
     "fast": (
         FastNetConfig(),
-        TrainConfig(steps=None, max_minutes=2.0, batch_size=16384, lr=5e-3, lr_latent=5e-3,
+        TrainConfig(steps=None, max_minutes=2.0, batch_size=8192, lr=1e-2, lr_latent=1e-2,
                     schedule="cosine"),
     ),
     "siren": (

@@ -28,11 +28,56 @@ def level_resolutions(block_dims: Sequence[int], levels: int, factor: float) -> 
     return out
 
 
+def _bspline_positions(idx: torch.Tensor, size: int):
+    """Cubic B-spline weights as two linear lookups per axis (Sigg & Hadwiger 2005): for
+    continuous indices ``idx`` into an axis of ``size`` points (padded by one on each side),
+    return the two lookup positions and their weights."""
+    i = idx.floor().clamp(1, size - 3)
+    f = idx - i
+    f2, f3 = f * f, f * f * f
+    w0 = (1 - f) ** 3 / 6
+    w1 = (3 * f3 - 6 * f2 + 4) / 6
+    w2 = (-3 * f3 + 3 * f2 + 3 * f + 1) / 6
+    w3 = f3 / 6
+    g0, g1 = w0 + w1, w2 + w3
+    return (i - 1 + w1 / g0, i + 1 + w3 / g1.clamp_min(1e-12)), (g0, g1)
+
+
+def bspline_sample(grid: torch.Tensor, local: torch.Tensor) -> torch.Tensor:
+    """Cubic B-spline interpolation of ``grid`` [1, C, D, H, W] (one padding point on every
+    side) at local coordinates ``local`` [N, 3] (x, y, z) in [-1, 1] -> [N, C]. The grid values
+    act as spline coefficients, so the field is C2-smooth, like SciPy's tricubic spline, at
+    8 trilinear lookups per point (done in one ``grid_sample`` call)."""
+    sizes = (grid.shape[4], grid.shape[3], grid.shape[2])      # x, y, z (padded)
+    pos, wts = [], []
+    for a in range(3):
+        n = sizes[a] - 2                                       # unpadded points
+        idx = (local[:, a] + 1) * 0.5 * (n - 1) + 1
+        p, w = _bspline_positions(idx, sizes[a])
+        pos.append([2 * q / (sizes[a] - 1) - 1 for q in p])   # back to [-1, 1]
+        wts.append(w)
+    pts, weights = [], []
+    for cz in range(2):
+        for cy in range(2):
+            for cx in range(2):
+                pts.append(torch.stack([pos[0][cx], pos[1][cy], pos[2][cz]], dim=1))
+                weights.append(wts[0][cx] * wts[1][cy] * wts[2][cz])
+    g = torch.cat(pts, 0).view(1, 1, 1, -1, 3)
+    vals = F.grid_sample(grid, g, align_corners=True, padding_mode="border")[0, :, 0, 0]
+    vals = vals.view(grid.shape[1], 8, -1)                     # [C, 8, N]
+    w = torch.stack(weights, 0)                                # [8, N]
+    return (vals * w[None]).sum(1).t()
+
+
 class SpaceTimeGrid(nn.Module):
     def __init__(self, block_dims: Sequence[int], n_times: int, levels: int = 3,
                  features: int = 8, factor: float = 1.0, init_std: float = 0.01,
-                 slot_times: Optional[Sequence[float]] = None):
+                 slot_times: Optional[Sequence[float]] = None, interp: str = "linear"):
         super().__init__()
+        if interp not in ("linear", "cubic"):
+            raise ValueError(f"grid interpolation must be linear or cubic, got {interp!r}")
+        self.interp = interp
+        pad = 2 if interp == "cubic" else 0
         self.n_slots = max(1, int(n_times))
         if slot_times is None:
             slot_times = torch.linspace(-1, 1, self.n_slots).tolist() if self.n_slots > 1 else [0]
@@ -43,7 +88,8 @@ class SpaceTimeGrid(nn.Module):
         self.features = features
         self.resolutions = level_resolutions(block_dims, levels, factor)
         self.grids = nn.ParameterList([
-            nn.Parameter(init_std * torch.randn(self.n_slots, features, r[2], r[1], r[0]))
+            nn.Parameter(init_std * torch.randn(self.n_slots, features, r[2] + pad, r[1] + pad,
+                                                r[0] + pad))
             for r in self.resolutions])
         self.dim = features * levels
 
@@ -69,13 +115,18 @@ class SpaceTimeGrid(nn.Module):
             need_next = self.n_slots > 1 and bool((wj > 0).any())
             feats = []
             for g in self.grids:
-                a = F.grid_sample(g[jj:jj + 1], grid, align_corners=True)[0, :, 0, 0].t()
+                a = self._lookup(g[jj:jj + 1], p, grid)
                 if need_next:
-                    b = F.grid_sample(g[jj + 1:jj + 2], grid, align_corners=True)[0, :, 0, 0].t()
+                    b = self._lookup(g[jj + 1:jj + 2], p, grid)
                     a = a + wj * (b - a)
                 feats.append(a)
             out[sel] = torch.cat(feats, dim=1)
         return out
+
+    def _lookup(self, g: torch.Tensor, p: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+        if self.interp == "cubic":
+            return bspline_sample(g, p)
+        return F.grid_sample(g, grid, align_corners=True)[0, :, 0, 0].t()
 
     def total_variation(self) -> torch.Tensor:
         """Mean squared difference between neighbouring grid points (space and time slots)."""

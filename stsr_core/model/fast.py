@@ -31,7 +31,7 @@ class FastNet(FieldModel):
         if cfg.encoding == "grid":
             self.encoding: nn.Module = SpaceTimeGrid(
                 spec.block_dims, spec.n_times, cfg.grid_levels, cfg.grid_features,
-                cfg.grid_max_res_factor, slot_times=spec.times_norm)
+                cfg.grid_max_res_factor, slot_times=spec.times_norm, interp=cfg.grid_interp)
         elif cfg.encoding == "fourier":
             self.encoding = FourierFeatures(cfg.fourier_features, cfg.fourier_sigma)
         elif cfg.encoding == "none":
