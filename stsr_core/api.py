@@ -228,8 +228,13 @@ def fit(series: VolumeSeries, preset: str = DEFAULT_PRESET, *, steps: Optional[i
         tm.optimizer_state = optimizer.state_dict()
         save_model(tm, checkpoint_path)  # type: ignore[arg-type]
 
+    def on_progress(p: TrainProgress) -> Optional[bool]:
+        p.trained = tm          # lets a hook evaluate the model mid-training
+        return callback(p) if callback is not None else None
+
     hist = train_loop(model, sampler, tcfg, optimizer, start_step=start_step,
-                      start_elapsed=start_elapsed, callback=callback,
+                      start_elapsed=start_elapsed,
+                      callback=on_progress if callback is not None else None,
                       checkpoint=checkpoint if checkpoint_path else None)
     info.history.update(hist)
     info.history.update({"device": str(dev), "n_parameters": tm.n_parameters(),

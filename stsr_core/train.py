@@ -33,6 +33,7 @@ class TrainProgress:
     loss: float
     psnr: float
     fraction: float
+    trained: Optional[object] = None   # the TrainedModel being trained (set by api.fit)
 
 
 ProgressCallback = Callable[[TrainProgress], Optional[bool]]
