@@ -210,6 +210,8 @@ def fit(series: VolumeSeries, preset: str = DEFAULT_PRESET, *, steps: Optional[i
 
     data = np.stack([info.stats[n].normalise(series.variables[n]) for n in info.variables])
     data_t = torch.from_numpy(data).to(dev)
+    if resume is None:
+        model.init_from_data(data_t)
     times_norm = normalise_times(torch.tensor(info.times, dtype=torch.float64),
                                  info.times[0], info.times[-1])
     sampler = BatchSampler(data_t, info.layout, times_norm, seed=tcfg.seed + int(
@@ -372,9 +374,15 @@ def blend(tm: TrainedModel, var_from: str, var_to: str, steps: int, t: float,
     mu = tm.model.latent_mu.detach()
     w = torch.linspace(0.0, 1.0, steps, device=mu.device)
     codes = (1 - w)[:, None] * mu[a][None] + w[:, None] * mu[b][None]    # [steps, D]
-    var_idx = torch.full((steps,), a, dtype=torch.long, device=mu.device)
-    norm = predict_grid(tm.model, info.layout, _t_norm(info, t), g_dims, g_origin, g_spacing,
-                        info.origin, info.spacing, var_idx=var_idx, codes=codes)
+    # decode each code once as variable a and once as b and mix the two with the same weight:
+    # the network's part is the same in both, and a per-variable part (the fast model's
+    # spline base) is interpolated like the code
+    var_idx = torch.tensor([a] * steps + [b] * steps, dtype=torch.long, device=mu.device)
+    both = predict_grid(tm.model, info.layout, _t_norm(info, t), g_dims, g_origin, g_spacing,
+                        info.origin, info.spacing, var_idx=var_idx,
+                        codes=torch.cat([codes, codes]))
+    wn = w.cpu().numpy().reshape((steps,) + (1,) * (both.ndim - 1))
+    norm = (1 - wn) * both[:steps] + wn * both[steps:]
     sa, sb = info.stats[var_from], info.stats[var_to]
     frames = []
     for i, wi in enumerate(w.tolist()):

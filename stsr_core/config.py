@@ -71,6 +71,12 @@ class FastNetConfig:
     depth: int = 3
     omega_0: float = 1.0       # gentle: the grid features carry the detail
     heads: int = 1
+    # base: "spline" adds, per variable, a cubic B-spline through the kept data (one slot per
+    # kept step, linear in time) to the network's output, so training starts at
+    # interpolation quality and the network learns corrections; "none": the network alone
+    base: str = "spline"
+    base_trainable: bool = True
+    base_out_init: float = 0.0   # scale of the output layer's initial weights with a base
     # regularisation
     tv_weight: float = 0.0
 

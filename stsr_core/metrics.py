@@ -12,20 +12,22 @@ from .series import VolumeSeries
 
 
 def psnr(pred: np.ndarray, ref: np.ndarray) -> float:
-    """PSNR of one timestep. A constant reference has no range: its peak is taken as
-    max(|GT|) (or 1 when GT is all zeros) so the score stays finite and comparable.
-    A perfect match gives inf."""
+    """PSNR of one timestep. The formula needs the reference's range: for a constant
+    reference timestep (e.g. a velocity component that is zero at t = 0) PSNR is undefined
+    and NaN is returned, for every method alike, so means skip that step (the max abs error
+    still covers it). A perfect match of a non-constant step gives inf."""
     ref = np.asarray(ref, dtype=np.float64)
     mse = float(np.mean((np.asarray(pred, dtype=np.float64) - ref) ** 2))
     peak = float(ref.max() - ref.min())
     if peak <= 0:
-        peak = float(np.abs(ref).max()) or 1.0
+        return math.nan
     if mse == 0:
         return math.inf
     return 20 * math.log10(peak) - 10 * math.log10(mse)
 
 
 def _mean(values: Sequence[float]) -> float:
+    """Mean of the defined values (NaN: constant reference step, see :func:`psnr`)."""
     v = [x for x in values if not math.isnan(x)]
     return float(np.mean(v)) if v else float("nan")
 

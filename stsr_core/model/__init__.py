@@ -11,6 +11,8 @@ Interface (all tensors on the model's device):
     * ``heads`` picks one head per point (inference at arbitrary points).
     * outputs are normalised values (about [-1, 1]).
     regularization() -> scalar tensor added to the loss (0 for most kinds).
+    init_from_data(data [V, T, Z, Y, X] normalised) -> None: called once before training
+      (not on resume); models that start from the data (the fast kind's base) use it.
     latent_mu: nn.Parameter [n_vars, D] or None.
 """
 from __future__ import annotations
@@ -45,6 +47,9 @@ class FieldModel(nn.Module):
     def regularization(self) -> torch.Tensor:
         p = next(self.parameters())
         return p.new_zeros(())
+
+    def init_from_data(self, data: torch.Tensor) -> None:
+        """Most kinds start from random weights and ignore the data."""
 
 
 def build_model(cfg, spec: FieldSpec) -> FieldModel:

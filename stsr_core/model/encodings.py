@@ -69,6 +69,34 @@ def bspline_sample(grid: torch.Tensor, local: torch.Tensor) -> torch.Tensor:
     return (vals * w[None]).sum(1).t()
 
 
+def _bspline_solve_matrix(n: int) -> torch.Tensor:
+    """[n + 2, n] matrix taking n samples on an axis to the n + 2 cubic B-spline coefficients
+    (one padding point each side) that interpolate them exactly, with zero second difference
+    of the coefficients at both ends (the spline continues linearly)."""
+    if n == 1:
+        return torch.ones(3, 1, dtype=torch.float64)
+    a = torch.zeros(n + 2, n + 2, dtype=torch.float64)
+    for k in range(n):                      # sample k = (c[k] + 4 c[k+1] + c[k+2]) / 6
+        a[k + 1, k:k + 3] = torch.tensor([1.0, 4.0, 1.0], dtype=torch.float64) / 6
+    a[0, 0:3] = torch.tensor([1.0, -2.0, 1.0], dtype=torch.float64)
+    a[n + 1, n - 1:n + 2] = torch.tensor([1.0, -2.0, 1.0], dtype=torch.float64)
+    rhs = torch.zeros(n + 2, n, dtype=torch.float64)
+    rhs[1:n + 1] = torch.eye(n, dtype=torch.float64)
+    return torch.linalg.solve(a, rhs)
+
+
+def bspline_coefficients(values: torch.Tensor) -> torch.Tensor:
+    """Cubic B-spline coefficients [..., Z+2, Y+2, X+2] that make :func:`bspline_sample`
+    reproduce ``values`` [..., Z, Y, X] exactly at the sample points (the prefilter of
+    spline interpolation, solved axis by axis)."""
+    c = values.to(torch.float64)
+    for axis in (-1, -2, -3):
+        m = _bspline_solve_matrix(c.shape[axis]).to(c.device)
+        c = torch.movedim(torch.tensordot(torch.movedim(c, axis, -1), m, dims=([-1], [1])),
+                          -1, axis)
+    return c.to(values.dtype)
+
+
 class SpaceTimeGrid(nn.Module):
     def __init__(self, block_dims: Sequence[int], n_times: int, levels: int = 3,
                  features: int = 8, factor: float = 1.0, init_std: float = 0.01,

@@ -18,7 +18,7 @@ from torch import nn
 
 from ..config import FastNetConfig
 from . import FieldModel, FieldSpec
-from .encodings import FourierFeatures, Identity, SpaceTimeGrid
+from .encodings import FourierFeatures, Identity, SpaceTimeGrid, bspline_coefficients
 from .siren import SineLayer
 
 
@@ -49,6 +49,19 @@ class FastNet(FieldModel):
             [nn.Linear(cfg.latent_dim, cfg.width)]
             + [nn.Linear(cfg.width, cfg.width) for _ in range(cfg.depth - 2)])
         self.out = nn.Linear(cfg.width, spec.n_heads)
+        self.base: Optional[SpaceTimeGrid] = None
+        if cfg.base == "spline":
+            if spec.n_heads != 1:
+                raise ValueError("the spline base needs heads = 1")
+            # one channel per variable at the input's resolution, set by init_from_data
+            self.base = SpaceTimeGrid(spec.block_dims, spec.n_times, 1, spec.n_vars, 1.0,
+                                      init_std=0.0, slot_times=spec.times_norm, interp="cubic")
+            self.base.grids[0].requires_grad_(cfg.base_trainable)
+            with torch.no_grad():     # start as the base alone; the network learns corrections
+                self.out.weight.mul_(cfg.base_out_init)
+                self.out.bias.zero_()
+        elif cfg.base != "none":
+            raise ValueError(f"unknown base {cfg.base!r}: use spline or none")
         self.latent_mu = nn.Parameter(0.01 * torch.randn(spec.n_vars, cfg.latent_dim))
 
     def forward(self, coords: torch.Tensor, var_idx: torch.Tensor,
@@ -64,9 +77,19 @@ class FastNet(FieldModel):
         if h.shape[0] != z.shape[0]:
             h = h.expand(z.shape[0], -1, -1)
         y = self.out(h)                                                  # [V, N, H]
+        if self.base is not None:
+            y = y + self.base(coords).t()[var_idx][..., None]
         if heads is None:
             return y
         return torch.gather(y, 2, heads.view(1, -1, 1).expand(y.shape[0], -1, 1))[..., 0]
+
+    def init_from_data(self, data: torch.Tensor) -> None:
+        """The base starts as the spline interpolating the kept data (space) between the
+        kept steps (linear in time): training begins at interpolation quality."""
+        if self.base is not None:
+            with torch.no_grad():
+                coef = bspline_coefficients(data.to(torch.float32))   # [V, T, Z+2, Y+2, X+2]
+                self.base.grids[0].copy_(coef.transpose(0, 1))
 
     def regularization(self) -> torch.Tensor:
         if self.cfg.tv_weight > 0 and isinstance(self.encoding, SpaceTimeGrid):
