@@ -7,7 +7,8 @@ timestep, x fastest, described by a JSON file::
 
 ``pattern`` is relative to the JSON file's folder; ``{index}`` counts from ``index_start``
 (the reference numbers files from 1); ``times`` may be replaced by ``"n_times": T``
-(times 0..T-1).
+(times 0..T-1); optional ``"components": {"velocity": ["velocity_0", ...]}`` names the
+scalar variables that form one vector array.
 """
 from __future__ import annotations
 
@@ -69,10 +70,13 @@ def read_raw(path: str, arrays: Optional[Sequence[str]] = None) -> VolumeSeries:
                                 f"({nx}x{ny}x{nz} float32): truncated or wrong dims")
             steps.append(np.fromfile(f, dtype="<f4").reshape(nz, ny, nx))
         variables[n] = np.stack(steps)
+    components = {str(k): [str(c) for c in v]
+                  for k, v in dict(desc.get("components", {})).items()
+                  if all(str(c) in variables for c in v)}
     return VolumeSeries(times=times, variables=variables,
                         origin=tuple(desc.get("origin", (0, 0, 0))),  # type: ignore[arg-type]
                         spacing=tuple(desc.get("spacing", (1, 1, 1))),  # type: ignore[arg-type]
-                        source=path)
+                        components=components, source=path)
 
 
 def write_raw(series: VolumeSeries, path: str) -> List[str]:
@@ -88,6 +92,8 @@ def write_raw(series: VolumeSeries, path: str) -> List[str]:
     desc = {"dims": list(series.dims), "variables": list(series.variables),
             "times": [float(t) for t in series.times], "pattern": DEFAULT_PATTERN,
             "index_start": 1, "origin": list(series.origin), "spacing": list(series.spacing)}
+    if series.components:
+        desc["components"] = {k: list(v) for k, v in series.components.items()}
     with open(path + ".tmp", "w") as fh:
         json.dump(desc, fh, indent=2)
     os.replace(path + ".tmp", path)
