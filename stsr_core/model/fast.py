@@ -7,7 +7,10 @@ modulator network fed the code (computed once per variable), multiple heads as o
 channels. What changes: the coordinates reach the decoder through a feature grid with the
 input's resolution, so most of the detail lives in cheap-to-train grid values and the MLP is
 small (width 64 instead of 256, 3 layers instead of ~20): orders of magnitude fewer
-multiply-adds per point.
+multiply-adds per point. With ``base = "spline"`` (the default) each variable's output also
+adds a cubic B-spline through its kept data (one slot per input step, linear in time), solved
+before training by :meth:`FastNet.init_from_data`: the model starts exactly at the input and
+the network learns corrections.
 """
 from __future__ import annotations
 
