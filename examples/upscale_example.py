@@ -100,9 +100,11 @@ def main():
         d.ColorArrayName = ["POINTS", array]
         d.LookupTable = lut
         d.SetScalarBarVisibility(view, False)
-        label = Text(Text=f"{title}\n{array} at t = {t:g}, colours {rng[0]:.3g} .. {rng[1]:.3g}")
+        label = Text(Text=f"{title}\n{array}, t = {t:g}\ncolours {rng[0]:.3g} .. {rng[1]:.3g}")
         ld = Show(label, view)
-        ld.FontSize = 14
+        ld.FontSize = 9
+        ld.WindowLocation = "Upper Center"
+        ld.Justification = "Center"
         ld.Color = [0, 0, 0]
         ResetCamera(view)
     png = os.path.join(args.out, name + "_compare.png")

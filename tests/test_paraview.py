@@ -162,3 +162,30 @@ def test_gui_time_keeper_and_screenshot(series_file, tmp_path):
     colours = np.unique(rgb.reshape(-1, 3), axis=0)
     # not blank: the slice is drawn with a colour map, i.e. many distinct colours
     assert len(colours) > 100, len(colours)
+
+
+def test_pvpython_examples_run_as_they_are(tmp_path):
+    """The newcomer's scripts, in a plain pvpython (no launcher, no PYTHONPATH, no display):
+    upscale the shipped tornado with a tiny budget, then reopen the saved model."""
+    env = pv_env()
+    env.pop("PYTHONPATH")
+    env.pop("DISPLAY", None)
+    out = tmp_path / "out"
+    r = subprocess.run(["pvpython", os.path.join(ROOT, "examples", "upscale_example.py"),
+                        "--minutes", "0.05", "--device", "cpu", "--out", str(out)],
+                       capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "output: 33 steps" in r.stdout and "skipping the picture" in r.stdout
+    pvd = (out / "tornado_upscaled.pvd").read_text()
+    assert pvd.count("<DataSet") == 33 and 'timestep="2.5"' in pvd
+    from stsr_core.io import read_series
+    up = read_series(str(out / "tornado_upscaled.pvd"))
+    assert up.dims == (33, 33, 33) and up.n_times == 33
+    assert set(up.components) == {"velocity"}
+    r = subprocess.run(["pvpython", os.path.join(ROOT, "examples", "open_model.py"),
+                        str(out / "tornado.stsr"), "--out", str(out / "m")],
+                       capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert sorted(os.listdir(out / "m")) == ["tornado_t0.vti", "tornado_t1.vti",
+                                             "tornado_t2.vti"]
+    assert "t = 1.25:" in r.stdout
