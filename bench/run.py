@@ -113,7 +113,8 @@ def fmt(v, spec=".2f"):
 
 def write_markdown(rows: List[Dict], info: Dict, path: str) -> None:
     lines = [f"Machine: {info['cpu']} ({info['cores']} cores), torch {info['torch']}, "
-             f"{info.get('gpu', 'no GPU')}; date {info['date']}; seeds {info['seed']}.", "",
+             f"{info.get('gpu', 'no GPU')}; date {info['date']}; seeds {info['seed']}; "
+             f"datasets done: {', '.join(info.get('datasets_done', [])) or '-'}.", "",
              "| dataset | s | method | device | mean PSNR | kept | in-between | train s | "
              "samples/s | infer voxels/s | peak MB | model MB | ratio |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -293,11 +294,20 @@ def main(argv=None) -> int:
                         f"{name}: '{var0}', z-slice {zk}, in-between step t={fine.times[mid]:g}"
                         f" (s={scales[0]}, k={K_TIME})",
                         os.path.join(out_dir, f"slices_{name}.png"))
-    with open(os.path.join(out_dir, "results.json"), "w") as fh:
-        json.dump({"machine": info, "rows": rows}, fh, indent=1)
-    write_markdown(rows, info, os.path.join(out_dir, "results.md"))
+        # Written after every dataset so a run cut off part-way keeps what it measured.
+        write_results(rows, info, out_dir, done=datasets[:datasets.index(name) + 1])
     print(f"wrote {out_dir}/results.json, results.md and plots")
     return 0
+
+
+def write_results(rows: List[Dict], info: Dict, out_dir: str, done: List[str]) -> None:
+    """Write results.json and results.md atomically (temp file + rename)."""
+    info = dict(info, datasets_done=done)
+    tmp = os.path.join(out_dir, "results.json.tmp")
+    with open(tmp, "w") as fh:
+        json.dump({"machine": info, "rows": rows}, fh, indent=1)
+    os.replace(tmp, os.path.join(out_dir, "results.json"))
+    write_markdown(rows, info, os.path.join(out_dir, "results.md"))
 
 
 if __name__ == "__main__":
