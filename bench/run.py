@@ -114,7 +114,8 @@ def fmt(v, spec=".2f"):
 def write_markdown(rows: List[Dict], info: Dict, path: str) -> None:
     lines = [f"Machine: {info['cpu']} ({info['cores']} cores), torch {info['torch']}, "
              f"{info.get('gpu', 'no GPU')}; date {info['date']}; seeds {info['seed']}; "
-             f"datasets done: {', '.join(info.get('datasets_done', [])) or '-'}.", "",
+             f"datasets done: {', '.join(info.get('datasets_done', [])) or '-'}."
+             + (f" Note: {info['note']}." if info.get("note") else ""), "",
              "| dataset | s | method | device | mean PSNR | kept | in-between | train s | "
              "samples/s | infer voxels/s | peak MB | model MB | ratio |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
