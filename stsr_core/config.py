@@ -72,9 +72,18 @@ class FastNetConfig:
     omega_0: float = 1.0       # gentle: the grid features carry the detail
     heads: int = 1
     # base: "spline" adds, per variable, a cubic B-spline through the kept data (one slot per
-    # kept step, linear in time) to the network's output, so training starts at
-    # interpolation quality and the network learns corrections; "none": the network alone
+    # kept step) to the network's output, so training starts at interpolation quality and
+    # the network learns corrections; "none": the network alone
     base: str = "spline"
+    # the base between kept steps: "linear", "cubic" (natural spline), "flow" (motion-
+    # compensated: a displacement field per interval fitted to all variables at once) or
+    # "auto": per variable, the mix of the three that best predicts held-out kept steps
+    base_time: str = "auto"
+    flow_coarsen: int = 2        # displacement grid: this many times coarser than the data
+    flow_max_points: int = 32    # larger data is resampled to this many points per axis for
+                                 # the displacement fit, which bounds its cost
+    flow_iters: int = 300        # Adam steps per displacement fit
+    flow_smooth: float = 0.1     # smoothness penalty of the displacement
     base_trainable: bool = True
     base_out_init: float = 0.0   # scale of the output layer's initial weights with a base
     # regularisation

@@ -26,7 +26,7 @@ import torch
 from .errors import StsrError
 
 FORMAT_NAME = "stsr-inr-model"
-FORMAT_VERSION = 2   # 2: fast models gained the spline base
+FORMAT_VERSION = 3   # 2: fast models gained the spline base; 3: its time interpolation
 
 
 def write_atomic(path: str, payload: Dict[str, Any]) -> None:

@@ -8,9 +8,10 @@ channels. What changes: the coordinates reach the decoder through a feature grid
 input's resolution, so most of the detail lives in cheap-to-train grid values and the MLP is
 small (width 64 instead of 256, 3 layers instead of ~20): orders of magnitude fewer
 multiply-adds per point. With ``base = "spline"`` (the default) each variable's output also
-adds a cubic B-spline through its kept data (one slot per input step, linear in time), solved
-before training by :meth:`FastNet.init_from_data`: the model starts exactly at the input and
-the network learns corrections.
+adds a cubic B-spline through its kept data (one slot per input step), solved before training
+by :meth:`FastNet.init_from_data`: the model starts exactly at the input and the network learns
+corrections. Between kept steps the base mixes linear and natural-cubic interpolation per
+variable, the mix chosen by cross-validation on the kept steps (``base_time = "auto"``).
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from torch import nn
 from ..config import FastNetConfig
 from . import FieldModel, FieldSpec
 from .encodings import FourierFeatures, Identity, SpaceTimeGrid, bspline_coefficients
+from .time_basis import cross_validated_mix, fit_displacement, natural_spline_slopes
 from .siren import SineLayer
 
 
@@ -57,8 +59,15 @@ class FastNet(FieldModel):
             if spec.n_heads != 1:
                 raise ValueError("the spline base needs heads = 1")
             # one channel per variable at the input's resolution, set by init_from_data
-            self.base = SpaceTimeGrid(spec.block_dims, spec.n_times, 1, spec.n_vars, 1.0,
-                                      init_std=0.0, slot_times=spec.times_norm, interp="cubic")
+            if cfg.base_time not in ("auto", "linear", "cubic", "flow"):
+                raise ValueError(f"unknown base_time {cfg.base_time!r}: use auto, linear, "
+                                 "cubic or flow")
+            self.base = SpaceTimeGrid(
+                spec.block_dims, spec.n_times, 1, spec.n_vars, 1.0, init_std=0.0,
+                slot_times=spec.times_norm, interp="cubic",
+                time_interp="linear" if cfg.base_time == "linear" else "hermite",
+                flow_coarsen=cfg.flow_coarsen if cfg.base_time in ("auto", "flow") else None,
+                flow_max_points=cfg.flow_max_points)
             self.base.grids[0].requires_grad_(cfg.base_trainable)
             with torch.no_grad():     # start as the base alone; the network learns corrections
                 self.out.weight.mul_(cfg.base_out_init)
@@ -87,12 +96,37 @@ class FastNet(FieldModel):
         return torch.gather(y, 2, heads.view(1, -1, 1).expand(y.shape[0], -1, 1))[..., 0]
 
     def init_from_data(self, data: torch.Tensor) -> None:
-        """The base starts as the spline interpolating the kept data (space) between the
-        kept steps (linear in time): training begins at interpolation quality."""
-        if self.base is not None:
-            with torch.no_grad():
-                coef = bspline_coefficients(data.to(torch.float32))   # [V, T, Z+2, Y+2, X+2]
-                self.base.grids[0].copy_(coef.transpose(0, 1))
+        """The base starts as the spline interpolating the kept data: cubic B-spline in
+        space; in time linear, natural cubic, or (``base_time = "auto"``) a per-variable mix
+        of the two chosen by cross-validation on the kept steps (model/time_basis.py).
+        Training begins at interpolation quality."""
+        if self.base is None:
+            return
+        with torch.no_grad():
+            coef = bspline_coefficients(data.to(torch.float32))   # [V, T, Z+2, Y+2, X+2]
+            values = coef.transpose(0, 1)                          # [T, V, ...]
+            if self.base.time_interp == "linear":
+                self.base.grids[0].copy_(values)
+                return
+            times = self.base.slot_times.tolist()
+            slopes_of = natural_spline_slopes(times).to(values)   # [T, T]
+            slopes = torch.tensordot(slopes_of, values, dims=([1], [0]))
+            self.base.grids[0].copy_(torch.cat([values, slopes], dim=1))
+            opts = {"iters": self.cfg.flow_iters, "smooth": self.cfg.flow_smooth,
+                    "coarsen": self.cfg.flow_coarsen, "max_points": self.cfg.flow_max_points}
+            if self.base.has_flow:
+                for j in range(len(times) - 1):
+                    self.base.flow[j].copy_(fit_displacement(data[:, j], data[:, j + 1],
+                                                             **opts))
+            if self.cfg.base_time == "cubic":
+                self.base.time_mix.fill_(1.0)
+            elif self.cfg.base_time == "flow":
+                self.base.flow_mix.fill_(1.0)
+            else:
+                mix = cross_validated_mix(data, times, with_flow=self.base.has_flow, **opts)
+                self.base.time_mix.copy_(mix[:, 0])
+                if self.base.has_flow:
+                    self.base.flow_mix.copy_(mix[:, 1])
 
     def regularization(self) -> torch.Tensor:
         if self.cfg.tv_weight > 0 and isinstance(self.encoding, SpaceTimeGrid):

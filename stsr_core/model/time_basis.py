@@ -1,0 +1,219 @@
+"""Interpolation in time between the kept steps, for the fast model's spline base.
+
+Linear in time is what ParaView's Temporal Interpolator does. A natural cubic spline through
+the kept steps follows smooth change better, but overshoots where features are advected
+across a point between two kept steps (a plume front). Neither follows a feature that moves:
+for that, a displacement field is fitted between each pair of kept steps
+(:func:`fit_displacement`) and a point in between looks back along it into the earlier step
+and ahead into the later one (:func:`warped_blend`). Which one is better depends on the data
+and differs per variable, so the base mixes them per variable,
+
+    base(t) = linear(t) + c * (cubic(t) - linear(t)) + m * (moved(t) - linear(t)),
+
+with c, m in [0, 1] chosen by :func:`cross_validated_mix` from the kept steps alone (no
+reference data needed). The cubic is written in Hermite form: the value and the slope at each kept step,
+the slopes being the natural spline's (:func:`natural_spline_slopes`), so evaluation needs
+only the two neighbouring steps, like linear interpolation.
+"""
+from __future__ import annotations
+
+from typing import Sequence, Tuple
+
+import torch
+
+
+def natural_spline_slopes(times: Sequence[float]) -> torch.Tensor:
+    """[n, n] float64 matrix D: the natural cubic spline through values ``v`` at ``times``
+    (strictly increasing) has slope ``(D @ v)[i]`` at ``times[i]``. Two steps give the
+    secant (the spline is a line); one step gives zero."""
+    t = torch.as_tensor(list(times), dtype=torch.float64)
+    n = t.numel()
+    if n < 2:
+        return torch.zeros(n, n, dtype=torch.float64)
+    h = t[1:] - t[:-1]
+    if bool((h <= 0).any()):
+        raise ValueError("times must be strictly increasing")
+    # secants as a linear map of the values: delta = S @ v, S [n-1, n]
+    s = torch.zeros(n - 1, n, dtype=torch.float64)
+    idx = torch.arange(n - 1)
+    s[idx, idx] = -1.0 / h
+    s[idx, idx + 1] = 1.0 / h
+    # C2 continuity at interior steps, zero curvature at both ends: A m = B v
+    a = torch.zeros(n, n, dtype=torch.float64)
+    b = torch.zeros(n, n, dtype=torch.float64)
+    a[0, 0], a[0, 1], b[0] = 2.0, 1.0, 3.0 * s[0]
+    a[-1, -2], a[-1, -1], b[-1] = 1.0, 2.0, 3.0 * s[-1]
+    for i in range(1, n - 1):
+        a[i, i - 1] = 1.0 / h[i - 1]
+        a[i, i] = 2.0 * (1.0 / h[i - 1] + 1.0 / h[i])
+        a[i, i + 1] = 1.0 / h[i]
+        b[i] = 3.0 * (s[i - 1] / h[i - 1] + s[i] / h[i])
+    return torch.linalg.solve(a, b)
+
+
+def hermite_correction(v0: torch.Tensor, v1: torch.Tensor, d0: torch.Tensor, d1: torch.Tensor,
+                       u: torch.Tensor, h: float) -> torch.Tensor:
+    """cubic(t) - linear(t) on one interval of length ``h``, at fraction ``u`` in [0, 1],
+    from the values ``v0``/``v1`` and the slopes ``d0``/``d1`` at its two ends."""
+    secant = (v1 - v0) / h
+    u2 = u * u
+    h10 = u2 * u - 2 * u2 + u
+    h11 = u2 * u - u2
+    return h * (h10 * (d0 - secant) + h11 * (d1 - secant))
+
+
+def interpolate_steps(values: torch.Tensor, times: Sequence[float],
+                      query: Sequence[float]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Linear and natural-cubic interpolation of ``values`` [T, ...] given at ``times`` to the
+    ``query`` times (inside the range): returns (linear [Q, ...], cubic [Q, ...])."""
+    t = torch.as_tensor(list(times), dtype=torch.float64)
+    q = torch.as_tensor(list(query), dtype=torch.float64)
+    d = torch.tensordot(natural_spline_slopes(t).to(values.dtype).to(values.device), values,
+                        dims=([1], [0]))
+    j = (torch.searchsorted(t, q, right=True) - 1).clamp(0, t.numel() - 2)
+    lin, cub = [], []
+    for k in range(q.numel()):
+        jj = int(j[k])
+        h = float(t[jj + 1] - t[jj])
+        u = float((q[k] - t[jj]) / h)
+        v0, v1 = values[jj], values[jj + 1]
+        line = v0 + u * (v1 - v0)
+        lin.append(line)
+        cub.append(line + hermite_correction(v0, v1, d[jj], d[jj + 1],
+                                             torch.tensor(u, dtype=values.dtype), h))
+    return torch.stack(lin), torch.stack(cub)
+
+
+def displacement_grid_dims(dims: Sequence[int], coarsen: int = 2,
+                           max_points: int = 32) -> Tuple[int, int, int]:
+    """(Z, Y, X) points of the displacement grid for data of ``dims`` (Z, Y, X): ``coarsen``
+    times coarser than the data, the data first capped at ``max_points`` per axis."""
+    out = []
+    for n in dims:
+        m = min(int(n), int(max_points))
+        out.append(max(2, (m - 1) // int(coarsen) + 1) if n > 1 else 1)
+    return tuple(out)  # type: ignore[return-value]
+
+
+def fit_displacement(f0: torch.Tensor, f1: torch.Tensor, iters: int = 300,
+                     smooth: float = 0.1, coarsen: int = 2, max_points: int = 32,
+                     lr: float = 0.1) -> torch.Tensor:
+    """The displacement that carries step ``f0`` onto step ``f1`` (both [V, Z, Y, X], all
+    variables at once: they move together), fitted symmetrically, ``f0(x - u/2) ~ f1(x + u/2)``,
+    on a grid ``coarsen`` times coarser than the data with a smoothness penalty. Larger data
+    is resampled to ``max_points`` per axis for the fit, which bounds its cost whatever the
+    data size (the displacement is smooth anyway). Returns [3, Zc, Yc, Xc] (x, y, z
+    components) in the local units of :func:`warp` ([-1, 1] across each axis), to be looked
+    up trilinearly."""
+    dims = tuple(f0.shape[1:])
+    low = displacement_grid_dims(dims, coarsen, max_points)
+    size = tuple(min(int(n), int(max_points)) for n in dims)
+    if size != dims:
+        f0, f1 = (torch.nn.functional.interpolate(f[None], size=size, mode="trilinear",
+                                                  align_corners=True)[0] for f in (f0, f1))
+    to_local = _index_to_local(size, f0.device)
+    u = torch.zeros(1, 3, *low, device=f0.device, requires_grad=True)
+    opt = torch.optim.Adam([u], lr=lr)
+    with torch.enable_grad():
+        for _ in range(iters):
+            disp = _upsample(u, size) * to_local[:, None, None, None]      # [3, Z, Y, X]
+            diff = warp(f0, -0.5 * disp) - warp(f1, 0.5 * disp)
+            loss = diff.pow(2).mean() + smooth * sum(
+                torch.diff(u, dim=d).pow(2).mean() for d in (2, 3, 4) if u.shape[d] > 1)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return u.detach()[0] * to_local[:, None, None, None]
+
+
+def _index_to_local(dims, device) -> torch.Tensor:
+    """Per axis (x, y, z) the size of one grid cell in [-1, 1] units (0 for a flat axis)."""
+    z, y, x = dims
+    return torch.tensor([2.0 / (n - 1) if n > 1 else 0.0 for n in (x, y, z)], device=device)
+
+
+def _upsample(u: torch.Tensor, dims) -> torch.Tensor:
+    return torch.nn.functional.interpolate(u, size=tuple(dims), mode="trilinear",
+                                           align_corners=True)[0]
+
+
+def warp(vol: torch.Tensor, disp: torch.Tensor) -> torch.Tensor:
+    """``vol`` [V, Z, Y, X] sampled trilinearly at each grid point moved by ``disp``
+    [3, Z, Y, X] (local units, x y z; a coarser displacement grid is upsampled), held at the
+    border."""
+    dims = vol.shape[1:]
+    if tuple(disp.shape[1:]) != tuple(dims):
+        disp = _upsample(disp[None], dims)
+    axes = [torch.linspace(-1, 1, n, device=vol.device) if n > 1 else
+            torch.zeros(1, device=vol.device) for n in dims]
+    zz, yy, xx = torch.meshgrid(*axes, indexing="ij")
+    pts = torch.stack([xx + disp[0], yy + disp[1], zz + disp[2]], dim=-1)
+    return torch.nn.functional.grid_sample(vol[None], pts[None], align_corners=True,
+                                           padding_mode="border")[0]
+
+
+def warped_blend(f0: torch.Tensor, f1: torch.Tensor, disp: torch.Tensor, u: float
+                 ) -> torch.Tensor:
+    """Motion-compensated interpolation at fraction ``u`` of an interval: each point looks
+    back along the displacement into ``f0`` and forward into ``f1``."""
+    return (1 - u) * warp(f0, -u * disp) + u * warp(f1, (1 - u) * disp)
+
+
+def _box_least_squares(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """argmin over m in [0, 1]^2 of m^T a m - 2 b^T m (a [2, 2] positive semi-definite)."""
+    def cost(m):
+        return float(m @ a @ m - 2 * b @ m)
+    cands = []
+    try:
+        cands.append(torch.linalg.solve(a, b))
+    except RuntimeError:      # singular: a candidate on the box's edges wins
+        pass
+    for k in (0, 1):
+        o = 1 - k
+        for fixed in (0.0, 1.0):
+            m = torch.zeros(2, dtype=a.dtype)
+            m[k] = fixed
+            if a[o, o] > 0:
+                m[o] = (b[o] - a[o, k] * fixed) / a[o, o]
+            cands.append(m)
+    cands = [m.clamp(0.0, 1.0) for m in cands]
+    return min(cands, key=cost)
+
+
+def cross_validated_mix(data: torch.Tensor, times: Sequence[float],
+                        with_flow: bool = False, **flow_options) -> torch.Tensor:
+    """Per variable, the mix [V, 2] in [0, 1] of (natural-cubic - linear) and, with
+    ``with_flow``, of (motion-compensated - linear) interpolation in time that best predicts
+    held-out kept steps: every other kept step is left out in turn (both parities), each
+    interpolant is fitted to the rest, and the least-squares mix is taken over all held-out
+    points. ``data`` is [V, T, ...]. Where the held-out steps cannot tell an interpolant from
+    linear (a cubic through fewer than 3 steps), its mix is 0: linear never overshoots."""
+    n_vars, n = data.shape[0], data.shape[1]
+    a = torch.zeros(n_vars, 2, 2, dtype=torch.float64)
+    b = torch.zeros(n_vars, 2, dtype=torch.float64)
+    t = [float(x) for x in times]
+    for parity in (0, 1):
+        fit = [i for i in range(n) if i % 2 == parity]
+        if len(fit) < 2:
+            continue
+        held = [i for i in range(n) if i % 2 != parity and t[fit[0]] < t[i] < t[fit[-1]]]
+        for i in held:
+            k0 = max(f for f in fit if f < i)
+            k1 = min(f for f in fit if f > i)
+            frac = (t[i] - t[k0]) / (t[k1] - t[k0])
+            moved = None
+            if with_flow and data.dim() == 5:
+                disp = fit_displacement(data[:, k0], data[:, k1], **flow_options)
+                moved = warped_blend(data[:, k0], data[:, k1], disp, frac)
+            for v in range(n_vars):
+                lin, cub = interpolate_steps(data[v, fit].to(torch.float64),
+                                             [t[f] for f in fit], [t[i]])
+                y = (data[v, i].to(torch.float64) - lin[0]).flatten()
+                c = (cub[0] - lin[0]).flatten() if len(fit) >= 3 else torch.zeros_like(y)
+                w = ((moved[v].to(torch.float64) - lin[0]).flatten() if moved is not None
+                     else torch.zeros_like(y))
+                a[v] += torch.stack([torch.stack([c @ c, c @ w]),
+                                     torch.stack([w @ c, w @ w])]).cpu()
+                b[v] += torch.stack([c @ y, w @ y]).cpu()
+    return torch.stack([_box_least_squares(a[v], b[v]) for v in range(n_vars)]).to(
+        torch.float32)
