@@ -210,8 +210,11 @@ def fit(series: VolumeSeries, preset: str = DEFAULT_PRESET, *, steps: Optional[i
 
     data = np.stack([info.stats[n].normalise(series.variables[n]) for n in info.variables])
     data_t = torch.from_numpy(data).to(dev)
-    if resume is None:
+    init_s = 0.0
+    if resume is None:   # e.g. the fast base's spline and displacement fits: training time too
+        t_init = time.perf_counter()
         model.init_from_data(data_t)
+        init_s = time.perf_counter() - t_init
     times_norm = normalise_times(torch.tensor(info.times, dtype=torch.float64),
                                  info.times[0], info.times[-1])
     sampler = BatchSampler(data_t, info.layout, times_norm, seed=tcfg.seed + int(
@@ -235,10 +238,12 @@ def fit(series: VolumeSeries, preset: str = DEFAULT_PRESET, *, steps: Optional[i
         return callback(p) if callback is not None else None
 
     hist = train_loop(model, sampler, tcfg, optimizer, start_step=start_step,
-                      start_elapsed=start_elapsed,
+                      start_elapsed=start_elapsed, budget_spent_s=init_s,
                       callback=on_progress if callback is not None else None,
                       checkpoint=checkpoint if checkpoint_path else None)
     info.history.update(hist)
+    if resume is None:
+        info.history["init_s"] = init_s
     info.history.update({"device": str(dev), "n_parameters": tm.n_parameters(),
                          "torch": str(torch.__version__)})
     tm.optimizer_state = optimizer.state_dict()

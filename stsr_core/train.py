@@ -109,7 +109,7 @@ class BatchSampler:
 
 def train_loop(model: FieldModel, sampler: BatchSampler, cfg: TrainConfig,
                optimizer: torch.optim.Optimizer, start_step: int = 0,
-               start_elapsed: float = 0.0,
+               start_elapsed: float = 0.0, budget_spent_s: float = 0.0,
                callback: Optional[ProgressCallback] = None,
                checkpoint: Optional[Callable[[int, float], None]] = None,
                checkpoint_seconds: float = 60.0) -> Dict[str, object]:
@@ -124,7 +124,9 @@ def train_loop(model: FieldModel, sampler: BatchSampler, cfg: TrainConfig,
     var_idx = torch.arange(n_vars, device=sampler.data.device)
     model.train()
     step = start_step
-    t_start = time.perf_counter()
+    # time already spent on this run before the loop (the model's fit to the data in
+    # init_from_data) counts as training time: in the budget, the progress and elapsed_s
+    t_start = time.perf_counter() - float(budget_spent_s)
     last_ckpt = time.perf_counter()
     loss_v, psnr_v = float("nan"), float("nan")
     stopped = "budget"
