@@ -280,6 +280,13 @@ def cmd_info(a: argparse.Namespace) -> int:
     d = {"file": a.model, "size_bytes": os.path.getsize(a.model),
          "parameters": tm.n_parameters(), "model": config_to_dict(tm.model_config),
          "training": config_to_dict(tm.train_config), **info.to_dict()}
+    base = getattr(tm.model, "base", None)
+    mix = getattr(base, "time_mix", None)
+    flow = getattr(base, "flow_mix", None)
+    if mix is not None:   # the fast model's base between kept steps, per variable
+        d["base_time_mix"] = {n: float(m) for n, m in zip(info.variables, mix.tolist())}
+        if flow is not None:
+            d["base_flow_mix"] = {n: float(m) for n, m in zip(info.variables, flow.tolist())}
     if a.json:
         print(json.dumps(d, indent=2))
         return 0
@@ -290,7 +297,12 @@ def cmd_info(a: argparse.Namespace) -> int:
     print(f"variables    {', '.join(info.variables)}")
     for n in info.variables:
         s = info.stats[n]
-        print(f"  {n:<20s} range [{s.lo:.6g}, {s.hi:.6g}]")
+        print(f"  {n:<20s} range [{s.lo:.6g}, {s.hi:.6g}]"
+              + (f"; between steps: cubic {d['base_time_mix'][n]:.2f}" if mix is not None
+                 else "")
+              + (f", motion-compensated {d['base_flow_mix'][n]:.2f}" if flow is not None
+                 else "")
+              + (", rest linear" if mix is not None else ""))
     if info.components:
         print("components   " + "; ".join(f"{k} = {', '.join(v)}"
                                           for k, v in info.components.items()))

@@ -64,6 +64,12 @@ def test_info_and_blend(workdir):
     assert r.returncode == 0, r.stderr
     info = json.loads(r.stdout)
     assert info["variables"] == ["temperature", "rho"] and info["dims"] == [5, 5, 5]
+    mix = info["base_time_mix"]             # the fast base's choice in time, per variable
+    assert set(mix) == {"temperature", "rho"} and all(0 <= m <= 1 for m in mix.values())
+    flow = info["base_flow_mix"]
+    assert set(flow) == {"temperature", "rho"} and all(0 <= m <= 1 for m in flow.values())
+    r = run("info", "m.stsr", cwd=workdir)
+    assert r.returncode == 0 and "motion-compensated" in r.stdout, r.stdout + r.stderr
     r = run("blend", "m.stsr", "--from", "temperature", "--to", "rho", "--steps", "3",
             "--time", "2", "-o", "b.pvd", cwd=workdir)
     assert r.returncode == 0, r.stderr
