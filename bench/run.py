@@ -121,7 +121,8 @@ def write_markdown(rows: List[Dict], info: Dict, path: str) -> None:
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(
-            f"| {r['dataset']} | {r['scale']} | {r['method']} | {r['device']} | "
+            f"| {r['dataset']} | {r['scale']} | {r['method']}"
+            f"{' (run ' + r['from'] + ')' if r.get('from') else ''} | {r['device']} | "
             f"{fmt(r['psnr'])} | {fmt(r['psnr_kept'])} | {fmt(r['psnr_between'])} | "
             f"{fmt(r.get('train_s'), '.0f')} | {fmt(r.get('samples_per_s'), '.3g')} | "
             f"{fmt(r.get('inference_voxels_per_s'), '.3g')} | {fmt(r.get('peak_mb'), '.0f')} | "
@@ -276,9 +277,9 @@ def main(argv=None) -> int:
                         if "error" in r:
                             print(f"  {name} s={s} {m}: FAILED {r['error']}", flush=True)
                             continue
-                        extra = {k: r[k] for k in ("train_s", "steps", "samples_per_s",
-                                                   "inference_voxels_per_s", "n_parameters",
-                                                   "curve", "budget_s")}
+                        extra = {k: r.get(k) for k in (
+                            "train_s", "init_s", "steps", "samples_per_s",
+                            "inference_voxels_per_s", "n_parameters", "curve", "budget_s")}
                         extra["peak_mb"] = r["peak_cuda_mb"] or r["peak_rss_mb"]
                         extra["model_mb"] = r["model_bytes"] / 1e6
                         extra["ratio"] = r["ratio"]

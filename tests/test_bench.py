@@ -59,3 +59,20 @@ def test_harness_end_to_end(tmp_path):
         assert res["rows"][0]["paraview"]["max_rel_diff_vs_numpy"] < 1e-4
     for f in ("results.md", "psnr_vs_time_tiny.png", "slices_tiny.png"):
         assert os.path.getsize(out / f) > 0
+
+    # a partial re-run merged with rows kept from an earlier run: marked, ordered, re-plotted
+    from bench import merge
+    old = tmp_path / "old"
+    old.mkdir()
+    earlier = dict(res["rows"][2], method="siren", psnr=1.0)
+    (old / "results.json").write_text(json.dumps({"machine": res["machine"], "rows": [earlier]}))
+    assert merge.main(["--new", str(out), "--old", str(old), "--take", "siren",
+                       "--note", "siren from the earlier run"]) == 0
+    merged = json.loads((out / "results.json").read_text())
+    assert [r["method"] for r in merged["rows"]] == ["trilinear+linear", "tricubic+cubic",
+                                                      "siren", "fast"]
+    assert merged["rows"][2]["from"] == "old" and merged["rows"][2]["psnr"] == 1.0
+    md = (out / "results.md").read_text()
+    assert "siren (run old)" in md and "siren from the earlier run" in md
+    # taking the same method twice is refused rather than duplicating rows
+    assert merge.main(["--new", str(out), "--old", str(old), "--take", "siren"]) == 2
