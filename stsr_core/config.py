@@ -84,6 +84,8 @@ class FastNetConfig:
                                  # the displacement fit, which bounds its cost
     flow_iters: int = 300        # Adam steps per displacement fit
     flow_smooth: float = 0.1     # smoothness penalty of the displacement
+    flow_levels: int = 2         # coarse-to-fine levels of the displacement fit (finds
+                                 # moves of several cells)
     base_trainable: bool = True
     base_out_init: float = 0.0   # scale of the output layer's initial weights with a base
     # regularisation

@@ -113,7 +113,8 @@ class FastNet(FieldModel):
             slopes = torch.tensordot(slopes_of, values, dims=([1], [0]))
             self.base.grids[0].copy_(torch.cat([values, slopes], dim=1))
             opts = {"iters": self.cfg.flow_iters, "smooth": self.cfg.flow_smooth,
-                    "coarsen": self.cfg.flow_coarsen, "max_points": self.cfg.flow_max_points}
+                    "coarsen": self.cfg.flow_coarsen, "max_points": self.cfg.flow_max_points,
+                    "levels": self.cfg.flow_levels}
             if self.base.has_flow:
                 for j in range(len(times) - 1):
                     self.base.flow[j].copy_(fit_displacement(data[:, j], data[:, j + 1],

@@ -97,33 +97,56 @@ def displacement_grid_dims(dims: Sequence[int], coarsen: int = 2,
 
 def fit_displacement(f0: torch.Tensor, f1: torch.Tensor, iters: int = 300,
                      smooth: float = 0.1, coarsen: int = 2, max_points: int = 32,
-                     lr: float = 0.1) -> torch.Tensor:
+                     lr: float = 0.1, levels: int = 1) -> torch.Tensor:
     """The displacement that carries step ``f0`` onto step ``f1`` (both [V, Z, Y, X], all
     variables at once: they move together), fitted symmetrically, ``f0(x - u/2) ~ f1(x + u/2)``,
     on a grid ``coarsen`` times coarser than the data with a smoothness penalty. Larger data
     is resampled to ``max_points`` per axis for the fit, which bounds its cost whatever the
-    data size (the displacement is smooth anyway). Returns [3, Zc, Yc, Xc] (x, y, z
-    components) in the local units of :func:`warp` ([-1, 1] across each axis), to be looked
-    up trilinearly."""
+    data size (the displacement is smooth anyway). With ``levels`` > 1 the fit runs coarse to
+    fine, each level half the points per axis of the next and starting from its result, so
+    that moves of several cells are found (a gradient fit on the data alone sees only about
+    one cell). Returns [3, Zc, Yc, Xc] (x, y, z components) in the local units of
+    :func:`warp` ([-1, 1] across each axis), to be looked up trilinearly."""
     dims = tuple(f0.shape[1:])
-    low = displacement_grid_dims(dims, coarsen, max_points)
     size = tuple(min(int(n), int(max_points)) for n in dims)
-    if size != dims:
-        f0, f1 = (torch.nn.functional.interpolate(f[None], size=size, mode="trilinear",
-                                                  align_corners=True)[0] for f in (f0, f1))
-    to_local = _index_to_local(size, f0.device)
-    u = torch.zeros(1, 3, *low, device=f0.device, requires_grad=True)
+    disp = None                                   # local units, on the last level's grid
+    done = set()
+    for level in reversed(range(max(1, int(levels)))):
+        # each axis halved per level, but to no fewer than 4 points (or as many as it has)
+        lsize = tuple((n - 1) // 2 ** level + 1 if (n - 1) // 2 ** level + 1 >= 4 else
+                      min(n, 4) for n in size)
+        if lsize in done:
+            continue
+        done.add(lsize)
+        g0, g1 = (f if tuple(f.shape[1:]) == lsize else torch.nn.functional.interpolate(
+            f[None], size=lsize, mode="trilinear", align_corners=True)[0] for f in (f0, f1))
+        low = displacement_grid_dims(lsize, coarsen, max_points)
+        to_local = _index_to_local(lsize, f0.device)[:, None, None, None]
+        start = torch.zeros(3, *low, device=f0.device) if disp is None else \
+            _upsample(disp[None], low) / to_local.clamp_min(1e-12)
+        disp = _fit_level(g0, g1, start, to_local, iters, smooth, lr)
+    if tuple(disp.shape[1:]) != displacement_grid_dims(dims, coarsen, max_points):
+        disp = _upsample(disp[None], displacement_grid_dims(dims, coarsen, max_points))
+    return disp
+
+
+def _fit_level(f0: torch.Tensor, f1: torch.Tensor, start: torch.Tensor, to_local: torch.Tensor,
+               iters: int, smooth: float, lr: float) -> torch.Tensor:
+    """One level of :func:`fit_displacement`: ``start`` [3, ...] in cells of this level's
+    data; returns the fitted displacement in local units."""
+    size = tuple(f0.shape[1:])
+    u = start[None].clone().requires_grad_(True)
     opt = torch.optim.Adam([u], lr=lr)
     with torch.enable_grad():
         for _ in range(iters):
-            disp = _upsample(u, size) * to_local[:, None, None, None]      # [3, Z, Y, X]
+            disp = _upsample(u, size) * to_local                           # [3, Z, Y, X]
             diff = warp(f0, -0.5 * disp) - warp(f1, 0.5 * disp)
             loss = diff.pow(2).mean() + smooth * sum(
                 torch.diff(u, dim=d).pow(2).mean() for d in (2, 3, 4) if u.shape[d] > 1)
             opt.zero_grad()
             loss.backward()
             opt.step()
-    return u.detach()[0] * to_local[:, None, None, None]
+    return u.detach()[0] * to_local
 
 
 def _index_to_local(dims, device) -> torch.Tensor:
