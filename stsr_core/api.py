@@ -206,7 +206,10 @@ def fit(series: VolumeSeries, preset: str = DEFAULT_PRESET, *, steps: Optional[i
                          stats=compute_stats(series), dims=series.dims, origin=series.origin,
                          spacing=series.spacing, times=[float(t) for t in series.times],
                          heads=int(getattr(mcfg, "heads", 1)), preset=preset)
-        model = build_model(mcfg, _spec(info)).to(dev)
+        try:
+            model = build_model(mcfg, _spec(info)).to(dev)
+        except ValueError as exc:        # a setting out of range, e.g. base_time="flw"
+            raise StsrError(f"preset '{preset}' with the given settings: {exc}") from None
 
     data = np.stack([info.stats[n].normalise(series.variables[n]) for n in info.variables])
     data_t = torch.from_numpy(data).to(dev)

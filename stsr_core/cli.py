@@ -12,7 +12,7 @@ import sys
 import time
 from typing import List, Optional, Sequence
 
-from .config import DEFAULT_PRESET, PRESETS
+from .config import DEFAULT_PRESET, PRESETS, preset as get_preset
 from .errors import StsrError
 
 EPILOG = "Formats: .pvd, a folder of .vti, .vti, .h5/.hdf5, .json (raw layout). See README.md."
@@ -27,6 +27,54 @@ def _floats(text: str) -> List[float]:
 
 def _names(text: str) -> List[str]:
     return [v.strip() for v in text.split(",") if v.strip()]
+
+
+def _key_value(text: str) -> tuple:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got '{text}'")
+    return key.strip(), value.strip()
+
+
+def _setting_value(key: str, text: str, default: object) -> object:
+    """``text`` as the type of the setting's default (a tuple: comma-separated numbers)."""
+    try:
+        if isinstance(default, bool):
+            if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError
+            return text.lower() in ("true", "1", "yes")
+        if isinstance(default, tuple):
+            return tuple(type(default[0])(v) if default else float(v)
+                         for v in text.split(",") if v.strip())
+        if isinstance(default, (int, float, str)):
+            return type(default)(text)
+        if text.lower() == "none":
+            return None
+        return int(text) if text.lstrip("-").isdigit() else float(text)
+    except ValueError:
+        kind = {bool: "true or false", int: "an integer", float: "a number", str: "a word",
+                tuple: "comma-separated numbers"}.get(type(default), "a number or none")
+        raise StsrError(f"--set {key}={text}: expected {kind} (default {default!r})")
+
+
+def split_settings(mcfg: object, tcfg: object, label: str, settings: Sequence[tuple]) -> tuple:
+    """``--set`` pairs as (model overrides, training overrides) of the configs ``mcfg`` and
+    ``tcfg``, typed like their values; an unknown name is an error that lists the known ones."""
+    import dataclasses
+    model, train = {}, {}
+    for key, text in settings:
+        if key == "kind":
+            raise StsrError("--set kind: the network kind is the preset's; use --preset")
+        for cfg, out in ((mcfg, model), (tcfg, train)):
+            if key in {f.name for f in dataclasses.fields(cfg)}:
+                out[key] = _setting_value(key, text, getattr(cfg, key))
+                break
+        else:
+            raise StsrError(
+                f"--set {key}: no such setting of {label}; model settings: "
+                f"{', '.join(f.name for f in dataclasses.fields(mcfg))}; training settings: "
+                f"{', '.join(f.name for f in dataclasses.fields(tcfg))}")
+    return model, train
 
 
 def _positive_float(text: str) -> float:
@@ -79,6 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="point-data arrays to learn (default: all)")
     f.add_argument("--batch-size", type=_positive_int, help="coordinates per step")
     f.add_argument("--lr", type=_positive_float, help="learning rate (network and codes)")
+    f.add_argument("--set", action="append", default=[], type=_key_value,
+                   metavar="KEY=VALUE", dest="settings",
+                   help="change one setting of the preset's model or training config, e.g. "
+                        "--set base_time=flow (repeatable; names, defaults and meaning in "
+                        "stsr_core/config.py; an unknown name lists the known ones)")
     f.add_argument("--checkpoint-seconds", type=_positive_float, default=60.0,
                    help="seconds between checkpoints written to MODEL (default 60)")
     f.add_argument("--resume", action="store_true",
@@ -201,16 +254,24 @@ def cmd_fit(a: argparse.Namespace) -> int:
             raise StsrError(f"--resume: model file '{a.output}' does not exist")
     else:
         _check_new_output(a.output, a.overwrite)
+        split_settings(*get_preset(a.preset), f"preset '{a.preset}'", a.settings)  # fail early
     series = read_series(a.input, arrays=a.arrays)
     print(f"read {a.input}: {len(series.variables)} variable(s) {', '.join(series.variables)}; "
           f"grid {series.dims[0]}x{series.dims[1]}x{series.dims[2]}, {series.n_times} "
           f"timestep(s)", file=sys.stderr)
-    overrides = {}
+    resume = api.load_model(a.output, device=a.device) if a.resume else None
+    if resume is not None:
+        configs = (resume.model_config, resume.train_config, f"the model in '{a.output}'")
+    else:
+        configs = (*get_preset(a.preset), f"preset '{a.preset}'")
+    model_overrides, overrides = split_settings(*configs, a.settings)
+    if model_overrides and resume is not None:
+        raise StsrError(f"--set {', '.join(model_overrides)}: model settings cannot change "
+                        "when resuming a trained model (training settings can)")
     if a.batch_size:
         overrides["batch_size"] = a.batch_size
     if a.lr:
         overrides.update(lr=a.lr, lr_latent=a.lr)
-    resume = api.load_model(a.output, device=a.device) if a.resume else None
     bar = _Progress(a.quiet, "training")
 
     def on_progress(p: "api.TrainProgress") -> None:
@@ -220,7 +281,8 @@ def cmd_fit(a: argparse.Namespace) -> int:
     try:
         tm = api.fit(series, a.preset, steps=a.steps, max_minutes=a.max_minutes,
                      device=a.device, seed=a.seed, callback=on_progress,
-                     checkpoint_path=a.output, resume=resume, train_overrides=overrides)
+                     checkpoint_path=a.output, resume=resume, train_overrides=overrides,
+                     model_overrides=model_overrides or None)
     finally:
         bar.close()
     h = tm.info.history

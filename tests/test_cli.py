@@ -84,6 +84,12 @@ def test_info_and_blend(workdir):
     (["upscale", "m.stsr", "-o", "missing/out.pvd"], "does not exist"),
     (["upscale", "m.stsr", "-o", "u.pvd", "--scale", "1.3"], "whole number"),
     (["upscale", "fine.pvd", "-o", "u2.pvd"], "not a readable stsr model"),
+    (["fit", "coarse.pvd", "-o", "x.stsr", "--set", "bogus=1"],
+     "no such setting of preset 'fast'; model settings: kind, latent_dim"),
+    (["fit", "coarse.pvd", "-o", "x.stsr", "--set", "base_time=flw"], "unknown base_time 'flw'"),
+    (["fit", "coarse.pvd", "-o", "x.stsr", "--set", "flow_iters=many"], "expected an integer"),
+    (["fit", "coarse.pvd", "-o", "m.stsr", "--resume", "--set", "width=8"],
+     "model settings cannot change when resuming"),
     (["eval", "coarse.pvd", "--reference", "fine.pvd"], "differ"),
     (["blend", "m.stsr", "--from", "x", "--to", "rho", "--time", "2", "-o", "b2.pvd"],
      "no variable 'x'"),
@@ -98,6 +104,18 @@ def test_errors_are_one_clear_line(workdir, args, message):
     assert "Traceback" not in r.stderr
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("stsr: error:") and message in last, r.stderr
+
+
+def test_set_changes_model_and_training_settings(workdir):
+    """--set reaches the preset's model and training configs, typed like their defaults,
+    and the model file keeps what was asked for."""
+    r = run("fit", "coarse.pvd", "-o", "cubic.stsr", "--steps", "3", "--quiet", "--set",
+            "base_time=cubic", "--set", "lr=0.005", "--set", "flow_iters=10", cwd=workdir)
+    assert r.returncode == 0, r.stderr
+    info = json.loads(run("info", "cubic.stsr", "--json", cwd=workdir).stdout)
+    assert info["model"]["base_time"] == "cubic" and info["model"]["flow_iters"] == 10
+    assert info["training"]["lr"] == 0.005
+    assert info["base_time_mix"] == {"temperature": 1.0, "rho": 1.0}
 
 
 def test_single_timestep_refuses_temporal_options(tmp_path):
