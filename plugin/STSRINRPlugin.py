@@ -20,6 +20,7 @@ from vtkmodules.vtkCommonExecutionModel import (vtkStreamingDemandDrivenPipeline
 _HERE = os.path.dirname(os.path.abspath(__file__))
 PRESETS = ["fast", "paper", "siren"]
 DEVICES = ["auto", "cpu", "cuda"]
+TIME_INTERPOLATIONS = ["auto", "linear", "cubic", "flow"]   # the fast preset's base_time
 
 
 def _engine():
@@ -147,6 +148,7 @@ class STSRINRUpscale(VTKPythonAlgorithmBase):
         self._dims = [0, 0, 0]
         self._time_scale = 1
         self._preset = "fast"
+        self._time_interp = "auto"
         self._steps = 0
         self._minutes = 1.0
         self._device = "auto"
@@ -215,6 +217,21 @@ class STSRINRUpscale(VTKPythonAlgorithmBase):
     def SetPreset(self, value):
         if value != self._preset:
             self._preset = value
+            self._training_changed()
+
+    @smproperty.xml("""
+        <StringVectorProperty name="TimeInterpolation" command="SetTimeInterpolation"
+            number_of_elements="1" default_values="auto">
+          <StringListDomain name="list">%s</StringListDomain>
+          <Documentation>fast preset: how it fills in between input steps. auto: per array,
+          the mix of linear, cubic and motion-compensated that best predicts held-out input
+          steps; linear: like Temporal Interpolator; cubic: natural cubic spline in time;
+          flow: motion-compensated (follows features that move between steps).</Documentation>
+        </StringVectorProperty>""" % "".join('<String value="%s"/>' % t
+                                            for t in TIME_INTERPOLATIONS))
+    def SetTimeInterpolation(self, value):
+        if value != self._time_interp:
+            self._time_interp = value
             self._training_changed()
 
     @smproperty.intvector(name="TrainingSteps", default_values=0)
@@ -417,9 +434,16 @@ class STSRINRUpscale(VTKPythonAlgorithmBase):
         if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
             raise RuntimeError("ModelFile folder '%s' does not exist"
                                % os.path.dirname(os.path.abspath(path)))
+        overrides = None
+        if self._time_interp != "auto":
+            if not hasattr(api.get_preset(self._preset)[0], "base_time"):
+                raise RuntimeError("TimeInterpolation '%s' applies to the fast preset only; "
+                                   "set it to auto for preset '%s'"
+                                   % (self._time_interp, self._preset))
+            overrides = {"base_time": self._time_interp}
         tm = api.fit(self._series, self._preset, steps=steps, max_minutes=minutes,
                      device=self._device, seed=self._seed, callback=progress,
-                     checkpoint_path=path)
+                     checkpoint_path=path, model_overrides=overrides)
         self.last_training = dict(tm.info.history)
         self._model = tm
         self._force_train = False

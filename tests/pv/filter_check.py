@@ -19,6 +19,7 @@ up.TemporalScale = 2
 up.TrainingSteps = 25
 up.TrainingMinutes = 0.0
 up.Seed = 3
+up.TimeInterpolation = "cubic"
 up.ModelFile = model
 up.UpdatePipelineInformation()
 times = list(up.TimestepValues)
