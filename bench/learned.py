@@ -55,6 +55,8 @@ def main(argv=None) -> None:
     curve = []
 
     def on_progress(p):
+        if p.phase != "train":      # the model is still fitting itself to the data
+            return None
         while marks and p.elapsed_s >= marks[0]:
             marks.pop(0)
             r, _, _ = score(p.trained, fine, kept)

@@ -169,7 +169,8 @@ def fit(series: VolumeSeries, preset: str = DEFAULT_PRESET, *, steps: Optional[i
 
     Budget: ``steps`` and/or ``max_minutes`` replace the preset's; when only one is given the
     other limit is lifted. ``callback`` gets a :class:`TrainProgress` every ``log_every``
-    steps; returning False stops training cleanly. ``checkpoint_path`` receives periodic
+    steps (and, with ``phase="init"``, after each step of the model's fit to the data before
+    training); returning False stops training cleanly. ``checkpoint_path`` receives periodic
     checkpoints (and the final model). ``resume`` continues a model returned by
     :func:`load_model` (same data required): the step count and elapsed time carry on.
     """
@@ -214,9 +215,19 @@ def fit(series: VolumeSeries, preset: str = DEFAULT_PRESET, *, steps: Optional[i
     data = np.stack([info.stats[n].normalise(series.variables[n]) for n in info.variables])
     data_t = torch.from_numpy(data).to(dev)
     init_s = 0.0
+    init_cancelled = False
     if resume is None:   # e.g. the fast base's spline and displacement fits: training time too
         t_init = time.perf_counter()
-        model.init_from_data(data_t)
+        max_s = None if tcfg.max_minutes is None else float(tcfg.max_minutes) * 60.0
+
+        def init_progress(done: float) -> Optional[bool]:
+            el = time.perf_counter() - t_init
+            return callback(TrainProgress(
+                0, tcfg.steps, el, max_s, math.nan, math.nan,
+                min(1.0, el / max_s) if max_s else 0.0, phase="init", init_fraction=done))
+
+        init_cancelled = model.init_from_data(
+            data_t, progress=init_progress if callback is not None else None) is False
         init_s = time.perf_counter() - t_init
     times_norm = normalise_times(torch.tensor(info.times, dtype=torch.float64),
                                  info.times[0], info.times[-1])
@@ -240,10 +251,14 @@ def fit(series: VolumeSeries, preset: str = DEFAULT_PRESET, *, steps: Optional[i
         p.trained = tm          # lets a hook evaluate the model mid-training
         return callback(p) if callback is not None else None
 
-    hist = train_loop(model, sampler, tcfg, optimizer, start_step=start_step,
-                      start_elapsed=start_elapsed, budget_spent_s=init_s,
-                      callback=on_progress if callback is not None else None,
-                      checkpoint=checkpoint if checkpoint_path else None)
+    if init_cancelled:        # stopped while fitting itself to the data: no training steps
+        hist = {"steps": 0, "elapsed_s": init_s, "loss": math.nan, "batch_psnr": math.nan,
+                "stopped": "cancelled"}
+    else:
+        hist = train_loop(model, sampler, tcfg, optimizer, start_step=start_step,
+                          start_elapsed=start_elapsed, budget_spent_s=init_s,
+                          callback=on_progress if callback is not None else None,
+                          checkpoint=checkpoint if checkpoint_path else None)
     info.history.update(hist)
     if resume is None:
         info.history["init_s"] = init_s

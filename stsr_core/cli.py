@@ -275,7 +275,11 @@ def cmd_fit(a: argparse.Namespace) -> int:
     bar = _Progress(a.quiet, "training")
 
     def on_progress(p: "api.TrainProgress") -> None:
-        bar.update(p.fraction, f"step {p.step} loss {p.loss:.3g} PSNR(kept) {p.psnr:.2f} dB")
+        if p.phase == "init":
+            bar.update(p.fraction, f"fitting the base to the data: {p.init_fraction:.0%}")
+        else:
+            bar.update(p.fraction,
+                       f"step {p.step} loss {p.loss:.3g} PSNR(kept) {p.psnr:.2f} dB")
 
     overrides.setdefault("log_every", 10)
     try:

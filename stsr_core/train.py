@@ -34,6 +34,10 @@ class TrainProgress:
     psnr: float
     fraction: float
     trained: Optional[object] = None   # the TrainedModel being trained (set by api.fit)
+    # "init" while the model is fitted to the data before the first step (the fast base's
+    # displacement fits: seconds to minutes), with ``init_fraction`` of that done; "train" after
+    phase: str = "train"
+    init_fraction: float = 1.0
 
 
 ProgressCallback = Callable[[TrainProgress], Optional[bool]]

@@ -10,7 +10,7 @@ from stsr_core.config import FastNetConfig, preset
 from stsr_core.metrics import evaluate
 from stsr_core.model import FieldSpec, build_model
 from stsr_core.model.encodings import bspline_coefficients, bspline_sample
-from stsr_core.model.time_basis import (cross_validated_mix, fit_displacement,
+from stsr_core.model.time_basis import (cross_validated_mix, fit_displacement, held_out_fits,
                                         interpolate_steps, natural_spline_slopes, warped_blend)
 from stsr_core.series import VolumeSeries
 from test_engine import smooth_series
@@ -202,6 +202,32 @@ def test_coarse_to_fine_displacement_fit_finds_moves_of_several_cells():
     assert abs(found[1][0]) < 1.0 and found[1][1] > 0.9, found       # stuck: two ghosts
     assert abs(found[2][0] - 6.0) < 0.5 and found[2][1] < 0.1, found
     assert FastNetConfig().flow_levels == 2
+
+
+def test_fit_reports_its_fit_to_the_data_and_stops_there_when_asked():
+    """The displacement fits before training take seconds to minutes: the callback hears of
+    each (phase "init"), and returning False there stops with a valid model, linear in time."""
+    s = moving_blob(2.0 * np.arange(5))
+    seen = []
+
+    def watch(p):
+        seen.append((p.phase, p.init_fraction))
+
+    tm = api.fit(s, "fast", steps=3, device="cpu", callback=watch,
+                 train_overrides={"log_every": 1})
+    init = [f for phase, f in seen if phase == "init"]
+    assert len(init) == 4 + held_out_fits(5) == 7        # 4 intervals + 3 held-out fits
+    assert init == sorted(init) and init[-1] == 1.0
+    assert [phase for phase, _ in seen[:7]] == ["init"] * 7 and seen[-1][0] == "train"
+    assert float(tm.model.base.flow_mix.max()) > 0.5
+
+    tm = api.fit(s, "fast", steps=3, device="cpu", callback=lambda p: False)
+    assert tm.info.history["stopped"] == "cancelled" and tm.info.history["steps"] == 0
+    assert float(tm.model.base.flow_mix.abs().max()) == 0.0
+    assert float(tm.model.base.time_mix.abs().max()) == 0.0
+    out = api.predict(tm, dims=s.dims, times=[1.0]).variables["density"][0]
+    line = 0.5 * (s.variables["density"][0] + s.variables["density"][1])
+    np.testing.assert_allclose(out, line, atol=1e-4)
 
 
 def test_fast_base_follows_moving_features_between_kept_steps():

@@ -18,7 +18,7 @@ Interface (all tensors on the model's device):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 import torch
 from torch import nn
@@ -48,8 +48,12 @@ class FieldModel(nn.Module):
         p = next(self.parameters())
         return p.new_zeros(())
 
-    def init_from_data(self, data: torch.Tensor) -> None:
-        """Most kinds start from random weights and ignore the data."""
+    def init_from_data(self, data: torch.Tensor,
+                       progress: Optional[Callable[[float], Optional[bool]]] = None
+                       ) -> Optional[bool]:
+        """Most kinds start from random weights and ignore the data. Kinds that fit
+        themselves to ``data`` call ``progress(fraction done)`` as they go and stop early,
+        returning False, when it returns False."""
 
 
 def build_model(cfg, spec: FieldSpec) -> FieldModel:

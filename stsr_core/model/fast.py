@@ -15,7 +15,7 @@ variable, the mix chosen by cross-validation on the kept steps (``base_time = "a
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from torch import nn
@@ -23,8 +23,13 @@ from torch import nn
 from ..config import FastNetConfig
 from . import FieldModel, FieldSpec
 from .encodings import FourierFeatures, Identity, SpaceTimeGrid, bspline_coefficients
-from .time_basis import cross_validated_mix, fit_displacement, natural_spline_slopes
+from .time_basis import (cross_validated_mix, fit_displacement, held_out_fits,
+                         natural_spline_slopes)
 from .siren import SineLayer
+
+
+class _Stopped(Exception):
+    """The progress callback asked init_from_data to stop."""
 
 
 class FastNet(FieldModel):
@@ -95,39 +100,63 @@ class FastNet(FieldModel):
             return y
         return torch.gather(y, 2, heads.view(1, -1, 1).expand(y.shape[0], -1, 1))[..., 0]
 
-    def init_from_data(self, data: torch.Tensor) -> None:
+    def init_from_data(self, data: torch.Tensor,
+                       progress: Optional[Callable[[float], Optional[bool]]] = None
+                       ) -> Optional[bool]:
         """The base starts as the spline interpolating the kept data: cubic B-spline in
-        space; in time linear, natural cubic, or (``base_time = "auto"``) a per-variable mix
-        of the two chosen by cross-validation on the kept steps (model/time_basis.py).
-        Training begins at interpolation quality."""
+        space; in time linear, natural cubic, motion-compensated, or (``base_time =
+        "auto"``) a per-variable mix of them chosen by cross-validation on the kept steps
+        (model/time_basis.py). Training begins at interpolation quality. The displacement
+        fits take seconds to minutes: ``progress(fraction)`` hears of each, and when it
+        returns False the fits stop and the base stays linear in time (returns False)."""
         if self.base is None:
-            return
+            return None
         with torch.no_grad():
             coef = bspline_coefficients(data.to(torch.float32))   # [V, T, Z+2, Y+2, X+2]
             values = coef.transpose(0, 1)                          # [T, V, ...]
             if self.base.time_interp == "linear":
                 self.base.grids[0].copy_(values)
-                return
+                return None
             times = self.base.slot_times.tolist()
             slopes_of = natural_spline_slopes(times).to(values)   # [T, T]
             slopes = torch.tensordot(slopes_of, values, dims=([1], [0]))
             self.base.grids[0].copy_(torch.cat([values, slopes], dim=1))
+            self.base.time_mix.zero_()
+            if self.base.has_flow:
+                self.base.flow_mix.zero_()
             opts = {"iters": self.cfg.flow_iters, "smooth": self.cfg.flow_smooth,
                     "coarsen": self.cfg.flow_coarsen, "max_points": self.cfg.flow_max_points,
                     "levels": self.cfg.flow_levels}
+            n_fits = 0
             if self.base.has_flow:
-                for j in range(len(times) - 1):
-                    self.base.flow[j].copy_(fit_displacement(data[:, j], data[:, j + 1],
-                                                             **opts))
-            if self.cfg.base_time == "cubic":
-                self.base.time_mix.fill_(1.0)
-            elif self.cfg.base_time == "flow":
-                self.base.flow_mix.fill_(1.0)
-            else:
-                mix = cross_validated_mix(data, times, with_flow=self.base.has_flow, **opts)
-                self.base.time_mix.copy_(mix[:, 0])
+                n_fits = len(times) - 1 + (held_out_fits(len(times))
+                                           if self.cfg.base_time == "auto" else 0)
+            done = [0]
+
+            def tick() -> None:
+                done[0] += 1
+                if progress is not None and progress(done[0] / max(1, n_fits)) is False:
+                    raise _Stopped
+
+            try:
                 if self.base.has_flow:
-                    self.base.flow_mix.copy_(mix[:, 1])
+                    for j in range(len(times) - 1):
+                        self.base.flow[j].copy_(fit_displacement(data[:, j], data[:, j + 1],
+                                                                 **opts))
+                        tick()
+                if self.cfg.base_time == "cubic":
+                    self.base.time_mix.fill_(1.0)
+                elif self.cfg.base_time == "flow":
+                    self.base.flow_mix.fill_(1.0)
+                else:
+                    mix = cross_validated_mix(data, times, with_flow=self.base.has_flow,
+                                              after_fit=tick, **opts)
+                    self.base.time_mix.copy_(mix[:, 0])
+                    if self.base.has_flow:
+                        self.base.flow_mix.copy_(mix[:, 1])
+            except _Stopped:          # mixes stay 0: linear in time, a valid model
+                return False
+        return None
 
     def regularization(self) -> torch.Tensor:
         if self.cfg.tv_weight > 0 and isinstance(self.encoding, SpaceTimeGrid):

@@ -17,7 +17,7 @@ only the two neighbouring steps, like linear interpolation.
 """
 from __future__ import annotations
 
-from typing import Sequence, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
 import torch
 
@@ -203,14 +203,27 @@ def _box_least_squares(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return min(cands, key=cost)
 
 
+def held_out_fits(n: int) -> int:
+    """How many displacement fits :func:`cross_validated_mix` makes for ``n`` kept steps."""
+    count = 0
+    for parity in (0, 1):
+        fit = [i for i in range(n) if i % 2 == parity]
+        if len(fit) >= 2:
+            count += sum(1 for i in range(n) if i % 2 != parity and fit[0] < i < fit[-1])
+    return count
+
+
 def cross_validated_mix(data: torch.Tensor, times: Sequence[float],
-                        with_flow: bool = False, **flow_options) -> torch.Tensor:
+                        with_flow: bool = False,
+                        after_fit: Optional[Callable[[], None]] = None,
+                        **flow_options) -> torch.Tensor:
     """Per variable, the mix [V, 2] in [0, 1] of (natural-cubic - linear) and, with
     ``with_flow``, of (motion-compensated - linear) interpolation in time that best predicts
     held-out kept steps: every other kept step is left out in turn (both parities), each
     interpolant is fitted to the rest, and the least-squares mix is taken over all held-out
     points. ``data`` is [V, T, ...]. Where the held-out steps cannot tell an interpolant from
-    linear (a cubic through fewer than 3 steps), its mix is 0: linear never overshoots."""
+    linear (a cubic through fewer than 3 steps), its mix is 0: linear never overshoots.
+    ``after_fit`` is called after each displacement fit (progress; it may raise to stop)."""
     n_vars, n = data.shape[0], data.shape[1]
     a = torch.zeros(n_vars, 2, 2, dtype=torch.float64)
     b = torch.zeros(n_vars, 2, dtype=torch.float64)
@@ -228,6 +241,8 @@ def cross_validated_mix(data: torch.Tensor, times: Sequence[float],
             if with_flow and data.dim() == 5:
                 disp = fit_displacement(data[:, k0], data[:, k1], **flow_options)
                 moved = warped_blend(data[:, k0], data[:, k1], disp, frac)
+                if after_fit is not None:
+                    after_fit()
             for v in range(n_vars):
                 lin, cub = interpolate_steps(data[v, fit].to(torch.float64),
                                              [t[f] for f in fit], [t[i]])
