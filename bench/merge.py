@@ -4,7 +4,7 @@ one method does not mean re-running every method (the full CPU suite takes ~90 m
     python -m bench.merge --new DIR --old DIR --take siren,paper --note "..."
 
 Rows of the methods in ``--take`` are copied from ``--old`` into ``--new`` (which keeps its
-own rows for every other method); each copied row is marked ``"from": OLD`` and the note
+own rows for every other method); each copied row is marked ``"from": OLD`` (or keeps the run it came from) and the note
 says so in results.md. results.json, results.md and the PSNR-vs-time plots are rewritten
 in ``--new``; its slice pictures stay those of the new run.
 """
@@ -32,7 +32,8 @@ def main(argv=None) -> int:
     if any(r["method"] in take for r in new["rows"]):
         print(f"bench.merge: {a.new} already has rows of {sorted(take)}", file=sys.stderr)
         return 2
-    copied = [dict(r, **{"from": os.path.basename(os.path.normpath(a.old))})
+    old_name = os.path.basename(os.path.normpath(a.old))
+    copied = [dict(r, **{"from": r.get("from") or old_name})
               for r in old["rows"] if r["method"] in take]
     if not copied:
         print(f"bench.merge: {a.old} has no rows of {sorted(take)}", file=sys.stderr)

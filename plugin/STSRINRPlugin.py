@@ -223,9 +223,9 @@ class STSRINRUpscale(VTKPythonAlgorithmBase):
         <StringVectorProperty name="TimeInterpolation" command="SetTimeInterpolation"
             number_of_elements="1" default_values="auto">
           <StringListDomain name="list">%s</StringListDomain>
-          <Documentation>fast preset: how it fills in between input steps. auto: per array,
-          the mix of linear, cubic and motion-compensated that best predicts held-out input
-          steps; linear: like Temporal Interpolator; cubic: natural cubic spline in time;
+          <Documentation>fast preset: how it fills in between input steps. auto:
+          motion-compensated, plus per array the share of cubic that best predicts held-out
+          input steps; linear: like Temporal Interpolator; cubic: natural cubic spline in time;
           flow: motion-compensated (follows features that move between steps).</Documentation>
         </StringVectorProperty>""" % "".join('<String value="%s"/>' % t
                                             for t in TIME_INTERPOLATIONS))

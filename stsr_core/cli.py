@@ -364,11 +364,10 @@ def cmd_info(a: argparse.Namespace) -> int:
     for n in info.variables:
         s = info.stats[n]
         print(f"  {n:<20s} range [{s.lo:.6g}, {s.hi:.6g}]"
-              + (f"; between steps: cubic {d['base_time_mix'][n]:.2f}" if mix is not None
-                 else "")
-              + (f", motion-compensated {d['base_flow_mix'][n]:.2f}" if flow is not None
-                 else "")
-              + (", rest linear" if mix is not None else ""))
+              + (f"; between steps: linear + {d['base_time_mix'][n]:.2f} (cubic - linear)"
+                 if mix is not None else "")
+              + (f" + {d['base_flow_mix'][n]:.2f} (motion-compensated - linear)"
+                 if flow is not None else ""))
     if info.components:
         print("components   " + "; ".join(f"{k} = {', '.join(v)}"
                                           for k, v in info.components.items()))

@@ -10,8 +10,9 @@ small (width 64 instead of 256, 3 layers instead of ~20): orders of magnitude fe
 multiply-adds per point. With ``base = "spline"`` (the default) each variable's output also
 adds a cubic B-spline through its kept data (one slot per input step), solved before training
 by :meth:`FastNet.init_from_data`: the model starts exactly at the input and the network learns
-corrections. Between kept steps the base mixes linear and natural-cubic interpolation per
-variable, the mix chosen by cross-validation on the kept steps (``base_time = "auto"``).
+corrections. Between kept steps the base follows moving features (motion-compensated
+interpolation) and adds, per variable, the share of natural-cubic interpolation chosen by
+cross-validation on the kept steps (``base_time = "auto"``).
 """
 from __future__ import annotations
 
@@ -105,8 +106,8 @@ class FastNet(FieldModel):
                        ) -> Optional[bool]:
         """The base starts as the spline interpolating the kept data: cubic B-spline in
         space; in time linear, natural cubic, motion-compensated, or (``base_time =
-        "auto"``) a per-variable mix of them chosen by cross-validation on the kept steps
-        (model/time_basis.py). Training begins at interpolation quality. The displacement
+        "auto"``) motion-compensated plus, per variable, the share of cubic chosen by
+        cross-validation on the kept steps (model/time_basis.py). Training begins at interpolation quality. The displacement
         fits take seconds to minutes: ``progress(fraction)`` hears of each, and when it
         returns False the fits stop and the base stays linear in time (returns False)."""
         if self.base is None:
@@ -150,7 +151,7 @@ class FastNet(FieldModel):
                     self.base.flow_mix.fill_(1.0)
                 else:
                     mix = cross_validated_mix(data, times, with_flow=self.base.has_flow,
-                                              after_fit=tick, **opts)
+                                              after_fit=tick, flow_share=1.0, **opts)
                     self.base.time_mix.copy_(mix[:, 0])
                     if self.base.has_flow:
                         self.base.flow_mix.copy_(mix[:, 1])
