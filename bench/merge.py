@@ -4,9 +4,10 @@ one method does not mean re-running every method (the full CPU suite takes ~90 m
     python -m bench.merge --new DIR --old DIR --take siren,paper --note "..."
 
 Rows of the methods in ``--take`` are copied from ``--old`` into ``--new`` (which keeps its
-own rows for every other method); each copied row is marked ``"from": OLD`` (or keeps the run it came from) and the note
-says so in results.md. results.json, results.md and the PSNR-vs-time plots are rewritten
-in ``--new``; its slice pictures stay those of the new run.
+own rows for every other method); each copied row is marked ``"from": OLD`` (or keeps the
+run it came from, if OLD had copied it too) and the note says so in results.md.
+results.json, results.md and the PSNR-vs-time plots are rewritten in ``--new``; its slice
+pictures stay those of the new run.
 """
 from __future__ import annotations
 

@@ -21,8 +21,8 @@ from .infer import DEFAULT_CHUNK, predict_grid
 from .model import FieldModel, FieldSpec, build_model
 from .normalize import VariableStats, compute_stats, stats_from_lists, stats_to_lists
 from .series import VolumeSeries
-from .train import (BatchSampler, ProgressCallback, TrainProgress, make_optimizer,
-                    resolve_device, train_loop)
+from .train import (BatchSampler, ProgressCallback, TrainProgress, budget_fraction,
+                    budget_seconds, make_optimizer, resolve_device, train_loop)
 
 __all__ = ["ModelInfo", "TrainedModel", "TrainProgress", "fit", "save_model", "load_model",
            "output_grid", "output_times", "predict", "predict_timestep", "check_compatible",
@@ -218,13 +218,11 @@ def fit(series: VolumeSeries, preset: str = DEFAULT_PRESET, *, steps: Optional[i
     init_cancelled = False
     if resume is None:   # e.g. the fast base's spline and displacement fits: training time too
         t_init = time.perf_counter()
-        max_s = None if tcfg.max_minutes is None else float(tcfg.max_minutes) * 60.0
-
         def init_progress(done: float) -> Optional[bool]:
             el = time.perf_counter() - t_init
             return callback(TrainProgress(
-                0, tcfg.steps, el, max_s, math.nan, math.nan,
-                min(1.0, el / max_s) if max_s else 0.0, phase="init", init_fraction=done))
+                0, tcfg.steps, el, budget_seconds(tcfg), math.nan, math.nan,
+                budget_fraction(tcfg, 0, el), phase="init", init_fraction=done))
 
         init_cancelled = model.init_from_data(
             data_t, progress=init_progress if callback is not None else None) is False

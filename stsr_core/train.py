@@ -43,6 +43,22 @@ class TrainProgress:
 ProgressCallback = Callable[[TrainProgress], Optional[bool]]
 
 
+def budget_seconds(cfg: TrainConfig) -> Optional[float]:
+    """The time budget in seconds (None: no time limit)."""
+    return None if cfg.max_minutes is None else float(cfg.max_minutes) * 60.0
+
+
+def budget_fraction(cfg: TrainConfig, steps_done: int, elapsed: float) -> float:
+    """Share of the budget used: steps or time, whichever is further along."""
+    f = 0.0
+    if cfg.steps:
+        f = max(f, steps_done / cfg.steps)
+    max_seconds = budget_seconds(cfg)
+    if max_seconds:
+        f = max(f, elapsed / max_seconds)
+    return min(1.0, f)
+
+
 def resolve_device(name: str) -> torch.device:
     name = (name or "auto").lower()
     if name == "auto":
@@ -123,7 +139,7 @@ def train_loop(model: FieldModel, sampler: BatchSampler, cfg: TrainConfig,
     restart). Returns the history (total steps, total elapsed, final loss/psnr, stop reason)."""
     if cfg.steps is None and cfg.max_minutes is None:
         raise StsrError("training needs a budget: set steps and/or max minutes")
-    max_seconds = None if cfg.max_minutes is None else float(cfg.max_minutes) * 60.0
+    max_seconds = budget_seconds(cfg)
     n_vars = sampler.data.shape[0]
     var_idx = torch.arange(n_vars, device=sampler.data.device)
     model.train()
@@ -138,12 +154,7 @@ def train_loop(model: FieldModel, sampler: BatchSampler, cfg: TrainConfig,
     total = None if cfg.steps is None else start_step + cfg.steps
 
     def fraction(elapsed: float) -> float:
-        f = 0.0
-        if cfg.steps:
-            f = max(f, (step - start_step) / cfg.steps)
-        if max_seconds:
-            f = max(f, elapsed / max_seconds)
-        return min(1.0, f)
+        return budget_fraction(cfg, step - start_step, elapsed)
 
     while True:
         elapsed = time.perf_counter() - t_start

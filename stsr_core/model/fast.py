@@ -107,9 +107,10 @@ class FastNet(FieldModel):
         """The base starts as the spline interpolating the kept data: cubic B-spline in
         space; in time linear, natural cubic, motion-compensated, or (``base_time =
         "auto"``) motion-compensated plus, per variable, the share of cubic chosen by
-        cross-validation on the kept steps (model/time_basis.py). Training begins at interpolation quality. The displacement
-        fits take seconds to minutes: ``progress(fraction)`` hears of each, and when it
-        returns False the fits stop and the base stays linear in time (returns False)."""
+        cross-validation on the kept steps (model/time_basis.py). Training begins at
+        interpolation quality. The displacement fits take seconds to minutes:
+        ``progress(fraction)`` hears of each, and when it returns False the fits stop and the
+        base stays linear in time (returns False)."""
         if self.base is None:
             return None
         with torch.no_grad():

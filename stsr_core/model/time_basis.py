@@ -23,7 +23,7 @@ neighbouring steps, like linear interpolation.
 """
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence, Tuple
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -209,14 +209,22 @@ def _box_least_squares(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return min(cands, key=cost)
 
 
-def held_out_fits(n: int) -> int:
-    """How many displacement fits :func:`cross_validated_mix` makes for ``n`` kept steps."""
-    count = 0
+def _held_out_steps(n: int) -> Iterator[Tuple[List[int], int, int, int]]:
+    """The cross-validation's cases for ``n`` kept steps: every other step is fitted (both
+    parities) and each step left out between two fitted ones is predicted. Yields
+    (fitted steps, held-out step, fitted step before it, fitted step after it)."""
     for parity in (0, 1):
         fit = [i for i in range(n) if i % 2 == parity]
-        if len(fit) >= 2:
-            count += sum(1 for i in range(n) if i % 2 != parity and fit[0] < i < fit[-1])
-    return count
+        if len(fit) < 2:
+            continue
+        for i in range(fit[0] + 1, fit[-1]):
+            if i % 2 != parity:
+                yield fit, i, i - 1, i + 1
+
+
+def held_out_fits(n: int) -> int:
+    """How many displacement fits :func:`cross_validated_mix` makes for ``n`` kept steps."""
+    return sum(1 for _ in _held_out_steps(n))
 
 
 def cross_validated_mix(data: torch.Tensor, times: Sequence[float],
@@ -237,31 +245,24 @@ def cross_validated_mix(data: torch.Tensor, times: Sequence[float],
     a = torch.zeros(n_vars, 2, 2, dtype=torch.float64)
     b = torch.zeros(n_vars, 2, dtype=torch.float64)
     t = [float(x) for x in times]
-    for parity in (0, 1):
-        fit = [i for i in range(n) if i % 2 == parity]
-        if len(fit) < 2:
-            continue
-        held = [i for i in range(n) if i % 2 != parity and t[fit[0]] < t[i] < t[fit[-1]]]
-        for i in held:
-            k0 = max(f for f in fit if f < i)
-            k1 = min(f for f in fit if f > i)
-            frac = (t[i] - t[k0]) / (t[k1] - t[k0])
-            moved = None
-            if with_flow and data.dim() == 5:
-                disp = fit_displacement(data[:, k0], data[:, k1], **flow_options)
-                moved = warped_blend(data[:, k0], data[:, k1], disp, frac)
-                if after_fit is not None:
-                    after_fit()
-            for v in range(n_vars):
-                lin, cub = interpolate_steps(data[v, fit].to(torch.float64),
-                                             [t[f] for f in fit], [t[i]])
-                y = (data[v, i].to(torch.float64) - lin[0]).flatten()
-                c = (cub[0] - lin[0]).flatten() if len(fit) >= 3 else torch.zeros_like(y)
-                w = ((moved[v].to(torch.float64) - lin[0]).flatten() if moved is not None
-                     else torch.zeros_like(y))
-                a[v] += torch.stack([torch.stack([c @ c, c @ w]),
-                                     torch.stack([w @ c, w @ w])]).cpu()
-                b[v] += torch.stack([c @ y, w @ y]).cpu()
+    for fit, i, k0, k1 in _held_out_steps(n):
+        frac = (t[i] - t[k0]) / (t[k1] - t[k0])
+        moved = None
+        if with_flow and data.dim() == 5:
+            disp = fit_displacement(data[:, k0], data[:, k1], **flow_options)
+            moved = warped_blend(data[:, k0], data[:, k1], disp, frac)
+            if after_fit is not None:
+                after_fit()
+        for v in range(n_vars):
+            lin, cub = interpolate_steps(data[v, fit].to(torch.float64),
+                                         [t[f] for f in fit], [t[i]])
+            y = (data[v, i].to(torch.float64) - lin[0]).flatten()
+            c = (cub[0] - lin[0]).flatten() if len(fit) >= 3 else torch.zeros_like(y)
+            w = ((moved[v].to(torch.float64) - lin[0]).flatten() if moved is not None
+                 else torch.zeros_like(y))
+            a[v] += torch.stack([torch.stack([c @ c, c @ w]),
+                                 torch.stack([w @ c, w @ w])]).cpu()
+            b[v] += torch.stack([c @ y, w @ y]).cpu()
     if flow_share is None:
         mixes = [_box_least_squares(a[v], b[v]) for v in range(n_vars)]
     else:                      # m fixed: the cubic share alone, least squares on [0, 1]
