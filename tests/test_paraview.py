@@ -133,6 +133,14 @@ def test_error_no_engine_available(series_file, tmp_path):
     assert "STSR-INR needs PyTorch and the stsr_core package" in _error_text(r)
 
 
+def test_error_time_interpolation_on_a_preset_without_it(series_file):
+    r = run_pv("pvpython", "errors_check.py", PLUGIN, "time-interpolation-wrong-preset",
+               series_file)
+    assert "script finished without crashing" in r.stdout, _error_text(r)
+    assert ("TimeInterpolation 'flow' applies to the fast preset only; set it to auto for "
+            "preset 'siren'") in _error_text(r)
+
+
 def test_error_damaged_model_file(tmp_path):
     bad = tmp_path / "bad.stsr"
     bad.write_bytes(b"not a model")

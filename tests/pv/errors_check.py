@@ -25,6 +25,12 @@ elif case == "no-engine":
     f = STSRINRUpscale(Input=PVDReader(FileName=data))  # noqa: F821
     f.TrainingSteps = 2
     f.UpdatePipeline()
+elif case == "time-interpolation-wrong-preset":
+    f = STSRINRUpscale(Input=PVDReader(FileName=sys.argv[3]))  # noqa: F821
+    f.Preset = "siren"
+    f.TimeInterpolation = "flow"
+    f.TrainingSteps = 2
+    f.UpdatePipeline()
 elif case == "bad-model-file":
     s = STSRINRModel(FileName=sys.argv[3])  # noqa: F821
     s.UpdatePipeline()
