@@ -23,6 +23,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
                                 "examples", "data", "tornado"))
 from generate_tornado import tornado_velocity, vorticity_magnitude  # noqa: E402
 
+from bench.learned import loop_samples_per_s  # noqa: E402
 from stsr_core import api  # noqa: E402
 from stsr_core.metrics import evaluate  # noqa: E402
 from stsr_core.series import VolumeSeries  # noqa: E402
@@ -113,12 +114,10 @@ def main(argv=None) -> int:
         h = tm.info.history
         curve.append({"elapsed_s": h["elapsed_s"], "step": h["steps"], "psnr": r["psnr_mean"],
                       "psnr_kept": r["psnr_kept"], "psnr_between": r["psnr_between"]})
-        heads = tm.info.layout.n_heads
         rows.append({"method": preset, "psnr": r["psnr_mean"], "psnr_kept": r["psnr_kept"],
                      "psnr_between": r["psnr_between"], "train_s": h["elapsed_s"],
                      "steps": h["steps"],
-                     "samples_per_s": h["steps"] * tm.train_config.batch_size * heads
-                     / h["elapsed_s"],
+                     "samples_per_s": loop_samples_per_s(tm),
                      "inference_voxels_per_s": np.prod(fine.dims) * fine.n_times
                      * len(fine.variables) / inf_s,
                      "peak_cuda_mb": torch.cuda.max_memory_allocated() / 2 ** 20

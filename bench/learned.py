@@ -16,6 +16,7 @@ import os
 import resource
 import tempfile
 import time
+from typing import Optional
 
 import numpy as np
 import torch
@@ -23,6 +24,18 @@ import torch
 from stsr_core import api
 from stsr_core.io import read_series
 from stsr_core.metrics import evaluate
+
+
+def loop_samples_per_s(tm) -> Optional[float]:
+    """Training samples per second of the loop alone: the fit to the data before the first
+    step (history init_s) is not sampling. None when the budget ended before the first step
+    (a short budget on a slow machine): there is no throughput to report, and 0 would read
+    as a measured one."""
+    h = tm.info.history
+    loop_s = h["elapsed_s"] - h.get("init_s", 0.0)
+    if h["steps"] <= 0 or loop_s <= 0:
+        return None
+    return h["steps"] * tm.train_config.batch_size * tm.info.layout.n_heads / loop_s
 
 
 def score(tm, fine, kept):
@@ -84,9 +97,7 @@ def main(argv=None) -> None:
         "preset": a.preset, "device": h["device"], "seed": a.seed,
         "budget_s": a.seconds, "train_s": h["elapsed_s"], "wall_s": wall, "steps": h["steps"],
         "batch_size": tm.train_config.batch_size, "heads": heads,
-        # the loop's throughput: the fit in init_from_data (init_s) is not sampling
-        "samples_per_s": h["steps"] * tm.train_config.batch_size * heads / max(
-            1e-9, h["elapsed_s"] - h.get("init_s", 0.0)),
+        "samples_per_s": loop_samples_per_s(tm),
         "init_s": h.get("init_s", 0.0),
         "inference_voxels_per_s": vox_per_s,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,

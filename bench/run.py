@@ -290,6 +290,10 @@ def main(argv=None) -> int:
                     print(f"  {name} s={s} {last['method']:<17s} PSNR {last['psnr']:.2f} "
                           f"(kept {last['psnr_kept']:.2f}, between {last['psnr_between']:.2f})"
                           f" [{time.perf_counter() - t0:.0f} s]", flush=True)
+                    if last.get("steps") == 0:
+                        print(f"    (no training step: the fit to the data took "
+                              f"{last.get('init_s', 0):.1f} s of the {last.get('budget_s')} s "
+                              "budget; the score is the fitted base's)", flush=True)
         plot_curves(rows, name, os.path.join(out_dir, f"psnr_vs_time_{name}.png"))
         if "trilinear+linear" in slice_panels:
             plot_slices(slice_panels, fine.variables[var0][mid, zk],

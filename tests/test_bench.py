@@ -46,7 +46,7 @@ def test_harness_end_to_end(tmp_path):
     out = tmp_path / "res"
     paraview = shutil.which("pvpython") is not None
     rc = run.main(["--datasets", "tiny", "--data-dir", str(tmp_path / "data"), "--scales", "2",
-                   "--methods", "trilinear,tricubic,fast", "--budget-seconds", "4",
+                   "--methods", "trilinear,tricubic,fast", "--budget-seconds", "8",
                    "--device", "cpu", "--out", str(out)] + ([] if paraview else
                                                             ["--no-paraview"]))
     assert rc == 0
@@ -54,7 +54,13 @@ def test_harness_end_to_end(tmp_path):
     methods = [r["method"] for r in res["rows"]]
     assert methods == ["trilinear+linear", "tricubic+cubic", "fast"]
     fast = res["rows"][2]
-    assert fast["samples_per_s"] > 0 and fast["model_mb"] > 0 and len(fast["curve"]) >= 1
+    assert fast["model_mb"] > 0 and fast["curve"][-1]["step"] == fast["steps"]
+    # the loop's throughput; on a slow machine the fit to the data (init_s, 2-4 s here) can
+    # use the whole budget, and then there is no throughput to report rather than a 0
+    if fast["steps"] > 0:
+        assert fast["samples_per_s"] > 0 and fast["init_s"] < fast["train_s"]
+    else:
+        assert fast["samples_per_s"] is None and fast["init_s"] >= 8
     if paraview:   # ParaView's own trilinear + linear agrees with the numpy one
         assert res["rows"][0]["paraview"]["max_rel_diff_vs_numpy"] < 1e-4
     for f in ("results.md", "psnr_vs_time_tiny.png", "slices_tiny.png"):
