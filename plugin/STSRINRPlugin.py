@@ -59,27 +59,19 @@ def _error(algorithm, message):
         "ERROR: %s: %s\n" % (type(algorithm).__name__, message))
 
 
-class _Grid:
-    """The attributes stsr_core.api.output_grid/output_times read."""
-
-    def __init__(self, dims, origin, spacing, times):
-        self.dims, self.origin, self.spacing = tuple(dims), tuple(origin), tuple(spacing)
-        self.times = list(times)
-
-
-def _output_layout(api, grid, scale, dims, time_scale):
+def _output_layout(api, grid, times_in, scale, dims, time_scale):
     use_dims = dims if dims and all(int(d) > 0 for d in dims) else None
     g = api.output_grid(grid, scale=None if use_dims else float(scale), dims=use_dims)
-    times = api.output_times(grid, time_scale=int(time_scale)) if len(grid.times) > 1 \
-        else list(grid.times)
+    times = api.output_times(times_in, time_scale=int(time_scale)) if len(times_in) > 1 \
+        else list(times_in)
     return g, [float(t) for t in times]
 
 
 def _set_output_information(outInfo, g, times):
-    (nx, ny, nz), origin, spacing = g
+    nx, ny, nz = g.dims
     outInfo.Set(SDDP.WHOLE_EXTENT(), 0, nx - 1, 0, ny - 1, 0, nz - 1)
-    outInfo.Set(vtkDataObject.SPACING(), *spacing)
-    outInfo.Set(vtkDataObject.ORIGIN(), *origin)
+    outInfo.Set(vtkDataObject.SPACING(), *g.spacing)
+    outInfo.Set(vtkDataObject.ORIGIN(), *g.origin)
     outInfo.Remove(SDDP.TIME_STEPS())
     outInfo.Remove(SDDP.TIME_RANGE())
     if times:
@@ -104,12 +96,11 @@ def _image(api, tm, t, g, progress=None):
     re-assembled)."""
     from stsr_core.io.vti import image_from_series
     from stsr_core.series import VolumeSeries
-    dims, origin, spacing = g
-    values = api.predict_timestep(tm, t, dims, origin, spacing, progress=progress)
+    values = api.predict_timestep(tm, t, g, progress=progress)
     if values is None:
         return None
     series = VolumeSeries(times=[t], variables={k: v[None] for k, v in values.items()},
-                          origin=origin, spacing=spacing, components=tm.info.components)
+                          origin=g.origin, spacing=g.spacing, components=tm.info.components)
     img = image_from_series(series, 0)
     img.GetFieldData().RemoveArray("TimeValue")
     return img
@@ -313,9 +304,10 @@ class STSRINRUpscale(VTKPythonAlgorithmBase):
             times = list(inInfo.Get(SDDP.TIME_STEPS()) or []) if inInfo.Has(
                 SDDP.TIME_STEPS()) else []
             self._input_times = times
-            self._input_grid = _Grid(dims, origin, spacing, times or [0.0])
-            g, out_times = _output_layout(api, self._input_grid, self._scale, self._dims,
-                                          self._time_scale)
+            from stsr_core.grid import Grid
+            self._input_grid = Grid(dims, origin, spacing)
+            g, out_times = _output_layout(api, self._input_grid, times or [0.0], self._scale,
+                                          self._dims, self._time_scale)
             self._out_grid = g
             self._out_times = out_times if times else []
             _set_output_information(outInfo, g, self._out_times)
@@ -517,7 +509,8 @@ class STSRINRModel(VTKPythonAlgorithmBase):
             api = _engine()
             tm = self._load(api)
             info = tm.info
-            g, times = _output_layout(api, info, self._scale, self._dims, self._time_scale)
+            g, times = _output_layout(api, info.grid, info.times, self._scale, self._dims,
+                                      self._time_scale)
             self._out_grid, self._out_times = g, times
             _set_output_information(outInfoVec.GetInformationObject(0), g, times)
         except Exception as exc:  # noqa: BLE001

@@ -7,7 +7,7 @@ import math
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -17,6 +17,7 @@ from .blocks import BlockLayout, normalise_times
 from .config import (DEFAULT_PRESET, TrainConfig, config_to_dict, model_config_from_dict,
                      preset as get_preset, train_config_from_dict)
 from .errors import StsrError
+from .grid import Grid
 from .infer import DEFAULT_CHUNK, predict_grid
 from .model import FieldModel, FieldSpec, build_model
 from .normalize import VariableStats, compute_stats, stats_from_lists, stats_to_lists
@@ -36,9 +37,7 @@ class ModelInfo:
     variables: List[str]
     components: Dict[str, List[str]]
     stats: Dict[str, VariableStats]
-    dims: Tuple[int, int, int]
-    origin: Tuple[float, float, float]
-    spacing: Tuple[float, float, float]
+    grid: Grid
     times: List[float]
     heads: int
     preset: str = ""
@@ -46,14 +45,14 @@ class ModelInfo:
 
     @property
     def layout(self) -> BlockLayout:
-        return BlockLayout.create(self.dims, self.heads)
+        return BlockLayout.create(self.grid.dims, self.heads)
 
     def to_dict(self) -> Dict[str, Any]:
         return {"variables": list(self.variables),
                 "components": {k: list(v) for k, v in self.components.items()},
                 "stats": stats_to_lists(self.stats, self.variables),
-                "dims": list(self.dims), "origin": list(self.origin),
-                "spacing": list(self.spacing), "times": list(self.times),
+                "dims": list(self.grid.dims), "origin": list(self.grid.origin),
+                "spacing": list(self.grid.spacing), "times": list(self.times),
                 "heads": self.heads, "preset": self.preset, "history": dict(self.history)}
 
     @staticmethod
@@ -62,9 +61,7 @@ class ModelInfo:
         return ModelInfo(variables=names, components={k: list(v) for k, v in
                                                       d["components"].items()},
                          stats=stats_from_lists(d["stats"], names),
-                         dims=tuple(int(v) for v in d["dims"]),  # type: ignore[arg-type]
-                         origin=tuple(float(v) for v in d["origin"]),  # type: ignore[arg-type]
-                         spacing=tuple(float(v) for v in d["spacing"]),  # type: ignore[arg-type]
+                         grid=Grid(d["dims"], d["origin"], d["spacing"]),
                          times=[float(t) for t in d["times"]], heads=int(d["heads"]),
                          preset=str(d.get("preset", "")), history=dict(d.get("history", {})))
 
@@ -144,13 +141,7 @@ def check_compatible(tm: TrainedModel, series: VolumeSeries) -> None:
     problems = []
     if list(series.variables) != list(info.variables):
         problems.append(f"arrays {list(series.variables)} vs the model's {info.variables}")
-    if series.dims != tuple(info.dims):
-        problems.append(f"dimensions {series.dims} vs the model's {tuple(info.dims)}")
-    if not np.allclose(series.spacing, info.spacing, rtol=1e-5):
-        problems.append(f"spacing {series.spacing} vs the model's {tuple(info.spacing)}")
-    scale = max(1.0, *(abs(s) * n for s, n in zip(info.spacing, info.dims)))
-    if not np.allclose(series.origin, info.origin, rtol=1e-5, atol=1e-6 * scale):
-        problems.append(f"origin {series.origin} vs the model's {tuple(info.origin)}")
+    problems += [f"{d} (data vs model)" for d in series.grid.differences(info.grid)]
     if len(series.times) != len(info.times) or not np.allclose(series.times, info.times,
                                                                rtol=1e-6, atol=1e-9):
         problems.append(f"times {list(series.times)} vs the model's {info.times}")
@@ -204,8 +195,8 @@ def fit(series: VolumeSeries, preset: str = DEFAULT_PRESET, *, steps: Optional[i
         names = list(series.variables)
         info = ModelInfo(variables=names, components={k: list(v) for k, v in
                                                       series.components.items()},
-                         stats=compute_stats(series), dims=series.dims, origin=series.origin,
-                         spacing=series.spacing, times=[float(t) for t in series.times],
+                         stats=compute_stats(series), grid=series.grid,
+                         times=[float(t) for t in series.times],
                          heads=int(getattr(mcfg, "heads", 1)), preset=preset)
         try:
             model = build_model(mcfg, _spec(info)).to(dev)
@@ -269,45 +260,25 @@ def fit(series: VolumeSeries, preset: str = DEFAULT_PRESET, *, steps: Optional[i
 
 
 # --- queries ------------------------------------------------------------------------------
-def output_grid(info: ModelInfo, scale: Optional[float] = None,
-                dims: Optional[Sequence[int]] = None
-                ) -> Tuple[Tuple[int, int, int], Tuple[float, float, float],
-                           Tuple[float, float, float]]:
-    """(dims, origin, spacing) of the output grid over the input's bounds, as ParaView's
-    ResampleToImage makes it: a scale s gives ``(dims_in - 1) * s + 1`` points per axis and
-    spacing ``spacing_in / s``; ``dims`` sets the point counts directly."""
+def output_grid(grid_in: Grid, scale: Optional[float] = None,
+                dims: Optional[Sequence[int]] = None) -> Grid:
+    """The output grid over ``grid_in``'s bounds, as ParaView's ResampleToImage makes it: a
+    scale s gives ``(dims_in - 1) * s + 1`` points per axis and spacing ``spacing_in / s``;
+    ``dims`` sets the point counts directly."""
     if scale is not None and dims is not None:
         raise StsrError("give either a spatial scale or output dimensions, not both")
     if dims is not None:
-        dims = tuple(int(d) for d in dims)
-        if len(dims) != 3 or any(d < 1 for d in dims):
-            raise StsrError(f"output dimensions must be three integers >= 1, got {dims}")
-        spacing = []
-        for d_in, s_in, d_out in zip(info.dims, info.spacing, dims):
-            extent = (d_in - 1) * s_in
-            spacing.append(extent / (d_out - 1) if d_out > 1 and d_in > 1 else s_in)
-        return dims, tuple(info.origin), tuple(spacing)  # type: ignore[return-value]
-    s = 1.0 if scale is None else float(scale)
-    if not math.isfinite(s) or s <= 0:
-        raise StsrError(f"spatial scale must be > 0, got {scale}")
-    out_dims = []
-    for d_in in info.dims:
-        n = (d_in - 1) * s + 1
-        if abs(n - round(n)) > 1e-6:
-            raise StsrError(f"scale {s} does not give a whole number of points along an axis "
-                            f"of {d_in} points ((n-1)*s+1 = {n:g}); use --dims instead")
-        out_dims.append(int(round(n)))
-    return (tuple(out_dims), tuple(info.origin),  # type: ignore[return-value]
-            tuple(sp / s for sp in info.spacing))
+        return grid_in.resampled(dims)
+    return grid_in.scaled(1.0 if scale is None else scale)
 
 
-def output_times(info: ModelInfo, time_scale: Optional[int] = None,
+def output_times(times_in: Sequence[float], time_scale: Optional[int] = None,
                  times: Optional[Sequence[float]] = None) -> np.ndarray:
-    """The input times with ``time_scale - 1`` evenly spaced steps inserted between each
+    """The input times ``times_in`` with ``time_scale - 1`` evenly spaced steps inserted between each
     consecutive pair, or an explicit list."""
     if time_scale is not None and times is not None:
         raise StsrError("give either a time scale or a list of times, not both")
-    t_in = np.asarray(info.times, dtype=np.float64)
+    t_in = np.asarray(list(times_in), dtype=np.float64)
     if times is not None:
         out = np.asarray(list(times), dtype=np.float64)
         if out.size == 0 or not np.all(np.isfinite(out)):
@@ -333,17 +304,15 @@ def _t_norm(info: ModelInfo, t: float) -> float:
                                  info.times[-1])[0])
 
 
-def predict_timestep(tm: TrainedModel, t: float, dims: Sequence[int], origin: Sequence[float],
-                     spacing: Sequence[float], chunk: int = DEFAULT_CHUNK,
+def predict_timestep(tm: TrainedModel, t: float, grid: Grid, chunk: int = DEFAULT_CHUNK,
                      progress: Optional[Callable[[float], Optional[bool]]] = None
                      ) -> Optional[Dict[str, np.ndarray]]:
-    """Physical values of every variable at time ``t`` on a grid: name -> float32 [Z, Y, X].
-    Returns None if ``progress`` returned False."""
+    """Physical values of every variable at time ``t`` on ``grid``: name -> float32
+    [Z, Y, X]. Returns None if ``progress`` returned False."""
     info = tm.info
     var_idx = torch.arange(len(info.variables), device=tm.device)
-    norm = predict_grid(tm.model, info.layout, _t_norm(info, t), dims, origin, spacing,
-                        info.origin, info.spacing, var_idx=var_idx, chunk=chunk,
-                        progress=progress)
+    norm = predict_grid(tm.model, info.layout, _t_norm(info, t), grid, info.grid,
+                        var_idx=var_idx, chunk=chunk, progress=progress)
     if norm is None:
         return None
     return {n: info.stats[n].denormalise(norm[i]).astype(np.float32)
@@ -355,20 +324,20 @@ def predict(tm: TrainedModel, *, scale: Optional[float] = None,
             times: Optional[Sequence[float]] = None, chunk: int = DEFAULT_CHUNK,
             callback: Optional[Callable[[float], Optional[bool]]] = None) -> VolumeSeries:
     """The model on an output grid at output times, as a VolumeSeries in physical units."""
-    g_dims, g_origin, g_spacing = output_grid(tm.info, scale, dims)
-    t_out = output_times(tm.info, time_scale, times)
+    grid = output_grid(tm.info.grid, scale, dims)
+    t_out = output_times(tm.info.times, time_scale, times)
     n_t = len(t_out)
     arrays: Dict[str, List[np.ndarray]] = {n: [] for n in tm.info.variables}
     for i, t in enumerate(t_out):
         def prog(f: float, i: int = i) -> Optional[bool]:
             return None if callback is None else callback((i + f) / n_t)
-        vals = predict_timestep(tm, float(t), g_dims, g_origin, g_spacing, chunk, prog)
+        vals = predict_timestep(tm, float(t), grid, chunk, prog)
         if vals is None:
             raise StsrError("prediction cancelled")
         for n, a in vals.items():
             arrays[n].append(a)
     return VolumeSeries(times=t_out, variables={n: np.stack(v) for n, v in arrays.items()},
-                        origin=g_origin, spacing=g_spacing,
+                        origin=grid.origin, spacing=grid.spacing,
                         components={k: list(v) for k, v in tm.info.components.items()},
                         source="")
 
@@ -389,8 +358,8 @@ def blend(tm: TrainedModel, var_from: str, var_to: str, steps: int, t: float,
                             f"{', '.join(info.variables)}")
     if steps < 2:
         raise StsrError(f"blend needs at least 2 steps, got {steps}")
-    output_times(info, times=[t])
-    g_dims, g_origin, g_spacing = output_grid(info, scale, dims)
+    output_times(info.times, times=[t])
+    grid = output_grid(info.grid, scale, dims)
     a, b = info.variables.index(var_from), info.variables.index(var_to)
     mu = tm.model.latent_mu.detach()
     w = torch.linspace(0.0, 1.0, steps, device=mu.device)
@@ -399,9 +368,8 @@ def blend(tm: TrainedModel, var_from: str, var_to: str, steps: int, t: float,
     # the network's part is the same in both, and a per-variable part (the fast model's
     # spline base) is interpolated like the code
     var_idx = torch.tensor([a] * steps + [b] * steps, dtype=torch.long, device=mu.device)
-    both = predict_grid(tm.model, info.layout, _t_norm(info, t), g_dims, g_origin, g_spacing,
-                        info.origin, info.spacing, var_idx=var_idx,
-                        codes=torch.cat([codes, codes]))
+    both = predict_grid(tm.model, info.layout, _t_norm(info, t), grid, info.grid,
+                        var_idx=var_idx, codes=torch.cat([codes, codes]))
     wn = w.cpu().numpy().reshape((steps,) + (1,) * (both.ndim - 1))
     norm = (1 - wn) * both[:steps] + wn * both[steps:]
     sa, sb = info.stats[var_from], info.stats[var_to]
@@ -410,4 +378,4 @@ def blend(tm: TrainedModel, var_from: str, var_to: str, steps: int, t: float,
         st = VariableStats((1 - wi) * sa.lo + wi * sb.lo, (1 - wi) * sa.hi + wi * sb.hi)
         frames.append(st.denormalise(norm[i]).astype(np.float32))
     return VolumeSeries(times=w.cpu().numpy(), variables={"blend": np.stack(frames)},
-                        origin=g_origin, spacing=g_spacing)
+                        origin=grid.origin, spacing=grid.spacing)

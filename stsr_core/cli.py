@@ -371,8 +371,8 @@ def cmd_info(a: argparse.Namespace) -> int:
     if info.components:
         print("components   " + "; ".join(f"{k} = {', '.join(v)}"
                                           for k, v in info.components.items()))
-    print(f"grid         {info.dims[0]}x{info.dims[1]}x{info.dims[2]} points, origin "
-          f"{tuple(info.origin)}, spacing {tuple(info.spacing)}")
+    print(f"grid         {info.grid.text()} points, origin {info.grid.origin}, spacing "
+          f"{info.grid.spacing}")
     t = info.times
     print(f"times        {len(t)}: {', '.join(f'{v:g}' for v in t[:8])}"
           f"{' ...' if len(t) > 8 else ''}")

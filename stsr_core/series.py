@@ -12,6 +12,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .errors import StsrError
+from .grid import GRID_RTOL, Grid
 
 # Multi-component arrays (e.g. velocity) are split into scalar variables named
 # "<name>_<component>"; ``components`` maps the original name to those variables in order so
@@ -64,12 +65,14 @@ class VolumeSeries:
         return (int(shape[3]), int(shape[2]), int(shape[1]))
 
     @property
+    def grid(self) -> Grid:
+        """The grid of every variable at every step (dims, origin, spacing)."""
+        return Grid(self.dims, self.origin, self.spacing)
+
+    @property
     def bounds(self) -> Tuple[float, float, float, float, float, float]:
         """(xmin, xmax, ymin, ymax, zmin, zmax) of the grid's points."""
-        out: List[float] = []
-        for o, s, n in zip(self.origin, self.spacing, self.dims):
-            out += [o, o + s * (n - 1)]
-        return tuple(out)  # type: ignore[return-value]
+        return self.grid.bounds
 
     @property
     def nbytes(self) -> int:
@@ -167,16 +170,9 @@ class VolumeSeries:
             source=self.source,
         )
 
-    def same_grid(self, other: "VolumeSeries", rtol: float = 1e-5) -> List[str]:
-        """Differences in grid and times between two series, as sentences (empty = same)."""
-        diffs: List[str] = []
-        if self.dims != other.dims:
-            diffs.append(f"dimensions {self.dims} vs {other.dims}")
-        scale = max(1.0, *(abs(b) for b in self.bounds))
-        if not np.allclose(self.origin, other.origin, rtol=rtol, atol=rtol * scale):
-            diffs.append(f"origin {self.origin} vs {other.origin}")
-        if not np.allclose(self.spacing, other.spacing, rtol=rtol, atol=0):
-            diffs.append(f"spacing {self.spacing} vs {other.spacing}")
+    def same_grid(self, other: "VolumeSeries", rtol: float = GRID_RTOL) -> List[str]:
+        """Differences in grid and times between two series, as phrases (empty = same)."""
+        diffs = self.grid.differences(other.grid, rtol)
         if self.n_times != other.n_times:
             diffs.append(f"{self.n_times} vs {other.n_times} timesteps")
         elif not np.allclose(self.times, other.times, rtol=rtol,

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from stsr_core import StsrError, VolumeSeries, api, modelfile
+from stsr_core.grid import Grid
 from stsr_core.metrics import psnr
 
 torch.set_num_threads(1)
@@ -48,24 +49,24 @@ def test_fit_reproduces_input_in_physical_units(trained):
 
 def test_output_grid_follows_resample_to_image(trained):
     _, tm, _ = trained
-    dims, origin, spacing = api.output_grid(tm.info, scale=2)
-    assert dims == (17, 15, 13) and origin == (1.0, 2.0, 3.0)
-    assert np.allclose(spacing, (0.25, 0.125, 0.5))
-    dims, _, spacing = api.output_grid(tm.info, dims=(5, 8, 4))
-    assert np.allclose(spacing, (1.0, 0.25, 2.0))
+    g = api.output_grid(tm.info.grid, scale=2)
+    assert g.dims == (17, 15, 13) and g.origin == (1.0, 2.0, 3.0)
+    assert np.allclose(g.spacing, (0.25, 0.125, 0.5))
+    g = api.output_grid(tm.info.grid, dims=(5, 8, 4))
+    assert np.allclose(g.spacing, (1.0, 0.25, 2.0)) and g.bounds == tm.info.grid.bounds
     with pytest.raises(StsrError, match="whole number of points"):
-        api.output_grid(tm.info, scale=1.3)
+        api.output_grid(tm.info.grid, scale=1.3)
     with pytest.raises(StsrError, match="either"):
-        api.output_grid(tm.info, scale=2, dims=(3, 3, 3))
+        api.output_grid(tm.info.grid, scale=2, dims=(3, 3, 3))
 
 
 def test_output_times(trained):
     _, tm, _ = trained
-    t = api.output_times(tm.info, time_scale=4)
+    t = api.output_times(tm.info.times, time_scale=4)
     assert len(t) == 17 and t[0] == 1.5 and t[-1] == 3.5 and np.allclose(np.diff(t), 0.125)
-    assert list(api.output_times(tm.info, times=[2.0, 2.2])) == [2.0, 2.2]
+    assert list(api.output_times(tm.info.times, times=[2.0, 2.2])) == [2.0, 2.2]
     with pytest.raises(StsrError, match="integer"):
-        api.output_times(tm.info, time_scale=0)
+        api.output_times(tm.info.times, time_scale=0)
 
 
 def test_upsampled_prediction_shape_and_cache_free_chunking(trained):
@@ -84,8 +85,9 @@ def test_save_load_roundtrip(trained, tmp_path):
     api.save_model(tm, p2)
     assert not [f for f in os.listdir(tmp_path) if f.startswith(".tmp-")]
     tm2 = api.load_model(p2, device="cpu")
-    a = api.predict_timestep(tm, 2.25, (5, 5, 5), (1, 2, 3), (1, 0.4, 1.5))
-    b = api.predict_timestep(tm2, 2.25, (5, 5, 5), (1, 2, 3), (1, 0.4, 1.5))
+    g = Grid((5, 5, 5), (1, 2, 3), (1, 0.4, 1.5))
+    a = api.predict_timestep(tm, 2.25, g)
+    b = api.predict_timestep(tm2, 2.25, g)
     for n in a:
         np.testing.assert_array_equal(a[n], b[n])
     assert tm2.info.variables == tm.info.variables and tm2.info.times == tm.info.times
@@ -143,9 +145,9 @@ def test_constant_variable_and_single_timestep():
     out = api.predict(tm)
     np.testing.assert_allclose(out.variables["flat"], 7.0, rtol=1e-5)   # no division by zero
     with pytest.raises(StsrError, match="single timestep"):
-        api.output_times(tm.info, time_scale=2)
+        api.output_times(tm.info.times, time_scale=2)
     with pytest.raises(StsrError, match="single timestep"):
-        api.output_times(tm.info, times=[0.3])
+        api.output_times(tm.info.times, times=[0.3])
 
 
 def test_nan_input_is_refused():
@@ -166,7 +168,7 @@ def test_paper_preset_trains_with_eight_heads():
 def test_blend_endpoints_decode_the_two_variables(trained):
     s, tm, _ = trained
     out = api.blend(tm, "temperature", "rho", steps=3, t=2.0)
-    direct = api.predict_timestep(tm, 2.0, s.dims, s.origin, s.spacing)
+    direct = api.predict_timestep(tm, 2.0, s.grid)
     np.testing.assert_allclose(out.variables["blend"][0], direct["temperature"], rtol=1e-4)
     np.testing.assert_allclose(out.variables["blend"][-1], direct["rho"], rtol=1e-3, atol=1e-7)
     with pytest.raises(StsrError, match="no variable 'nope'"):

@@ -70,8 +70,8 @@ def test_filter_and_model_source(prog, series_file, tmp_path):
     tm = api.load_model(str(model), device="cpu")
     assert tm.model_config.base_time == "cubic"            # the TimeInterpolation property
     assert tm.model.base.time_mix.tolist() == [1.0] * 5
-    g = api.output_grid(tm.info, scale=2)
-    direct = api.predict_timestep(tm, res["t_mid"], *g)
+    g = api.output_grid(tm.info.grid, scale=2)
+    direct = api.predict_timestep(tm, res["t_mid"], g)
     filt = np.load(tmp_path / "filter.npz")
     src = np.load(tmp_path / "source.npz")
     for name in ("temperature", "rho"):
