@@ -347,12 +347,12 @@ def cmd_info(a: argparse.Namespace) -> int:
          "parameters": tm.n_parameters(), "model": config_to_dict(tm.model_config),
          "training": config_to_dict(tm.train_config), **info.to_dict()}
     base = getattr(tm.model, "base", None)
-    mix = getattr(base, "time_mix", None)
-    flow = getattr(base, "flow_mix", None)
+    mixes = base.mixes() if base is not None else {}
+    mix, flow = mixes.get("time_mix"), mixes.get("flow_mix")
     if mix is not None:   # the fast model's base between kept steps, per variable
-        d["base_time_mix"] = {n: float(m) for n, m in zip(info.variables, mix.tolist())}
-        if flow is not None:
-            d["base_flow_mix"] = {n: float(m) for n, m in zip(info.variables, flow.tolist())}
+        d["base_time_mix"] = dict(zip(info.variables, mix))
+    if flow is not None:
+        d["base_flow_mix"] = dict(zip(info.variables, flow))
     if a.json:
         print(json.dumps(d, indent=2))
         return 0

@@ -1,5 +1,7 @@
 """The networks themselves: the paper's size, the model interface (heads, codes), each
 encoding of the fast model learning tiny data, and the spline base."""
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -298,3 +300,16 @@ def test_spline_base_in_time_is_linear_or_cubic(base_time):
     cub = CubicSpline(times, data[:, 0, 0, :], bc_type="natural")(query)
     mix = {"linear": 0.0, "cubic": 1.0}[base_time]
     np.testing.assert_allclose(out[:, 0, 0, :], lin + mix * (cub - lin), atol=2e-5)
+
+
+def test_a_model_file_written_before_the_spline_base_had_its_own_module_still_loads():
+    """tests/data/fast_v3.stsr was written by the main of 2026-11-25 (format 3: the base was a
+    SpaceTimeGrid); its predictions then are in fast_v3_expected.npz."""
+    data = os.path.join(os.path.dirname(__file__), "data")
+    tm = api.load_model(os.path.join(data, "fast_v3.stsr"), device="cpu")
+    out = api.predict(tm, scale=2, time_scale=2)
+    expected = np.load(os.path.join(data, "fast_v3_expected.npz"))
+    np.testing.assert_allclose(out.times, expected["times"])
+    for name in out.variables:
+        np.testing.assert_allclose(out.variables[name], expected[name], rtol=1e-6,
+                                   atol=1e-6 * float(np.ptp(expected[name])))

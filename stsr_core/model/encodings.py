@@ -2,9 +2,9 @@
 
 * :class:`SpaceTimeGrid`: multi-resolution dense feature grids over space with one feature
   slot per input timestep, looked up trilinearly (``grid_sample``) or as cubic B-splines, and
-  blended between the two nearest slots in time: linearly, or (``time_interp="hermite"``) by a
-  cubic Hermite curve mixed with the line (model/time_basis.py). The finest level has the input's own resolution: grids finer than the
-  data are unconstrained between samples and interpolate worse than trilinear.
+  blended linearly between the two nearest slots in time. The finest level has the input's
+  own resolution: grids finer than the data are unconstrained between samples and
+  interpolate worse than trilinear. (The fast model's spline base is in spline_base.py.)
 * :class:`FourierFeatures`: ``[cos(2 pi B v), sin(2 pi B v)]`` with ``B ~ N(0, sigma^2)``.
 * :class:`Identity`: the raw coordinates (for a plain SIREN decoder).
 """
@@ -17,7 +17,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .time_basis import displacement_grid_dims, hermite_correction
 
 
 def level_resolutions(block_dims: Sequence[int], levels: int, factor: float) -> List[List[int]]:
@@ -101,21 +100,15 @@ def bspline_coefficients(values: torch.Tensor) -> torch.Tensor:
 
 
 class SpaceTimeGrid(nn.Module):
+    """Learned features ``[N, levels * features]`` at local (x, y, z, t) points."""
+
     def __init__(self, block_dims: Sequence[int], n_times: int, levels: int = 3,
                  features: int = 8, factor: float = 1.0, init_std: float = 0.01,
-                 slot_times: Optional[Sequence[float]] = None, interp: str = "linear",
-                 time_interp: str = "linear", flow_coarsen: Optional[int] = None,
-                 flow_max_points: int = 32):
+                 slot_times: Optional[Sequence[float]] = None, interp: str = "linear"):
         super().__init__()
         if interp not in ("linear", "cubic"):
             raise ValueError(f"grid interpolation must be linear or cubic, got {interp!r}")
-        if time_interp not in ("linear", "hermite"):
-            raise ValueError(f"time interpolation must be linear or hermite, got {time_interp!r}")
         self.interp = interp
-        # "hermite": each slot also holds the features' slopes in time (as many channels
-        # again), and ``time_mix`` (per feature, 0 = linear, 1 = cubic) blends the cubic
-        # Hermite curve through the two neighbouring slots with the straight line
-        self.time_interp = time_interp
         pad = 2 if interp == "cubic" else 0
         self.n_slots = max(1, int(n_times))
         if slot_times is None:
@@ -127,26 +120,10 @@ class SpaceTimeGrid(nn.Module):
         self.features = features
         self.resolutions = level_resolutions(block_dims, levels, factor)
         self.grids = nn.ParameterList([
-            nn.Parameter(init_std * torch.randn(self.n_slots, features * self._channels_per,
+            nn.Parameter(init_std * torch.randn(self.n_slots, features,
                                                 r[2] + pad, r[1] + pad, r[0] + pad))
             for r in self.resolutions])
         self.dim = features * levels
-        if time_interp == "hermite":
-            self.register_buffer("time_mix", torch.zeros(features))
-        # motion compensation (hermite only): per interval between slots a displacement
-        # field (x, y, z; [-1, 1] units) on a grid ``flow_coarsen`` times coarser than the
-        # finest level, and per feature ``flow_mix``: how much of the warped blend to use
-        self.has_flow = time_interp == "hermite" and flow_coarsen is not None \
-            and self.n_slots > 1
-        if self.has_flow:
-            x, y, z = self.resolutions[-1]
-            low = displacement_grid_dims((z, y, x), int(flow_coarsen), flow_max_points)
-            self.register_buffer("flow", torch.zeros(self.n_slots - 1, 3, *low))
-            self.register_buffer("flow_mix", torch.zeros(features))
-
-    @property
-    def _channels_per(self) -> int:
-        return 2 if self.time_interp == "hermite" else 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n = x.shape[0]
@@ -171,36 +148,12 @@ class SpaceTimeGrid(nn.Module):
             feats = []
             for g in self.grids:
                 a = self._lookup(g[jj:jj + 1], p, grid)
-                if self.time_interp == "hermite":
-                    v0, d0 = a[:, :self.features], a[:, self.features:]
-                    a = v0
-                    if need_next:
-                        b = self._lookup(g[jj + 1:jj + 2], p, grid)
-                        v1, d1 = b[:, :self.features], b[:, self.features:]
-                        h = float(self.slot_times[jj + 1] - self.slot_times[jj])
-                        line = v0 + wj * (v1 - v0)
-                        a = line + self.time_mix * hermite_correction(v0, v1, d0, d1, wj, h)
-                        if self.has_flow:
-                            a = a + self.flow_mix * (self._warped(g, jj, p, grid, wj) - line)
-                elif need_next:
+                if need_next:
                     b = self._lookup(g[jj + 1:jj + 2], p, grid)
                     a = a + wj * (b - a)
                 feats.append(a)
             out[sel] = torch.cat(feats, dim=1)
         return out
-
-    def _warped(self, g: torch.Tensor, jj: int, p: torch.Tensor, grid: torch.Tensor,
-                wj: torch.Tensor) -> torch.Tensor:
-        """Motion-compensated blend of slots jj and jj + 1 at the points ``p``: look back
-        along the interval's displacement into slot jj and forward into slot jj + 1."""
-        disp = F.grid_sample(self.flow[jj:jj + 1], grid, align_corners=True,
-                             padding_mode="border")[0, :, 0, 0].t()          # [n, 3]
-        back = (p - wj * disp).clamp(-1.0, 1.0)
-        ahead = (p + (1 - wj) * disp).clamp(-1.0, 1.0)
-        f = self.features
-        v0 = self._lookup(g[jj:jj + 1], back, back.view(1, 1, 1, -1, 3))[:, :f]
-        v1 = self._lookup(g[jj + 1:jj + 2], ahead, ahead.view(1, 1, 1, -1, 3))[:, :f]
-        return (1 - wj) * v0 + wj * v1
 
     def _lookup(self, g: torch.Tensor, p: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
         if self.interp == "cubic":

@@ -23,14 +23,9 @@ from torch import nn
 
 from ..config import FastNetConfig
 from . import FieldModel, FieldSpec
-from .encodings import FourierFeatures, Identity, SpaceTimeGrid, bspline_coefficients
-from .time_basis import (cross_validated_mix, fit_displacement, held_out_fits,
-                         natural_spline_slopes)
+from .encodings import FourierFeatures, Identity, SpaceTimeGrid
 from .siren import SineLayer
-
-
-class _Stopped(Exception):
-    """The progress callback asked init_from_data to stop."""
+from .spline_base import SplineBase
 
 
 class FastNet(FieldModel):
@@ -60,21 +55,16 @@ class FastNet(FieldModel):
             [nn.Linear(cfg.latent_dim, cfg.width)]
             + [nn.Linear(cfg.width, cfg.width) for _ in range(cfg.depth - 2)])
         self.out = nn.Linear(cfg.width, spec.n_heads)
-        self.base: Optional[SpaceTimeGrid] = None
+        self.base: Optional[SplineBase] = None
         if cfg.base == "spline":
             if spec.n_heads != 1:
                 raise ValueError("the spline base needs heads = 1")
             # one channel per variable at the input's resolution, set by init_from_data
-            if cfg.base_time not in ("auto", "linear", "cubic", "flow"):
-                raise ValueError(f"unknown base_time {cfg.base_time!r}: use auto, linear, "
-                                 "cubic or flow")
-            self.base = SpaceTimeGrid(
-                spec.block_dims, spec.n_times, 1, spec.n_vars, 1.0, init_std=0.0,
-                slot_times=spec.times_norm, interp="cubic",
-                time_interp="linear" if cfg.base_time == "linear" else "hermite",
-                flow_coarsen=cfg.flow_coarsen if cfg.base_time in ("auto", "flow") else None,
-                flow_max_points=cfg.flow_max_points)
-            self.base.grids[0].requires_grad_(cfg.base_trainable)
+            self.base = SplineBase(spec.block_dims, spec.n_vars, spec.times_norm or
+                                   torch.linspace(-1, 1, spec.n_times).tolist(),
+                                   base_time=cfg.base_time, flow_coarsen=cfg.flow_coarsen,
+                                   flow_max_points=cfg.flow_max_points,
+                                   trainable=cfg.base_trainable)
             with torch.no_grad():     # start as the base alone; the network learns corrections
                 self.out.weight.mul_(cfg.base_out_init)
                 self.out.bias.zero_()
@@ -104,61 +94,15 @@ class FastNet(FieldModel):
     def init_from_data(self, data: torch.Tensor,
                        progress: Optional[Callable[[float], Optional[bool]]] = None
                        ) -> Optional[bool]:
-        """The base starts as the spline interpolating the kept data: cubic B-spline in
-        space; in time linear, natural cubic, motion-compensated, or (``base_time =
-        "auto"``) motion-compensated plus, per variable, the share of cubic chosen by
-        cross-validation on the kept steps (model/time_basis.py). Training begins at
-        interpolation quality. The displacement fits take seconds to minutes:
-        ``progress(fraction)`` hears of each, and when it returns False the fits stop and the
-        base stays linear in time (returns False)."""
+        """The base starts as the spline interpolating the kept data (SplineBase.fit):
+        training begins at interpolation quality. Returns False when ``progress`` stopped the
+        displacement fits (the base is then linear in time, still valid)."""
         if self.base is None:
             return None
-        with torch.no_grad():
-            coef = bspline_coefficients(data.to(torch.float32))   # [V, T, Z+2, Y+2, X+2]
-            values = coef.transpose(0, 1)                          # [T, V, ...]
-            if self.base.time_interp == "linear":
-                self.base.grids[0].copy_(values)
-                return None
-            times = self.base.slot_times.tolist()
-            slopes_of = natural_spline_slopes(times).to(values)   # [T, T]
-            slopes = torch.tensordot(slopes_of, values, dims=([1], [0]))
-            self.base.grids[0].copy_(torch.cat([values, slopes], dim=1))
-            self.base.time_mix.zero_()
-            if self.base.has_flow:
-                self.base.flow_mix.zero_()
-            opts = {"iters": self.cfg.flow_iters, "smooth": self.cfg.flow_smooth,
-                    "coarsen": self.cfg.flow_coarsen, "max_points": self.cfg.flow_max_points,
-                    "levels": self.cfg.flow_levels}
-            n_fits = 0
-            if self.base.has_flow:
-                n_fits = len(times) - 1 + (held_out_fits(len(times))
-                                           if self.cfg.base_time == "auto" else 0)
-            done = [0]
-
-            def tick() -> None:
-                done[0] += 1
-                if progress is not None and progress(done[0] / max(1, n_fits)) is False:
-                    raise _Stopped
-
-            try:
-                if self.base.has_flow:
-                    for j in range(len(times) - 1):
-                        self.base.flow[j].copy_(fit_displacement(data[:, j], data[:, j + 1],
-                                                                 **opts))
-                        tick()
-                if self.cfg.base_time == "cubic":
-                    self.base.time_mix.fill_(1.0)
-                elif self.cfg.base_time == "flow":
-                    self.base.flow_mix.fill_(1.0)
-                else:
-                    mix = cross_validated_mix(data, times, with_flow=self.base.has_flow,
-                                              after_fit=tick, flow_share=1.0, **opts)
-                    self.base.time_mix.copy_(mix[:, 0])
-                    if self.base.has_flow:
-                        self.base.flow_mix.copy_(mix[:, 1])
-            except _Stopped:          # mixes stay 0: linear in time, a valid model
-                return False
-        return None
+        opts = {"iters": self.cfg.flow_iters, "smooth": self.cfg.flow_smooth,
+                "coarsen": self.cfg.flow_coarsen, "max_points": self.cfg.flow_max_points,
+                "levels": self.cfg.flow_levels}
+        return self.base.fit(data, opts, progress)
 
     def regularization(self) -> torch.Tensor:
         if self.cfg.tv_weight > 0 and isinstance(self.encoding, SpaceTimeGrid):

@@ -189,7 +189,10 @@ def warped_blend(f0: torch.Tensor, f1: torch.Tensor, disp: torch.Tensor, u: floa
 
 
 def _box_least_squares(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """argmin over m in [0, 1]^2 of m^T a m - 2 b^T m (a [2, 2] positive semi-definite)."""
+    """argmin over m in [0, 1]^2 of m^T a m - 2 b^T m (a [2, 2] positive semi-definite).
+    Only :func:`cross_validated_mix` without ``flow_share`` reaches it: the experiment of
+    choosing the flow share from held-out steps too, which the README's "time" section
+    reports (it under-rates motion compensation, so the model fixes m = 1)."""
     def cost(m):
         return float(m @ a @ m - 2 * b @ m)
     cands = []

@@ -1,0 +1,187 @@
+"""The fast model's analytic base: per variable, a cubic B-spline through the kept data in
+space (one coefficient slot per kept step), and between kept steps
+
+    base(t) = linear(t) + c * (cubic(t) - linear(t)) + m * (moved(t) - linear(t)),
+
+with c (``time_mix``) and m (``flow_mix``) in [0, 1] per variable: linear in time, the
+natural cubic spline in time (each slot also holds its slope in time, so a query still reads
+only the two neighbouring slots) and motion-compensated interpolation (a displacement field
+per interval, ``flow``; see time_basis.py for how c, m and the fields are chosen).
+
+:meth:`SplineBase.fit` solves it from the data; ``forward`` evaluates it at any points
+(training, arbitrary queries). Nothing here is a learned feature: the network's encodings
+live in encodings.py.
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .encodings import bspline_coefficients, bspline_sample
+from .time_basis import (cross_validated_mix, displacement_grid_dims, fit_displacement,
+                         held_out_fits, hermite_correction, natural_spline_slopes)
+
+BASE_TIMES = ("auto", "linear", "cubic", "flow")
+
+
+class FitStopped(Exception):
+    """The progress callback asked :meth:`SplineBase.fit` to stop."""
+
+
+class SplineBase(nn.Module):
+    """Per-variable spline through the kept data (see the module docstring).
+
+    Args:
+        dims: (x, y, z) points of the data.
+        n_vars: variables (one channel each).
+        slot_times: the kept steps' times, normalised to [-1, 1].
+        base_time: "linear", "cubic", "flow" or "auto" (flow plus the cross-validated
+            cubic share).
+        flow_coarsen, flow_max_points: the displacement grid (time_basis.py).
+        trainable: whether training may change the coefficients.
+    """
+
+    def __init__(self, dims: Sequence[int], n_vars: int, slot_times: Sequence[float],
+                 base_time: str = "auto", flow_coarsen: int = 2, flow_max_points: int = 32,
+                 trainable: bool = True):
+        super().__init__()
+        if base_time not in BASE_TIMES:
+            raise ValueError(f"unknown base_time {base_time!r}: use {', '.join(BASE_TIMES)}")
+        self.base_time = base_time
+        self.n_vars = int(n_vars)
+        self.n_slots = max(1, len(slot_times))
+        self.dims = tuple(int(d) for d in dims)                     # x, y, z
+        self.register_buffer("slot_times", torch.tensor(list(slot_times), dtype=torch.float32),
+                             persistent=False)
+        x, y, z = self.dims
+        shape = (self.n_slots, self.n_vars, z + 2, y + 2, x + 2)
+        self.hermite = base_time != "linear"
+        # the draw the base's grid made when it was a SpaceTimeGrid (scaled by 0): keeps the
+        # random numbers after it, and so trained results, as they were
+        torch.randn(self.n_slots, self.n_vars * (2 if self.hermite else 1), *shape[2:])
+        self.coef = nn.Parameter(torch.zeros(shape), requires_grad=trainable)   # [T, V, ...]
+        if self.hermite:    # slopes in time of the coefficients, same layout
+            self.slopes = nn.Parameter(torch.zeros(shape), requires_grad=trainable)
+            self.register_buffer("time_mix", torch.zeros(self.n_vars))
+        self.has_flow = self.hermite and base_time in ("auto", "flow") and self.n_slots > 1
+        if self.has_flow:
+            low = displacement_grid_dims((z, y, x), int(flow_coarsen), flow_max_points)
+            self.register_buffer("flow", torch.zeros(self.n_slots - 1, 3, *low))
+            self.register_buffer("flow_mix", torch.zeros(self.n_vars))
+
+    # --- model files written before the base had its own module ----------------------------
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        old = prefix + "grids.0"          # format 3: one grid, values then slopes as channels
+        if old in state_dict:
+            grid = state_dict.pop(old)
+            state_dict[prefix + "coef"] = grid[:, :self.n_vars]
+            if self.hermite:
+                state_dict[prefix + "slopes"] = grid[:, self.n_vars:]
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    # --- fitting -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def fit(self, data: torch.Tensor, flow_options: Dict[str, object],
+            progress: Optional[Callable[[float], Optional[bool]]] = None) -> Optional[bool]:
+        """Solve the base from ``data`` [V, T, Z, Y, X] (normalised): the spline prefilter
+        per slot, the natural-spline slopes in time, then the displacement fits and the time
+        mix. ``progress(fraction)`` hears of each displacement fit; when it returns False the
+        fits stop, the mixes stay 0 (linear in time: a valid base) and this returns False."""
+        values = bspline_coefficients(data.to(torch.float32)).transpose(0, 1)   # [T, V, ...]
+        self.coef.copy_(values)
+        if not self.hermite:
+            return None
+        times = self.slot_times.tolist()
+        self.slopes.copy_(torch.tensordot(natural_spline_slopes(times).to(values), values,
+                                          dims=([1], [0])))
+        self.time_mix.zero_()
+        if self.has_flow:
+            self.flow_mix.zero_()
+        n_fits = 0
+        if self.has_flow:
+            n_fits = len(times) - 1 + (held_out_fits(len(times))
+                                       if self.base_time == "auto" else 0)
+        done = [0]
+
+        def tick() -> None:
+            done[0] += 1
+            if progress is not None and progress(done[0] / max(1, n_fits)) is False:
+                raise FitStopped
+
+        try:
+            if self.has_flow:
+                for j in range(len(times) - 1):
+                    self.flow[j].copy_(fit_displacement(data[:, j], data[:, j + 1],
+                                                        **flow_options))
+                    tick()
+            if self.base_time == "cubic":
+                self.time_mix.fill_(1.0)
+            elif self.base_time == "flow":
+                self.flow_mix.fill_(1.0)
+            else:
+                mix = cross_validated_mix(data, times, with_flow=self.has_flow,
+                                          after_fit=tick, flow_share=1.0, **flow_options)
+                self.time_mix.copy_(mix[:, 0])
+                if self.has_flow:
+                    self.flow_mix.copy_(mix[:, 1])
+        except FitStopped:            # mixes stay 0: linear in time, a valid model
+            return False
+        return None
+
+    def mixes(self) -> Dict[str, Tuple[float, ...]]:
+        """Per variable the cubic share c and the motion-compensated share m (for stsr info)."""
+        out: Dict[str, Tuple[float, ...]] = {}
+        if self.hermite:
+            out["time_mix"] = tuple(float(v) for v in self.time_mix)
+        if self.has_flow:
+            out["flow_mix"] = tuple(float(v) for v in self.flow_mix)
+        return out
+
+    # --- evaluation at points ----------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The base at local coordinates ``x`` [N, 4] (x, y, z, t in [-1, 1]) -> [N, V].
+        Outside the kept steps' time range the nearest slot is held."""
+        n = x.shape[0]
+        if self.n_slots == 1:
+            j = torch.zeros(n, dtype=torch.long, device=x.device)
+            w = torch.zeros(n, 1, device=x.device)
+        else:
+            t = x[:, 3].contiguous()
+            j = (torch.searchsorted(self.slot_times, t, right=True) - 1).clamp(
+                0, self.n_slots - 2)
+            t0, t1 = self.slot_times[j], self.slot_times[j + 1]
+            w = ((t - t0) / (t1 - t0)).clamp(0.0, 1.0)[:, None]
+        pts = x[:, :3]
+        out = x.new_empty(n, self.n_vars)
+        for jj in torch.unique(j).tolist():
+            sel = (j == jj).nonzero(as_tuple=True)[0]
+            p, wj = pts[sel], w[sel]
+            a = bspline_sample(self.coef[jj:jj + 1], p)                       # [n, V]
+            if self.n_slots > 1 and bool((wj > 0).any()):
+                b = bspline_sample(self.coef[jj + 1:jj + 2], p)
+                line = a + wj * (b - a)
+                if self.hermite:
+                    d0 = bspline_sample(self.slopes[jj:jj + 1], p)
+                    d1 = bspline_sample(self.slopes[jj + 1:jj + 2], p)
+                    h = float(self.slot_times[jj + 1] - self.slot_times[jj])
+                    line = line + self.time_mix * hermite_correction(a, b, d0, d1, wj, h)
+                    if self.has_flow:
+                        line = line + self.flow_mix * (self._warped(jj, p, wj) -
+                                                       (a + wj * (b - a)))
+                a = line
+            out[sel] = a
+        return out
+
+    def _warped(self, jj: int, p: torch.Tensor, wj: torch.Tensor) -> torch.Tensor:
+        """Motion-compensated blend of slots jj and jj + 1 at the points ``p`` [n, 3]: look
+        back along the interval's displacement into slot jj and ahead into slot jj + 1."""
+        disp = F.grid_sample(self.flow[jj:jj + 1], p.view(1, 1, 1, -1, 3),
+                             align_corners=True, padding_mode="border")[0, :, 0, 0].t()  # [n, 3]
+        back = (p - wj * disp).clamp(-1.0, 1.0)
+        ahead = (p + (1 - wj) * disp).clamp(-1.0, 1.0)
+        v0 = bspline_sample(self.coef[jj:jj + 1], back)
+        v1 = bspline_sample(self.coef[jj + 1:jj + 2], ahead)
+        return (1 - wj) * v0 + wj * v1
