@@ -95,7 +95,6 @@ def main(argv=None) -> int:
                 t1 = time.perf_counter()
                 r = evaluate(api.predict(p.trained, dims=fine.dims, times=fine.times), fine,
                              kept)
-                p.trained.model.train()
                 curve.append({"elapsed_s": p.elapsed_s, "step": p.step, "psnr": r["psnr_mean"],
                               "psnr_kept": r["psnr_kept"], "psnr_between": r["psnr_between"],
                               "eval_s": time.perf_counter() - t1})

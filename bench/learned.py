@@ -73,7 +73,6 @@ def main(argv=None) -> None:
         while marks and p.elapsed_s >= marks[0]:
             marks.pop(0)
             r, _, _ = score(p.trained, fine, kept)
-            p.trained.model.train()
             curve.append({"elapsed_s": p.elapsed_s, "step": p.step, "psnr": r["psnr_mean"],
                           "psnr_kept": r["psnr_kept"], "psnr_between": r["psnr_between"]})
         return None

@@ -150,6 +150,142 @@ def check_compatible(tm: TrainedModel, series: VolumeSeries) -> None:
                         + "; ".join(problems))
 
 
+@dataclass
+class _Run:
+    """What a training run starts from: a fresh model fitted to the data, or a saved one."""
+
+    tm: TrainedModel
+    data: torch.Tensor              # [V, T, Z, Y, X] normalised, on the model's device
+    optimizer: torch.optim.Optimizer
+    start_step: int = 0
+    start_elapsed: float = 0.0
+    init_s: float = 0.0             # the model's fit to the data (counts as training time)
+    init_cancelled: bool = False
+    resumed: bool = False
+
+
+def _train_config(tcfg: TrainConfig, overrides: Optional[Dict[str, Any]],
+                  steps: Optional[int], max_minutes: Optional[float], device: str,
+                  seed: Optional[int]) -> TrainConfig:
+    """The run's training settings: the model's or preset's, with the caller's changes."""
+    tcfg = _apply_overrides(tcfg, overrides, "training")
+    if steps is not None or max_minutes is not None:
+        tcfg = dataclasses.replace(tcfg, steps=steps, max_minutes=max_minutes)
+    if seed is not None:
+        tcfg = dataclasses.replace(tcfg, seed=int(seed))
+    tcfg = dataclasses.replace(tcfg, device=device)
+    if tcfg.steps is not None and tcfg.steps < 0:
+        raise StsrError(f"steps must be >= 0, got {tcfg.steps}")
+    if tcfg.max_minutes is not None and tcfg.max_minutes <= 0:
+        raise StsrError(f"max minutes must be > 0, got {tcfg.max_minutes}")
+    return tcfg
+
+
+def _prepare_device(tcfg: TrainConfig) -> torch.device:
+    dev = resolve_device(tcfg.device)
+    if tcfg.num_threads and dev.type == "cpu":
+        torch.set_num_threads(int(tcfg.num_threads))
+    torch.manual_seed(tcfg.seed)
+    return dev
+
+
+def _normalised_data(info: ModelInfo, series: VolumeSeries, dev: torch.device) -> torch.Tensor:
+    data = np.stack([info.stats[n].normalise(series.variables[n]) for n in info.variables])
+    return torch.from_numpy(data).to(dev)                               # [V, T, Z, Y, X]
+
+
+def _start_run(series: VolumeSeries, preset: str, tcfg: TrainConfig,
+               model_overrides: Optional[Dict[str, Any]],
+               callback: Optional[ProgressCallback]) -> _Run:
+    """A new model of ``series``: built from the preset and fitted to the data (the fast
+    base's spline and displacement fits), which counts as training time."""
+    mcfg = _apply_overrides(get_preset(preset)[0], model_overrides, "model")
+    dev = _prepare_device(tcfg)
+    names = list(series.variables)
+    info = ModelInfo(variables=names, components={k: list(v) for k, v in
+                                                  series.components.items()},
+                     stats=compute_stats(series), grid=series.grid,
+                     times=[float(t) for t in series.times],
+                     heads=int(getattr(mcfg, "heads", 1)), preset=preset)
+    try:
+        model = build_model(mcfg, _spec(info)).to(dev)
+    except ValueError as exc:        # a setting out of range, e.g. base_time="flw"
+        raise StsrError(f"preset '{preset}' with the given settings: {exc}") from None
+    data = _normalised_data(info, series, dev)
+    t_init = time.perf_counter()
+
+    def init_progress(done: float) -> Optional[bool]:
+        el = time.perf_counter() - t_init
+        return callback(TrainProgress(  # type: ignore[misc]
+            0, tcfg.steps, el, budget_seconds(tcfg), math.nan, math.nan,
+            budget_fraction(tcfg, 0, el), phase="init", init_fraction=done))
+
+    cancelled = model.init_from_data(
+        data, progress=init_progress if callback is not None else None) is False
+    tm = TrainedModel(model, info, mcfg, tcfg)
+    return _Run(tm, data, make_optimizer(model, tcfg), init_s=time.perf_counter() - t_init,
+                init_cancelled=cancelled)
+
+
+def _resume_run(resume: TrainedModel, series: VolumeSeries, tcfg: TrainConfig) -> _Run:
+    """A saved model and its optimiser state, to train on with a new budget."""
+    check_compatible(resume, series)
+    dev = _prepare_device(tcfg)
+    model = resume.model.to(dev)
+    optimizer = make_optimizer(model, tcfg)
+    if resume.optimizer_state is not None:
+        try:
+            optimizer.load_state_dict(resume.optimizer_state)
+        except ValueError:
+            raise StsrError("the model file's optimizer state does not fit this stsr's model "
+                            "(it was written by an older version): fit anew") from None
+        for group in optimizer.param_groups:   # base_lr is not part of the saved state
+            group.setdefault("base_lr", group["lr"])
+    h = resume.info.history
+    tm = TrainedModel(model, resume.info, resume.model_config, tcfg)
+    return _Run(tm, _normalised_data(resume.info, series, dev), optimizer,
+                start_step=int(h.get("steps", 0)), start_elapsed=float(h.get("elapsed_s", 0.0)),
+                resumed=True)
+
+
+def _train(run: _Run, callback: Optional[ProgressCallback],
+           checkpoint_path: Optional[str]) -> TrainedModel:
+    """The training path shared by new and resumed runs; saves the final model."""
+    tm, tcfg, info = run.tm, run.tm.train_config, run.tm.info
+    model, optimizer = tm.model, run.optimizer
+
+    def checkpoint(step: int, elapsed: float) -> None:
+        tm.info.history.update({"steps": step, "elapsed_s": elapsed, "stopped": "checkpoint"})
+        tm.optimizer_state = optimizer.state_dict()
+        save_model(tm, checkpoint_path)  # type: ignore[arg-type]
+
+    def on_progress(p: TrainProgress) -> Optional[bool]:
+        p.trained = tm          # lets a hook evaluate the model mid-training
+        return callback(p) if callback is not None else None
+
+    if run.init_cancelled:        # stopped while fitting itself to the data: no training steps
+        hist: Dict[str, Any] = {"steps": 0, "elapsed_s": run.init_s, "loss": math.nan,
+                                "batch_psnr": math.nan, "stopped": "cancelled"}
+    else:
+        times_norm = normalise_times(torch.tensor(info.times, dtype=torch.float64),
+                                     info.times[0], info.times[-1])
+        sampler = BatchSampler(run.data, info.layout, times_norm,
+                               seed=tcfg.seed + run.start_step)
+        hist = train_loop(model, sampler, tcfg, optimizer, start_step=run.start_step,
+                          start_elapsed=run.start_elapsed, budget_spent_s=run.init_s,
+                          callback=on_progress if callback is not None else None,
+                          checkpoint=checkpoint if checkpoint_path else None)
+    info.history.update(hist)
+    if not run.resumed:
+        info.history["init_s"] = run.init_s
+    info.history.update({"device": str(run.data.device), "n_parameters": tm.n_parameters(),
+                         "torch": str(torch.__version__)})
+    tm.optimizer_state = optimizer.state_dict()
+    if checkpoint_path:
+        save_model(tm, checkpoint_path)
+    return tm
+
+
 def fit(series: VolumeSeries, preset: str = DEFAULT_PRESET, *, steps: Optional[int] = None,
         max_minutes: Optional[float] = None, device: str = "auto", seed: Optional[int] = None,
         callback: Optional[ProgressCallback] = None, checkpoint_path: Optional[str] = None,
@@ -161,102 +297,20 @@ def fit(series: VolumeSeries, preset: str = DEFAULT_PRESET, *, steps: Optional[i
     Budget: ``steps`` and/or ``max_minutes`` replace the preset's; when only one is given the
     other limit is lifted. ``callback`` gets a :class:`TrainProgress` every ``log_every``
     steps (and, with ``phase="init"``, after each step of the model's fit to the data before
-    training); returning False stops training cleanly. ``checkpoint_path`` receives periodic
-    checkpoints (and the final model). ``resume`` continues a model returned by
-    :func:`load_model` (same data required): the step count and elapsed time carry on.
+    training); returning False stops training cleanly. ``checkpoint_path`` receives a
+    checkpoint every ``checkpoint_seconds`` of the training config (and the final model).
+    ``resume`` continues a model returned by :func:`load_model` (same data required): the
+    step count and elapsed time carry on.
     """
     series.validate()
     series.check_finite()
+    base_tcfg = resume.train_config if resume is not None else get_preset(preset)[1]
+    tcfg = _train_config(base_tcfg, train_overrides, steps, max_minutes, device, seed)
     if resume is not None:
-        check_compatible(resume, series)
-        mcfg, tcfg = resume.model_config, resume.train_config
+        run = _resume_run(resume, series, tcfg)
     else:
-        mcfg, tcfg = get_preset(preset)
-        mcfg = _apply_overrides(mcfg, model_overrides, "model")
-    tcfg = _apply_overrides(tcfg, train_overrides, "training")
-    if steps is not None or max_minutes is not None:
-        tcfg = dataclasses.replace(tcfg, steps=steps, max_minutes=max_minutes)
-    if seed is not None:
-        tcfg = dataclasses.replace(tcfg, seed=int(seed))
-    tcfg = dataclasses.replace(tcfg, device=device)
-    if tcfg.steps is not None and tcfg.steps < 0:
-        raise StsrError(f"steps must be >= 0, got {tcfg.steps}")
-    if tcfg.max_minutes is not None and tcfg.max_minutes <= 0:
-        raise StsrError(f"max minutes must be > 0, got {tcfg.max_minutes}")
-    dev = resolve_device(device)
-    if tcfg.num_threads and dev.type == "cpu":
-        torch.set_num_threads(int(tcfg.num_threads))
-    torch.manual_seed(tcfg.seed)
-
-    if resume is not None:
-        info = resume.info
-        model = resume.model.to(dev)
-    else:
-        names = list(series.variables)
-        info = ModelInfo(variables=names, components={k: list(v) for k, v in
-                                                      series.components.items()},
-                         stats=compute_stats(series), grid=series.grid,
-                         times=[float(t) for t in series.times],
-                         heads=int(getattr(mcfg, "heads", 1)), preset=preset)
-        try:
-            model = build_model(mcfg, _spec(info)).to(dev)
-        except ValueError as exc:        # a setting out of range, e.g. base_time="flw"
-            raise StsrError(f"preset '{preset}' with the given settings: {exc}") from None
-
-    data = np.stack([info.stats[n].normalise(series.variables[n]) for n in info.variables])
-    data_t = torch.from_numpy(data).to(dev)
-    init_s = 0.0
-    init_cancelled = False
-    if resume is None:   # e.g. the fast base's spline and displacement fits: training time too
-        t_init = time.perf_counter()
-        def init_progress(done: float) -> Optional[bool]:
-            el = time.perf_counter() - t_init
-            return callback(TrainProgress(
-                0, tcfg.steps, el, budget_seconds(tcfg), math.nan, math.nan,
-                budget_fraction(tcfg, 0, el), phase="init", init_fraction=done))
-
-        init_cancelled = model.init_from_data(
-            data_t, progress=init_progress if callback is not None else None) is False
-        init_s = time.perf_counter() - t_init
-    times_norm = normalise_times(torch.tensor(info.times, dtype=torch.float64),
-                                 info.times[0], info.times[-1])
-    sampler = BatchSampler(data_t, info.layout, times_norm, seed=tcfg.seed + int(
-        info.history.get("steps", 0)))
-    optimizer = make_optimizer(model, tcfg)
-    if resume is not None and resume.optimizer_state is not None:
-        optimizer.load_state_dict(resume.optimizer_state)
-        for group in optimizer.param_groups:   # base_lr is not part of the saved state
-            group.setdefault("base_lr", group["lr"])
-    start_step = int(info.history.get("steps", 0)) if resume is not None else 0
-    start_elapsed = float(info.history.get("elapsed_s", 0.0)) if resume is not None else 0.0
-    tm = TrainedModel(model, info, mcfg, tcfg)
-
-    def checkpoint(step: int, elapsed: float) -> None:
-        tm.info.history.update({"steps": step, "elapsed_s": elapsed, "stopped": "checkpoint"})
-        tm.optimizer_state = optimizer.state_dict()
-        save_model(tm, checkpoint_path)  # type: ignore[arg-type]
-
-    def on_progress(p: TrainProgress) -> Optional[bool]:
-        p.trained = tm          # lets a hook evaluate the model mid-training
-        return callback(p) if callback is not None else None
-
-    if init_cancelled:        # stopped while fitting itself to the data: no training steps
-        hist = {"steps": 0, "elapsed_s": init_s, "loss": math.nan, "batch_psnr": math.nan,
-                "stopped": "cancelled"}
-    else:
-        hist = train_loop(model, sampler, tcfg, optimizer, start_step=start_step,
-                          start_elapsed=start_elapsed, budget_spent_s=init_s,
-                          callback=on_progress if callback is not None else None,
-                          checkpoint=checkpoint if checkpoint_path else None)
-    info.history.update(hist)
-    if resume is None:
-        info.history["init_s"] = init_s
-    info.history.update({"device": str(dev), "n_parameters": tm.n_parameters(),
-                         "torch": str(torch.__version__)})
-    tm.optimizer_state = optimizer.state_dict()
-    if checkpoint_path:
-        save_model(tm, checkpoint_path)
-    return tm
+        run = _start_run(series, preset, tcfg, model_overrides, callback)
+    return _train(run, callback, checkpoint_path)
 
 
 # --- queries ------------------------------------------------------------------------------

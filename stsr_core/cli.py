@@ -272,6 +272,7 @@ def cmd_fit(a: argparse.Namespace) -> int:
         overrides["batch_size"] = a.batch_size
     if a.lr:
         overrides.update(lr=a.lr, lr_latent=a.lr)
+    overrides["checkpoint_seconds"] = a.checkpoint_seconds
     bar = _Progress(a.quiet, "training")
 
     def on_progress(p: "api.TrainProgress") -> None:

@@ -117,6 +117,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"             # auto | cpu | cuda
     checkpoint_every: int = 0        # steps between checkpoints (0 = only at the end)
+    checkpoint_seconds: float = 60.0  # seconds between checkpoints (with a checkpoint path)
     log_every: int = 50
     num_threads: Optional[int] = None  # CPU threads for torch (None = torch's default)
 

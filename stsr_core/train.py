@@ -131,8 +131,8 @@ def train_loop(model: FieldModel, sampler: BatchSampler, cfg: TrainConfig,
                optimizer: torch.optim.Optimizer, start_step: int = 0,
                start_elapsed: float = 0.0, budget_spent_s: float = 0.0,
                callback: Optional[ProgressCallback] = None,
-               checkpoint: Optional[Callable[[int, float], None]] = None,
-               checkpoint_seconds: float = 60.0) -> Dict[str, object]:
+               checkpoint: Optional[Callable[[int, float], None]] = None
+               ) -> Dict[str, object]:
     """Run ``cfg.steps`` more steps or ``cfg.max_minutes`` more minutes (whichever first) or
     until the callback returns False. A resumed run (``start_step``/``start_elapsed`` from the
     model's history) gets the budget anew and its learning-rate schedule restarts (a warm
@@ -193,14 +193,16 @@ def train_loop(model: FieldModel, sampler: BatchSampler, cfg: TrainConfig,
                 keep_going = callback(TrainProgress(step, total, el, max_seconds, loss_v,
                                                     psnr_v, fraction(el)))
                 # time spent in the callback (a progress bar, an evaluation hook) is not
-                # training time: it does not eat the budget
+                # training time: it does not eat the budget; a hook may have evaluated the
+                # model (eval mode): training goes on in train mode
                 t_start += time.perf_counter() - t_cb
+                model.train()
                 if keep_going is False:
                     stopped = "cancelled"
                     break
         if checkpoint is not None and (
                 (cfg.checkpoint_every and step % cfg.checkpoint_every == 0)
-                or time.perf_counter() - last_ckpt > checkpoint_seconds):
+                or time.perf_counter() - last_ckpt > cfg.checkpoint_seconds):
             checkpoint(step, start_elapsed + time.perf_counter() - t_start)
             last_ckpt = time.perf_counter()
     if step > start_step:

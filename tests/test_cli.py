@@ -140,3 +140,30 @@ def test_help_explains_every_command():
         assert cmd in r.stdout
         h = run(cmd, "--help")
         assert h.returncode == 0 and "usage: stsr " + cmd in h.stdout
+
+
+# settings that make the default preset train for its whole budget
+CHECKPOINT_RUN_SETTINGS: list = []
+
+
+def test_a_fit_killed_mid_run_leaves_the_last_checkpoint_loadable(workdir, tmp_path):
+    """--checkpoint-seconds reaches the trainer: kill -9 after 30 s of a 10-second-checkpoint
+    run leaves a model file that loads, with the steps done up to its last checkpoint."""
+    import signal
+    import time
+
+    from stsr_core import api
+    model = tmp_path / "killed.stsr"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([STSR, "fit", str(workdir / "coarse.pvd"), "-o", str(model),
+                             "--max-minutes", "5", "--device", "cpu", "--quiet",
+                             "--checkpoint-seconds", "10", *CHECKPOINT_RUN_SETTINGS],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        time.sleep(30)
+        assert proc.poll() is None, "the 5-minute fit ended before it was killed"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    tm = api.load_model(str(model), device="cpu")
+    assert tm.info.history["stopped"] == "checkpoint" and tm.info.history["steps"] > 0
