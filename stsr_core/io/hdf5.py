@@ -88,6 +88,10 @@ def slab_chunks(shape: Sequence[int]) -> tuple:
     z planes as fit in ~CHUNK_BYTES."""
     plane = int(np.prod(shape[2:])) * 4                          # bytes of one [Y, X(, C)]
     nz = max(1, min(int(shape[1]), CHUNK_BYTES // max(plane, 1)))
+    # even slabs: a last partial chunk is stored at full size when uncompressed (129 planes
+    # in chunks of 63 took 189 planes of disk), so split Z into equal parts instead
+    n_chunks = -(-int(shape[1]) // nz)
+    nz = -(-int(shape[1]) // n_chunks)
     return (1, nz) + tuple(int(v) for v in shape[2:])
 
 

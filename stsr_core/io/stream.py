@@ -196,12 +196,14 @@ class SeriesWriter:
             return list(self.files)
         if self.state == "aborted":
             raise StsrError(f"'{self.path}': the writer was aborted; nothing to close")
-        missing = [i for i in range(self.n_times) if i not in self.done]
+        done = set(self.done)
+        missing = [i for i in range(self.n_times) if i not in done]
         if missing:
             self.abort()
-            raise StsrError(f"'{self.path}': steps {missing[:10]}{' ...' if len(missing) > 10 else ''}"
-                            f" of {self.n_times} were not written; output incomplete "
-                            "(see docs/formats.md for what is kept)")
+            more = " ..." if len(missing) > 10 else ""
+            raise StsrError(f"'{self.path}': steps {missing[:10]}{more} of {self.n_times} were "
+                            "not written; output incomplete (see docs/formats.md for what is "
+                            "kept)")
         self.files = self._finish()
         self.state = "closed"
         return list(self.files)

@@ -245,7 +245,11 @@ def write_image(img, path: str, compression: str = "zlib") -> None:
     elif compression == "lz4":
         w.SetCompressorTypeToLZ4()
     elif compression == "zlib":
+        # level 1 in 1 MiB blocks: on a 129^3 field about twice VTK's default (level 5,
+        # 32 KiB) in speed and no bigger (docs/formats.md, bench/write_rates.py)
         w.SetCompressorTypeToZLib()
+        w.SetCompressionLevel(1)
+        w.SetBlockSize(1 << 20)
     else:
         raise StsrError(f"cannot write '{path}': unknown .vti compression '{compression}' "
                         "(none, zlib, lz4)")
