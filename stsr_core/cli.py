@@ -236,12 +236,15 @@ class _Progress:
             self.bar.close()
 
 
-def _check_new_output(path: str, overwrite: bool) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise StsrError(f"output folder '{folder}' does not exist")
+def _check_new_output(path: str, overwrite: bool, needed_bytes: Optional[int] = None) -> None:
+    """Before any work: refuse an existing output (unless ``overwrite``) and an output the
+    disk cannot hold (``needed_bytes``, uncompressed), then create missing folders."""
+    from .io.stream import check_disk_space, make_output_folder
     if os.path.exists(path) and not overwrite:
         raise StsrError(f"'{path}' exists; pass --overwrite to replace it")
+    if needed_bytes is not None:
+        check_disk_space(path, needed_bytes)
+    make_output_folder(path)
 
 
 def cmd_fit(a: argparse.Namespace) -> int:
@@ -309,7 +312,11 @@ def cmd_upscale(a: argparse.Namespace) -> int:
         if outside and len(tm.info.times) > 1:
             print(f"stsr: warning: times {outside} lie outside the trained range "
                   f"[{lo:g}, {hi:g}]: they are extrapolated", file=sys.stderr)
-    _check_new_output(a.output, a.overwrite)
+    from .io.stream import expected_bytes
+    grid = api.output_grid(tm.info.grid, a.scale, a.dims)        # no allocation: sizes only
+    n_times = len(api.output_times(tm.info.times, a.time_scale, times))
+    _check_new_output(a.output, a.overwrite,
+                      expected_bytes(grid, n_times, len(tm.info.variables)))
     bar = _Progress(a.quiet, "upscaling")
     try:
         out = api.predict(tm, scale=a.scale, dims=a.dims, time_scale=a.time_scale, times=times,

@@ -188,15 +188,24 @@ def split_components(name: str, array: np.ndarray) -> Dict[str, np.ndarray]:
     return {f"{name}_{c}": array[..., c] for c in range(array.shape[-1])}
 
 
+def merge_components(arrays: Dict[str, np.ndarray], order: Sequence[str],
+                     components: ComponentMap) -> Dict[str, np.ndarray]:
+    """Scalar arrays as writers emit them: each multi-component array put back together
+    (parts stacked on a last axis, ``[..., C]``), scalars unchanged, in ``order``. One rule for
+    whole series and single steps, so every writer names and orders arrays the same way."""
+    out: Dict[str, np.ndarray] = {}
+    owner = {p: orig for orig, parts in components.items() for p in parts}
+    for name in order:
+        orig = owner.get(name)
+        if orig is None:
+            out[name] = arrays[name]
+        elif orig not in out:
+            out[orig] = np.stack([arrays[p] for p in components[orig]], axis=-1)
+    return out
+
+
 def merged_arrays(series: VolumeSeries, t: int) -> Dict[str, np.ndarray]:
     """Arrays of timestep ``t`` as writers emit them: components put back together
     (``[Z, Y, X, C]``), scalars ``[Z, Y, X]``, in the series' variable order."""
-    out: Dict[str, np.ndarray] = {}
-    owner = {p: orig for orig, parts in series.components.items() for p in parts}
-    for name in series.variables:
-        orig = owner.get(name)
-        if orig is None:
-            out[name] = series.variables[name][t]
-        elif orig not in out:
-            out[orig] = np.stack([series.variables[p][t] for p in series.components[orig]], axis=-1)
-    return out
+    return merge_components({n: v[t] for n, v in series.variables.items()}, series.names,
+                            series.components)

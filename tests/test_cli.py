@@ -11,10 +11,14 @@ from stsr_core.io import read_series, write_series
 from test_engine import smooth_series
 
 STSR = os.path.join(os.path.dirname(sys.executable), "stsr")
+# the checkout under test: the venv's `stsr` script imports whichever stsr_core the venv was
+# installed from (another worktree when the venv is shared), so put this one first
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run(*args, cwd=None):
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    path = os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p)
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=path)
     return subprocess.run([STSR, *args], capture_output=True, text=True, cwd=cwd, env=env,
                           timeout=300)
 
@@ -52,10 +56,11 @@ def test_fit_upscale_eval_protocol(workdir):
 
 
 def test_upscale_h5_dims_and_times(workdir):
-    r = run("upscale", "m.stsr", "-o", "o.h5", "--dims", "7", "6", "5", "--times", "1.5,2.0",
-            "--quiet", cwd=workdir)
+    """Also: a missing output folder is created (issue 16)."""
+    r = run("upscale", "m.stsr", "-o", "new/dir/o.h5", "--dims", "7", "6", "5", "--times",
+            "1.5,2.0", "--quiet", cwd=workdir)
     assert r.returncode == 0, r.stderr
-    out = read_series(str(workdir / "o.h5"))
+    out = read_series(str(workdir / "new" / "dir" / "o.h5"))
     assert out.dims == (7, 6, 5) and list(out.times) == [1.5, 2.0]
 
 
@@ -81,7 +86,8 @@ def test_info_and_blend(workdir):
     (["fit", "coarse.pvd", "-o", "m.stsr"], "exists; pass --overwrite"),
     (["fit", "coarse.pvd", "-o", "x.stsr", "--arrays", "nope"], "no array named 'nope'"),
     (["fit", "coarse.pvd", "-o", "x.stsr", "--device", "cuda"], "CUDA"),
-    (["upscale", "m.stsr", "-o", "missing/out.pvd"], "does not exist"),
+    (["upscale", "m.stsr", "-o", "big.pvd", "--dims", "100000", "100000", "100000"],
+     "not enough disk space for"),
     (["upscale", "m.stsr", "-o", "u.pvd", "--scale", "1.3"], "whole number"),
     (["upscale", "fine.pvd", "-o", "u2.pvd"], "not a readable stsr model"),
     (["fit", "coarse.pvd", "-o", "x.stsr", "--set", "bogus=1"],

@@ -192,7 +192,8 @@ def test_writers_never_replace_without_overwrite(tmp_path):
     assert read_series(str(tmp_path / "w.pvd")).n_times == 2
     write_series(smooth_series(nt=3), str(tmp_path / "w.pvd"), overwrite=True)
     assert read_series(str(tmp_path / "w.pvd")).n_times == 3
-    with pytest.raises(StsrError, match="does not exist"):
-        write_series(s, str(tmp_path / "no" / "such" / "out.pvd"))
+    # a missing output folder is created (issue 16), not refused
+    write_series(s, str(tmp_path / "no" / "such" / "out.pvd"))
+    assert read_series(str(tmp_path / "no" / "such" / "out.pvd")).n_times == 2
     leftovers = [p for p in os.listdir(tmp_path) if p.startswith(".")]
     assert leftovers == []

@@ -13,7 +13,12 @@ from typing import List, Optional, Sequence
 
 from ..errors import StsrError
 from ..series import VolumeSeries
+from .stream import (iter_steps, open_series_reader, open_series_writer, output_format,
+                     read_step)
 from .vti import NON_IMAGE, RESAMPLE_HINT
+
+__all__ = ["read_series", "write_series", "open_series_writer", "open_series_reader",
+           "read_step", "iter_steps", "READ_FORMATS"]
 
 READ_FORMATS = ".pvd, a folder of .vti, .vti, .h5/.hdf5, .json (raw layout)"
 
@@ -52,30 +57,18 @@ def read_series(path: str, arrays: Optional[Sequence[str]] = None) -> VolumeSeri
 
 
 def write_series(series: VolumeSeries, path: str, format: Optional[str] = None,
-                 overwrite: bool = False) -> List[str]:
+                 overwrite: bool = False, compression: Optional[str] = None) -> List[str]:
     """Write ``series``; the format comes from ``format`` (vti|h5|raw) or the extension.
-    Refuses to replace existing output unless ``overwrite``; writes atomically."""
+    Refuses to replace existing output unless ``overwrite``, creates missing folders, checks
+    the disk space first; one step at a time through :func:`open_series_writer`, so every
+    format has one writing path and its guarantees (docs/formats.md). ``compression``
+    defaults to zlib (none for raw)."""
     path = os.path.abspath(os.fspath(path))
-    folder = os.path.dirname(path)
-    if not os.path.isdir(folder):
-        raise StsrError(f"output folder '{folder}' does not exist")
-    ext = os.path.splitext(path)[1].lower()
-    fmt = format or {".pvd": "vti", ".vti": "vti", ".h5": "h5", ".hdf5": "h5",
-                     ".json": "raw"}.get(ext)
-    if fmt is None:
-        raise StsrError(f"cannot write '{path}': unknown extension '{ext}' (use .pvd, .vti, "
-                        ".h5 or .json)")
-    if os.path.exists(path) and not overwrite:
-        raise StsrError(f"'{path}' exists; pass --overwrite to replace it")
-    if fmt == "vti":
-        from .vti import write_pvd, write_vti
-        if ext == ".vti":
-            return write_vti(series, path)
-        return write_pvd(series, path if ext == ".pvd" else path + ".pvd", overwrite)
-    if fmt == "h5":
-        from .hdf5 import write_h5
-        return write_h5(series, path)
-    if fmt == "raw":
-        from .raw import write_raw
-        return write_raw(series, path)
-    raise StsrError(f"unknown output format '{format}': use vti, h5 or raw")
+    fmt = output_format(path, format)
+    with open_series_writer(path, series.grid, series.times, series.names, series.components,
+                            format=fmt, overwrite=overwrite,
+                            compression=compression or ("none" if fmt == "raw" else "zlib")
+                            ) as writer:
+        for t in range(series.n_times):
+            writer.write_step(t, {n: v[t] for n, v in series.variables.items()})  # [Z, Y, X]
+        return writer.close()

@@ -5,12 +5,15 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
 from ..errors import StsrError
+from ..grid import Grid
 from ..series import VolumeSeries, split_components
+from .stream import SeriesReader, SeriesWriter, keep_arrays, fsync_file, remove_quietly
 
 
 def _h5py():
@@ -66,22 +69,138 @@ def read_h5(path: str, arrays: Optional[Sequence[str]] = None) -> VolumeSeries:
     return series
 
 
-def write_h5(series: VolumeSeries, path: str) -> List[str]:
-    h5py = _h5py()
-    tmp = path + ".tmp"
-    owner = {p: o for o, parts in series.components.items() for p in parts}
-    with h5py.File(tmp, "w") as fh:
-        fh.attrs["times"] = np.asarray(series.times, dtype=np.float64)
-        fh.attrs["origin"] = np.asarray(series.origin, dtype=np.float64)
-        fh.attrs["spacing"] = np.asarray(series.spacing, dtype=np.float64)
-        fh.attrs["variables"] = [owner.get(n, n) for n in dict.fromkeys(
-            owner.get(n, n) for n in series.variables)]
-        for n in series.variables:
-            o = owner.get(n)
-            if o is None:
-                fh.create_dataset(n, data=series.variables[n], compression="gzip")
-            elif o not in fh:
-                a = np.stack([series.variables[p] for p in series.components[o]], axis=-1)
-                fh.create_dataset(o, data=a, compression="gzip")
-    os.replace(tmp, path)
-    return [path]
+# ``compression`` -> h5py filter arguments. "zlib" (the default, as for .vti) is deflate at
+# level 1 with the byte shuffle: measured on a smooth 129^3 field (docs/formats.md) it
+# keeps most of level 4's saving at a fraction of its time; "gzip" is h5py's level 4.
+H5_FILTERS: Dict[str, Dict[str, object]] = {
+    "none": {},
+    "zlib": {"compression": "gzip", "compression_opts": 1, "shuffle": True},
+    "gzip": {"compression": "gzip", "compression_opts": 4, "shuffle": True},
+    "lzf": {"compression": "lzf", "shuffle": True},
+}
+# Target bytes of one chunk: whole z-slabs of one step, a few MB (one read of a z range
+# touches only its slabs; HDF5 caps a chunk at 4 GB).
+CHUNK_BYTES = 4 * 1024 ** 2
+
+
+def slab_chunks(shape: Sequence[int]) -> tuple:
+    """Chunk shape for a ``[T, Z, Y, X(, C)]`` dataset: one step, whole x-y planes, as many
+    z planes as fit in ~CHUNK_BYTES."""
+    plane = int(np.prod(shape[2:])) * 4                          # bytes of one [Y, X(, C)]
+    nz = max(1, min(int(shape[1]), CHUNK_BYTES // max(plane, 1)))
+    # even slabs: a last partial chunk is stored at full size when uncompressed (129 planes
+    # in chunks of 63 took 189 planes of disk), so split Z into equal parts instead
+    n_chunks = -(-int(shape[1]) // nz)
+    nz = -(-int(shape[1]) // n_chunks)
+    return (1, nz) + tuple(int(v) for v in shape[2:])
+
+
+class H5Writer(SeriesWriter):
+    """One HDF5 file, one dataset per array ``[T, Z, Y, X(, C)]`` chunked by z-slabs, filled
+    step by step in a hidden temporary file beside the target that ``close()`` flushes and
+    renames over it. ``abort()`` deletes the temporary file; an old file at the target is
+    never touched before ``close()``."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        h5py = _h5py()
+        folder, base = os.path.split(self.path)
+        fd, self.tmp = tempfile.mkstemp(prefix=f".{base}-", suffix=".tmp", dir=folder)
+        os.close(fd)
+        owner = {p: o for o, parts in self.components.items() for p in parts}
+        self.merged = list(dict.fromkeys(owner.get(n, n) for n in self.variables))
+        try:
+            self.fh = h5py.File(self.tmp, "w")
+            self.fh.attrs["times"] = self.times
+            self.fh.attrs["origin"] = np.asarray(self.grid.origin, dtype=np.float64)
+            self.fh.attrs["spacing"] = np.asarray(self.grid.spacing, dtype=np.float64)
+            self.fh.attrs["variables"] = self.merged
+            for n in self.merged:
+                c = (len(self.components[n]),) if n in self.components else ()
+                shape = (self.n_times,) + tuple(self.grid.shape) + c   # [T, Z, Y, X(, C)]
+                self.fh.create_dataset(n, shape=shape, dtype="f4", chunks=slab_chunks(shape),
+                                       **H5_FILTERS[self.compression])  # type: ignore[arg-type]
+        except BaseException as exc:
+            self._discard()
+            if isinstance(exc, (OSError, ValueError)):
+                raise StsrError(f"cannot create '{self.tmp}' for '{self.path}': {exc}") from None
+            raise
+
+    def _write(self, i: int, arrays: Dict[str, np.ndarray]) -> None:
+        try:
+            for n in self.merged:
+                self.fh[n][i] = arrays[n]                          # [Z, Y, X(, C)]
+        except OSError as exc:
+            raise StsrError(f"could not write step {i} to '{self.tmp}' (for '{self.path}'): "
+                            f"{exc}") from None
+
+    def _finish(self) -> List[str]:
+        self.fh.close()
+        fsync_file(self.tmp)
+        os.replace(self.tmp, self.path)
+        return [self.path]
+
+    def _discard(self) -> None:
+        fh = getattr(self, "fh", None)
+        if fh is not None:
+            try:
+                fh.close()
+            except Exception:  # noqa: BLE001 - the file is removed anyway
+                pass
+        remove_quietly(self.tmp)
+
+
+class H5Reader(SeriesReader):
+    """Step by step over an HDF5 series: opening reads attributes and shapes; each
+    ``read_step`` opens the file and reads that step's slabs only."""
+
+    def __init__(self, path: str, arrays: Optional[Sequence[str]] = None) -> None:
+        h5py = _h5py()
+        try:
+            fh = h5py.File(path, "r")
+        except OSError as exc:
+            raise StsrError(f"'{path}' is not a readable HDF5 file ({exc})") from None
+        with fh:
+            names = [k for k, v in fh.items() if isinstance(v, h5py.Dataset)]
+            order = [str(v.decode() if isinstance(v, bytes) else v)
+                     for v in fh.attrs.get("variables", [])]
+            names.sort(key=lambda n: order.index(n) if n in order else len(order))
+            self.keep = keep_arrays(names, arrays, path)
+            if not self.keep:
+                raise StsrError(f"'{path}' has no datasets to read (expected one per variable, "
+                                "shape [T, Z, Y, X])")
+            shapes = {n: fh[n].shape for n in self.keep}
+            times = fh.attrs.get("times")
+            origin = fh.attrs.get("origin", (0, 0, 0))
+            spacing = fh.attrs.get("spacing", (1, 1, 1))
+        first = shapes[self.keep[0]]
+        for n, sh in shapes.items():
+            if len(sh) not in (4, 5) or sh[:4] != first[:4]:
+                raise StsrError(f"dataset '{n}' in '{path}' has shape {sh}; expected "
+                                f"[T, Z, Y, X] or [T, Z, Y, X, C] like {first}")
+        variables: List[str] = []
+        comps: Dict[str, List[str]] = {}
+        for n in self.keep:
+            if len(shapes[n]) == 5:
+                comps[n] = [f"{n}_{c}" for c in range(shapes[n][4])]
+                variables += comps[n]
+            else:
+                variables.append(n)
+        t = np.arange(first[0]) if times is None else np.asarray(times, np.float64).reshape(-1)
+        grid = Grid((first[3], first[2], first[1]), tuple(np.asarray(origin, float).reshape(-1)),
+                    tuple(np.asarray(spacing, float).reshape(-1)))
+        super().__init__(path, grid, t, variables, comps)
+
+    def read_step(self, i: int) -> Dict[str, np.ndarray]:
+        i = self._check(i)
+        h5py = _h5py()
+        out: Dict[str, np.ndarray] = {}
+        try:
+            with h5py.File(self.path, "r") as fh:
+                for n in self.keep:
+                    a = np.asarray(fh[n][i], dtype=np.float32)     # [Z, Y, X(, C)]
+                    out.update({k: np.ascontiguousarray(v[0])
+                                for k, v in split_components(n, a[None]).items()})
+        except (OSError, KeyError) as exc:
+            raise StsrError(f"step {i} of '{self.path}' is unreadable ({exc})") from None
+        return out

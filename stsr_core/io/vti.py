@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import tempfile
 import xml.etree.ElementTree as ET
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -15,7 +14,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..errors import StsrError
+from ..grid import Grid
 from ..series import VolumeSeries, merged_arrays, split_components
+from .stream import SeriesWriter, fsync_file, remove_quietly
 
 NON_IMAGE = {".vtu": "unstructured grid", ".vtp": "polygonal data", ".vts": "structured grid",
              ".vtr": "rectilinear grid", ".vtk": "legacy VTK", ".vtm": "multiblock",
@@ -199,81 +200,173 @@ def read_single_vti(path: str, arrays: Optional[Sequence[str]] = None) -> Volume
     return _assemble([path], [0.0 if tv is None else tv], path, arrays)
 
 
-def image_from_series(series: VolumeSeries, t: int):
-    """Timestep ``t`` of a series as a vtkImageData (components re-assembled, TimeValue set)."""
+def image_from_arrays(grid: Grid, arrays: Dict[str, np.ndarray], time: Optional[float] = None):
+    """A vtkImageData on ``grid`` holding ``arrays`` (``[Z, Y, X]`` scalars or ``[Z, Y, X, C]``
+    vectors, as :func:`merge_components` gives them), with a TimeValue when ``time`` is set.
+    numpy_to_vtk copies each array, so the caller's buffers can be reused at once."""
     numpy_support, _, vtkImageData, _, _ = _vtk()
     from vtkmodules.vtkCommonCore import vtkDoubleArray
     img = vtkImageData()
-    img.SetDimensions(*series.dims)
-    img.SetOrigin(*series.origin)
-    img.SetSpacing(*series.spacing)
-    for name, a in merged_arrays(series, t).items():
+    img.SetDimensions(*grid.dims)
+    img.SetOrigin(*grid.origin)
+    img.SetSpacing(*grid.spacing)
+    for name, a in arrays.items():
         flat = np.ascontiguousarray(a, dtype=np.float32)
-        flat = flat.reshape(-1, a.shape[-1]) if a.ndim == 4 else flat.reshape(-1)
+        flat = flat.reshape(-1, a.shape[-1]) if a.ndim == 4 else flat.reshape(-1)  # [N(, C)]
         arr = numpy_support.numpy_to_vtk(flat, deep=1)
         arr.SetName(name)
         img.GetPointData().AddArray(arr)
-    tv = vtkDoubleArray()
-    tv.SetName("TimeValue")
-    tv.InsertNextValue(float(series.times[t]))
-    img.GetFieldData().AddArray(tv)
+    if time is not None:
+        tv = vtkDoubleArray()
+        tv.SetName("TimeValue")
+        tv.InsertNextValue(float(time))
+        img.GetFieldData().AddArray(tv)
     return img
 
 
-def _write_image(img, path: str) -> None:
+def image_from_series(series: VolumeSeries, t: int):
+    """Timestep ``t`` of a series as a vtkImageData (components re-assembled, TimeValue set)."""
+    return image_from_arrays(series.grid, merged_arrays(series, t), float(series.times[t]))
+
+
+def write_image(img, path: str, compression: str = "zlib") -> None:
+    """One XML .vti at ``path`` (callers write a temporary name and rename it): appended raw
+    binary (no base64), 64-bit headers (arrays over 4 GB), ``zlib``/``lz4`` compressed per
+    block or ``none`` (the values as they are in memory, the fastest to write and read)."""
     _, _, _, _, Writer = _vtk()
     w = Writer()
     w.SetFileName(path)
     w.SetInputData(img)
     w.SetDataModeToAppended()
     w.EncodeAppendedDataOff()
-    w.SetCompressorTypeToZLib()
+    w.SetHeaderTypeToUInt64()
+    if compression == "none":
+        w.SetCompressorTypeToNone()
+    elif compression == "lz4":
+        w.SetCompressorTypeToLZ4()
+    elif compression == "zlib":
+        # level 1 in 1 MiB blocks: on a 129^3 field about twice VTK's default (level 5,
+        # 32 KiB) in speed and no bigger (docs/formats.md, bench/write_rates.py)
+        w.SetCompressorTypeToZLib()
+        w.SetCompressionLevel(1)
+        w.SetBlockSize(1 << 20)
+    else:
+        raise StsrError(f"cannot write '{path}': unknown .vti compression '{compression}' "
+                        "(none, zlib, lz4)")
     if not w.Write():
-        raise StsrError(f"could not write '{path}'")
+        raise StsrError(f"could not write '{path}' (disk full or not writable?)")
 
 
-def write_pvd(series: VolumeSeries, path: str, overwrite: bool = False) -> List[str]:
-    """``OUT.pvd`` plus its ``.vti`` files in the folder ``OUT/`` beside it. Everything is
-    written into temporary names first and renamed at the end."""
-    path = os.path.abspath(path)
-    folder = os.path.dirname(path)
-    stem = os.path.splitext(os.path.basename(path))[0]
-    data_dir = os.path.join(folder, stem)
-    if os.path.exists(data_dir) and not os.path.isdir(data_dir):
-        raise StsrError(f"'{data_dir}' exists and is not a folder")
-    tmp_dir = tempfile.mkdtemp(prefix=f".{stem}-", dir=folder)
-    try:
-        files = []
+def _replace_with(tmp: str, path: str) -> None:
+    """Flush ``tmp`` to the disk and rename it to ``path`` (atomic on one filesystem)."""
+    fsync_file(tmp)
+    os.replace(tmp, path)
+
+
+class PvdWriter(SeriesWriter):
+    """``OUT.pvd`` plus one ``.vti`` per step in the folder ``OUT/`` beside it.
+
+    A new output is written in place: each ``.vti`` goes to a hidden temporary name in
+    ``OUT/`` and is renamed when complete, then ``OUT.pvd`` is rewritten atomically listing
+    the steps complete so far, so whatever stops the run (exception, Ctrl-C, crash) the
+    ``.pvd`` opens in ParaView with every step it names complete. ``abort()`` keeps those
+    steps (removes everything when none was complete).
+
+    Replacing an existing output (``overwrite``): the new steps go to a hidden folder
+    ``.OUT-partial-*`` beside it and the old ``OUT.pvd`` / ``OUT/`` stay untouched until
+    ``close()``, which swaps the folders and then the ``.pvd``; ``abort()`` removes the new
+    steps and leaves the old output as it was. (Both need disk space until the swap.)
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.folder = os.path.dirname(self.path)
+        self.stem = os.path.splitext(os.path.basename(self.path))[0]
+        self.data_dir = os.path.join(self.folder, self.stem)
+        self.replacing = os.path.exists(self.path) or os.path.exists(self.data_dir)
+        if self.replacing:
+            self.dir = tempfile.mkdtemp(prefix=f".{self.stem}-partial-", dir=self.folder)
+        else:
+            try:
+                os.mkdir(self.data_dir)
+            except FileExistsError:
+                raise StsrError(f"'{self.data_dir}' appeared while opening the output; pass "
+                                "--overwrite to replace it") from None
+            self.dir = self.data_dir
+
+    def _name(self, i: int) -> str:
+        return f"{self.stem}_{i:04d}.vti"
+
+    def _write(self, i: int, arrays: Dict[str, np.ndarray]) -> None:
+        name = self._name(i)
+        tmp = os.path.join(self.dir, f".{name}.tmp")
+        try:
+            write_image(image_from_arrays(self.grid, arrays, float(self.times[i])), tmp,
+                        self.compression)
+            _replace_with(tmp, os.path.join(self.dir, name))
+        except BaseException:
+            remove_quietly(tmp)
+            raise
+        if not self.replacing:
+            self._write_pvd(sorted(self.done + [i]))
+
+    def _write_pvd(self, steps: Sequence[int]) -> None:
         lines = ['<?xml version="1.0"?>',
                  '<VTKFile type="Collection" version="0.1" byte_order="LittleEndian">',
                  "  <Collection>"]
-        for t in range(series.n_times):
-            name = f"{stem}_{t:04d}.vti"
-            _write_image(image_from_series(series, t), os.path.join(tmp_dir, name))
-            files.append(os.path.join(data_dir, name))
-            lines.append(f'    <DataSet timestep="{series.times[t]!r}" group="" part="0" '
-                         f'file="{stem}/{name}"/>')
+        lines += [f'    <DataSet timestep="{float(self.times[i])!r}" group="" part="0" '
+                  f'file="{self.stem}/{self._name(i)}"/>' for i in steps]
         lines += ["  </Collection>", "</VTKFile>", ""]
-        tmp_pvd = os.path.join(tmp_dir, stem + ".pvd")
-        with open(tmp_pvd, "w") as fh:
-            fh.write("\n".join(lines))
-        if os.path.isdir(data_dir):
-            if not overwrite:
-                raise StsrError(f"'{data_dir}' exists; pass overwrite to replace it")
-            shutil.rmtree(data_dir)
-        os.replace(tmp_pvd, path)
-        os.replace(tmp_dir, data_dir)
-        return [path] + files
-    finally:
-        if os.path.isdir(tmp_dir):
-            shutil.rmtree(tmp_dir)
+        tmp = os.path.join(self.folder, f".{self.stem}.pvd.tmp")
+        try:
+            with open(tmp, "w") as fh:
+                fh.write("\n".join(lines))
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            remove_quietly(tmp)
+            raise
+
+    def _finish(self) -> List[str]:
+        if self.replacing:
+            # every file in OUT/ is complete at every moment; the old folder is moved aside
+            # before the new one takes its name, then the .pvd is replaced
+            trash = None
+            if os.path.lexists(self.data_dir):
+                trash = tempfile.mkdtemp(prefix=f".{self.stem}-old-", dir=self.folder)
+                os.replace(self.data_dir, os.path.join(trash, "data"))
+            os.replace(self.dir, self.data_dir)
+            self.dir = self.data_dir
+            self._write_pvd(range(self.n_times))
+            if trash is not None:
+                remove_quietly(trash)
+        return [self.path] + [os.path.join(self.data_dir, self._name(i))
+                              for i in range(self.n_times)]
+
+    def _discard(self) -> None:
+        if self.replacing or not self.done:
+            remove_quietly(self.dir)
+            if not self.replacing:
+                remove_quietly(self.path)
 
 
-def write_vti(series: VolumeSeries, path: str) -> List[str]:
-    if series.n_times != 1:
-        raise StsrError(f"a single .vti holds one timestep; this series has {series.n_times} "
-                        "(write a .pvd instead)")
-    tmp = path + ".tmp.vti"
-    _write_image(image_from_series(series, 0), tmp)
-    os.replace(tmp, path)
-    return [path]
+class VtiWriter(SeriesWriter):
+    """One step in one ``.vti``, written to a hidden temporary name and renamed over the
+    target when complete (an old file stays intact until then)."""
+
+    def _write(self, i: int, arrays: Dict[str, np.ndarray]) -> None:
+        tmp = os.path.join(os.path.dirname(self.path), f".{os.path.basename(self.path)}.tmp")
+        try:
+            write_image(image_from_arrays(self.grid, arrays, float(self.times[i])), tmp,
+                        self.compression)
+            _replace_with(tmp, self.path)
+        except BaseException:
+            remove_quietly(tmp)
+            raise
+
+    def _finish(self) -> List[str]:
+        return [self.path]
+
+    def _discard(self) -> None:
+        pass
