@@ -50,7 +50,9 @@ def read_raw(path: str, arrays: Optional[Sequence[str]] = None) -> VolumeSeries:
     pattern = desc.get("pattern", DEFAULT_PATTERN)
     start = int(desc.get("index_start", 1))
     names = [str(v) for v in desc["variables"]]
-    if arrays is not None:
+    if arrays:         # a multi-component name stands for its scalar variables
+        groups = dict(desc.get("components", {}))
+        arrays = [str(p) for a in arrays for p in groups.get(a, [a])]
         unknown = [a for a in arrays if a not in names]
         if unknown:
             raise StsrError(f"no array named {unknown} in '{path}'; available: {', '.join(names)}")
