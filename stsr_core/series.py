@@ -191,22 +191,28 @@ class Frame:
         arrays: point arrays by name, ``[Z, Y, X]`` or ``[Z, Y, X, C]``.
         grid: the grid its arrays lie on.
         where: where it came from, for errors ("in 'x_1.vti'", "at time 2.5").
+        stored: every array the step holds, read or not (empty: those in ``arrays``).
     """
 
     time: Optional[float]
     arrays: Dict[str, np.ndarray]
     grid: Grid
     where: str
+    stored: Tuple[str, ...] = ()
 
 
-def arrays_holding(names: Sequence[str], available: Sequence[str], where: str = "") -> List[str]:
+def arrays_holding(names: Sequence[str], available: Sequence[str], where: str = "",
+                   strict: bool = True) -> List[str]:
     """The stored arrays that hold ``names``, in their order: a name itself, or for a
     component name such as ``v_0`` the array ``v`` it is split from. Readers use it to read
-    only what was asked for; an unknown name is an error listing the available ones."""
+    only what was asked for. An unknown name is an error listing the available ones, or
+    (not ``strict``) left for :func:`series_from_frames` to report."""
     keep: List[str] = []
     for n in names:
         m = re.fullmatch(r"(.+)_\d+", n)
         owner = n if n in available else m.group(1) if m and m.group(1) in available else None
+        if owner is None and not strict:
+            continue
         if owner is None:
             raise StsrError(f"no array named '{n}'{where}; available: {', '.join(available)}")
         keep.append(owner)
@@ -221,8 +227,8 @@ def series_from_frames(frames: Sequence[Frame], arrays: Optional[Sequence[str]] 
     if not frames:
         raise StsrError(f"no timesteps{' in ' + source if source else ''}")
     first = frames[0]
-    names = arrays_holding(arrays, list(first.arrays), f" {first.where}") if arrays \
-        else list(first.arrays)
+    names = arrays_holding(arrays, list(first.stored or first.arrays), f" {first.where}") \
+        if arrays else list(first.arrays)
     for f in frames[1:]:
         diffs = f.grid.differences(first.grid)
         if diffs:

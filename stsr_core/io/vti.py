@@ -38,18 +38,21 @@ def _vtk():
     return numpy_support, vtkFloatArray, vtkImageData, vtkXMLImageDataReader, vtkXMLImageDataWriter
 
 
-def arrays_from_image(img, where: str = "") -> Dict[str, np.ndarray]:
-    """Point arrays of a vtkImageData as numpy: ``[Z, Y, X]`` or ``[Z, Y, X, C]`` float32."""
+def arrays_from_image(img, where: str = "",
+                      names: Optional[Sequence[str]] = None) -> Dict[str, np.ndarray]:
+    """Point arrays of a vtkImageData as numpy: ``[Z, Y, X]`` or ``[Z, Y, X, C]`` float32;
+    ``names``: convert only the arrays that hold these (see :func:`arrays_holding`)."""
     numpy_support = _vtk()[0]
     dims = tuple(int(d) for d in img.GetDimensions())
     pd = img.GetPointData()
+    stored = {pd.GetArray(i).GetName() or f"array{i}": pd.GetArray(i)
+              for i in range(pd.GetNumberOfArrays()) if pd.GetArray(i) is not None}
+    keep = arrays_holding(names, list(stored), where, strict=False) if names else list(stored)
     arrays: Dict[str, np.ndarray] = {}
     n = dims[0] * dims[1] * dims[2]
-    for i in range(pd.GetNumberOfArrays()):
-        arr = pd.GetArray(i)
-        if arr is None:
+    for name, arr in stored.items():
+        if name not in keep:
             continue
-        name = arr.GetName() or f"array{i}"
         a = numpy_support.vtk_to_numpy(arr).astype(np.float32)
         if a.shape[0] != n:
             raise StsrError(f"array '{name}'{where} has {a.shape[0]} values for {n} points: "
@@ -84,7 +87,7 @@ def read_vti(path: str, arrays: Optional[Sequence[str]] = None) -> Frame:
         reader.UpdateInformation()
         selection = reader.GetPointDataArraySelection()
         stored = [selection.GetArrayName(i) for i in range(selection.GetNumberOfArrays())]
-        keep = arrays_holding(arrays, stored, f" in '{path}'")
+        keep = arrays_holding(arrays, stored, strict=False)
         for name in stored:
             selection.SetArraySetting(name, name in keep)
     reader.Update()
@@ -92,7 +95,7 @@ def read_vti(path: str, arrays: Optional[Sequence[str]] = None) -> Frame:
     if errors or reader.GetErrorCode() or img is None or img.GetNumberOfPoints() == 0:
         raise StsrError(f"'{path}' is unreadable or truncated (VTK could not read it)")
     found = arrays_from_image(img, f" in '{path}'")
-    if not found:
+    if not found and not (arrays and stored):   # asked-for arrays: series_from_frames says
         if img.GetCellData().GetNumberOfArrays() > 0:
             raise StsrError(f"'{path}' has only cell data; point data is needed (ParaView: "
                             "Filters > Cell Data to Point Data)")
@@ -101,7 +104,7 @@ def read_vti(path: str, arrays: Optional[Sequence[str]] = None) -> Frame:
     fd = img.GetFieldData()
     if fd is not None and fd.GetArray("TimeValue") is not None:
         tv = float(fd.GetArray("TimeValue").GetTuple1(0))
-    return Frame(tv, found, image_grid(img), f"in '{path}'")
+    return Frame(tv, found, image_grid(img), f"in '{path}'", tuple(stored) if arrays else ())
 
 
 def image_grid(img) -> Grid:
