@@ -151,6 +151,17 @@ def _model_path(name, attr, retrain, doc):
     return smproperty.xml(xml)(_setter(name, attr, lambda v: v or "", retrain))
 
 
+def _output_properties(scale, min_scale):
+    """SpatialScale (default ``scale``), OutputDimensions and TemporalScale: the output grid
+    and times, the same for both proxies."""
+    return (_number("SpatialScale", "_scale", scale, min_scale, 16.0,
+                    doc="Output spacing = input spacing / scale, over the same bounds."),
+            _number("OutputDimensions", "_dims", [0, 0, 0],
+                    doc="Output point counts; 0 0 0: use SpatialScale."),
+            _number("TemporalScale", "_time_scale", 1, 1, 32,
+                    doc="Output steps per interval between input steps."))
+
+
 def _timestep_values():
     """The information-only output times the GUI's time keeper shows."""
     @smproperty.doublevector(name="TimestepValues", information_only="1",
@@ -330,12 +341,7 @@ class STSRINRUpscale(VTKPythonAlgorithmBase):
             self._model = None
             self.Modified()
 
-    SetSpatialScale = _number("SpatialScale", "_scale", 2.0, 1.0, 16.0,
-                              doc="Output spacing = input spacing / scale, same bounds.")
-    SetOutputDimensions = _number("OutputDimensions", "_dims", [0, 0, 0],
-                                  doc="Output point counts; 0 0 0: use SpatialScale.")
-    SetTemporalScale = _number("TemporalScale", "_time_scale", 1, 1, 32,
-                               doc="Output steps per input interval.")
+    SetSpatialScale, SetOutputDimensions, SetTemporalScale = _output_properties(2.0, 1.0)
     SetTrainingMinutes = _number("TrainingMinutes", "_minutes", 1.0, retrain=True,
                                  doc="Training time budget (0: TrainingSteps alone).")
     SetTrainingSteps = _number("TrainingSteps", "_steps", 0, retrain=True, advanced=True,
@@ -490,12 +496,7 @@ class STSRINRModel(VTKPythonAlgorithmBase):
         self._cache = _ImageCache()
 
     SetFileName = _model_path("FileName", "_file", retrain=False, doc="The .stsr model.")
-    SetSpatialScale = _number("SpatialScale", "_scale", 1.0, 0.25, 16.0,
-                              doc="Output spacing = the model's spacing / scale.")
-    SetOutputDimensions = _number("OutputDimensions", "_dims", [0, 0, 0],
-                                  doc="Output point counts; 0 0 0: use SpatialScale.")
-    SetTemporalScale = _number("TemporalScale", "_time_scale", 1, 1, 32,
-                               doc="Output steps per interval of the model's times.")
+    SetSpatialScale, SetOutputDimensions, SetTemporalScale = _output_properties(1.0, 0.25)
     GetTimestepValues = _timestep_values()
 
     def _load(self, api):
