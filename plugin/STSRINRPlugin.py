@@ -8,6 +8,7 @@ Loading: Tools > Manage Plugins > Load New (this file), or PV_PLUGIN_PATH=<repo>
 ``LoadPlugin(".../STSRINRPlugin.py", ns=globals())`` in pvpython/pvbatch. ParaView 5.11 on
 Python 3.11 also needs the getargspec shim: run ParaView through ``scripts/stsr-paraview``.
 """
+import functools
 import os
 import sys
 
@@ -18,26 +19,43 @@ from vtkmodules.vtkCommonDataModel import vtkDataObject, vtkImageData
 from vtkmodules.vtkCommonExecutionModel import (vtkStreamingDemandDrivenPipeline as SDDP)
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
-PRESETS = ["fast", "paper", "siren"]
-DEVICES = ["auto", "cpu", "cuda"]
-TIME_INTERPOLATIONS = ["auto", "linear", "cubic", "flow"]   # the fast preset's base_time
+
+
+def _find_core():
+    """Make stsr_core importable from beside this file (installed layout) or from the
+    repository this file lives in (behind anything already on the path)."""
+    for p in (_HERE, os.path.dirname(_HERE)):
+        if os.path.isdir(os.path.join(p, "stsr_core")) and p not in sys.path:
+            sys.path.append(p)
+
+
+def _choices():
+    """The settings' choices from stsr_core/config.py (which imports no torch), for the
+    drop-down lists. The plugin file alone has only the defaults; using it then says what
+    is missing (see _engine)."""
+    _find_core()
+    try:
+        from stsr_core import config
+    except ImportError:
+        return {"fast": ""}, ("auto",), {"auto": ""}
+    return config.PRESET_DESCRIPTIONS, config.DEVICES, config.BASE_TIME_DESCRIPTIONS
+
+
+PRESETS, DEVICES, TIME_INTERPOLATIONS = _choices()   # TimeInterpolation: the fast base_time
 
 
 def _engine():
-    """Import stsr_core.api, finding it beside this file (installed layout) or in the
-    repository this file lives in, with the repository's venv (torch) if there is one."""
+    """Import stsr_core.api (found as _find_core finds it) with the repository's venv
+    (torch) if there is one."""
     try:
         from stsr_core import api
         return api
     except ImportError:
         pass
     import site
-    root = os.path.dirname(_HERE)
-    venv = os.path.join(root, ".venv", "lib", "python%d.%d" % sys.version_info[:2],
-                        "site-packages")
-    for p in (_HERE, root):
-        if os.path.isdir(os.path.join(p, "stsr_core")) and p not in sys.path:
-            sys.path.append(p)
+    _find_core()
+    venv = os.path.join(os.path.dirname(_HERE), ".venv", "lib",
+                        "python%d.%d" % sys.version_info[:2], "site-packages")
     if os.path.isdir(venv) and venv not in sys.path:
         # in front of Debian's dist-packages: torch needs the venv's sympy, not Debian's
         before = list(sys.path)
@@ -59,6 +77,125 @@ def _error(algorithm, message):
         "ERROR: %s: %s\n" % (type(algorithm).__name__, message))
 
 
+def _reports_errors(request_method):
+    """For Request* methods: an exception becomes a ParaView error message and the method
+    returns 0 (the pipeline stops there); a gathering filter starts its gathering afresh."""
+    @functools.wraps(request_method)
+    def method(self, request, inInfoVec, outInfoVec):
+        try:
+            return request_method(self, request, inInfoVec, outInfoVec)
+        except Exception as exc:  # noqa: BLE001 - a clear message, never a crash
+            request.Remove(SDDP.CONTINUE_EXECUTING())
+            if hasattr(self, "_gather"):
+                self._gather = []
+            _error(self, str(exc))
+            return 0
+    return method
+
+
+# --- properties: factories of decorated setters -----------------------------------------
+# ParaView 5.11 builds a proxy's XML from each class's own __dict__, so every class assigns
+# its properties in its body (SetX = _number(...)); @_panel then lists them in that order.
+
+def _setter(name, attr, convert, retrain):
+    """Set<name>: store convert(*values) in ``attr``; a change re-executes and, with
+    ``retrain``, drops the trained model."""
+    def setter(self, *values):
+        value = convert(*values)
+        if value != getattr(self, attr):
+            setattr(self, attr, value)
+            if retrain:
+                self._model = None
+            self.Modified()
+    setter.__name__ = "Set" + name
+    return setter
+
+
+def _xml(tag, name, default, n=1, inner="", advanced=False, doc=""):
+    return ('<%sVectorProperty name="%s" command="Set%s" number_of_elements="%d" '
+            'default_values="%s"%s>%s<Documentation>%s</Documentation></%sVectorProperty>'
+            % (tag, name, name, n, default,
+               ' panel_visibility="advanced"' if advanced else "", inner, doc, tag))
+
+
+def _number(name, attr, default, lo=None, hi=None, retrain=False, advanced=False, doc=""):
+    """An int or double property (by ``default``'s type; a list: one int per element)."""
+    values = default if isinstance(default, list) else [default]
+    real = isinstance(values[0], float)
+    tag = "Double" if real else "Int"
+    rng = "" if lo is None else '<%sRangeDomain name="range" min="%s" max="%s"/>' % (
+        tag, lo, hi)
+    if isinstance(default, list):
+        convert = lambda *v: [int(x) for x in v]   # noqa: E731
+    else:
+        convert = float if real else int
+    xml = _xml(tag, name, " ".join(str(v) for v in values), len(values), rng, advanced, doc)
+    return smproperty.xml(xml)(_setter(name, attr, convert, retrain))
+
+
+def _choice(name, attr, choices, retrain=True, advanced=False, doc=""):
+    """A drop-down list of ``choices`` (name -> one-line description, shown in the tooltip);
+    the first is the default."""
+    items = "".join('<String value="%s"/>' % c for c in choices)
+    doc += " ".join("%s: %s." % (c, d) for c, d in choices.items() if d)
+    xml = _xml("String", name, next(iter(choices)), 1,
+               '<StringListDomain name="list">%s</StringListDomain>' % items, advanced, doc)
+    return smproperty.xml(xml)(_setter(name, attr, str, retrain))
+
+
+def _model_path(name, attr, retrain, doc):
+    """A file chooser for .stsr model files."""
+    inner = ('<FileListDomain name="files"/><Hints><FileChooser extensions="stsr" '
+             'file_description="STSR-INR model"/></Hints>')
+    xml = _xml("String", name, "", 1, inner, doc=doc)
+    return smproperty.xml(xml)(_setter(name, attr, lambda v: v or "", retrain))
+
+
+def _output_properties(scale, min_scale):
+    """SpatialScale (default ``scale``), OutputDimensions and TemporalScale: the output grid
+    and times, the same for both proxies."""
+    return (_number("SpatialScale", "_scale", scale, min_scale, 16.0,
+                    doc="Output spacing = input spacing / scale, over the same bounds."),
+            _number("OutputDimensions", "_dims", [0, 0, 0],
+                    doc="Output point counts; 0 0 0: use SpatialScale."),
+            _number("TemporalScale", "_time_scale", 1, 1, 32,
+                    doc="Output steps per interval between input steps."))
+
+
+def _timestep_values():
+    """The information-only output times the GUI's time keeper shows."""
+    @smproperty.doublevector(name="TimestepValues", information_only="1",
+                             si_class="vtkSITimeStepsProperty")
+    def GetTimestepValues(self):
+        return self._out_times or None
+    return GetTimestepValues
+
+
+def _panel(*groups):
+    """Class decorator (under @smproxy): the panel lists the properties in the order the class
+    body defines them (ParaView 5.11 would sort them by method name), grouped by ``groups``:
+    (label, property names) pairs."""
+    def original(obj):          # ParaView's decorators wrap functions and classes alike
+        while hasattr(obj, "_pv_original_func"):
+            obj = obj._pv_original_func
+        return obj
+
+    def decorate(decorated):
+        cls = original(decorated)
+        xmls = list(cls.__dict__.get("_pvsm_property_xmls", []))     # the Input port's
+        for value in map(original, cls.__dict__.values()):
+            if callable(value) and hasattr(value, "_pvsm_property_xmls"):
+                xmls += value._pvsm_property_xmls
+                del value._pvsm_property_xmls
+        xmls += ['<PropertyGroup label="%s">%s</PropertyGroup>'
+                 % (label, "".join('<Property name="%s"/>' % n for n in names))
+                 for label, names in groups]
+        cls._pvsm_property_xmls = xmls
+        return decorated
+    return decorate
+
+
+# --- pipeline helpers shared by both proxies ---------------------------------------------
 def _output_layout(api, grid, times_in, scale, dims, time_scale):
     use_dims = dims if dims and all(int(d) > 0 for d in dims) else None
     g = api.output_grid(grid, scale=None if use_dims else float(scale), dims=use_dims)
@@ -122,7 +259,34 @@ class _ImageCache:
         self.images[t] = img
 
 
-@smproxy.filter(name="STSRINRUpscale", label="STSR-INR Upscale")
+def _output_at_requested_time(algorithm, api, tm, outInfoVec):
+    """RequestData's end for both proxies: the image at the time the pipeline asks for, from
+    the cache or predicted by ``tm`` on ``algorithm._out_grid``, copied to the output."""
+    t = _requested_time(outInfoVec.GetInformationObject(0), algorithm._out_times)
+    t_query = t if t is not None else tm.info.times[0]
+    key = (id(tm), algorithm._out_grid)
+    img = algorithm._cache.get(key, t_query)
+    if img is None:
+        abort = algorithm.GetAbortExecute
+        img = _image(api, tm, t_query, algorithm._out_grid,
+                     progress=lambda f: (algorithm.UpdateProgress(f), not abort())[1])
+        if img is None:          # aborted
+            return 1
+        algorithm._cache.put(t_query, img)
+    out = vtkImageData.GetData(outInfoVec, 0)
+    out.ShallowCopy(img)
+    if t is not None:
+        out.GetInformation().Set(vtkDataObject.DATA_TIME_STEP(), t)
+    return 1
+
+
+_OUTPUT = ("Output", ["SpatialScale", "OutputDimensions", "TemporalScale"])
+
+
+@smproxy.filter(name="STSRINRUpscale", label="STSR-INR Upscale", support_reload=False)
+@_panel(("Input", ["Arrays"]), _OUTPUT,
+        ("Training", ["TrainingMinutes", "TrainingSteps", "Preset", "TimeInterpolation"]),
+        ("Model", ["ModelFile", "Train"]), ("Run", ["Device", "Seed"]))
 @smhint.xml('<ShowInMenu category="STSR-INR"/>')
 @smproperty.input(name="Input", port_index=0)
 @smdomain.datatype(dataTypes=["vtkImageData"], composite_data_supported=False)
@@ -133,33 +297,30 @@ class STSRINRUpscale(VTKPythonAlgorithmBase):
 
     def __init__(self):
         VTKPythonAlgorithmBase.__init__(self, nInputPorts=1, nOutputPorts=1,
-                                        outputType="vtkImageData")
+                                        inputType="vtkImageData", outputType="vtkImageData")
         self._arrays = []
         self._scale = 2.0
         self._dims = [0, 0, 0]
         self._time_scale = 1
+        self._minutes = 1.0
+        self._steps = 0
         self._preset = "fast"
         self._time_interp = "auto"
-        self._steps = 0
-        self._minutes = 1.0
+        self._model_file = ""
         self._device = "auto"
         self._seed = 0
-        self._model_file = ""
         self._input_times = []
         self._input_grid = None
         self._out_times = []
         self._out_grid = None
-        self._frames = []            # gathered input timesteps (numpy arrays)
-        self._gather_index = 0
+        self._gather = []            # the input steps gathered so far (stsr_core Frames)
         self._series = None          # the gathered VolumeSeries
-        self._series_key = None
         self._model = None           # stsr_core.api.TrainedModel
-        self._model_key = None
         self._force_train = False
         self._cache = _ImageCache()
         self.last_training = None    # history of the last training (tests read it)
 
-    # --- properties --------------------------------------------------------------------
+    # --- properties, in the panel's order --------------------------------------------
     @smproperty.xml("""
         <StringVectorProperty name="Arrays" command="AddArray" clean_command="ClearArrays"
             repeat_command="1" number_of_elements_per_command="1" element_types="2">
@@ -171,96 +332,27 @@ class STSRINRUpscale(VTKPythonAlgorithmBase):
     def AddArray(self, name):
         if name not in self._arrays:
             self._arrays.append(name)
-            self._training_changed()
+            self._model = None
+            self.Modified()
 
     def ClearArrays(self):
         if self._arrays:
             self._arrays = []
-            self._training_changed()
-
-    @smproperty.doublevector(name="SpatialScale", default_values=2.0)
-    @smdomain.doublerange(min=1.0, max=16.0)
-    def SetSpatialScale(self, value):
-        if value != self._scale:
-            self._scale = float(value)
-            self.Modified()
-
-    @smproperty.intvector(name="OutputDimensions", default_values=[0, 0, 0])
-    def SetOutputDimensions(self, x, y, z):
-        if [x, y, z] != self._dims:
-            self._dims = [int(x), int(y), int(z)]
-            self.Modified()
-
-    @smproperty.intvector(name="TemporalScale", default_values=1)
-    @smdomain.intrange(min=1, max=32)
-    def SetTemporalScale(self, value):
-        if value != self._time_scale:
-            self._time_scale = int(value)
-            self.Modified()
-
-    @smproperty.xml("""
-        <StringVectorProperty name="Preset" command="SetPreset" number_of_elements="1"
-            default_values="fast">
-          <StringListDomain name="list">%s</StringListDomain>
-          <Documentation>fast: the project's default; paper: the reference network
-          (needs GPU-hours); siren: plain SIREN baseline.</Documentation>
-        </StringVectorProperty>""" % "".join('<String value="%s"/>' % p for p in PRESETS))
-    def SetPreset(self, value):
-        if value != self._preset:
-            self._preset = value
-            self._training_changed()
-
-    @smproperty.xml("""
-        <StringVectorProperty name="TimeInterpolation" command="SetTimeInterpolation"
-            number_of_elements="1" default_values="auto">
-          <StringListDomain name="list">%s</StringListDomain>
-          <Documentation>fast preset: how it fills in between input steps. auto:
-          motion-compensated, plus per array the share of cubic that best predicts held-out
-          input steps; linear: like Temporal Interpolator; cubic: natural cubic spline in time;
-          flow: motion-compensated (follows features that move between steps).</Documentation>
-        </StringVectorProperty>""" % "".join('<String value="%s"/>' % t
-                                            for t in TIME_INTERPOLATIONS))
-    def SetTimeInterpolation(self, value):
-        if value != self._time_interp:
-            self._time_interp = value
-            self._training_changed()
-
-    @smproperty.intvector(name="TrainingSteps", default_values=0)
-    def SetTrainingSteps(self, value):
-        if value != self._steps:
-            self._steps = int(value)
-            self._training_changed()
-
-    @smproperty.doublevector(name="TrainingMinutes", default_values=1.0)
-    def SetTrainingMinutes(self, value):
-        if value != self._minutes:
-            self._minutes = float(value)
-            self._training_changed()
-
-    @smproperty.xml("""
-        <StringVectorProperty name="Device" command="SetDevice" number_of_elements="1"
-            default_values="auto">
-          <StringListDomain name="list">%s</StringListDomain>
-        </StringVectorProperty>""" % "".join('<String value="%s"/>' % d for d in DEVICES))
-    def SetDevice(self, value):
-        if value != self._device:
-            self._device = value
-            self._training_changed()
-
-    @smproperty.intvector(name="Seed", default_values=0)
-    def SetSeed(self, value):
-        if value != self._seed:
-            self._seed = int(value)
-            self._training_changed()
-
-    @smproperty.stringvector(name="ModelFile", default_values="")
-    @smdomain.filelist()
-    @smhint.filechooser(extensions="stsr", file_description="STSR-INR model")
-    def SetModelFile(self, value):
-        if value != self._model_file:
-            self._model_file = value or ""
             self._model = None
             self.Modified()
+
+    SetSpatialScale, SetOutputDimensions, SetTemporalScale = _output_properties(2.0, 1.0)
+    SetTrainingMinutes = _number("TrainingMinutes", "_minutes", 1.0, retrain=True,
+                                 doc="Training time budget (0: TrainingSteps alone).")
+    SetTrainingSteps = _number("TrainingSteps", "_steps", 0, retrain=True, advanced=True,
+                               doc="Training steps (0: TrainingMinutes alone); with both, "
+                                   "whichever ends first.")
+    SetPreset = _choice("Preset", "_preset", PRESETS)
+    SetTimeInterpolation = _choice("TimeInterpolation", "_time_interp", TIME_INTERPOLATIONS,
+                                   advanced=True,
+                                   doc="fast preset: how it fills in between input steps. ")
+    SetModelFile = _model_path("ModelFile", "_model_file", retrain=True,
+                               doc="Model to use if it exists, else where training saves it.")
 
     @smproperty.xml("""<Property name="Train" command="Train" panel_widget="command_button">
           <Documentation>Train now (replaces the model and ModelFile).</Documentation>
@@ -277,130 +369,72 @@ class STSRINRUpscale(VTKPythonAlgorithmBase):
                 _error(self, str(exc))
         self.Modified()
 
-    @smproperty.doublevector(name="TimestepValues", information_only="1",
-                             si_class="vtkSITimeStepsProperty")
-    def GetTimestepValues(self):
-        return self._out_times or None
-
-    def _training_changed(self):
-        self._model = None
-        self.Modified()
+    SetDevice = _choice("Device", "_device", {d: "" for d in DEVICES}, advanced=True,
+                        doc="Where to train (auto: CUDA when available).")
+    SetSeed = _number("Seed", "_seed", 0, retrain=True, advanced=True)
+    GetTimestepValues = _timestep_values()
 
     # --- pipeline ----------------------------------------------------------------------
-    def FillInputPortInformation(self, port, info):
-        info.Set(self.INPUT_REQUIRED_DATA_TYPE(), "vtkImageData")
-        return 1
-
+    @_reports_errors
     def RequestInformation(self, request, inInfoVec, outInfoVec):
+        from stsr_core.grid import Grid
         inInfo = inInfoVec[0].GetInformationObject(0)
-        outInfo = outInfoVec.GetInformationObject(0)
-        try:
-            api = _engine()
-            ext = inInfo.Get(SDDP.WHOLE_EXTENT())
-            dims = (ext[1] - ext[0] + 1, ext[3] - ext[2] + 1, ext[5] - ext[4] + 1)
-            spacing = inInfo.Get(vtkDataObject.SPACING()) or (1.0, 1.0, 1.0)
-            origin = list(inInfo.Get(vtkDataObject.ORIGIN()) or (0.0, 0.0, 0.0))
-            origin = [o + e * s for o, e, s in zip(origin, ext[0::2], spacing)]
-            times = list(inInfo.Get(SDDP.TIME_STEPS()) or []) if inInfo.Has(
-                SDDP.TIME_STEPS()) else []
-            self._input_times = times
-            from stsr_core.grid import Grid
-            self._input_grid = Grid(dims, origin, spacing)
-            g, out_times = _output_layout(api, self._input_grid, times or [0.0], self._scale,
-                                          self._dims, self._time_scale)
-            self._out_grid = g
-            self._out_times = out_times if times else []
-            _set_output_information(outInfo, g, self._out_times)
-        except Exception as exc:  # noqa: BLE001
-            _error(self, str(exc))
-            return 0
+        api = _engine()
+        ext = inInfo.Get(SDDP.WHOLE_EXTENT())
+        dims = (ext[1] - ext[0] + 1, ext[3] - ext[2] + 1, ext[5] - ext[4] + 1)
+        spacing = inInfo.Get(vtkDataObject.SPACING()) or (1.0, 1.0, 1.0)
+        origin = list(inInfo.Get(vtkDataObject.ORIGIN()) or (0.0, 0.0, 0.0))
+        origin = [o + e * s for o, e, s in zip(origin, ext[0::2], spacing)]
+        times = list(inInfo.Get(SDDP.TIME_STEPS()) or []) if inInfo.Has(
+            SDDP.TIME_STEPS()) else []
+        self._input_times = times
+        self._input_grid = Grid(dims, origin, spacing)
+        g, out_times = _output_layout(api, self._input_grid, times or [0.0], self._scale,
+                                      self._dims, self._time_scale)
+        self._out_grid = g
+        self._out_times = out_times if times else []
+        _set_output_information(outInfoVec.GetInformationObject(0), g, self._out_times)
         return 1
 
     def RequestUpdateExtent(self, request, inInfoVec, outInfoVec):
         inInfo = inInfoVec[0].GetInformationObject(0)
         inInfo.Set(SDDP.UPDATE_EXTENT(), inInfo.Get(SDDP.WHOLE_EXTENT()), 6)
-        if self._needs_gather() and self._input_times:
-            i = min(self._gather_index, len(self._input_times) - 1)
+        if self._model is None and self._input_times:     # gathering: the next input step
+            i = min(len(self._gather), len(self._input_times) - 1)
             inInfo.Set(SDDP.UPDATE_TIME_STEP(), self._input_times[i])
         return 1
 
-    def _needs_gather(self):
-        return self._model is None
-
+    @_reports_errors
     def RequestData(self, request, inInfoVec, outInfoVec):
-        try:
-            return self._request_data(request, inInfoVec, outInfoVec)
-        except Exception as exc:  # noqa: BLE001 - a clear message, never a crash
-            request.Remove(SDDP.CONTINUE_EXECUTING())
-            self._gather_index = 0
-            self._frames = []
-            _error(self, str(exc))
-            return 0
-
-    def _request_data(self, request, inInfoVec, outInfoVec):
         api = _engine()
         if self._model is None:
-            inp = vtkImageData.GetData(inInfoVec[0], 0)
-            if inp is None:
-                raise RuntimeError("the input is not image data: resample it to an image "
-                                   "first (Filters > Resample To Image)")
-            from stsr_core.io.vti import arrays_from_image
-            i = self._gather_index
-            t = self._input_times[i] if self._input_times else 0.0
-            self._frames.append((t, arrays_from_image(inp, " at time %g" % t),
-                                 inp.GetDimensions()))
-            if self._input_times and i + 1 < len(self._input_times):
-                self._gather_index += 1
-                request.Set(SDDP.CONTINUE_EXECUTING(), 1)
+            if not self._gathered(request, inInfoVec):
                 return 1
-            request.Remove(SDDP.CONTINUE_EXECUTING())
-            frames, self._frames, self._gather_index = self._frames, [], 0
-            self._series = self._assemble(frames)
             self._obtain_model(api)
-        out = vtkImageData.GetData(outInfoVec, 0)
-        outInfo = outInfoVec.GetInformationObject(0)
-        t = _requested_time(outInfo, self._out_times)
-        t_query = t if t is not None else self._series.times[0]
-        key = (id(self._model), self._out_grid)
-        img = self._cache.get(key, t_query)
-        if img is None:
-            abort = self.GetAbortExecute
-            img = _image(api, self._model, t_query, self._out_grid,
-                         progress=lambda f: (self.UpdateProgress(f), not abort())[1])
-            if img is None:
-                return 1
-            self._cache.put(t_query, img)
-        out.ShallowCopy(img)
-        if t is not None:
-            out.GetInformation().Set(vtkDataObject.DATA_TIME_STEP(), t)
-        return 1
+        return _output_at_requested_time(self, api, self._model, outInfoVec)
 
-    def _assemble(self, frames):
-        from stsr_core.errors import StsrError
-        from stsr_core.series import VolumeSeries, split_components
-        names = list(frames[0][1])
-        wanted = self._arrays or names
-        for t, arrays, dims in frames:
-            if dims != frames[0][2]:
-                raise StsrError("timesteps have different grids: %s at time %g vs %s at time %g"
-                                % (dims, t, frames[0][2], frames[0][0]))
-            missing = [n for n in wanted if n not in arrays]
-            if missing:
-                raise StsrError("array(s) %s missing at time %g (present at time %g)"
-                                % (missing, t, frames[0][0]))
-        variables, components = {}, {}
-        for n in wanted:
-            stacked = __import__("numpy").stack([f[1][n] for f in frames])
-            parts = split_components(n, stacked)
-            if stacked.ndim == 5:
-                components[n] = list(parts)
-            variables.update(parts)
-        g = self._input_grid
-        series = VolumeSeries(times=[f[0] for f in frames], variables=variables,
-                              origin=g.origin, spacing=g.spacing, components=components,
-                              source="the filter's input")
-        series.check_finite()
-        return series
+    def _gathered(self, request, inInfoVec):
+        """Keep this update's input step; True once all are in (``self._series``), else
+        ask the pipeline for the next one."""
+        from stsr_core.io.vti import arrays_from_image, image_grid
+        from stsr_core.series import Frame, series_from_frames
+        inp = vtkImageData.GetData(inInfoVec[0], 0)
+        if inp is None:
+            raise RuntimeError("the input is not image data: resample it to an image "
+                               "first (Filters > Resample To Image)")
+        times = self._input_times
+        t = times[len(self._gather)] if times else 0.0
+        where = "at time %g" % t
+        self._gather.append(Frame(t, arrays_from_image(inp, " " + where, self._arrays),
+                                  image_grid(inp), where))
+        if len(self._gather) < len(times):
+            request.Set(SDDP.CONTINUE_EXECUTING(), 1)
+            return False
+        request.Remove(SDDP.CONTINUE_EXECUTING())
+        frames, self._gather = self._gather, []
+        self._series = series_from_frames(frames, self._arrays, "the filter's input")
+        self._series.check_finite()
+        return True
 
     def _obtain_model(self, api):
         path = self._model_file
@@ -441,7 +475,8 @@ class STSRINRUpscale(VTKPythonAlgorithmBase):
         self._force_train = False
 
 
-@smproxy.source(name="STSRINRModel", label="STSR-INR Model")
+@smproxy.source(name="STSRINRModel", label="STSR-INR Model", support_reload=False)
+@_panel(("Model", ["FileName"]), _OUTPUT)
 @smhint.xml('<ShowInMenu category="STSR-INR"/>')
 class STSRINRModel(VTKPythonAlgorithmBase):
     """A saved STSR-INR model as a time-varying image source: the model alone is a compact,
@@ -460,38 +495,9 @@ class STSRINRModel(VTKPythonAlgorithmBase):
         self._out_times = []
         self._cache = _ImageCache()
 
-    @smproperty.stringvector(name="FileName", default_values="")
-    @smdomain.filelist()
-    @smhint.filechooser(extensions="stsr", file_description="STSR-INR model")
-    def SetFileName(self, value):
-        if value != self._file:
-            self._file = value or ""
-            self.Modified()
-
-    @smproperty.doublevector(name="SpatialScale", default_values=1.0)
-    @smdomain.doublerange(min=0.25, max=16.0)
-    def SetSpatialScale(self, value):
-        if value != self._scale:
-            self._scale = float(value)
-            self.Modified()
-
-    @smproperty.intvector(name="OutputDimensions", default_values=[0, 0, 0])
-    def SetOutputDimensions(self, x, y, z):
-        if [x, y, z] != self._dims:
-            self._dims = [int(x), int(y), int(z)]
-            self.Modified()
-
-    @smproperty.intvector(name="TemporalScale", default_values=1)
-    @smdomain.intrange(min=1, max=32)
-    def SetTemporalScale(self, value):
-        if value != self._time_scale:
-            self._time_scale = int(value)
-            self.Modified()
-
-    @smproperty.doublevector(name="TimestepValues", information_only="1",
-                             si_class="vtkSITimeStepsProperty")
-    def GetTimestepValues(self):
-        return self._out_times or None
+    SetFileName = _model_path("FileName", "_file", retrain=False, doc="The .stsr model.")
+    SetSpatialScale, SetOutputDimensions, SetTemporalScale = _output_properties(1.0, 0.25)
+    GetTimestepValues = _timestep_values()
 
     def _load(self, api):
         if not self._file:
@@ -504,39 +510,17 @@ class STSRINRModel(VTKPythonAlgorithmBase):
             self._model_key = key
         return self._model
 
+    @_reports_errors
     def RequestInformation(self, request, inInfoVec, outInfoVec):
-        try:
-            api = _engine()
-            tm = self._load(api)
-            info = tm.info
-            g, times = _output_layout(api, info.grid, info.times, self._scale, self._dims,
-                                      self._time_scale)
-            self._out_grid, self._out_times = g, times
-            _set_output_information(outInfoVec.GetInformationObject(0), g, times)
-        except Exception as exc:  # noqa: BLE001
-            _error(self, str(exc))
-            return 0
+        api = _engine()
+        info = self._load(api).info
+        g, times = _output_layout(api, info.grid, info.times, self._scale, self._dims,
+                                  self._time_scale)
+        self._out_grid, self._out_times = g, times
+        _set_output_information(outInfoVec.GetInformationObject(0), g, times)
         return 1
 
+    @_reports_errors
     def RequestData(self, request, inInfoVec, outInfoVec):
-        try:
-            api = _engine()
-            tm = self._load(api)
-            outInfo = outInfoVec.GetInformationObject(0)
-            t = _requested_time(outInfo, self._out_times)
-            key = (id(tm), self._out_grid)
-            img = self._cache.get(key, t)
-            if img is None:
-                abort = self.GetAbortExecute
-                img = _image(api, tm, t, self._out_grid,
-                             progress=lambda f: (self.UpdateProgress(f), not abort())[1])
-                if img is None:
-                    return 1
-                self._cache.put(t, img)
-            out = vtkImageData.GetData(outInfoVec, 0)
-            out.ShallowCopy(img)
-            out.GetInformation().Set(vtkDataObject.DATA_TIME_STEP(), t)
-        except Exception as exc:  # noqa: BLE001
-            _error(self, str(exc))
-            return 0
-        return 1
+        api = _engine()
+        return _output_at_requested_time(self, api, self._load(api), outInfoVec)

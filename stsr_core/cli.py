@@ -12,9 +12,11 @@ import sys
 import time
 from typing import List, Optional, Sequence
 
-from .config import DEFAULT_PRESET, PRESETS, preset as get_preset
+from .config import (DEFAULT_PRESET, DEVICES, PRESET_DESCRIPTIONS, apply_settings,
+                     preset as get_preset, settings_overrides)
 from .errors import StsrError
 
+DEVICE_HELP = f"where to compute: {', '.join(DEVICES)} (auto: CUDA when available)"
 EPILOG = "Formats: .pvd, a folder of .vti, .vti, .h5/.hdf5, .json (raw layout). See README.md."
 
 
@@ -34,47 +36,6 @@ def _key_value(text: str) -> tuple:
     if not sep or not key.strip():
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got '{text}'")
     return key.strip(), value.strip()
-
-
-def _setting_value(key: str, text: str, default: object) -> object:
-    """``text`` as the type of the setting's default (a tuple: comma-separated numbers)."""
-    try:
-        if isinstance(default, bool):
-            if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError
-            return text.lower() in ("true", "1", "yes")
-        if isinstance(default, tuple):
-            return tuple(type(default[0])(v) if default else float(v)
-                         for v in text.split(",") if v.strip())
-        if isinstance(default, (int, float, str)):
-            return type(default)(text)
-        if text.lower() == "none":
-            return None
-        return int(text) if text.lstrip("-").isdigit() else float(text)
-    except ValueError:
-        kind = {bool: "true or false", int: "an integer", float: "a number", str: "a word",
-                tuple: "comma-separated numbers"}.get(type(default), "a number or none")
-        raise StsrError(f"--set {key}={text}: expected {kind} (default {default!r})")
-
-
-def split_settings(mcfg: object, tcfg: object, label: str, settings: Sequence[tuple]) -> tuple:
-    """``--set`` pairs as (model overrides, training overrides) of the configs ``mcfg`` and
-    ``tcfg``, typed like their values; an unknown name is an error that lists the known ones."""
-    import dataclasses
-    model, train = {}, {}
-    for key, text in settings:
-        if key == "kind":
-            raise StsrError("--set kind: the network kind is the preset's; use --preset")
-        for cfg, out in ((mcfg, model), (tcfg, train)):
-            if key in {f.name for f in dataclasses.fields(cfg)}:
-                out[key] = _setting_value(key, text, getattr(cfg, key))
-                break
-        else:
-            raise StsrError(
-                f"--set {key}: no such setting of {label}; model settings: "
-                f"{', '.join(f.name for f in dataclasses.fields(mcfg))}; training settings: "
-                f"{', '.join(f.name for f in dataclasses.fields(tcfg))}")
-    return model, train
 
 
 def _positive_float(text: str) -> float:
@@ -113,15 +74,16 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("-o", "--output", required=True, metavar="MODEL",
                    help="model file to write (refused if it exists, unless --overwrite "
                         "or --resume)")
-    f.add_argument("--preset", default=DEFAULT_PRESET, choices=sorted(PRESETS),
-                   help=f"network + training settings (default: {DEFAULT_PRESET}; 'paper' "
-                        "reproduces the reference implementation)")
+    f.add_argument("--preset", default=DEFAULT_PRESET, choices=list(PRESET_DESCRIPTIONS),
+                   help="network + training settings: " + "; ".join(
+                       f"{k}: {v}" for k, v in PRESET_DESCRIPTIONS.items())
+                   + f" (default: {DEFAULT_PRESET})")
     f.add_argument("--steps", type=_positive_int, help="number of training steps")
     f.add_argument("--max-minutes", type=_positive_float, metavar="M",
                    help="training time budget in minutes (with --steps: whichever first; "
                         "default: the preset's budget)")
-    f.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
-                   help="where to train (auto: CUDA when available)")
+    f.add_argument("--device", default="auto", choices=DEVICES,
+                   help=DEVICE_HELP)
     f.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     f.add_argument("--arrays", type=_names, metavar="a,b,...",
                    help="point-data arrays to learn (default: all)")
@@ -157,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--times", type=_floats, metavar="t1,t2,...", help="explicit output times")
     u.add_argument("--format", choices=["vti", "h5"],
                    help="output format (default: from the extension)")
-    u.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    u.add_argument("--device", default="auto", choices=DEVICES, help=DEVICE_HELP)
     u.add_argument("--overwrite", action="store_true", help="replace existing output")
     u.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -187,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--time", type=float, required=True, metavar="T")
     b.add_argument("--scale", type=_positive_float)
     b.add_argument("-o", "--output", required=True, metavar="OUT.pvd")
-    b.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    b.add_argument("--device", default="auto", choices=DEVICES, help=DEVICE_HELP)
     b.add_argument("--overwrite", action="store_true")
     c = sub.add_parser("coarsen", help="keep every S-th point and every K-th step",
                        description="Make the coarse input of the paper's protocol from a fine "
@@ -257,17 +219,18 @@ def cmd_fit(a: argparse.Namespace) -> int:
             raise StsrError(f"--resume: model file '{a.output}' does not exist")
     else:
         _check_new_output(a.output, a.overwrite)
-        split_settings(*get_preset(a.preset), f"preset '{a.preset}'", a.settings)  # fail early
+        apply_settings(*get_preset(a.preset), a.settings, f"preset '{a.preset}'")  # fail early
     series = read_series(a.input, arrays=a.arrays)
     print(f"read {a.input}: {len(series.variables)} variable(s) {', '.join(series.variables)}; "
           f"grid {series.dims[0]}x{series.dims[1]}x{series.dims[2]}, {series.n_times} "
           f"timestep(s)", file=sys.stderr)
     resume = api.load_model(a.output, device=a.device) if a.resume else None
     if resume is not None:
-        configs = (resume.model_config, resume.train_config, f"the model in '{a.output}'")
+        configs = (resume.model_config, resume.train_config)
+        label = f"the model in '{a.output}'"
     else:
-        configs = (*get_preset(a.preset), f"preset '{a.preset}'")
-    model_overrides, overrides = split_settings(*configs, a.settings)
+        configs, label = get_preset(a.preset), f"preset '{a.preset}'"
+    model_overrides, overrides = settings_overrides(*configs, a.settings, label)
     if model_overrides and resume is not None:
         raise StsrError(f"--set {', '.join(model_overrides)}: model settings cannot change "
                         "when resuming a trained model (training settings can)")

@@ -9,11 +9,52 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .errors import StsrError
 
 DEFAULT_PRESET = "fast"
+
+# Every choice a setting offers, listed once: the configs check against these, the CLI's
+# help and the ParaView plugin's drop-down lists are built from them.
+PRESET_DESCRIPTIONS: Dict[str, str] = {
+    "fast": "the project's default: spline base plus a small grid-encoded network",
+    "paper": "the reference network (4.2 M parameters; needs GPU-hours)",
+    "siren": "plain SIREN baseline",
+}
+DEVICES: Tuple[str, ...] = ("auto", "cpu", "cuda")     # "cuda:N" also names one GPU
+BASE_TIME_DESCRIPTIONS: Dict[str, str] = {
+    "auto": "motion-compensated, plus per array the share of cubic that best predicts "
+            "held-out input steps",
+    "linear": "linear in time (like ParaView's Temporal Interpolator)",
+    "cubic": "natural cubic spline in time",
+    "flow": "motion-compensated (follows features that move between steps)",
+}
+CHOICES: Dict[str, Tuple[str, ...]] = {
+    "encoding": ("grid", "fourier", "none"),
+    "grid_interp": ("cubic", "linear"),
+    "base": ("spline", "none"),
+    "base_time": tuple(BASE_TIME_DESCRIPTIONS),
+    "schedule": ("constant", "cosine"),
+    "device": DEVICES,
+}
+
+
+def check_choices(cfg: Any) -> None:
+    """Raise StsrError naming the setting, its value and the allowed ones when a field of
+    ``cfg`` listed in :data:`CHOICES` holds anything else (called by each config's
+    ``__post_init__``, so presets, ``--set``, the plugin and model files are all checked)."""
+    for f in dataclasses.fields(cfg):
+        allowed = CHOICES.get(f.name)
+        value = getattr(cfg, f.name)
+        if allowed is None or value in allowed:
+            continue
+        if f.name == "device" and (value is None or str(value).lower() in allowed
+                                   or str(value).lower().startswith("cuda:")):
+            continue                     # train.resolve_device's spellings
+        raise StsrError(f"unknown {f.name} '{value}'; allowed: {', '.join(allowed)}")
+    if getattr(cfg, "kind", None) != getattr(type(cfg), "kind", None):
+        raise StsrError(f"{type(cfg).__name__} is kind '{type(cfg).kind}', not '{cfg.kind}'")
 
 
 @dataclass
@@ -37,6 +78,9 @@ class STSRNetConfig:
     omega_head: float = 30.0   # head layers
     heads: int = 8             # 1 (no split) or 8 (octant blocks)
 
+    def __post_init__(self) -> None:
+        check_choices(self)
+
 
 @dataclass
 class SirenNetConfig:
@@ -49,6 +93,9 @@ class SirenNetConfig:
     omega_first: float = 30.0
     omega_hidden: float = 30.0
     heads: int = 1
+
+    def __post_init__(self) -> None:
+        check_choices(self)
 
 
 @dataclass
@@ -92,6 +139,9 @@ class FastNetConfig:
     # regularisation
     tv_weight: float = 0.0
 
+    def __post_init__(self) -> None:
+        check_choices(self)
+
 
 ModelConfig = Any  # one of the dataclasses above
 
@@ -120,6 +170,9 @@ class TrainConfig:
     checkpoint_seconds: float = 60.0  # seconds between checkpoints (with a checkpoint path)
     log_every: int = 50
     num_threads: Optional[int] = None  # CPU threads for torch (None = torch's default)
+
+    def __post_init__(self) -> None:
+        check_choices(self)
 
 
 PRESETS: Dict[str, Tuple[Any, TrainConfig]] = {
@@ -177,3 +230,56 @@ def train_config_from_dict(d: Dict[str, Any]) -> TrainConfig:
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in names}
     return TrainConfig(**kw)
+
+
+# --- `--set KEY=VALUE`: one setting of a preset's (or a model file's) configs -------------
+def _setting_value(key: str, text: str, default: object) -> object:
+    """``text`` as the type of the setting's default (a tuple: comma-separated numbers)."""
+    try:
+        if isinstance(default, bool):
+            if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError
+            return text.lower() in ("true", "1", "yes")
+        if isinstance(default, tuple):
+            return tuple(type(default[0])(v) if default else float(v)
+                         for v in text.split(",") if v.strip())
+        if isinstance(default, (int, float, str)):
+            return type(default)(text)
+        if text.lower() == "none":
+            return None
+        return int(text) if text.lstrip("-").isdigit() else float(text)
+    except ValueError:
+        kind = {bool: "true or false", int: "an integer", float: "a number", str: "a word",
+                tuple: "comma-separated numbers"}.get(type(default), "a number or none")
+        raise StsrError(f"--set {key}={text}: expected {kind} (default {default!r})") from None
+
+
+def settings_overrides(mcfg: Any, tcfg: TrainConfig, pairs: Sequence[Tuple[str, str]],
+                       label: str) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """``--set`` (key, text) pairs as (model overrides, training overrides) of ``mcfg`` and
+    ``tcfg`` (``label`` names them in errors), typed like their values and checked like the
+    configs check themselves; an unknown name is an error that lists the known ones."""
+    model: Dict[str, Any] = {}
+    train: Dict[str, Any] = {}
+    for key, text in pairs:
+        if key == "kind":
+            raise StsrError("--set kind: the network kind is the preset's; use --preset")
+        for cfg, out in ((mcfg, model), (tcfg, train)):
+            if key in {f.name for f in dataclasses.fields(cfg)}:
+                out[key] = _setting_value(key, text, getattr(cfg, key))
+                break
+        else:
+            raise StsrError(
+                f"--set {key}: no such setting of {label}; model settings: "
+                f"{', '.join(f.name for f in dataclasses.fields(mcfg))}; training settings: "
+                f"{', '.join(f.name for f in dataclasses.fields(tcfg))}")
+    dataclasses.replace(mcfg, **model)     # __post_init__: a value outside its choices
+    dataclasses.replace(tcfg, **train)
+    return model, train
+
+
+def apply_settings(mcfg: Any, tcfg: TrainConfig, pairs: Sequence[Tuple[str, str]],
+                   label: str = "the configs") -> Tuple[Any, TrainConfig]:
+    """New (model config, train config) with the ``--set`` pairs applied."""
+    model, train = settings_overrides(mcfg, tcfg, pairs, label)
+    return dataclasses.replace(mcfg, **model), dataclasses.replace(tcfg, **train)

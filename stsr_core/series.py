@@ -6,6 +6,7 @@ fastest in memory, float32.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -179,6 +180,77 @@ class VolumeSeries:
                              atol=rtol * max(1.0, float(np.abs(self.times).max()))):
             diffs.append(f"times {self.times.tolist()} vs {other.times.tolist()}")
         return diffs
+
+
+@dataclass
+class Frame:
+    """One timestep as a reader or the ParaView plugin sees it, before it joins a series.
+
+    Attributes:
+        time: its time value (None: the file holds none; its reader numbers the steps).
+        arrays: point arrays by name, ``[Z, Y, X]`` or ``[Z, Y, X, C]``.
+        grid: the grid its arrays lie on.
+        where: where it came from, for errors ("in 'x_1.vti'", "at time 2.5").
+        stored: every array the step holds, read or not (empty: those in ``arrays``).
+    """
+
+    time: Optional[float]
+    arrays: Dict[str, np.ndarray]
+    grid: Grid
+    where: str
+    stored: Tuple[str, ...] = ()
+
+
+def arrays_holding(names: Sequence[str], available: Sequence[str], where: str = "",
+                   strict: bool = True) -> List[str]:
+    """The stored arrays that hold ``names``, in their order: a name itself, or for a
+    component name such as ``v_0`` the array ``v`` it is split from. Readers use it to read
+    only what was asked for. An unknown name is an error listing the available ones, or
+    (not ``strict``) left for :func:`series_from_frames` to report."""
+    keep: List[str] = []
+    for n in names:
+        m = re.fullmatch(r"(.+)_\d+", n)
+        owner = n if n in available else m.group(1) if m and m.group(1) in available else None
+        if owner is None and not strict:
+            continue
+        if owner is None:
+            raise StsrError(f"no array named '{n}'{where}; available: {', '.join(available)}")
+        keep.append(owner)
+    return list(dict.fromkeys(keep))
+
+
+def series_from_frames(frames: Sequence[Frame], arrays: Optional[Sequence[str]] = None,
+                       source: str = "") -> VolumeSeries:
+    """Stack timesteps into a series (multi-component arrays split into scalar variables).
+    ``arrays``: keep those (default: all of the first step's, which every step must then
+    have, and no more). Every step must have the first step's grid and the kept arrays."""
+    if not frames:
+        raise StsrError(f"no timesteps{' in ' + source if source else ''}")
+    first = frames[0]
+    names = arrays_holding(arrays, list(first.stored or first.arrays), f" {first.where}") \
+        if arrays else list(first.arrays)
+    for f in frames[1:]:
+        diffs = f.grid.differences(first.grid)
+        if diffs:
+            raise StsrError(f"timesteps have different grids: {f.where} vs {first.where}: "
+                            + "; ".join(diffs))
+        missing = [n for n in names if n not in f.arrays]
+        if missing:
+            raise StsrError(f"array '{missing[0]}' is missing {f.where} (present {first.where})")
+        extra = [n for n in f.arrays if n not in names] if not arrays else []
+        if extra:
+            raise StsrError(f"array '{extra[0]}' is missing {first.where} (present {f.where})")
+    variables: Dict[str, np.ndarray] = {}
+    components: ComponentMap = {}
+    for n in names:
+        stacked = np.stack([f.arrays[n] for f in frames])
+        parts = split_components(n, stacked)
+        if stacked.ndim == 5:
+            components[n] = list(parts)
+        variables.update(parts)
+    return VolumeSeries(times=[f.time for f in frames], variables=variables,
+                        origin=first.grid.origin, spacing=first.grid.spacing,
+                        components=components, source=source)
 
 
 def split_components(name: str, array: np.ndarray) -> Dict[str, np.ndarray]:

@@ -1,6 +1,7 @@
 """Readers and writers on real files: round trips of every format, files written by VTK itself
 (as ParaView writes them), and each kind of bad input with the message it must give."""
 import json
+import re
 import os
 
 import numpy as np
@@ -197,3 +198,59 @@ def test_writers_never_replace_without_overwrite(tmp_path):
     assert read_series(str(tmp_path / "no" / "such" / "out.pvd")).n_times == 2
     leftovers = [p for p in os.listdir(tmp_path) if p.startswith(".")]
     assert leftovers == []
+
+
+def write_with_a_damaged_array(values: dict, damaged: str, path):
+    """A .vti (raw zlib-compressed appended data) whose array ``damaged`` holds garbage
+    where its compressed values should be: VTK fails on it only if it reads that array."""
+    w = vtk_xml.vtkXMLImageDataWriter()
+    w.SetFileName(str(path))
+    w.SetInputData(vtk_image(values))
+    w.SetDataModeToAppended()
+    w.EncodeAppendedDataOff()
+    w.SetCompressorTypeToZLib()
+    assert w.Write() == 1
+    data = bytearray(path.read_bytes())
+    head = data[:data.index(b"<AppendedData")].decode()
+    names = re.findall(r'<DataArray[^>]*Name="(\w+)"', head)
+    offsets = [int(v) for v in re.findall(r'<DataArray[^>]*offset="(\d+)"', head)]
+    start = data.index(b"_", data.index(b"<AppendedData")) + 1
+    i = names.index(damaged)
+    for k in range(start + offsets[i] + 24, start + offsets[i + 1]):   # past its block header
+        data[k] = 0x55
+    path.write_bytes(bytes(data))
+
+
+def test_asking_for_some_arrays_reads_only_those_from_vti_files(tmp_path):
+    a = np.arange(60, dtype=np.float32).reshape(3, 4, 5)
+    for t in range(2):
+        write_with_a_damaged_array({"p": a + t, "junk": a * 7, "q": a - t}, "junk",
+                                   tmp_path / f"x_{t}.vti")
+    with pytest.raises(StsrError, match="x_0.vti' is unreadable"):
+        read_series(str(tmp_path))                 # all arrays: the damaged one too
+    s = read_series(str(tmp_path), arrays=["q", "p"])
+    assert s.names == ["q", "p"]
+    np.testing.assert_array_equal(s.variables["p"][1], a + 1)
+    with pytest.raises(StsrError, match=r"no array named 'r' in '.*x_0.vti'; available: p, "
+                                        r"junk, q"):
+        read_series(str(tmp_path), arrays=["r"])
+
+
+def test_asking_for_some_arrays_reads_only_those_datasets_of_an_h5_file(tmp_path):
+    import h5py
+    path = tmp_path / "s.h5"
+    write_series(smooth_series(nt=2), str(path))
+    with h5py.File(path, "a") as fh:
+        fh["junk"] = np.zeros((2, 2))              # not a volume: an error if read
+    with pytest.raises(StsrError, match="dataset 'junk'"):
+        read_series(str(path))
+    assert read_series(str(path), arrays=["rho"]).names == ["rho"]
+
+
+@pytest.mark.parametrize("name", ["s.pvd", "s.h5", "s.json"])
+def test_asking_for_a_component_or_a_vector_keeps_just_that(tmp_path, name):
+    write_series(vector_series(), str(tmp_path / name))
+    one = read_series(str(tmp_path / name), arrays=["vel_1", "temperature"])
+    assert one.names == ["vel_1", "temperature"] and not one.components
+    vec = read_series(str(tmp_path / name), arrays=["vel"])
+    assert vec.names == ["vel_0", "vel_1", "vel_2"] and vec.components == {"vel": vec.names}

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from stsr_core import api
+from stsr_core import api, config
 from stsr_core.io import write_series
 from test_engine import smooth_series
 
@@ -65,6 +65,12 @@ def test_filter_and_model_source(prog, series_file, tmp_path):
     assert set(res["arrays"]) == {"temperature", "rho", "v"}
     assert res["arrays"]["v"] == [13 * 11 * 9, 3]
     assert res["training"]["steps"] == 25 and res["cache_hit"]
+    # the drop-down lists are stsr_core/config.py's, with the presets' descriptions
+    assert res["lists"] == {"Preset": list(config.PRESET_DESCRIPTIONS),
+                            "Device": list(config.DEVICES),
+                            "TimeInterpolation": list(config.BASE_TIME_DESCRIPTIONS)}
+    for name, description in config.PRESET_DESCRIPTIONS.items():
+        assert f"{name}: {description}." in " ".join(res["preset_help"].split())
     assert res["source_times"] == res["times"] and res["source_dims"] == res["dims"]
     # the filter's numbers are the engine's numbers for the saved model
     tm = api.load_model(str(model), device="cpu")
@@ -165,6 +171,17 @@ def test_gui_time_keeper_and_screenshot(series_file, tmp_path):
     assert res["ok"], res
     assert np.allclose(res["timekeeper_steps"], [1.5, 1.75, 2.0, 2.25, 2.5, 2.75, 3.0, 3.25, 3.5])
     assert abs(res["time"] - 1.75) < 1e-9 and abs(res["view_time"] - 1.75) < 1e-9
+    # the panel lists properties in the order a user sets them, the rarely changed ones
+    # behind the gear button (advanced), in groups
+    advanced = {"TrainingSteps", "TimeInterpolation", "Device", "Seed"}
+    assert res["panel"] == [[n, "advanced" if n in advanced else "default"] for n in (
+        "Input", "Arrays", "SpatialScale", "OutputDimensions", "TemporalScale",
+        "TrainingMinutes", "TrainingSteps", "Preset", "TimeInterpolation", "ModelFile",
+        "Train", "Device", "Seed")]
+    assert res["groups"] == [
+        ["Input", "Arrays"], ["Output", "SpatialScale", "OutputDimensions", "TemporalScale"],
+        ["Training", "TrainingMinutes", "TrainingSteps", "Preset", "TimeInterpolation"],
+        ["Model", "ModelFile", "Train"], ["Run", "Device", "Seed"]]
     from matplotlib.image import imread
     img = imread(str(tmp_path / "gui.png"))
     assert img.shape[0] == 480 and img.shape[1] == 640

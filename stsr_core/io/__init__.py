@@ -25,26 +25,27 @@ READ_FORMATS = ".pvd, a folder of .vti, .vti, .h5/.hdf5, .json (raw layout)"
 
 def read_series(path: str, arrays: Optional[Sequence[str]] = None) -> VolumeSeries:
     """Read any supported series; ``arrays`` keeps only those point arrays (a
-    multi-component name keeps all its components). NaN/Inf values are refused."""
+    multi-component name keeps all its components), and the readers read no others from
+    the files. NaN/Inf values are refused."""
     path = os.fspath(path)
     ext = os.path.splitext(path)[1].lower()
     if os.path.isdir(path):
         from .vti import read_vti_folder
-        series = read_vti_folder(path)
+        series = read_vti_folder(path, arrays)
     elif not os.path.exists(path):
         raise StsrError(f"'{path}' does not exist")
     elif ext == ".pvd":
         from .vti import read_pvd
-        series = read_pvd(path)
+        series = read_pvd(path, arrays)
     elif ext == ".vti":
         from .vti import read_single_vti
-        series = read_single_vti(path)
+        series = read_single_vti(path, arrays)
     elif ext in (".h5", ".hdf5"):
         from .hdf5 import read_h5
-        series = read_h5(path)
+        series = read_h5(path, arrays)
     elif ext == ".json":
         from .raw import read_raw
-        series = read_raw(path)
+        series = read_raw(path, arrays)
     elif ext in NON_IMAGE:
         raise StsrError(f"'{path}' holds {NON_IMAGE[ext]}, not image data: {RESAMPLE_HINT}")
     else:

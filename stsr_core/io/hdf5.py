@@ -12,7 +12,7 @@ import numpy as np
 
 from ..errors import StsrError
 from ..grid import Grid
-from ..series import VolumeSeries, split_components
+from ..series import VolumeSeries, arrays_holding, split_components
 from .stream import SeriesReader, SeriesWriter, keep_arrays, fsync_file, remove_quietly
 
 
@@ -38,8 +38,9 @@ def read_h5(path: str, arrays: Optional[Sequence[str]] = None) -> VolumeSeries:
         order = [str(v.decode() if isinstance(v, bytes) else v)
                  for v in fh.attrs.get("variables", [])]
         names.sort(key=lambda n: order.index(n) if n in order else len(order))
-        if arrays is not None:
-            names = [n for n in names if n in arrays]
+        if arrays:                     # read only the datasets that hold these names
+            keep = arrays_holding(arrays, names, f" in '{path}'")
+            names = [n for n in names if n in keep]
         if not names:
             raise StsrError(f"'{path}' has no datasets to read (expected one per variable, "
                             "shape [T, Z, Y, X])")

@@ -138,7 +138,12 @@ class RawReader(SeriesReader):
 
     def __init__(self, path: str, arrays: Optional[Sequence[str]] = None) -> None:
         self.desc = _describe(path)
+        if arrays is not None:   # a vector's name stands for its components, in asked order
+            arrays = list(dict.fromkeys(p for a in arrays
+                                        for p in self.desc["components"].get(a, [a])))
         names = keep_arrays(self.desc["variables"], arrays, path)
+        if arrays is not None:
+            names = list(arrays)
         comps = {k: v for k, v in self.desc["components"].items() if all(c in names for c in v)}
         super().__init__(path, Grid(self.desc["dims"], self.desc["origin"],
                                     self.desc["spacing"]), self.desc["times"], names, comps)

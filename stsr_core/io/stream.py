@@ -339,25 +339,26 @@ class _VtiReader(SeriesReader):
     def __init__(self, path: str, files: List[str], times: Sequence[float],
                  arrays: Optional[Sequence[str]]) -> None:
         from .vti import read_vti
-        merged, dims, origin, spacing, _ = read_vti(files[0])
-        self.keep = keep_arrays(list(merged), arrays, files[0])
+        first = read_vti(files[0], arrays)          # VTK reads only the asked arrays' data
+        self.arrays = arrays
+        self.keep = keep_arrays(list(first.arrays), arrays, files[0])
         self.files = files
-        variables, comps = _split({n: merged[n] for n in self.keep})
-        super().__init__(path, Grid(dims, origin, spacing), times, list(variables), comps)
+        variables, comps = _split({n: first.arrays[n] for n in self.keep})
+        super().__init__(path, first.grid, times, list(variables), comps)
 
     def read_step(self, i: int) -> Dict[str, np.ndarray]:
         from .vti import read_vti
         i = self._check(i)
-        merged, dims, origin, spacing, _ = read_vti(self.files[i])
-        diffs = self.grid.differences(Grid(dims, origin, spacing))
+        frame = read_vti(self.files[i], self.arrays)
+        diffs = self.grid.differences(frame.grid)
         if diffs:
             raise StsrError(f"timesteps have different grids: '{self.files[i]}' differs from "
                             f"'{self.files[0]}' ({'; '.join(diffs)})")
-        missing = [n for n in self.keep if n not in merged]
+        missing = [n for n in self.keep if n not in frame.arrays]
         if missing:
             raise StsrError(f"array {missing} is missing at a timestep: not in "
                             f"'{self.files[i]}' (it is in '{self.files[0]}')")
-        return _split({n: merged[n] for n in self.keep})[0]
+        return _split({n: frame.arrays[n] for n in self.keep})[0]
 
 
 def _pvd_steps(path: str) -> Tuple[List[float], List[str]]:

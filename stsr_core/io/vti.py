@@ -5,17 +5,18 @@ Debian), so what is written opens in ParaView and what ParaView writes is read h
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import tempfile
 import xml.etree.ElementTree as ET
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
 from ..errors import StsrError
 from ..grid import Grid
-from ..series import VolumeSeries, merged_arrays, split_components
+from ..series import Frame, VolumeSeries, arrays_holding, merged_arrays, series_from_frames
 from .stream import SeriesWriter, fsync_file, remove_quietly
 
 NON_IMAGE = {".vtu": "unstructured grid", ".vtp": "polygonal data", ".vts": "structured grid",
@@ -37,18 +38,21 @@ def _vtk():
     return numpy_support, vtkFloatArray, vtkImageData, vtkXMLImageDataReader, vtkXMLImageDataWriter
 
 
-def arrays_from_image(img, where: str = "") -> Dict[str, np.ndarray]:
-    """Point arrays of a vtkImageData as numpy: ``[Z, Y, X]`` or ``[Z, Y, X, C]`` float32."""
+def arrays_from_image(img, where: str = "",
+                      names: Optional[Sequence[str]] = None) -> Dict[str, np.ndarray]:
+    """Point arrays of a vtkImageData as numpy: ``[Z, Y, X]`` or ``[Z, Y, X, C]`` float32;
+    ``names``: convert only the arrays that hold these (see :func:`arrays_holding`)."""
     numpy_support = _vtk()[0]
     dims = tuple(int(d) for d in img.GetDimensions())
     pd = img.GetPointData()
+    stored = {pd.GetArray(i).GetName() or f"array{i}": pd.GetArray(i)
+              for i in range(pd.GetNumberOfArrays()) if pd.GetArray(i) is not None}
+    keep = arrays_holding(names, list(stored), where, strict=False) if names else list(stored)
     arrays: Dict[str, np.ndarray] = {}
     n = dims[0] * dims[1] * dims[2]
-    for i in range(pd.GetNumberOfArrays()):
-        arr = pd.GetArray(i)
-        if arr is None:
+    for name, arr in stored.items():
+        if name not in keep:
             continue
-        name = arr.GetName() or f"array{i}"
         a = numpy_support.vtk_to_numpy(arr).astype(np.float32)
         if a.shape[0] != n:
             raise StsrError(f"array '{name}'{where} has {a.shape[0]} values for {n} points: "
@@ -58,9 +62,9 @@ def arrays_from_image(img, where: str = "") -> Dict[str, np.ndarray]:
     return arrays
 
 
-def read_vti(path: str) -> Tuple[Dict[str, np.ndarray], Tuple[int, int, int],
-                                 Tuple[float, ...], Tuple[float, ...], Optional[float]]:
-    """One .vti -> (point arrays [Z, Y, X] or [Z, Y, X, C], dims, origin, spacing, TimeValue)."""
+def read_vti(path: str, arrays: Optional[Sequence[str]] = None) -> Frame:
+    """One .vti as a :class:`Frame` (time: its TimeValue field, or None). ``arrays``: read
+    only the point arrays that hold these names (VTK skips the others' data)."""
     ext = os.path.splitext(path)[1].lower()
     if ext in NON_IMAGE:
         raise StsrError(f"'{path}' holds {NON_IMAGE[ext]}, not image data: {RESAMPLE_HINT}")
@@ -79,13 +83,19 @@ def read_vti(path: str) -> Tuple[Dict[str, np.ndarray], Tuple[int, int, int],
     errors: List[str] = []
     reader.AddObserver(vtkCommand.ErrorEvent, lambda o, e: errors.append(e))
     reader.SetFileName(path)
+    if arrays:
+        reader.UpdateInformation()
+        selection = reader.GetPointDataArraySelection()
+        stored = [selection.GetArrayName(i) for i in range(selection.GetNumberOfArrays())]
+        keep = arrays_holding(arrays, stored, strict=False)
+        for name in stored:
+            selection.SetArraySetting(name, name in keep)
     reader.Update()
     img = reader.GetOutput()
     if errors or reader.GetErrorCode() or img is None or img.GetNumberOfPoints() == 0:
         raise StsrError(f"'{path}' is unreadable or truncated (VTK could not read it)")
-    dims = tuple(int(d) for d in img.GetDimensions())
-    arrays = arrays_from_image(img, f" in '{path}'")
-    if not arrays:
+    found = arrays_from_image(img, f" in '{path}'")
+    if not found and not (arrays and stored):   # asked-for arrays: series_from_frames says
         if img.GetCellData().GetNumberOfArrays() > 0:
             raise StsrError(f"'{path}' has only cell data; point data is needed (ParaView: "
                             "Filters > Cell Data to Point Data)")
@@ -94,49 +104,14 @@ def read_vti(path: str) -> Tuple[Dict[str, np.ndarray], Tuple[int, int, int],
     fd = img.GetFieldData()
     if fd is not None and fd.GetArray("TimeValue") is not None:
         tv = float(fd.GetArray("TimeValue").GetTuple1(0))
-    return (arrays, dims, tuple(img.GetOrigin()), tuple(img.GetSpacing()), tv)  # type: ignore
+    return Frame(tv, found, image_grid(img), f"in '{path}'", tuple(stored) if arrays else ())
 
 
-def _assemble(files: Sequence[str], times: Sequence[float], source: str,
-              arrays: Optional[Sequence[str]]) -> VolumeSeries:
-    per_step: List[Dict[str, np.ndarray]] = []
-    geom = None
-    first = None
-    for f in files:
-        a, dims, origin, spacing, _ = read_vti(f)
-        if geom is None:
-            geom, first = (dims, origin, spacing), f
-        else:
-            if dims != geom[0] or not np.allclose(origin, geom[1]) or \
-                    not np.allclose(spacing, geom[2]):
-                raise StsrError(
-                    f"timesteps have different grids: '{first}' has dims {geom[0]}, origin "
-                    f"{geom[1]}, spacing {geom[2]} but '{f}' has dims {dims}, origin {origin}, "
-                    f"spacing {spacing}")
-        if arrays is not None:
-            a = {k: v for k, v in a.items() if k in arrays}
-        per_step.append(a)
-    names = list(per_step[0])
-    for f, a in zip(files, per_step):
-        for n in names:
-            if n not in a:
-                raise StsrError(f"array '{n}' is missing at a timestep: not in '{f}' "
-                                f"(it is in '{files[0]}')")
-        for n in a:
-            if n not in names:
-                raise StsrError(f"array '{n}' is missing at a timestep: in '{f}' but not in "
-                                f"'{files[0]}'")
-    variables: Dict[str, np.ndarray] = {}
-    components: Dict[str, List[str]] = {}
-    for n in names:
-        stacked = np.stack([a[n] for a in per_step])
-        parts = split_components(n, stacked)
-        if len(parts) > 1 or stacked.ndim == 5:
-            components[n] = list(parts)
-        variables.update(parts)
-    assert geom is not None
-    return VolumeSeries(times=np.asarray(times, dtype=np.float64), variables=variables,
-                        origin=geom[1], spacing=geom[2], components=components, source=source)
+def image_grid(img) -> Grid:
+    """The grid of a vtkImageData's points (its origin moved to the extent's first point)."""
+    spacing = img.GetSpacing()
+    origin = [o + e * s for o, e, s in zip(img.GetOrigin(), img.GetExtent()[0::2], spacing)]
+    return Grid(img.GetDimensions(), origin, spacing)
 
 
 def read_pvd(path: str, arrays: Optional[Sequence[str]] = None) -> VolumeSeries:
@@ -171,7 +146,8 @@ def read_pvd(path: str, arrays: Optional[Sequence[str]] = None) -> VolumeSeries:
     times = [e[0] for e in entries]
     if len(set(times)) != len(times):
         raise StsrError(f"'{path}' lists the same timestep twice: {times}")
-    return _assemble([e[1] for e in entries], times, path, arrays)
+    frames = [dataclasses.replace(read_vti(e[1], arrays), time=e[0]) for e in entries]
+    return series_from_frames(frames, arrays, path)
 
 
 def _natural_key(name: str):
@@ -183,21 +159,17 @@ def read_vti_folder(path: str, arrays: Optional[Sequence[str]] = None) -> Volume
     files = sorted((f for f in os.listdir(path) if f.lower().endswith(".vti")), key=_natural_key)
     if not files:
         raise StsrError(f"folder '{path}' has no .vti files")
-    full = [os.path.join(path, f) for f in files]
-    tvs = [read_vti(f)[4] for f in full[:1]]
-    times: List[float]
-    if tvs[0] is not None:
-        times = [read_vti(f)[4] for f in full]  # type: ignore[misc]
-        if any(t is None for t in times):
-            times = [float(i) for i in range(len(full))]
-    else:
-        times = [float(i) for i in range(len(full))]
-    return _assemble(full, times, path, arrays)
+    frames = [read_vti(os.path.join(path, f), arrays) for f in files]
+    if any(f.time is None for f in frames):     # TimeValue in every file, else 0, 1, ...
+        frames = [dataclasses.replace(f, time=float(i)) for i, f in enumerate(frames)]
+    return series_from_frames(frames, arrays, path)
 
 
 def read_single_vti(path: str, arrays: Optional[Sequence[str]] = None) -> VolumeSeries:
-    tv = read_vti(path)[4]
-    return _assemble([path], [0.0 if tv is None else tv], path, arrays)
+    frame = read_vti(path, arrays)
+    if frame.time is None:
+        frame = dataclasses.replace(frame, time=0.0)
+    return series_from_frames([frame], arrays, path)
 
 
 def image_from_arrays(grid: Grid, arrays: Dict[str, np.ndarray], time: Optional[float] = None):

@@ -23,6 +23,11 @@ up.TimeInterpolation = "cubic"
 up.ModelFile = model
 up.UpdatePipelineInformation()
 times = list(up.TimestepValues)
+# the drop-down lists as the proxy offers them (tests compare them with stsr_core/config.py)
+lists = {}
+for name in ("Preset", "Device", "TimeInterpolation"):
+    domain = up.GetProperty(name).SMProperty.GetDomain("list")
+    lists[name] = [domain.GetString(i) for i in range(domain.GetNumberOfStrings())]
 t_mid = times[1]
 
 
@@ -51,7 +56,8 @@ src_img, src_arrays = grab(src, t_mid)
 np.savez(out + "/filter.npz", **arrays)
 np.savez(out + "/source.npz", **src_arrays)
 json.dump({
-    "times": times, "t_mid": t_mid,
+    "times": times, "t_mid": t_mid, "lists": lists,
+    "preset_help": up.GetProperty("Preset").SMProperty.GetDocumentation().GetDescription(),
     "dims": list(img.GetDimensions()), "spacing": list(img.GetSpacing()),
     "origin": list(img.GetOrigin()),
     "arrays": {k: list(v.shape) for k, v in arrays.items()},

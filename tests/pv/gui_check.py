@@ -9,7 +9,7 @@ from paraview import simple
 
 from paraview.simple import (ColorBy, GetActiveViewOrCreate, GetAnimationScene,
                              GetTimeKeeper, PVDReader, Render, ResetCamera, SaveScreenshot,
-                             Show)
+                             Show, servermanager)
 
 data, out = os.environ["STSR_GUI_DATA"], os.environ["STSR_GUI_OUT"]
 result = {"ok": False}
@@ -21,6 +21,19 @@ try:
     up.TemporalScale = 2
     up.TrainingSteps = 20
     up.TrainingMinutes = 0.0
+    # the properties panel's order: the proxy's properties in XML order (as pqProxyWidget
+    # walks them), whether each is behind the gear button, and the groups
+    it = servermanager.vtkSMOrderedPropertyIterator()
+    it.SetProxy(up.SMProxy)
+    it.Begin()
+    panel = []
+    while not it.IsAtEnd():
+        if not it.GetProperty().GetInformationOnly():
+            panel.append([it.GetKey(), it.GetProperty().GetPanelVisibility()])
+        it.Next()
+    groups = [up.SMProxy.GetPropertyGroup(i) for i in range(up.SMProxy.GetNumberOfPropertyGroups())]
+    groups = [[g.GetXMLLabel()] + [g.GetProperty(j).GetXMLName()
+                                   for j in range(g.GetNumberOfProperties())] for g in groups]
     view = GetActiveViewOrCreate("RenderView")
     scene = GetAnimationScene()
     scene.UpdateAnimationUsingDataTimeSteps()
@@ -40,7 +53,7 @@ try:
     Render(view)
     SaveScreenshot(os.path.join(out, "gui.png"), view, ImageResolution=[640, 480])
     result = {"ok": True, "timekeeper_steps": steps, "time": tk.Time,
-              "view_time": view.ViewTime}
+              "view_time": view.ViewTime, "panel": panel, "groups": groups}
 except Exception as exc:  # noqa: BLE001 - reported to the test
     result = {"ok": False, "error": repr(exc)}
 with open(os.path.join(out, "gui.json"), "w") as fh:
