@@ -7,7 +7,7 @@ import math
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -25,8 +25,12 @@ from .series import VolumeSeries
 from .train import (BatchSampler, ProgressCallback, TrainProgress, budget_fraction,
                     budget_seconds, make_optimizer, resolve_device, train_loop)
 
+# share of a time budget the model's fit to the data may take (the rest: training steps,
+# saving, and the slack of a fit step that cannot be cut short)
+INIT_BUDGET_SHARE = 0.85
+
 __all__ = ["ModelInfo", "TrainedModel", "TrainProgress", "fit", "save_model", "load_model",
-           "output_grid", "output_times", "predict", "predict_timestep", "check_compatible",
+           "output_grid", "output_times", "predict", "upscale", "predict_timestep", "check_compatible",
            "blend"]
 
 
@@ -73,6 +77,9 @@ class TrainedModel:
     model_config: Any
     train_config: TrainConfig
     optimizer_state: Optional[Dict[str, Any]] = None
+    # the last output grid's evaluation plan (fast base): (grid, plan); one at a time, as it
+    # holds an interval's fields on that grid
+    plan: Optional[Tuple[Grid, Any]] = field(default=None, repr=False)
 
     @property
     def device(self) -> torch.device:
@@ -90,22 +97,28 @@ def _spec(info: ModelInfo) -> FieldSpec:
                      times_norm=tuple(normalise_times(t, info.times[0], info.times[-1]).tolist()))
 
 
-def _payload(tm: TrainedModel, with_optimizer: bool) -> Dict[str, Any]:
+def _payload(tm: TrainedModel) -> Dict[str, Any]:
     state = {k: v.detach().cpu() for k, v in tm.model.state_dict().items()}
-    payload = {"format": modelfile.FORMAT_NAME, "version": modelfile.FORMAT_VERSION,
-               "model_config": config_to_dict(tm.model_config),
-               "train_config": config_to_dict(tm.train_config),
-               "state_dict": state, "info": tm.info.to_dict(),
-               "step": int(tm.info.history.get("steps", 0))}
-    if with_optimizer and tm.optimizer_state is not None:
-        payload["optimizer"] = tm.optimizer_state
-    return payload
+    return {"format": modelfile.FORMAT_NAME, "version": modelfile.FORMAT_VERSION,
+            "model_config": config_to_dict(tm.model_config),
+            "train_config": config_to_dict(tm.train_config),
+            "state_dict": state, "info": tm.info.to_dict(),
+            "step": int(tm.info.history.get("steps", 0))}
 
 
 def save_model(tm: TrainedModel, path: str, with_optimizer: bool = True) -> None:
-    """Write the model file atomically (temp file + rename). The optimiser state is kept so
-    that ``fit(..., resume=...)`` can continue where training stopped."""
-    modelfile.write_atomic(path, _payload(tm, with_optimizer))
+    """Write the model file atomically (temp file + rename): the model alone. With
+    ``with_optimizer`` the optimiser state goes to :func:`modelfile.resume_path` beside it,
+    so that ``fit(..., resume=...)`` continues where training stopped; a state left there
+    by an earlier model is removed."""
+    modelfile.write_atomic(path, _payload(tm))
+    side = modelfile.resume_path(path)
+    if with_optimizer and tm.optimizer_state is not None:
+        modelfile.write_atomic(side, {"format": modelfile.RESUME_FORMAT,
+                                      "step": int(tm.info.history.get("steps", 0)),
+                                      "optimizer": tm.optimizer_state})
+    elif os.path.exists(side):
+        os.unlink(side)
 
 
 def load_model(path: str, device: str = "auto") -> TrainedModel:
@@ -122,7 +135,10 @@ def load_model(path: str, device: str = "auto") -> TrainedModel:
         raise StsrError(f"model file '{path}' is inconsistent: {type(exc).__name__}: "
                         f"{str(exc).splitlines()[0]}") from None
     model.to(resolve_device(device)).eval()
-    return TrainedModel(model, info, mcfg, tcfg, payload.get("optimizer"))
+    optimizer = payload.get("optimizer")            # format 3 kept it inside
+    if optimizer is None:
+        optimizer = modelfile.read_resume_state(path, int(payload.get("step", 0)))
+    return TrainedModel(model, info, mcfg, tcfg, optimizer)
 
 
 def _apply_overrides(cfg: Any, overrides: Optional[Dict[str, Any]], what: str) -> Any:
@@ -156,7 +172,7 @@ class _Run:
 
     tm: TrainedModel
     data: torch.Tensor              # [V, T, Z, Y, X] normalised, on the model's device
-    optimizer: torch.optim.Optimizer
+    optimizer: Optional[torch.optim.Optimizer]    # None: nothing to train (the base alone)
     start_step: int = 0
     start_elapsed: float = 0.0
     init_s: float = 0.0             # the model's fit to the data (counts as training time)
@@ -220,11 +236,22 @@ def _start_run(series: VolumeSeries, preset: str, tcfg: TrainConfig,
             0, tcfg.steps, el, budget_seconds(tcfg), math.nan, math.nan,
             budget_fraction(tcfg, 0, el), phase="init", init_fraction=done))
 
+    # the fit to the data counts against the time budget: it may use most of it
+    budget = budget_seconds(tcfg)
     cancelled = model.init_from_data(
-        data, progress=init_progress if callback is not None else None) is False
+        data, progress=init_progress if callback is not None else None,
+        budget_s=None if budget is None else INIT_BUDGET_SHARE * budget) is False
+    info.history["init_notes"] = list(getattr(getattr(model, "base", None), "fit_notes", []))
     tm = TrainedModel(model, info, mcfg, tcfg)
-    return _Run(tm, data, make_optimizer(model, tcfg), init_s=time.perf_counter() - t_init,
+    return _Run(tm, data, _optimizer(model, tcfg), init_s=time.perf_counter() - t_init,
                 init_cancelled=cancelled)
+
+
+def _optimizer(model: FieldModel, tcfg: TrainConfig) -> Optional[torch.optim.Optimizer]:
+    """Adam over the trainable weights; None when there are none (the fast base alone)."""
+    if not any(p.requires_grad for p in model.parameters()):
+        return None
+    return make_optimizer(model, tcfg)
 
 
 def _resume_run(resume: TrainedModel, series: VolumeSeries, tcfg: TrainConfig) -> _Run:
@@ -232,8 +259,8 @@ def _resume_run(resume: TrainedModel, series: VolumeSeries, tcfg: TrainConfig) -
     check_compatible(resume, series)
     dev = _prepare_device(tcfg)
     model = resume.model.to(dev)
-    optimizer = make_optimizer(model, tcfg)
-    if resume.optimizer_state is not None:
+    optimizer = _optimizer(model, tcfg)
+    if optimizer is not None and resume.optimizer_state is not None:
         try:
             optimizer.load_state_dict(resume.optimizer_state)
         except ValueError:
@@ -256,16 +283,19 @@ def _train(run: _Run, callback: Optional[ProgressCallback],
 
     def checkpoint(step: int, elapsed: float) -> None:
         tm.info.history.update({"steps": step, "elapsed_s": elapsed, "stopped": "checkpoint"})
-        tm.optimizer_state = optimizer.state_dict()
+        tm.optimizer_state = optimizer.state_dict()  # type: ignore[union-attr]
         save_model(tm, checkpoint_path)  # type: ignore[arg-type]
 
     def on_progress(p: TrainProgress) -> Optional[bool]:
         p.trained = tm          # lets a hook evaluate the model mid-training
         return callback(p) if callback is not None else None
 
-    if run.init_cancelled:        # stopped while fitting itself to the data: no training steps
-        hist: Dict[str, Any] = {"steps": 0, "elapsed_s": run.init_s, "loss": math.nan,
-                                "batch_psnr": math.nan, "stopped": "cancelled"}
+    if run.init_cancelled or optimizer is None:   # cancelled during the fit to the data,
+        # or nothing to train: the model is what that fit made
+        hist: Dict[str, Any] = {"steps": run.start_step, "loss": math.nan,
+                                "elapsed_s": run.start_elapsed + run.init_s,
+                                "batch_psnr": math.nan,
+                                "stopped": "cancelled" if run.init_cancelled else "fitted"}
     else:
         times_norm = normalise_times(torch.tensor(info.times, dtype=torch.float64),
                                      info.times[0], info.times[-1])
@@ -280,7 +310,7 @@ def _train(run: _Run, callback: Optional[ProgressCallback],
         info.history["init_s"] = run.init_s
     info.history.update({"device": str(run.data.device), "n_parameters": tm.n_parameters(),
                          "torch": str(torch.__version__)})
-    tm.optimizer_state = optimizer.state_dict()
+    tm.optimizer_state = optimizer.state_dict() if optimizer is not None else None
     if checkpoint_path:
         save_model(tm, checkpoint_path)
     return tm
@@ -358,12 +388,40 @@ def _t_norm(info: ModelInfo, t: float) -> float:
                                  info.times[-1])[0])
 
 
+def _grid_plan(tm: TrainedModel, grid: Grid) -> Any:
+    """The fast base's plan for evaluating whole ``grid``s at once (separable filtering),
+    or None where points must go through the model one by one: a network on top, or a grid
+    that does not span the data's bounds."""
+    model = tm.model
+    base = getattr(model, "base", None)
+    if base is None or getattr(model, "has_network", True):
+        return None
+    same = tm.info.grid.resampled(grid.dims)
+    if same.differences(grid):
+        return None
+    if tm.plan is None or tm.plan[0] != grid:
+        tm.plan = None                       # free the last plan's fields first
+        axes = [torch.linspace(-1.0, 1.0, n, device=tm.device) for n in grid.dims]
+        tm.plan = (grid, base.plan_grid(axes))
+    return tm.plan[1]
+
+
 def predict_timestep(tm: TrainedModel, t: float, grid: Grid, chunk: int = DEFAULT_CHUNK,
                      progress: Optional[Callable[[float], Optional[bool]]] = None
                      ) -> Optional[Dict[str, np.ndarray]]:
     """Physical values of every variable at time ``t`` on ``grid``: name -> float32
-    [Z, Y, X]. Returns None if ``progress`` returned False."""
+    [Z, Y, X]. Returns None if ``progress`` returned False. The fast base alone on a grid
+    over the data's bounds is evaluated whole (tens of millions of points a second); other
+    models and grids go through the model in chunks of ``chunk`` points."""
     info = tm.info
+    plan = _grid_plan(tm, grid)
+    if plan is not None:
+        norm = tm.model.base.evaluate_grid(plan, _t_norm(info, t))       # [V, Z, Y, X]
+        if progress is not None and progress(1.0) is False:
+            return None
+        return {n: info.stats[n].denormalise(norm[i].cpu().numpy()).astype(np.float32,
+                                                                           copy=False)
+                for i, n in enumerate(info.variables)}
     var_idx = torch.arange(len(info.variables), device=tm.device)
     norm = predict_grid(tm.model, info.layout, _t_norm(info, t), grid, info.grid,
                         var_idx=var_idx, chunk=chunk, progress=progress)
@@ -371,6 +429,40 @@ def predict_timestep(tm: TrainedModel, t: float, grid: Grid, chunk: int = DEFAUL
         return None
     return {n: info.stats[n].denormalise(norm[i]).astype(np.float32)
             for i, n in enumerate(info.variables)}
+
+
+def upscale(tm: TrainedModel, path: str, *, scale: Optional[float] = None,
+            dims: Optional[Sequence[int]] = None, time_scale: Optional[int] = None,
+            times: Optional[Sequence[float]] = None, format: Optional[str] = None,
+            compression: str = "zlib", overwrite: bool = False,
+            callback: Optional[Callable[[float], Optional[bool]]] = None) -> Dict[str, Any]:
+    """The model on an output grid at output times, written to ``path`` one step at a time
+    (io/stream.py: checked for disk space first, each step complete before it is listed),
+    so memory stays bounded whatever the output size. Returns the timings: seconds spent
+    computing and writing, steps, points per step, files."""
+    from .io.stream import open_series_writer
+    grid = output_grid(tm.info.grid, scale, dims)
+    t_out = output_times(tm.info.times, time_scale, times)
+    n_t = len(t_out)
+    compute_s = write_s = 0.0
+    with open_series_writer(path, grid, t_out, tm.info.variables, tm.info.components,
+                            format=format, compression=compression,
+                            overwrite=overwrite) as writer:
+        for i, t in enumerate(t_out):
+            def prog(f: float, i: int = i) -> Optional[bool]:
+                return None if callback is None else callback((i + f) / n_t)
+            t0 = time.perf_counter()
+            vals = predict_timestep(tm, float(t), grid, progress=prog)
+            t1 = time.perf_counter()
+            if vals is None:
+                raise StsrError("upscaling cancelled")
+            writer.write_step(i, vals)
+            compute_s += t1 - t0
+            write_s += time.perf_counter() - t1
+        files = writer.close()
+    tm.plan = None
+    return {"compute_s": compute_s, "write_s": write_s, "steps": n_t,
+            "points_per_step": grid.n_points, "grid": grid, "files": files}
 
 
 def predict(tm: TrainedModel, *, scale: Optional[float] = None,

@@ -17,6 +17,8 @@ from .config import (DEFAULT_PRESET, DEVICES, PRESET_DESCRIPTIONS, apply_setting
 from .errors import StsrError
 
 DEVICE_HELP = f"where to compute: {', '.join(DEVICES)} (auto: CUDA when available)"
+# every writer's compressions (io/stream.py), first the defaults every format has
+COMPRESSION_CHOICES = ["zlib", "none", "lz4", "gzip", "lzf"]
 EPILOG = "Formats: .pvd, a folder of .vti, .vti, .h5/.hdf5, .json (raw layout). See README.md."
 
 
@@ -119,6 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--times", type=_floats, metavar="t1,t2,...", help="explicit output times")
     u.add_argument("--format", choices=["vti", "h5"],
                    help="output format (default: from the extension)")
+    u.add_argument("--compression", default="zlib", choices=COMPRESSION_CHOICES,
+                   help="zlib (default, level 1) or none for every format; lz4 for .vti, "
+                        "gzip/lzf for .h5 (docs/formats.md has measured rates)")
+    u.add_argument("--timings", metavar="FILE.json",
+                   help="also write the seconds spent computing and writing as JSON")
     u.add_argument("--device", default="auto", choices=DEVICES, help=DEVICE_HELP)
     u.add_argument("--overwrite", action="store_true", help="replace existing output")
     u.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -257,15 +264,20 @@ def cmd_fit(a: argparse.Namespace) -> int:
     finally:
         bar.close()
     h = tm.info.history
-    print(f"trained {h['steps']} steps in {h['elapsed_s']:.1f} s on {h['device']}; "
-          f"PSNR on kept data (last batch) {h['batch_psnr']:.2f} dB; saved {a.output}",
-          file=sys.stderr)
+    for note in h.get("init_notes", []):
+        print(f"stsr: note: {note}", file=sys.stderr)
+    if h["stopped"] == "fitted":
+        print(f"fitted the base to the data in {h['elapsed_s']:.1f} s on {h['device']} (no "
+              f"network to train); saved {a.output}", file=sys.stderr)
+    else:
+        print(f"trained {h['steps']} steps in {h['elapsed_s']:.1f} s on {h['device']}; "
+              f"PSNR on kept data (last batch) {h['batch_psnr']:.2f} dB; saved {a.output}",
+              file=sys.stderr)
     return 0
 
 
 def cmd_upscale(a: argparse.Namespace) -> int:
     from . import api
-    from .io import write_series
     tm = api.load_model(a.model, device=a.device)
     times = None
     if a.times is not None:
@@ -282,15 +294,29 @@ def cmd_upscale(a: argparse.Namespace) -> int:
                       expected_bytes(grid, n_times, len(tm.info.variables)))
     bar = _Progress(a.quiet, "upscaling")
     try:
-        out = api.predict(tm, scale=a.scale, dims=a.dims, time_scale=a.time_scale, times=times,
-                          callback=lambda f: bar.update(f))
+        r = api.upscale(tm, a.output, scale=a.scale, dims=a.dims, time_scale=a.time_scale,
+                        times=times, format=a.format, compression=a.compression,
+                        overwrite=a.overwrite, callback=lambda f: bar.update(f))
     finally:
         bar.close()
-    fmt = a.format
-    files = write_series(out, a.output, format=fmt, overwrite=a.overwrite)
-    print(f"wrote {a.output}: grid {out.dims[0]}x{out.dims[1]}x{out.dims[2]}, "
-          f"{out.n_times} timestep(s), {len(files)} file(s)", file=sys.stderr)
+    g = r["grid"]
+    voxels = r["points_per_step"] * r["steps"]
+    print(f"wrote {a.output}: grid {g.text()}, {r['steps']} timestep(s), {len(r['files'])} "
+          f"file(s); computed {voxels / max(r['compute_s'], 1e-9) / 1e6:.1f} M points/s "
+          f"({r['compute_s']:.1f} s), wrote in {r['write_s']:.1f} s", file=sys.stderr)
+    if a.timings:
+        timings = {k: v for k, v in r.items() if k not in ("grid", "files")}
+        timings.update(dims=list(g.dims), n_files=len(r["files"]))
+        _write_json(a.timings, timings)
     return 0
+
+
+def _write_json(path: str, data: object) -> None:
+    _check_new_output(path, overwrite=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as fh:
+        json.dump(data, fh, indent=2)
+    os.replace(tmp, path)
 
 
 def cmd_eval(a: argparse.Namespace) -> int:
@@ -301,11 +327,7 @@ def cmd_eval(a: argparse.Namespace) -> int:
     result = evaluate(pred, ref, kept_times=a.kept_times)
     print(format_report(result))
     if a.json:
-        _check_new_output(a.json, overwrite=True)
-        tmp = a.json + ".tmp"
-        with open(tmp, "w") as fh:
-            json.dump(result, fh, indent=2)
-        os.replace(tmp, a.json)
+        _write_json(a.json, result)
     return 0
 
 

@@ -10,7 +10,12 @@ file never runs code):
     state_dict: the network's tensors (latent codes included, as ``latent_mu``)
     info: dict -- variables, components, normalisation stats (lo/hi per variable),
           dims, origin, spacing, times, heads, preset, training history
-    optimizer: optimiser state (only in checkpoints, for --resume), step: int
+    step: int
+
+The optimiser state that ``--resume`` needs lives in a file beside it, ``MODEL.resume``
+(:func:`resume_path`; format "stsr-inr-resume", the model's step count, the state), so the
+model file holds the model alone. Models without trainable weights (the fast preset's base)
+have none.
 
 Writes go to a temporary file in the target folder and are renamed over the target, so an
 interrupted save never leaves a half-written model behind.
@@ -19,14 +24,22 @@ from __future__ import annotations
 
 import os
 import tempfile
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import torch
 
 from .errors import StsrError
 
 FORMAT_NAME = "stsr-inr-model"
-FORMAT_VERSION = 3   # 2: fast models gained the spline base; 3: its time interpolation
+FORMAT_VERSION = 4   # 2: fast models gained the spline base; 3: its time interpolation;
+                     # 4: the base in its own module, the optimiser state in a file beside
+READ_VERSIONS = (3, 4)
+RESUME_FORMAT = "stsr-inr-resume"
+
+
+def resume_path(path: str) -> str:
+    """Where the optimiser state of the model file ``path`` is kept."""
+    return path + ".resume"
 
 
 def write_atomic(path: str, payload: Dict[str, Any]) -> None:
@@ -62,12 +75,29 @@ def read(path: str) -> Dict[str, Any]:
     if not isinstance(payload, dict) or payload.get("format") != FORMAT_NAME:
         raise StsrError(f"'{path}' is not an stsr model file")
     version = payload.get("version")
-    if version != FORMAT_VERSION:
+    if version not in READ_VERSIONS:
         raise StsrError(
-            f"model file '{path}' has format version {version}; this stsr reads version "
-            f"{FORMAT_VERSION} (retrain, or use the stsr version that wrote it)"
+            f"model file '{path}' has format version {version}; this stsr reads versions "
+            f"{', '.join(map(str, READ_VERSIONS))} (retrain, or use the stsr version that "
+            "wrote it)"
         )
     for key in ("model_config", "train_config", "state_dict", "info"):
         if key not in payload:
             raise StsrError(f"model file '{path}' is incomplete: no '{key}'")
     return payload
+
+
+def read_resume_state(path: str, step: int) -> Optional[Dict[str, Any]]:
+    """The optimiser state saved beside model file ``path`` when it belongs to the model's
+    ``step`` (a stale or unreadable one is ignored: resuming then starts Adam afresh)."""
+    side = resume_path(path)
+    if not os.path.isfile(side):
+        return None
+    try:
+        payload = torch.load(side, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - damaged: the model itself is still fine
+        return None
+    if not isinstance(payload, dict) or payload.get("format") != RESUME_FORMAT \
+            or payload.get("step") != step:
+        return None
+    return payload.get("optimizer")

@@ -23,6 +23,10 @@ def run(*args, cwd=None):
                           timeout=300)
 
 
+# the fast preset with its network on (default: the base alone, nothing to train or blend)
+WITH_NETWORK = ["--set", "network=true"]
+
+
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     d = tmp_path_factory.mktemp("cli")
@@ -30,7 +34,7 @@ def workdir(tmp_path_factory):
     r = run("coarsen", "fine.pvd", "-o", "coarse.pvd", "--space", "2", "--time", "4", cwd=d)
     assert r.returncode == 0, r.stderr
     r = run("fit", "coarse.pvd", "-o", "m.stsr", "--steps", "60", "--device", "cpu",
-            "--seed", "3", "--quiet", cwd=d)
+            "--seed", "3", "--quiet", *WITH_NETWORK, cwd=d)
     assert r.returncode == 0, r.stderr
     return d
 
@@ -91,7 +95,7 @@ def test_info_and_blend(workdir):
     (["upscale", "m.stsr", "-o", "u.pvd", "--scale", "1.3"], "whole number"),
     (["upscale", "fine.pvd", "-o", "u2.pvd"], "not a readable stsr model"),
     (["fit", "coarse.pvd", "-o", "x.stsr", "--set", "bogus=1"],
-     "no such setting of preset 'fast'; model settings: kind, latent_dim"),
+     "no such setting of preset 'fast'; model settings: kind, network, latent_dim"),
     (["fit", "coarse.pvd", "-o", "x.stsr", "--set", "base_time=flw"], "unknown base_time 'flw'"),
     (["fit", "coarse.pvd", "-o", "x.stsr", "--set", "flow_iters=many"], "expected an integer"),
     (["fit", "coarse.pvd", "-o", "m.stsr", "--resume", "--set", "width=8"],
@@ -148,8 +152,6 @@ def test_help_explains_every_command():
         assert h.returncode == 0 and "usage: stsr " + cmd in h.stdout
 
 
-# settings that make the default preset train for its whole budget
-CHECKPOINT_RUN_SETTINGS: list = []
 
 
 def test_a_fit_killed_mid_run_leaves_the_last_checkpoint_loadable(workdir, tmp_path):
@@ -163,7 +165,7 @@ def test_a_fit_killed_mid_run_leaves_the_last_checkpoint_loadable(workdir, tmp_p
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.Popen([STSR, "fit", str(workdir / "coarse.pvd"), "-o", str(model),
                              "--max-minutes", "5", "--device", "cpu", "--quiet",
-                             "--checkpoint-seconds", "10", *CHECKPOINT_RUN_SETTINGS],
+                             "--checkpoint-seconds", "10", *WITH_NETWORK],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         time.sleep(30)

@@ -26,11 +26,18 @@ def smooth_series(nx=9, ny=8, nz=7, nt=5, const=False):
                         spacing=(0.5, 0.25, 1.0))
 
 
+# the fast preset with a network on top of its base (default: the base alone)
+WITH_NETWORK = {"network": True}
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
+    """The fast preset with its network on (the default is the base alone): training,
+    checkpoints, resume and latent codes to blend."""
     s = smooth_series()
     path = str(tmp_path_factory.mktemp("m") / "model.stsr")
-    tm = api.fit(s, "fast", steps=300, device="cpu", seed=1, checkpoint_path=path)
+    tm = api.fit(s, "fast", steps=300, device="cpu", seed=1, checkpoint_path=path,
+                 model_overrides=WITH_NETWORK)
     return s, tm, path
 
 

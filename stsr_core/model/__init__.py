@@ -11,8 +11,9 @@ Interface (all tensors on the model's device):
     * ``heads`` picks one head per point (inference at arbitrary points).
     * outputs are normalised values (about [-1, 1]).
     regularization() -> scalar tensor added to the loss (0 for most kinds).
-    init_from_data(data [V, T, Z, Y, X] normalised) -> None: called once before training
-      (not on resume); models that start from the data (the fast kind's base) use it.
+    init_from_data(data [V, T, Z, Y, X] normalised, progress, budget_s) -> None: called
+      once before training (not on resume); models that start from the data (the fast kind's
+      base) use it, within ``budget_s`` seconds when given.
     latent_mu: nn.Parameter [n_vars, D] or None.
 """
 from __future__ import annotations
@@ -49,8 +50,8 @@ class FieldModel(nn.Module):
         return p.new_zeros(())
 
     def init_from_data(self, data: torch.Tensor,
-                       progress: Optional[Callable[[float], Optional[bool]]] = None
-                       ) -> Optional[bool]:
+                       progress: Optional[Callable[[float], Optional[bool]]] = None,
+                       budget_s: Optional[float] = None) -> Optional[bool]:
         """Most kinds start from random weights and ignore the data. Kinds that fit
         themselves to ``data`` call ``progress(fraction done)`` as they go and stop early,
         returning False, when it returns False."""

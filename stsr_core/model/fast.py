@@ -34,6 +34,31 @@ class FastNet(FieldModel):
         self.cfg = cfg
         self.n_vars = spec.n_vars
         self.n_heads = spec.n_heads
+        if cfg.base not in ("spline", "none"):
+            raise ValueError(f"unknown base {cfg.base!r}: use spline or none")
+        # the network: always without a base, on request (``network``) with one
+        self.has_network = cfg.network or cfg.base == "none"
+        if self.has_network:
+            self._build_network(cfg, spec)
+        else:
+            self.register_parameter("latent_mu", None)
+        self.base: Optional[SplineBase] = None
+        if cfg.base == "spline":
+            if spec.n_heads != 1:
+                raise ValueError("the spline base needs heads = 1")
+            # one channel per variable at the input's resolution, set by init_from_data
+            self.base = SplineBase(spec.block_dims, spec.n_vars, spec.times_norm or
+                                   torch.linspace(-1, 1, spec.n_times).tolist(),
+                                   base_time=cfg.base_time, flow_coarsen=cfg.flow_coarsen,
+                                   flow_max_points=cfg.flow_max_points,
+                                   trainable=cfg.base_trainable and self.has_network)
+            if self.has_network:
+                with torch.no_grad():  # start as the base alone; the network learns corrections
+                    self.out.weight.mul_(cfg.base_out_init)
+                    self.out.bias.zero_()
+
+    def _build_network(self, cfg: FastNetConfig, spec: FieldSpec) -> None:
+        """The encoding, the modulated sine decoder and the variables' latent codes."""
         if cfg.encoding == "grid":
             self.encoding: nn.Module = SpaceTimeGrid(
                 spec.block_dims, spec.n_times, cfg.grid_levels, cfg.grid_features,
@@ -47,34 +72,21 @@ class FastNet(FieldModel):
         n_in = 4 + self.encoding.dim
         # raw coordinates only: a high-frequency first layer as in SIREN; with an encoding the
         # features already carry the detail and a gentle omega keeps the decoder smooth
-        w_first = cfg.omega_0
         self.synthesis = nn.ModuleList(
-            [SineLayer(n_in, cfg.width, w_first, is_first=True)]
+            [SineLayer(n_in, cfg.width, cfg.omega_0, is_first=True)]
             + [SineLayer(cfg.width, cfg.width, cfg.omega_0) for _ in range(cfg.depth - 1)])
         self.modulator = nn.ModuleList(
             [nn.Linear(cfg.latent_dim, cfg.width)]
             + [nn.Linear(cfg.width, cfg.width) for _ in range(cfg.depth - 2)])
         self.out = nn.Linear(cfg.width, spec.n_heads)
-        self.base: Optional[SplineBase] = None
-        if cfg.base == "spline":
-            if spec.n_heads != 1:
-                raise ValueError("the spline base needs heads = 1")
-            # one channel per variable at the input's resolution, set by init_from_data
-            self.base = SplineBase(spec.block_dims, spec.n_vars, spec.times_norm or
-                                   torch.linspace(-1, 1, spec.n_times).tolist(),
-                                   base_time=cfg.base_time, flow_coarsen=cfg.flow_coarsen,
-                                   flow_max_points=cfg.flow_max_points,
-                                   trainable=cfg.base_trainable)
-            with torch.no_grad():     # start as the base alone; the network learns corrections
-                self.out.weight.mul_(cfg.base_out_init)
-                self.out.bias.zero_()
-        elif cfg.base != "none":
-            raise ValueError(f"unknown base {cfg.base!r}: use spline or none")
         self.latent_mu = nn.Parameter(0.01 * torch.randn(spec.n_vars, cfg.latent_dim))
 
     def forward(self, coords: torch.Tensor, var_idx: torch.Tensor,
                 heads: Optional[torch.Tensor] = None,
                 codes: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if not self.has_network:
+            y = self.base(coords).t()[var_idx][..., None]                 # [V, N, 1]
+            return y if heads is None else y[..., 0]
         z = self.latent_mu[var_idx] if codes is None else codes          # [V, D]
         feats = torch.cat([coords, self.encoding(coords)], dim=1)        # [N, F]
         h = self.synthesis[0](feats)[None]                               # [1, N, W]
@@ -92,8 +104,8 @@ class FastNet(FieldModel):
         return torch.gather(y, 2, heads.view(1, -1, 1).expand(y.shape[0], -1, 1))[..., 0]
 
     def init_from_data(self, data: torch.Tensor,
-                       progress: Optional[Callable[[float], Optional[bool]]] = None
-                       ) -> Optional[bool]:
+                       progress: Optional[Callable[[float], Optional[bool]]] = None,
+                       budget_s: Optional[float] = None) -> Optional[bool]:
         """The base starts as the spline interpolating the kept data (SplineBase.fit):
         training begins at interpolation quality. Returns False when ``progress`` stopped the
         displacement fits (the base is then linear in time, still valid)."""
@@ -102,9 +114,9 @@ class FastNet(FieldModel):
         opts = {"iters": self.cfg.flow_iters, "smooth": self.cfg.flow_smooth,
                 "coarsen": self.cfg.flow_coarsen, "max_points": self.cfg.flow_max_points,
                 "levels": self.cfg.flow_levels}
-        return self.base.fit(data, opts, progress)
+        return self.base.fit(data, opts, progress, budget_s)
 
     def regularization(self) -> torch.Tensor:
-        if self.cfg.tv_weight > 0 and isinstance(self.encoding, SpaceTimeGrid):
+        if self.cfg.tv_weight > 0 and isinstance(getattr(self, "encoding", None), SpaceTimeGrid):
             return self.cfg.tv_weight * self.encoding.total_variation()
-        return self.out.weight.new_zeros(())
+        return next(self.parameters()).new_zeros(())

@@ -14,6 +14,7 @@ live in encodings.py.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -26,7 +27,8 @@ from .time_basis import (cross_validated_mix, displacement_grid_dims, fit_displa
                          held_out_fits, hermite_correction, natural_spline_slopes)
 
 BASE_TIMES = ("auto", "linear", "cubic", "flow")
-WARP_SLAB_POINTS = 1 << 22    # output points per warp call: bounds its coordinate tensors
+MIN_FIT_SECONDS = 0.05       # a displacement fit with less time than this is skipped
+WARP_SLAB_POINTS = 1 << 20    # output points per warp call: bounds its coordinate tensors
 
 
 class FitStopped(Exception):
@@ -61,12 +63,13 @@ class SplineBase(nn.Module):
         x, y, z = self.dims
         shape = (self.n_slots, self.n_vars, z + 2, y + 2, x + 2)
         self.hermite = base_time != "linear"
-        # the draw the base's grid made when it was a SpaceTimeGrid (scaled by 0): keeps the
-        # random numbers after it, and so trained results, as they were
-        torch.randn(self.n_slots, self.n_vars * (2 if self.hermite else 1), *shape[2:])
+        self.trainable = bool(trainable)
         self.coef = nn.Parameter(torch.zeros(shape), requires_grad=trainable)   # [T, V, ...]
         if self.hermite:    # slopes in time of the coefficients, same layout
-            self.slopes = nn.Parameter(torch.zeros(shape), requires_grad=trainable)
+            if self.trainable:    # training moves them apart from the coefficients': kept
+                self.slopes = nn.Parameter(torch.zeros(shape))
+            else:                 # the natural spline's, derived from coef: not in the file
+                self.register_buffer("slopes", torch.zeros(shape), persistent=False)
             self.register_buffer("time_mix", torch.zeros(self.n_vars))
         self.has_flow = self.hermite and base_time in ("auto", "flow") and self.n_slots > 1
         if self.has_flow:
@@ -80,57 +83,93 @@ class SplineBase(nn.Module):
         if old in state_dict:
             grid = state_dict.pop(old)
             state_dict[prefix + "coef"] = grid[:, :self.n_vars]
-            if self.hermite:
+            if self.hermite and self.trainable:
                 state_dict[prefix + "slopes"] = grid[:, self.n_vars:]
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        if self.hermite and not self.trainable:
+            self._derive_slopes()
+
+    @torch.no_grad()
+    def _derive_slopes(self) -> None:
+        """The natural cubic spline's slopes in time of every coefficient: [T, T] @ coef."""
+        d = natural_spline_slopes(self.slot_times.tolist()).to(self.coef)
+        self.slopes.copy_(torch.tensordot(d, self.coef, dims=([1], [0])))
 
     # --- fitting -----------------------------------------------------------------------------
     @torch.no_grad()
     def fit(self, data: torch.Tensor, flow_options: Dict[str, object],
-            progress: Optional[Callable[[float], Optional[bool]]] = None) -> Optional[bool]:
+            progress: Optional[Callable[[float], Optional[bool]]] = None,
+            budget_s: Optional[float] = None) -> Optional[bool]:
         """Solve the base from ``data`` [V, T, Z, Y, X] (normalised): the spline prefilter
         per slot, the natural-spline slopes in time, then the displacement fits and the time
         mix. ``progress(fraction)`` hears of each displacement fit; when it returns False the
-        fits stop, the mixes stay 0 (linear in time: a valid base) and this returns False."""
-        values = bspline_coefficients(data.to(torch.float32)).transpose(0, 1)   # [T, V, ...]
-        self.coef.copy_(values)
+        fits stop, the mixes stay 0 (linear in time: a valid base) and this returns False.
+        ``budget_s`` bounds the displacement fits: each gets an equal share of what is left
+        and stops there; fits with no time left are skipped (no motion compensation for that
+        interval); :attr:`fit_notes` says what was cut."""
+        t_start = time.perf_counter()
+        self.fit_notes: List[str] = []
+        for t in range(self.n_slots):          # one slot at a time: bounded memory
+            self.coef[t].copy_(bspline_coefficients(data[:, t].to(torch.float32)))
         if not self.hermite:
             return None
-        times = self.slot_times.tolist()
-        self.slopes.copy_(torch.tensordot(natural_spline_slopes(times).to(values), values,
-                                          dims=([1], [0])))
+        self._derive_slopes()
         self.time_mix.zero_()
-        if self.has_flow:
-            self.flow_mix.zero_()
-        n_fits = 0
-        if self.has_flow:
-            n_fits = len(times) - 1 + (held_out_fits(len(times))
-                                       if self.base_time == "auto" else 0)
-        done = [0]
+        if not self.has_flow:
+            if self.base_time == "cubic":
+                self.time_mix.fill_(1.0)
+            else:
+                self.time_mix.copy_(cross_validated_mix(data, self.slot_times.tolist())[:, 0])
+            return None
+        self.flow_mix.zero_()
+        times = self.slot_times.tolist()
+        n_fits = len(times) - 1 + (held_out_fits(len(times)) if self.base_time == "auto" else 0)
+        state = {"done": 0, "cut": 0, "skipped": 0}
+
+        def fit_one(f0: torch.Tensor, f1: torch.Tensor) -> Optional[torch.Tensor]:
+            """One displacement fit within an equal share of the budget left (None: none
+            left; a fit whose share runs out stops where it is)."""
+            left = n_fits - state["done"]
+            state["done"] += 1
+            deadline = None
+            if budget_s is not None:
+                share = (budget_s - (time.perf_counter() - t_start)) / max(1, left)
+                if share < MIN_FIT_SECONDS:
+                    state["skipped"] += 1
+                    return None
+                deadline = time.perf_counter() + share
+            disp = fit_displacement(f0, f1, **flow_options, deadline=deadline)
+            if deadline is not None and time.perf_counter() >= deadline:
+                state["cut"] += 1
+            return disp
 
         def tick() -> None:
-            done[0] += 1
-            if progress is not None and progress(done[0] / max(1, n_fits)) is False:
+            if progress is not None and progress(state["done"] / max(1, n_fits)) is False:
                 raise FitStopped
 
         try:
-            if self.has_flow:
-                for j in range(len(times) - 1):
-                    self.flow[j].copy_(fit_displacement(data[:, j], data[:, j + 1],
-                                                        **flow_options))
-                    tick()
-            if self.base_time == "cubic":
-                self.time_mix.fill_(1.0)
-            elif self.base_time == "flow":
+            for j in range(len(times) - 1):
+                disp = fit_one(data[:, j], data[:, j + 1])
+                if disp is not None:
+                    self.flow[j].copy_(disp)
+                tick()
+            if self.base_time == "flow":
                 self.flow_mix.fill_(1.0)
             else:
-                mix = cross_validated_mix(data, times, with_flow=self.has_flow,
-                                          after_fit=tick, flow_share=1.0, **flow_options)
+                mix = cross_validated_mix(data, times, with_flow=True, after_fit=tick,
+                                          flow_share=1.0, fit_flow=fit_one, **flow_options)
                 self.time_mix.copy_(mix[:, 0])
-                if self.has_flow:
-                    self.flow_mix.copy_(mix[:, 1])
+                self.flow_mix.copy_(mix[:, 1])
         except FitStopped:            # mixes stay 0: linear in time, a valid model
             return False
+        if state["cut"]:
+            self.fit_notes.append(f"{state['cut']} of {n_fits} displacement fits stopped "
+                                  f"before their {flow_options.get('iters')} Adam steps to "
+                                  "keep within the time budget")
+        if state["skipped"]:
+            self.fit_notes.append(f"{state['skipped']} of {n_fits} displacement fits skipped "
+                                  "for the time budget (those intervals: no motion "
+                                  "compensation)")
         return None
 
     def mixes(self) -> Dict[str, Tuple[float, ...]]:
@@ -184,7 +223,14 @@ class SplineBase(nn.Module):
         spline = [spline_matrix(a, n) for a, n in zip(axes, self.dims)]
         flow_dims = tuple(self.flow.shape[-1:-4:-1]) if self.has_flow else (1, 1, 1)
         linear = [linear_matrix(a, n) for a, n in zip(axes, flow_dims)]
-        return GridPlan(spline, linear, [a.to(torch.float32) for a in axes])
+        # the warps look up the two slots trilinearly on a grid at least twice as fine as
+        # the data (the output's own when it is): trilinear error a quarter of the data's
+        fine = [a if a.numel() >= 2 * n - 1 else torch.linspace(-1.0, 1.0, 2 * n - 1,
+                                                                  device=a.device)
+                for a, n in zip(axes, self.dims)]
+        warp = [m if f is a else spline_matrix(f, n)
+                for m, f, a, n in zip(spline, fine, axes, self.dims)]
+        return GridPlan(spline, linear, [a.to(torch.float32) for a in axes], warp)
 
     @torch.no_grad()
     def evaluate_grid(self, plan: "GridPlan", t: float) -> torch.Tensor:
@@ -226,14 +272,14 @@ class SplineBase(nn.Module):
         both slots and the displacement are evaluated on the grid once per interval."""
         if plan.interval != j:
             plan.ends = None                                 # free the last interval's first
-            plan.ends = torch.stack([separable(self.coef[j + k].detach(), plan.spline)
+            plan.ends = torch.stack([separable(self.coef[j + k].detach(), plan.warp_spline)
                                      for k in (0, 1)])
             plan.disp = separable(self.flow[j], plan.linear)                # [3, Zo, Yo, Xo]
             plan.interval = j
         ends, disp = plan.ends, plan.disp
-        zo, yo, xo = ends.shape[2:]
+        zo, yo, xo = disp.shape[1:]
         gx, gy = plan.axes[0].view(1, 1, -1), plan.axes[1].view(1, -1, 1)
-        out = torch.empty_like(ends[0])
+        out = ends.new_empty((ends.shape[1], zo, yo, xo))
         slab = max(1, WARP_SLAB_POINTS // max(1, yo * xo))
         for z0 in range(0, zo, slab):
             z1 = min(zo, z0 + slab)
@@ -313,7 +359,8 @@ class GridPlan:
     spline: List[torch.Tensor]            # x, y, z: [out, in + 2]
     linear: List[torch.Tensor]            # x, y, z: [out, flow points]
     axes: List[torch.Tensor]              # x, y, z local coordinates [out]
+    warp_spline: List[torch.Tensor]       # x, y, z: [fine, in + 2], the warps' lookup grid
     interval: int = -1
-    ends: Optional[torch.Tensor] = None   # [2, V, Zo, Yo, Xo] the interval's two slots
+    ends: Optional[torch.Tensor] = None   # [2, V, Zf, Yf, Xf] the interval's two slots
     disp: Optional[torch.Tensor] = None   # [3, Zo, Yo, Xo] its displacement
 

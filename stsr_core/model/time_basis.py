@@ -23,6 +23,7 @@ neighbouring steps, like linear interpolation.
 """
 from __future__ import annotations
 
+import time
 from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
 import torch
@@ -103,7 +104,8 @@ def displacement_grid_dims(dims: Sequence[int], coarsen: int = 2,
 
 def fit_displacement(f0: torch.Tensor, f1: torch.Tensor, iters: int = 300,
                      smooth: float = 0.1, coarsen: int = 2, max_points: int = 32,
-                     lr: float = 0.1, levels: int = 1) -> torch.Tensor:
+                     lr: float = 0.1, levels: int = 1,
+                     deadline: Optional[float] = None) -> torch.Tensor:
     """The displacement that carries step ``f0`` onto step ``f1`` (both [V, Z, Y, X], all
     variables at once: they move together), fitted symmetrically, ``f0(x - u/2) ~ f1(x + u/2)``,
     on a grid ``coarsen`` times coarser than the data with a smoothness penalty. Larger data
@@ -112,7 +114,8 @@ def fit_displacement(f0: torch.Tensor, f1: torch.Tensor, iters: int = 300,
     fine, each level half the points per axis of the next and starting from its result, so
     that moves of several cells are found (a gradient fit on the data alone sees only about
     one cell). Returns [3, Zc, Yc, Xc] (x, y, z components) in the local units of
-    :func:`warp` ([-1, 1] across each axis), to be looked up trilinearly."""
+    :func:`warp` ([-1, 1] across each axis), to be looked up trilinearly. At ``deadline``
+    (``time.perf_counter()`` seconds) the Adam steps stop and the fit so far is returned."""
     dims = tuple(f0.shape[1:])
     size = tuple(min(int(n), int(max_points)) for n in dims)
     disp = None                                   # local units, on the last level's grid
@@ -130,14 +133,15 @@ def fit_displacement(f0: torch.Tensor, f1: torch.Tensor, iters: int = 300,
         to_local = _index_to_local(lsize, f0.device)[:, None, None, None]
         start = torch.zeros(3, *low, device=f0.device) if disp is None else \
             _upsample(disp[None], low) / to_local.clamp_min(1e-12)
-        disp = _fit_level(g0, g1, start, to_local, iters, smooth, lr)
+        disp = _fit_level(g0, g1, start, to_local, iters, smooth, lr, deadline)
     if tuple(disp.shape[1:]) != displacement_grid_dims(dims, coarsen, max_points):
         disp = _upsample(disp[None], displacement_grid_dims(dims, coarsen, max_points))
     return disp
 
 
 def _fit_level(f0: torch.Tensor, f1: torch.Tensor, start: torch.Tensor, to_local: torch.Tensor,
-               iters: int, smooth: float, lr: float) -> torch.Tensor:
+               iters: int, smooth: float, lr: float, deadline: Optional[float] = None
+               ) -> torch.Tensor:
     """One level of :func:`fit_displacement`: ``start`` [3, ...] in cells of this level's
     data; returns the fitted displacement in local units."""
     size = tuple(f0.shape[1:])
@@ -145,6 +149,8 @@ def _fit_level(f0: torch.Tensor, f1: torch.Tensor, start: torch.Tensor, to_local
     opt = torch.optim.Adam([u], lr=lr)
     with torch.enable_grad():
         for _ in range(iters):
+            if deadline is not None and time.perf_counter() >= deadline:
+                break                 # out of time: the fit so far (smooth, valid)
             disp = _upsample(u, size) * to_local                           # [3, Z, Y, X]
             diff = warp(f0, -0.5 * disp) - warp(f1, 0.5 * disp)
             loss = diff.pow(2).mean() + smooth * sum(
@@ -234,6 +240,8 @@ def cross_validated_mix(data: torch.Tensor, times: Sequence[float],
                         with_flow: bool = False,
                         after_fit: Optional[Callable[[], None]] = None,
                         flow_share: Optional[float] = None,
+                        fit_flow: Optional[Callable[[torch.Tensor, torch.Tensor],
+                                                    Optional[torch.Tensor]]] = None,
                         **flow_options) -> torch.Tensor:
     """Per variable, the mix [V, 2] in [0, 1] of (natural-cubic - linear) and, with
     ``with_flow``, of (motion-compensated - linear) interpolation in time that best predicts
@@ -243,7 +251,8 @@ def cross_validated_mix(data: torch.Tensor, times: Sequence[float],
     linear (a cubic through fewer than 3 steps), its mix is 0: linear never overshoots.
     With ``flow_share`` the motion-compensated share m is fixed at that value and only c is
     chosen. ``after_fit`` is called after each displacement fit (progress; it may raise to
-    stop)."""
+    stop). ``fit_flow(f0, f1)`` replaces :func:`fit_displacement` (a budgeted fit; None: no
+    displacement for that case, which then weighs only the cubic share)."""
     n_vars, n = data.shape[0], data.shape[1]
     a = torch.zeros(n_vars, 2, 2, dtype=torch.float64)
     b = torch.zeros(n_vars, 2, dtype=torch.float64)
@@ -252,8 +261,10 @@ def cross_validated_mix(data: torch.Tensor, times: Sequence[float],
         frac = (t[i] - t[k0]) / (t[k1] - t[k0])
         moved = None
         if with_flow and data.dim() == 5:
-            disp = fit_displacement(data[:, k0], data[:, k1], **flow_options)
-            moved = warped_blend(data[:, k0], data[:, k1], disp, frac)
+            disp = fit_displacement(data[:, k0], data[:, k1], **flow_options) \
+                if fit_flow is None else fit_flow(data[:, k0], data[:, k1])
+            if disp is not None:
+                moved = warped_blend(data[:, k0], data[:, k1], disp, frac)
             if after_fit is not None:
                 after_fit()
         for v in range(n_vars):
