@@ -38,7 +38,6 @@ import math
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -80,34 +79,63 @@ def stsr_cmd() -> List[str]:
     return [sys.executable, "-m", "stsr_core.cli"]
 
 
-def run_child(cmd: Sequence[str], log_path: str, timeout_s: Optional[float] = None
-              ) -> Dict[str, Any]:
-    """Run one child, alone, and measure it: wall seconds and its own peak RSS (wait4's
-    ru_maxrss, KiB on Linux). A timeout kills its process group and says so."""
-    os.makedirs(os.path.dirname(log_path), exist_ok=True)
-    with open(log_path, "w") as log:
-        log.write("$ " + " ".join(cmd) + "\n")
-        log.flush()
+# Peak RSS comes from wait4's ru_maxrss, but Linux carries the forking process's high-water
+# mark into the child across exec: forked from this process (torch and data loaded) every
+# child would report at least our size. So children are started by a small launcher
+# process (plain Python, ~10 MB) started before anything big is loaded.
+LAUNCHER = r"""
+import json, os, signal, subprocess, sys, time
+for line in sys.stdin:
+    job = json.loads(line)
+    with open(job["log"], "a") as log:
         t0 = time.perf_counter()
-        proc = subprocess.Popen(list(cmd), stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-                                env=child_env(), start_new_session=True)
+        proc = subprocess.Popen(job["cmd"], stdout=log, stderr=subprocess.STDOUT,
+                                cwd=job["cwd"], env=job["env"], start_new_session=True)
         timed_out = False
         while True:
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid == proc.pid:
                 break
-            if timeout_s is not None and time.perf_counter() - t0 > timeout_s:
+            if job["timeout"] is not None and time.perf_counter() - t0 > job["timeout"]:
                 timed_out = True
                 os.killpg(proc.pid, signal.SIGKILL)
                 pid, status, usage = os.wait4(proc.pid, 0)
                 break
             time.sleep(0.05)
         seconds = time.perf_counter() - t0
-        proc.returncode = os.waitstatus_to_exitcode(status)  # keep Popen from waiting again
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    print(json.dumps({"seconds": seconds, "maxrss_kb": usage.ru_maxrss,
+                      "rc": proc.returncode, "timed_out": timed_out}), flush=True)
+"""
+_launcher: Optional[subprocess.Popen] = None
+
+
+def start_launcher() -> None:
+    """Start the launcher now, while this process is small (see LAUNCHER)."""
+    global _launcher
+    if _launcher is None:
+        _launcher = subprocess.Popen([sys.executable, "-c", LAUNCHER], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+
+
+def run_child(cmd: Sequence[str], log_path: str, timeout_s: Optional[float] = None
+              ) -> Dict[str, Any]:
+    """Run one child, alone, through the launcher, and measure it: wall seconds and its own
+    peak RSS (wait4's ru_maxrss, KiB on Linux). A timeout kills its process group and says
+    so; a failure keeps the log's tail."""
+    start_launcher()
+    assert _launcher is not None and _launcher.stdin and _launcher.stdout
+    os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    with open(log_path, "w") as log:
+        log.write("$ " + " ".join(cmd) + "\n")
+    _launcher.stdin.write(json.dumps({"cmd": list(cmd), "log": log_path, "cwd": ROOT,
+                                      "env": child_env(), "timeout": timeout_s}) + "\n")
+    _launcher.stdin.flush()
+    r = json.loads(_launcher.stdout.readline())
+    rc = r["rc"]
     tail = open(log_path, errors="replace").read()[-600:]
-    rc = proc.returncode
-    return {"seconds": seconds, "max_rss_mb": usage.ru_maxrss / 1024.0, "rc": rc,
-            "timed_out": timed_out, "log": log_path,
+    return {"seconds": r["seconds"], "max_rss_mb": r["maxrss_kb"] / 1024.0, "rc": rc,
+            "timed_out": r["timed_out"], "log": log_path,
             **({"error": tail.strip()} if rc != 0 else {})}
 
 
@@ -614,7 +642,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--upscale-timeout-minutes", dest="upscale_timeout_min", type=float,
                    help="kill an upscale child after this long (recorded as timed out)")
     p.add_argument("--keep-output", action="store_true", help="keep the upscaled outputs")
-    p.add_argument("--out", help="results folder (default bench/results/<date>)")
+    p.add_argument("--out", help="results folder (default bench/results/<date>, "
+                   "<date>-quick for --quick)")
     p.add_argument("--baseline-upscale", nargs=2, metavar=("COARSE", "OUT"),
                    help=argparse.SUPPRESS)   # the SciPy child of the end-to-end comparison
     p.add_argument("--space", type=int, default=2, help=argparse.SUPPRESS)
@@ -623,6 +652,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     a = p.parse_args(argv)
     if a.baseline_upscale:
         return baseline_upscale(*a.baseline_upscale, a.space, a.time_scale, a.format)
+    start_launcher()
     a.upscale_timeout = None if a.upscale_timeout_min is None else 60 * a.upscale_timeout_min
     mode = a.size or ("quick" if a.quick else "full")
     sizes = SIZES[mode]
@@ -634,7 +664,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     formats = [x for x in a.formats.split(",") if x in offered]
     if not formats:
         p.error(f"--formats {a.formats}: `stsr upscale` offers {offered}")
-    out = a.out or os.path.join(ROOT, "bench", "results", dt.date.today().isoformat())
+    # a smoke run never overwrites a real one
+    out = a.out or os.path.join(ROOT, "bench", "results", dt.date.today().isoformat()
+                                + ("" if mode == "full" else f"-{mode}"))
     tmp = os.path.join(out, "tmp")
     dirs = {k: os.path.join(tmp, k) for k in ("data", "models", "logs", "scratch")}
     for d in dirs.values():
