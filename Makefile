@@ -4,7 +4,7 @@
 PY := .venv/bin/python
 STSR := .venv/bin/stsr
 
-.PHONY: setup demo test pytest bench bench-quick clean
+.PHONY: setup demo test pytest bench bench-quick bench-scale clean
 
 setup:
 	bash scripts/setup.sh
@@ -25,6 +25,11 @@ bench-quick: setup
 
 bench: setup
 	$(PY) -m bench.run
+
+# Issue 16's real-size benchmark (cases A, B and the cost growth; hours with today's engine):
+#   make bench-scale ARGS="--quick"   a smoke run;  ARGS="--cases A --fit-minutes 10" etc.
+bench-scale: setup
+	$(PY) -m bench.scale $(ARGS)
 
 clean:
 	rm -rf build build-configure.log demo-output

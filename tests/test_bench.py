@@ -83,3 +83,61 @@ def test_harness_end_to_end(tmp_path):
     assert "siren (run old)" in md and "siren from the earlier run" in md
     # taking the same method twice is refused rather than duplicating rows
     assert merge.main(["--new", str(out), "--old", str(old), "--take", "siren"]) == 2
+
+
+def test_slab_baselines_equal_whole_grid_ones():
+    """The scale benchmark's per-step, per-slab baselines are interpolate()'s, exactly."""
+    from bench.baselines import SlabResampler, combine_in_time, time_weights
+    fine = field(lambda x, y, z, t: np.sin(3 * x + 0.3 * t) * np.cos(5 * y) + z * z, n=17,
+                 nt=17)
+    coarse = fine.subsample(2, 4)
+    c = np.arange(17) / 2
+    for order in (1, 3):
+        ref = interpolate(coarse, fine, order).variables["f"]
+        for i, t in enumerate(fine.times):
+            r = SlabResampler(combine_in_time(coarse.variables["f"],
+                                              time_weights(coarse.times, t, order)), order)
+            got = np.concatenate([r.slab(c[a:b], c, c) for a, b in ((0, 5), (5, 17))])
+            np.testing.assert_allclose(got, ref[i], atol=1e-5)
+
+
+def test_scale_harness_end_to_end(tmp_path):
+    """bench.scale on its tiny case, with real CLI children: every figure is there and sane
+    (the full cases take hours today; this checks the harness, not the engine's speed)."""
+    import math
+    import subprocess
+    import sys
+    out = tmp_path / "scale"
+    r = subprocess.run([sys.executable, "-m", "bench.scale", "--size", "tiny", "--cases",
+                        "A,growth", "--fit-minutes", "0.05", "--out", str(out)],
+                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads((out / "scale.json").read_text())
+    assert res["complete"] and res["machine"]["cores"] >= 1 and res["machine"]["git_commit"]
+    a = res["cases"]["A"]
+    assert a["fit"]["rc"] == 0 and a["fit"]["seconds"] > 0 and a["fit"]["max_rss_mb"] > 10
+    assert a["model"]["bytes"] > 0 and a["model"]["ratio_to_coarse"] > 0
+    assert a["coarse_float32_bytes"] == 4 * 9 ** 3 * 3 * 4
+    assert a["compute"]["points_per_step"] == 17 ** 3 and a["compute"]["points_per_s"] > 0
+    for m in ("stsr", "trilinear+linear", "tricubic+cubic"):
+        p = a["psnr"][m]
+        assert math.isfinite(p["mean"]) and math.isfinite(p["kept"]) \
+            and math.isfinite(p["between"])
+        assert set(p["per_step"]) == {"1", "4", "6", "7"}
+        assert 10 < p["mean"] < 200
+    for fmt in ("vti-raw", "vti-zlib", "h5-raw", "h5-gzip"):
+        w = a["write_rates"][fmt]
+        assert w["seconds"] > 0 and w["bytes"] > 0 and w["mb_per_s"] > 0
+    (e2e,) = a["end_to_end"]
+    assert e2e["format"] == "h5" and "skipped" not in e2e
+    for m in ("stsr", "trilinear+linear"):
+        x = e2e[m]
+        assert x["rc"] == 0 and x["seconds"] > 0 and x["max_rss_mb"] > 10 and x["bytes"] > 0
+        assert x["points_per_s"] > 0
+    assert e2e["stsr_over_trilinear_time"] > 0
+    assert not (out / "tmp" / "scratch").exists()         # the outputs were removed
+    (g,) = res["growth"]
+    assert g["from_case"] == "A" and g["fit_s"] == a["fit"]["seconds"]
+    for f in ("scale.md", "scale.png"):
+        assert os.path.getsize(out / f) > 0
