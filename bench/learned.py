@@ -97,7 +97,7 @@ def main(argv=None) -> None:
         "budget_s": a.seconds, "train_s": h["elapsed_s"], "wall_s": wall, "steps": h["steps"],
         "batch_size": tm.train_config.batch_size, "heads": heads,
         "samples_per_s": loop_samples_per_s(tm),
-        "init_s": h.get("init_s", 0.0),
+        "init_s": h.get("init_s", 0.0), "stopped": h.get("stopped"),
         "inference_voxels_per_s": vox_per_s,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
         "peak_cuda_mb": (torch.cuda.max_memory_allocated() / 2 ** 20

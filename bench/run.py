@@ -278,7 +278,7 @@ def main(argv=None) -> int:
                             print(f"  {name} s={s} {m}: FAILED {r['error']}", flush=True)
                             continue
                         extra = {k: r.get(k) for k in (
-                            "train_s", "init_s", "steps", "samples_per_s",
+                            "train_s", "init_s", "steps", "samples_per_s", "stopped",
                             "inference_voxels_per_s", "n_parameters", "curve", "budget_s")}
                         extra["peak_mb"] = r["peak_cuda_mb"] or r["peak_rss_mb"]
                         extra["model_mb"] = r["model_bytes"] / 1e6

@@ -332,7 +332,8 @@ def write_rates(values: Dict[str, np.ndarray], grid: Any, t: float, work: str
 
 
 def end_to_end(model: str, coarse_path: str, case: Any, fmt: str, scratch: str,
-               logs: str, tag: str, timeout_s: Optional[float], keep: bool) -> Dict[str, Any]:
+               logs: str, tag: str, timeout_s: Optional[float], keep: bool,
+               compression: str = "none") -> Dict[str, Any]:
     """``stsr upscale`` of every fine step, then SciPy trilinear+linear doing the same job,
     each a child writing ``fmt`` into ``scratch`` (removed after each unless ``keep``)."""
     ext = {"vti": ".pvd", "h5": ".h5"}[fmt]
@@ -340,8 +341,8 @@ def end_to_end(model: str, coarse_path: str, case: Any, fmt: str, scratch: str,
     need = int(n_out * 4 * 4 * 1.1) + (1 << 30)       # uncompressed float32 + 10% + 1 GiB
     os.makedirs(scratch, exist_ok=True)
     free = shutil.disk_usage(scratch).free
-    res: Dict[str, Any] = {"format": fmt, "output_points": n_out, "free_bytes": free,
-                           "needed_bytes": need}
+    res: Dict[str, Any] = {"format": fmt, "compression": compression, "output_points": n_out,
+                           "free_bytes": free, "needed_bytes": need}
     if free < need:
         res["skipped"] = (f"not enough free disk in {scratch}: {free / 1e9:.1f} GB free, "
                           f"{need / 1e9:.1f} GB needed for the uncompressed output")
@@ -349,10 +350,12 @@ def end_to_end(model: str, coarse_path: str, case: Any, fmt: str, scratch: str,
         return res
     jobs = {"stsr": stsr_cmd() + ["upscale", model, "-o", None, "--scale", str(case.space),
                                   "--time-scale", str(case.time), "--format", fmt,
-                                  "--device", "cpu", "--quiet"],
+                                  "--compression", compression, "--device", "cpu",
+                                  "--quiet"],
             "trilinear+linear": [sys.executable, "-m", "bench.scale", "--baseline-upscale",
                                  coarse_path, None, "--space", str(case.space), "--time-scale",
-                                 str(case.time), "--format", fmt]}
+                                 str(case.time), "--format", fmt, "--compression",
+                                 compression]}
     for name, cmd in jobs.items():
         folder = os.path.join(scratch, name.replace("+", "-"))
         os.makedirs(folder, exist_ok=True)
@@ -373,7 +376,8 @@ def end_to_end(model: str, coarse_path: str, case: Any, fmt: str, scratch: str,
 
 
 # --- the SciPy baseline as a child: read coarse, every fine step, write ---------------------
-def baseline_upscale(coarse_path: str, out: str, space: int, k: int, fmt: str) -> int:
+def baseline_upscale(coarse_path: str, out: str, space: int, k: int, fmt: str,
+                     compression: str) -> int:
     """Trilinear + linear of every output step, streamed: one step in memory at a time."""
     from bench.baselines import SlabResampler, combine_in_time, time_weights
     from stsr_core.io import read_series   # no torch here: SciPy's users do not load it
@@ -389,37 +393,12 @@ def baseline_upscale(coarse_path: str, out: str, space: int, k: int, fmt: str) -
         w = time_weights(coarse.times, t, 1)
         return {n: SlabResampler(combine_in_time(a, w), 1).slab(z, y, x)
                 for n, a in coarse.variables.items()}
-    if fmt == "h5":
-        import h5py
-        rows = max(1, min(nz, (1 << 20) // (ny * nx)))
-        with h5py.File(out, "w") as fh:
-            fh.attrs["times"] = times
-            fh.attrs["origin"] = np.asarray(grid.origin)
-            fh.attrs["spacing"] = np.asarray(grid.spacing)
-            fh.attrs["variables"] = list(coarse.variables)
-            ds = {n: fh.create_dataset(n, shape=(len(times), nz, ny, nx), dtype=np.float32,
-                                       chunks=(1, rows, ny, nx), compression="gzip")
-                  for n in coarse.variables}
-            for i, t in enumerate(times):
-                for n, a in step_values(float(t)).items():
-                    ds[n][i] = a
-    else:
-        from stsr_core.io.vti import _write_image, image_from_series
-        from stsr_core.series import VolumeSeries
-        stem = os.path.splitext(os.path.basename(out))[0]
-        folder = os.path.join(os.path.dirname(os.path.abspath(out)), stem)
-        os.makedirs(folder, exist_ok=True)
-        lines = ['<?xml version="1.0"?>', '<VTKFile type="Collection" version="0.1" '
-                 'byte_order="LittleEndian">', "  <Collection>"]
+    # the project's own writer, with the compression the stsr child uses: the same output
+    from stsr_core.io.stream import open_series_writer
+    with open_series_writer(out, grid, times, list(coarse.variables), {}, format=fmt,
+                            compression=compression, overwrite=True) as writer:
         for i, t in enumerate(times):
-            s = VolumeSeries(times=np.array([t]), variables={n: a[None] for n, a in
-                                                             step_values(float(t)).items()},
-                             origin=grid.origin, spacing=grid.spacing)
-            _write_image(image_from_series(s, 0), os.path.join(folder, f"{stem}_{i:04d}.vti"))
-            lines.append(f'    <DataSet timestep="{float(t)!r}" group="" part="0" '
-                         f'file="{stem}/{stem}_{i:04d}.vti"/>')
-        with open(out, "w") as fh:
-            fh.write("\n".join(lines + ["  </Collection>", "</VTKFile>", ""]))
+            writer.write_step(i, step_values(float(t)))
     return 0
 
 
@@ -468,7 +447,8 @@ def run_case(tag: str, gen: Any, case: Any, a: argparse.Namespace, dirs: Dict[st
     if full:
         res["end_to_end"] = [end_to_end(model, coarse_path, case, f,
                                         os.path.join(dirs["scratch"], f"{tag}-upscale"),
-                                        dirs["logs"], tag, a.upscale_timeout, a.keep_output)
+                                        dirs["logs"], tag, a.upscale_timeout, a.keep_output,
+                                        a.compression)
                              for f in formats]
     else:   # a few steps through the CLI: its peak RSS and rate with load and write
         times = ",".join(str(float(s)) for s in steps)
@@ -476,7 +456,8 @@ def run_case(tag: str, gen: Any, case: Any, a: argparse.Namespace, dirs: Dict[st
         os.makedirs(folder, exist_ok=True)
         r = run_child(stsr_cmd() + ["upscale", model, "-o", os.path.join(folder, "out.h5"),
                                     "--scale", str(case.space), "--times", times, "--device",
-                                    "cpu", "--quiet", "--format", "h5"],
+                                    "cpu", "--quiet", "--format", "h5", "--compression",
+                                    a.compression],
                       os.path.join(dirs["logs"], f"{tag}-upscale-steps.log"), a.upscale_timeout)
         r["steps"] = len(steps)
         r["points_per_s"] = grid.n_points * len(steps) / r["seconds"] if r["rc"] == 0 else None
@@ -649,9 +630,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--space", type=int, default=2, help=argparse.SUPPRESS)
     p.add_argument("--time-scale", type=int, default=4, help=argparse.SUPPRESS)
     p.add_argument("--format", default="h5", help=argparse.SUPPRESS)
+    p.add_argument("--compression", default="none", help="end-to-end outputs' compression "
+                   "(both stsr and the SciPy baseline write it through stsr_core's writers)")
     a = p.parse_args(argv)
     if a.baseline_upscale:
-        return baseline_upscale(*a.baseline_upscale, a.space, a.time_scale, a.format)
+        return baseline_upscale(*a.baseline_upscale, a.space, a.time_scale, a.format,
+                                a.compression)
     start_launcher()
     a.upscale_timeout = None if a.upscale_timeout_min is None else 60 * a.upscale_timeout_min
     mode = a.size or ("quick" if a.quick else "full")

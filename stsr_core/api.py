@@ -416,12 +416,17 @@ def predict_timestep(tm: TrainedModel, t: float, grid: Grid, chunk: int = DEFAUL
     info = tm.info
     plan = _grid_plan(tm, grid)
     if plan is not None:
-        norm = tm.model.base.evaluate_grid(plan, _t_norm(info, t))       # [V, Z, Y, X]
+        vals = tm.model.base.evaluate_grid(plan, _t_norm(info, t))       # [V, Z, Y, X]
+        for i, n in enumerate(info.variables):    # to physical units where computed, in place
+            st = info.stats[n]
+            if st.hi > st.lo:
+                vals[i].add_(1.0).mul_(st.half_range).add_(st.lo)
+            else:
+                vals[i].fill_(st.lo)
+        host = vals.cpu().numpy()
         if progress is not None and progress(1.0) is False:
             return None
-        return {n: info.stats[n].denormalise(norm[i].cpu().numpy()).astype(np.float32,
-                                                                           copy=False)
-                for i, n in enumerate(info.variables)}
+        return {n: host[i] for i, n in enumerate(info.variables)}
     var_idx = torch.arange(len(info.variables), device=tm.device)
     norm = predict_grid(tm.model, info.layout, _t_norm(info, t), grid, info.grid,
                         var_idx=var_idx, chunk=chunk, progress=progress)

@@ -61,7 +61,7 @@ def test_set_texts_are_typed_like_the_preset_defaults():
 
 
 @pytest.mark.parametrize("pair, message", [
-    (("bogus", "1"), "no such setting of preset 'fast'; model settings: kind, latent_dim"),
+    (("bogus", "1"), "no such setting of preset 'fast'; model settings: kind, network, latent_dim"),
     (("kind", "siren"), "use --preset"),
     (("flow_iters", "many"), "--set flow_iters=many: expected an integer"),
     (("base_time", "flw"), "unknown base_time 'flw'; allowed: auto, linear, cubic, flow"),

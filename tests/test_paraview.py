@@ -64,7 +64,9 @@ def test_filter_and_model_source(prog, series_file, tmp_path):
     assert np.allclose(res["times"], [1.5, 1.75, 2.0, 2.25, 2.5, 2.75, 3.0, 3.25, 3.5])
     assert set(res["arrays"]) == {"temperature", "rho", "v"}
     assert res["arrays"]["v"] == [13 * 11 * 9, 3]
-    assert res["training"]["steps"] == 25 and res["cache_hit"]
+    # the fast default is its base alone: fitted to the data, no network steps to take
+    assert res["training"]["stopped"] == "fitted" and res["training"]["steps"] == 0
+    assert res["cache_hit"]
     # the drop-down lists are stsr_core/config.py's, with the presets' descriptions
     assert res["lists"] == {"Preset": list(config.PRESET_DESCRIPTIONS),
                             "Device": list(config.DEVICES),
