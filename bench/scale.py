@@ -361,7 +361,17 @@ def end_to_end(model: str, coarse_path: str, case: Any, fmt: str, scratch: str,
         os.makedirs(folder, exist_ok=True)
         out = os.path.join(folder, "out" + ext)
         cmd = [out if c is None else c for c in cmd]
+        timings = os.path.join(logs, f"{tag}-upscale-{fmt}-timings.json")
+        if name == "stsr":        # the CLI's own split: computing vs writing
+            cmd = cmd + ["--timings", timings]
         r = run_child(cmd, os.path.join(logs, f"{tag}-upscale-{name}-{fmt}.log"), timeout_s)
+        if name == "stsr" and r["rc"] == 0 and os.path.exists(timings):
+            with open(timings) as fh:
+                r["timings"] = json.load(fh)
+            t = r["timings"]
+            r["compute_points_per_s"] = t["points_per_step"] * t["steps"] / t["compute_s"]
+            r["write_mb_per_s"] = (t["points_per_step"] * t["steps"] * 4 * len(
+                t.get("variables", [])) / 1e6 / t["write_s"]) if t.get("variables") else None
         r["bytes"] = folder_bytes(folder) if r["rc"] == 0 else None
         r["points_per_s"] = n_out / r["seconds"] if r["rc"] == 0 else None
         res[name] = r

@@ -450,6 +450,9 @@ def upscale(tm: TrainedModel, path: str, *, scale: Optional[float] = None,
     t_out = output_times(tm.info.times, time_scale, times)
     n_t = len(t_out)
     compute_s = write_s = 0.0
+    plan = _grid_plan(tm, grid)
+    if plan is not None:     # each step is written before the next is computed
+        plan.reuse = True
     with open_series_writer(path, grid, t_out, tm.info.variables, tm.info.components,
                             format=format, compression=compression,
                             overwrite=overwrite) as writer:

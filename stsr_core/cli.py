@@ -306,7 +306,8 @@ def cmd_upscale(a: argparse.Namespace) -> int:
           f"({r['compute_s']:.1f} s), wrote in {r['write_s']:.1f} s", file=sys.stderr)
     if a.timings:
         timings = {k: v for k, v in r.items() if k not in ("grid", "files")}
-        timings.update(dims=list(g.dims), n_files=len(r["files"]))
+        timings.update(dims=list(g.dims), n_files=len(r["files"]),
+                       variables=list(tm.info.variables))
         _write_json(a.timings, timings)
     return 0
 

@@ -15,7 +15,8 @@ live in encodings.py.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -241,22 +242,38 @@ class SplineBase(nn.Module):
         finer than the data between them."""
         coef = self.coef.detach()
         j, w = self._slot(t)
-        if self.n_slots == 1 or w <= 0.0:
-            return separable(coef[j], plan.spline)
-        if w >= 1.0:
-            return separable(coef[j + 1], plan.spline)
-        lin = coef[j] + w * (coef[j + 1] - coef[j])                        # [V, ...]
-        m = self.flow_mix if self.has_flow else None
-        comb = lin if m is None else lin * (1 - m).view(-1, 1, 1, 1)
-        if self.hermite and bool((self.time_mix != 0).any()):
-            h = float(self.slot_times[j + 1] - self.slot_times[j])
-            corr = hermite_correction(coef[j], coef[j + 1], self.slopes[j].detach(),
-                                      self.slopes[j + 1].detach(),
-                                      torch.tensor(w, dtype=coef.dtype), h)
-            comb = comb + self.time_mix.view(-1, 1, 1, 1) * corr
-        out = separable(comb, plan.spline)
-        if m is not None and bool((m != 0).any()):
-            out += m.view(-1, 1, 1, 1) * self._warped_grid(plan, j, w)
+        if self.n_slots == 1 or w <= 0.0 or w >= 1.0:
+            k = j if self.n_slots == 1 or w <= 0.0 else j + 1
+            shape = (self.n_vars,) + tuple(len(a) for a in reversed(plan.axes))
+            out = plan.buffer("out", coef, shape)
+            if plan.warp_on_output and self.has_flow:      # the field the warps use too
+                return out.copy_(self._slot_field(plan, k))
+            return separable(coef[k], plan.spline, out=out)
+        m = self.flow_mix if self.has_flow else torch.zeros_like(coef[0, :, 0, 0, 0])
+        c = self.time_mix if self.hermite else torch.zeros_like(m)
+        # the part that is not moved, on the data's coefficients: (1 - m) linear + c (cubic -
+        # linear); skipped for variables where it is 0 (the default: m = 1, often c = 0)
+        some = ((1 - m) != 0) | (c != 0)
+        out = None
+        if bool(some.any()):
+            idx = some.nonzero(as_tuple=True)[0]
+            c0, c1 = coef[j, idx], coef[j + 1, idx]                        # [v, ...]
+            comb = (c0 + w * (c1 - c0)) * (1 - m[idx]).view(-1, 1, 1, 1)
+            if bool((c[idx] != 0).any()):
+                h = float(self.slot_times[j + 1] - self.slot_times[j])
+                corr = hermite_correction(c0, c1, self.slopes[j, idx].detach(),
+                                          self.slopes[j + 1, idx].detach(),
+                                          torch.tensor(w, dtype=coef.dtype), h)
+                comb = comb + c[idx].view(-1, 1, 1, 1) * corr
+            shape = (self.n_vars,) + tuple(len(a) for a in reversed(plan.axes))
+            if len(idx) == len(m):
+                out = separable(comb, plan.spline, out=plan.buffer("out", coef, shape))
+            else:
+                out = plan.buffer("out", coef, shape).zero_().index_copy_(
+                    0, idx, separable(comb, plan.spline))
+        if bool((m != 0).any()):
+            moved = self._warped_grid(plan, j, w).mul_(m.view(-1, 1, 1, 1))
+            out = moved if out is None else out.add_(moved)
         return out
 
     def _slot(self, t: float) -> Tuple[int, float]:
@@ -267,21 +284,29 @@ class SplineBase(nn.Module):
         j = min(max(0, sum(1 for s in times if s <= t) - 1), self.n_slots - 2)
         return j, min(1.0, max(0.0, (t - times[j]) / (times[j + 1] - times[j])))
 
+    def _slot_field(self, plan: "GridPlan", k: int) -> torch.Tensor:
+        """Slot ``k`` evaluated on the warps' grid, kept while it is next to the interval in
+        use (outputs go forward or back in time: each slot is evaluated once)."""
+        f = plan.fields.get(k)
+        if f is None:
+            plan.fields = {i: v for i, v in plan.fields.items() if abs(i - k) == 1}
+            f = plan.fields[k] = separable(self.coef[k].detach(), plan.warp_spline)
+        return f
+
     def _warped_grid(self, plan: "GridPlan", j: int, w: float) -> torch.Tensor:
         """Motion-compensated blend of slots j and j + 1 on the planned grid [V, Zo, Yo, Xo]:
         both slots and the displacement are evaluated on the grid once per interval."""
         if plan.interval != j:
-            plan.ends = None                                 # free the last interval's first
-            plan.ends = torch.stack([separable(self.coef[j + k].detach(), plan.warp_spline)
-                                     for k in (0, 1)])
+            plan.disp = None                                 # free the last interval's first
             plan.disp = separable(self.flow[j], plan.linear)                # [3, Zo, Yo, Xo]
             plan.interval = j
-        ends, disp = plan.ends, plan.disp
+        ends, disp = (self._slot_field(plan, j), self._slot_field(plan, j + 1)), plan.disp
         zo, yo, xo = disp.shape[1:]
         gx, gy = plan.axes[0].view(1, 1, -1), plan.axes[1].view(1, -1, 1)
-        out = ends.new_empty((ends.shape[1], zo, yo, xo))
+        out = plan.buffer("warp", ends[0], (ends[0].shape[0], zo, yo, xo))
         slab = max(1, WARP_SLAB_POINTS // max(1, yo * xo))
-        for z0 in range(0, zo, slab):
+
+        def warp_slab(z0: int) -> None:
             z1 = min(zo, z0 + slab)
             d = disp[:, z0:z1]                                               # [3, s, Yo, Xo]
             gz = plan.axes[2][z0:z1].view(-1, 1, 1)
@@ -294,6 +319,15 @@ class SplineBase(nn.Module):
                                   padding_mode="border")[0]                 # [V, s, Yo, Xo]
                 acc = v.mul_(1 - w) if k == 0 else acc.add_(v, alpha=w)
             out[:, z0:z1] = acc
+
+        starts = range(0, zo, slab)
+        if out.device.type == "cpu" and torch.get_num_threads() > 1 and len(starts) > 1:
+            # grid_sample runs on one core on the CPU: slabs side by side use them all
+            with ThreadPoolExecutor(torch.get_num_threads()) as pool:
+                list(pool.map(warp_slab, starts))
+        else:
+            for z0 in starts:
+                warp_slab(z0)
         return out
 
     def _warped(self, jj: int, p: torch.Tensor, wj: torch.Tensor) -> torch.Tensor:
@@ -338,16 +372,20 @@ def linear_matrix(local: torch.Tensor, n: int) -> torch.Tensor:
     return out.to(torch.float32)
 
 
-def separable(a: torch.Tensor, mats: Sequence[torch.Tensor]) -> torch.Tensor:
+def separable(a: torch.Tensor, mats: Sequence[torch.Tensor],
+              out: Optional[torch.Tensor] = None) -> torch.Tensor:
     """``a`` [C, Z, Y, X] filtered along x, y and z by the matrices ``mats`` (x, y, z; each
-    [out, in]) -> [C, Zo, Yo, Xo]: three matrix products, coarse axes first, so the cost per
-    output value is a few dozen multiply-adds done by BLAS."""
+    [out, in]) -> [C, Zo, Yo, Xo] (into ``out`` when given): three matrix products, coarse
+    axes first, so the cost per output value is a few dozen multiply-adds done by BLAS."""
     mx, my, mz = mats
     c, z, y, _ = a.shape
     a = a @ mx.t()                                               # [C, Z, Y, Xo]
     a = my @ a                                                   # [C, Z, Yo, Xo]
     xo, yo = a.shape[3], a.shape[2]
-    return (mz @ a.reshape(c, z, yo * xo)).reshape(c, -1, yo, xo)   # [C, Zo, Yo, Xo]
+    if out is None:
+        return (mz @ a.reshape(c, z, yo * xo)).reshape(c, -1, yo, xo)   # [C, Zo, Yo, Xo]
+    torch.matmul(mz, a.reshape(c, z, yo * xo), out=out.view(c, -1, yo * xo))
+    return out
 
 
 @dataclass
@@ -361,6 +399,26 @@ class GridPlan:
     axes: List[torch.Tensor]              # x, y, z local coordinates [out]
     warp_spline: List[torch.Tensor]       # x, y, z: [fine, in + 2], the warps' lookup grid
     interval: int = -1
-    ends: Optional[torch.Tensor] = None   # [2, V, Zf, Yf, Xf] the interval's two slots
-    disp: Optional[torch.Tensor] = None   # [3, Zo, Yo, Xo] its displacement
+    disp: Optional[torch.Tensor] = None   # [3, Zo, Yo, Xo] the interval's displacement
+    # slot -> its field on the warps' grid [V, Zf, Yf, Xf]: the current interval's two, each
+    # evaluated once for all the steps that use it (and, on the output grid, the kept step)
+    fields: Dict[int, torch.Tensor] = field(default_factory=dict)
+    # reuse two output-sized buffers from step to step (a caller that is done with each
+    # step before asking for the next, as the streaming upscale is): fresh memory of that
+    # size costs as much as the arithmetic on this machine's first touch of its pages
+    reuse: bool = False
+    buffers: Dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def buffer(self, name: str, like: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+        """An output-sized scratch tensor: the same one each call when ``reuse``."""
+        if not self.reuse:
+            return like.new_empty(tuple(shape))
+        b = self.buffers.get(name)
+        if b is None or tuple(b.shape) != tuple(shape):
+            b = self.buffers[name] = like.new_empty(tuple(shape))
+        return b
+
+    @property
+    def warp_on_output(self) -> bool:
+        return all(w is s for w, s in zip(self.warp_spline, self.spline))
 
