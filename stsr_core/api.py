@@ -229,12 +229,16 @@ def _start_run(series: VolumeSeries, preset: str, tcfg: TrainConfig,
         raise StsrError(f"preset '{preset}' with the given settings: {exc}") from None
     data = _normalised_data(info, series, dev)
     t_init = time.perf_counter()
+    # the fit to the data's share of the progress bar when no time budget measures it:
+    # all of it when nothing is trained after it (the fast base alone), a tenth otherwise
+    init_share = 0.1 if any(p.requires_grad for p in model.parameters()) else 1.0
 
     def init_progress(done: float) -> Optional[bool]:
         el = time.perf_counter() - t_init
         return callback(TrainProgress(  # type: ignore[misc]
             0, tcfg.steps, el, budget_seconds(tcfg), math.nan, math.nan,
-            budget_fraction(tcfg, 0, el), phase="init", init_fraction=done))
+            max(budget_fraction(tcfg, 0, el), init_share * done), phase="init",
+            init_fraction=done))
 
     # the fit to the data counts against the time budget: it may use most of it
     budget = budget_seconds(tcfg)

@@ -229,8 +229,11 @@ def test_fit_reports_its_fit_to_the_data_and_stops_there_when_asked():
     s = moving_blob(2.0 * np.arange(5))
     seen = []
 
+    fractions = []
+
     def watch(p):
         seen.append((p.phase, p.init_fraction))
+        fractions.append(p.fraction)
 
     tm = api.fit(s, "fast", steps=3, device="cpu", callback=watch,
                  train_overrides={"log_every": 1}, model_overrides={"network": True})
@@ -238,6 +241,8 @@ def test_fit_reports_its_fit_to_the_data_and_stops_there_when_asked():
     assert len(init) == 4 + held_out_fits(5) == 7        # 4 intervals + 3 held-out fits
     assert init == sorted(init) and init[-1] == 1.0
     assert [phase for phase, _ in seen[:7]] == ["init"] * 7 and seen[-1][0] == "train"
+    # a steps-only budget: the bar still moves during the fit to the data (its tenth)
+    assert fractions[:7] == sorted(fractions[:7]) and abs(fractions[6] - 0.1) < 1e-9
     assert float(tm.model.base.flow_mix.max()) > 0.5
 
     tm = api.fit(s, "fast", steps=3, device="cpu", callback=lambda p: False)
