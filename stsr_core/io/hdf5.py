@@ -25,19 +25,29 @@ def _h5py():
     return h5py
 
 
-def read_h5(path: str, arrays: Optional[Sequence[str]] = None) -> VolumeSeries:
+def _open(path: str):
+    """The HDF5 file for reading, or an error naming it."""
     h5py = _h5py()
     if not os.path.isfile(path):
         raise StsrError(f"file '{path}' does not exist")
     try:
-        fh = h5py.File(path, "r")
+        return h5py.File(path, "r")
     except OSError as exc:
         raise StsrError(f"'{path}' is not a readable HDF5 file ({exc})") from None
-    with fh:
-        names = [k for k, v in fh.items() if isinstance(v, h5py.Dataset)]
-        order = [str(v.decode() if isinstance(v, bytes) else v)
-                 for v in fh.attrs.get("variables", [])]
-        names.sort(key=lambda n: order.index(n) if n in order else len(order))
+
+
+def _dataset_names(fh) -> List[str]:
+    """The file's datasets in the order of its ``variables`` attribute (others after)."""
+    import h5py
+    names = [k for k, v in fh.items() if isinstance(v, h5py.Dataset)]
+    order = [str(v.decode() if isinstance(v, bytes) else v)
+             for v in fh.attrs.get("variables", [])]
+    return sorted(names, key=lambda n: order.index(n) if n in order else len(order))
+
+
+def read_h5(path: str, arrays: Optional[Sequence[str]] = None) -> VolumeSeries:
+    with _open(path) as fh:
+        names = _dataset_names(fh)
         if arrays:                     # read only the datasets that hold these names
             keep = arrays_holding(arrays, names, f" in '{path}'")
             names = [n for n in names if n in keep]
@@ -156,16 +166,8 @@ class H5Reader(SeriesReader):
     ``read_step`` opens the file and reads that step's slabs only."""
 
     def __init__(self, path: str, arrays: Optional[Sequence[str]] = None) -> None:
-        h5py = _h5py()
-        try:
-            fh = h5py.File(path, "r")
-        except OSError as exc:
-            raise StsrError(f"'{path}' is not a readable HDF5 file ({exc})") from None
-        with fh:
-            names = [k for k, v in fh.items() if isinstance(v, h5py.Dataset)]
-            order = [str(v.decode() if isinstance(v, bytes) else v)
-                     for v in fh.attrs.get("variables", [])]
-            names.sort(key=lambda n: order.index(n) if n in order else len(order))
+        with _open(path) as fh:
+            names = _dataset_names(fh)
             self.keep = keep_arrays(names, arrays, path)
             if not self.keep:
                 raise StsrError(f"'{path}' has no datasets to read (expected one per variable, "

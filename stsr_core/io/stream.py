@@ -361,32 +361,6 @@ class _VtiReader(SeriesReader):
         return _split({n: frame.arrays[n] for n in self.keep})[0]
 
 
-def _pvd_steps(path: str) -> Tuple[List[float], List[str]]:
-    """(times, files) a .pvd lists, sorted by time (part 0 only, as read_pvd reads them)."""
-    import xml.etree.ElementTree as ET
-    try:
-        root = ET.parse(path).getroot()
-    except ET.ParseError as exc:
-        raise StsrError(f"'{path}' is not a valid .pvd file (XML error: {exc})") from None
-    entries = []
-    for ds in root.iter("DataSet"):
-        if ds.get("part", "0") not in ("0", "") or not ds.get("file"):
-            continue
-        try:
-            t = float(ds.get("timestep", len(entries)))
-        except ValueError:
-            raise StsrError(f"'{path}': timestep '{ds.get('timestep')}' is not a number") from None
-        entries.append((t, os.path.join(os.path.dirname(os.path.abspath(path)),
-                                        ds.get("file", ""))))
-    if not entries:
-        raise StsrError(f"'{path}' lists no datasets")
-    entries.sort(key=lambda e: e[0])
-    for _, f in entries:
-        if not os.path.isfile(f):
-            raise StsrError(f"'{path}' refers to '{f}', which does not exist")
-    return [e[0] for e in entries], [e[1] for e in entries]
-
-
 def _vti_time(path: str) -> Optional[float]:
     """A .vti's TimeValue with its point arrays left unread."""
     from vtkmodules.vtkIOXML import vtkXMLImageDataReader
@@ -420,10 +394,9 @@ def open_series_reader(path: str, arrays: Optional[Sequence[str]] = None) -> Ser
     if not os.path.exists(path):
         raise StsrError(f"'{path}' does not exist")
     if ext == ".pvd":
-        times, files = _pvd_steps(path)
-        if len(set(times)) != len(times):
-            raise StsrError(f"'{path}' lists the same timestep twice: {times}")
-        return _VtiReader(path, files, times, arrays)
+        from .vti import pvd_steps
+        entries = pvd_steps(path)
+        return _VtiReader(path, [f for _, f in entries], [t for t, _ in entries], arrays)
     if ext == ".vti":
         tv = _vti_time(path)
         return _VtiReader(path, [path], [0.0 if tv is None else tv], arrays)

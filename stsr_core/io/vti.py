@@ -10,7 +10,7 @@ import os
 import re
 import tempfile
 import xml.etree.ElementTree as ET
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -114,7 +114,9 @@ def image_grid(img) -> Grid:
     return Grid(img.GetDimensions(), origin, spacing)
 
 
-def read_pvd(path: str, arrays: Optional[Sequence[str]] = None) -> VolumeSeries:
+def pvd_steps(path: str) -> List[Tuple[float, str]]:
+    """(time, .vti file) of every step a .pvd lists (part 0), sorted by time, each file
+    checked to exist and hold image data, no time twice."""
     if not os.path.isfile(path):
         raise StsrError(f"file '{path}' does not exist")
     try:
@@ -146,6 +148,11 @@ def read_pvd(path: str, arrays: Optional[Sequence[str]] = None) -> VolumeSeries:
     times = [e[0] for e in entries]
     if len(set(times)) != len(times):
         raise StsrError(f"'{path}' lists the same timestep twice: {times}")
+    return entries
+
+
+def read_pvd(path: str, arrays: Optional[Sequence[str]] = None) -> VolumeSeries:
+    entries = pvd_steps(path)
     frames = [dataclasses.replace(read_vti(e[1], arrays), time=e[0]) for e in entries]
     return series_from_frames(frames, arrays, path)
 

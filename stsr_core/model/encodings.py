@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import math
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -99,6 +99,21 @@ def bspline_coefficients(values: torch.Tensor) -> torch.Tensor:
     return c.to(values.dtype)
 
 
+def slot_weights(slot_times: torch.Tensor, t: torch.Tensor
+                 ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """For times ``t`` [N] the interval between slots (its first slot, [N] long) and the
+    fraction through it ([N, 1] in [0, 1]): slot i sits at the i-th input time (normalised);
+    outside the input's time range the nearest slot is held."""
+    n_slots = slot_times.shape[0]
+    if n_slots == 1:
+        return (torch.zeros(t.shape[0], dtype=torch.long, device=t.device),
+                torch.zeros(t.shape[0], 1, device=t.device))
+    t = t.contiguous()
+    j = (torch.searchsorted(slot_times, t, right=True) - 1).clamp(0, n_slots - 2)
+    t0, t1 = slot_times[j], slot_times[j + 1]
+    return j, ((t - t0) / (t1 - t0)).clamp(0.0, 1.0)[:, None]
+
+
 class SpaceTimeGrid(nn.Module):
     """Learned features ``[N, levels * features]`` at local (x, y, z, t) points."""
 
@@ -127,16 +142,7 @@ class SpaceTimeGrid(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n = x.shape[0]
-        # time slot and weight: slot i sits at the i-th input time (normalised); outside
-        # the input's time range the nearest slot's features are held
-        if self.n_slots == 1:
-            j = torch.zeros(n, dtype=torch.long, device=x.device)
-            w = torch.zeros(n, 1, device=x.device)
-        else:
-            t = x[:, 3].contiguous()
-            j = (torch.searchsorted(self.slot_times, t, right=True) - 1).clamp(0, self.n_slots - 2)
-            t0, t1 = self.slot_times[j], self.slot_times[j + 1]
-            w = ((t - t0) / (t1 - t0)).clamp(0.0, 1.0)[:, None]
+        j, w = slot_weights(self.slot_times, x[:, 3])
         pts = x[:, :3]
         out = x.new_empty(n, self.dim)
         for jj in torch.unique(j).tolist():

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .encodings import bspline_coefficients, bspline_sample
+from .encodings import bspline_coefficients, bspline_sample, slot_weights
 from .time_basis import (cross_validated_mix, displacement_grid_dims, fit_displacement,
                          held_out_fits, hermite_correction, natural_spline_slopes)
 
@@ -187,15 +187,7 @@ class SplineBase(nn.Module):
         """The base at local coordinates ``x`` [N, 4] (x, y, z, t in [-1, 1]) -> [N, V].
         Outside the kept steps' time range the nearest slot is held."""
         n = x.shape[0]
-        if self.n_slots == 1:
-            j = torch.zeros(n, dtype=torch.long, device=x.device)
-            w = torch.zeros(n, 1, device=x.device)
-        else:
-            t = x[:, 3].contiguous()
-            j = (torch.searchsorted(self.slot_times, t, right=True) - 1).clamp(
-                0, self.n_slots - 2)
-            t0, t1 = self.slot_times[j], self.slot_times[j + 1]
-            w = ((t - t0) / (t1 - t0)).clamp(0.0, 1.0)[:, None]
+        j, w = slot_weights(self.slot_times, x[:, 3])
         pts = x[:, :3]
         out = x.new_empty(n, self.n_vars)
         for jj in torch.unique(j).tolist():
