@@ -69,8 +69,10 @@ class SplineBase(nn.Module):
         if self.hermite:    # slopes in time of the coefficients, same layout
             if self.trainable:    # training moves them apart from the coefficients': kept
                 self.slopes = nn.Parameter(torch.zeros(shape))
-            else:                 # the natural spline's, derived from coef: not in the file
-                self.register_buffer("slopes", torch.zeros(shape), persistent=False)
+            else:                 # the natural spline's, derived from coef when asked for
+                self.slopes = None
+            self.register_buffer("slope_matrix", natural_spline_slopes(
+                self.slot_times.tolist()).to(torch.float32), persistent=False)   # [T, T]
             self.register_buffer("time_mix", torch.zeros(self.n_vars))
         self.has_flow = self.hermite and base_time in ("auto", "flow") and self.n_slots > 1
         if self.has_flow:
@@ -87,14 +89,14 @@ class SplineBase(nn.Module):
             if self.hermite and self.trainable:
                 state_dict[prefix + "slopes"] = grid[:, self.n_vars:]
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-        if self.hermite and not self.trainable:
-            self._derive_slopes()
 
-    @torch.no_grad()
-    def _derive_slopes(self) -> None:
-        """The natural cubic spline's slopes in time of every coefficient: [T, T] @ coef."""
-        d = natural_spline_slopes(self.slot_times.tolist()).to(self.coef)
-        self.slopes.copy_(torch.tensordot(d, self.coef, dims=([1], [0])))
+    def slopes_at(self, k: int) -> torch.Tensor:
+        """Slot ``k``'s slopes in time [V, Z+2, Y+2, X+2]: trained ones, or the natural
+        cubic spline's through the coefficients (a row of [T, T] @ coef: derived per slot
+        rather than stored, which would double the model's memory)."""
+        if self.slopes is not None:
+            return self.slopes[k]
+        return torch.tensordot(self.slope_matrix[k].to(self.coef), self.coef, dims=([0], [0]))
 
     # --- fitting -----------------------------------------------------------------------------
     @torch.no_grad()
@@ -114,7 +116,9 @@ class SplineBase(nn.Module):
             self.coef[t].copy_(bspline_coefficients(data[:, t].to(torch.float32)))
         if not self.hermite:
             return None
-        self._derive_slopes()
+        if self.slopes is not None:
+            self.slopes.copy_(torch.tensordot(self.slope_matrix.to(self.coef), self.coef,
+                                              dims=([1], [0])))
         self.time_mix.zero_()
         if not self.has_flow:
             if self.base_time == "cubic":
@@ -198,8 +202,8 @@ class SplineBase(nn.Module):
                 b = bspline_sample(self.coef[jj + 1:jj + 2], p)
                 line = a + wj * (b - a)
                 if self.hermite:
-                    d0 = bspline_sample(self.slopes[jj:jj + 1], p)
-                    d1 = bspline_sample(self.slopes[jj + 1:jj + 2], p)
+                    d0 = bspline_sample(self.slopes_at(jj)[None], p)
+                    d1 = bspline_sample(self.slopes_at(jj + 1)[None], p)
                     h = float(self.slot_times[jj + 1] - self.slot_times[jj])
                     line = line + self.time_mix * hermite_correction(a, b, d0, d1, wj, h)
                     if self.has_flow:
@@ -253,8 +257,8 @@ class SplineBase(nn.Module):
             comb = (c0 + w * (c1 - c0)) * (1 - m[idx]).view(-1, 1, 1, 1)
             if bool((c[idx] != 0).any()):
                 h = float(self.slot_times[j + 1] - self.slot_times[j])
-                corr = hermite_correction(c0, c1, self.slopes[j, idx].detach(),
-                                          self.slopes[j + 1, idx].detach(),
+                corr = hermite_correction(c0, c1, self.slopes_at(j)[idx].detach(),
+                                          self.slopes_at(j + 1)[idx].detach(),
                                           torch.tensor(w, dtype=coef.dtype), h)
                 comb = comb + c[idx].view(-1, 1, 1, 1) * corr
             shape = (self.n_vars,) + tuple(len(a) for a in reversed(plan.axes))
@@ -287,20 +291,21 @@ class SplineBase(nn.Module):
 
     def _warped_grid(self, plan: "GridPlan", j: int, w: float) -> torch.Tensor:
         """Motion-compensated blend of slots j and j + 1 on the planned grid [V, Zo, Yo, Xo]:
-        both slots and the displacement are evaluated on the grid once per interval."""
-        if plan.interval != j:
-            plan.disp = None                                 # free the last interval's first
-            plan.disp = separable(self.flow[j], plan.linear)                # [3, Zo, Yo, Xo]
+        both slots are evaluated on the grid once per interval, the displacement in x and y
+        too (on its own few z-planes), and in z slab by slab."""
+        mx, my, mz = plan.linear
+        if plan.interval != j:           # [3, Zd, Yo, Xo]: x and y done, z per slab
+            plan.disp = my @ (self.flow[j] @ mx.t())
             plan.interval = j
         ends, disp = (self._slot_field(plan, j), self._slot_field(plan, j + 1)), plan.disp
-        zo, yo, xo = disp.shape[1:]
+        zo, yo, xo = mz.shape[0], disp.shape[2], disp.shape[3]
         gx, gy = plan.axes[0].view(1, 1, -1), plan.axes[1].view(1, -1, 1)
         out = plan.buffer("warp", ends[0], (ends[0].shape[0], zo, yo, xo))
         slab = max(1, WARP_SLAB_POINTS // max(1, yo * xo))
 
         def warp_slab(z0: int) -> None:
             z1 = min(zo, z0 + slab)
-            d = disp[:, z0:z1]                                               # [3, s, Yo, Xo]
+            d = (mz[z0:z1] @ disp.reshape(3, disp.shape[1], -1)).view(3, -1, yo, xo)
             gz = plan.axes[2][z0:z1].view(-1, 1, 1)
             acc = None
             for k, shift in ((0, -w), (1, 1.0 - w)):
@@ -391,7 +396,7 @@ class GridPlan:
     axes: List[torch.Tensor]              # x, y, z local coordinates [out]
     warp_spline: List[torch.Tensor]       # x, y, z: [fine, in + 2], the warps' lookup grid
     interval: int = -1
-    disp: Optional[torch.Tensor] = None   # [3, Zo, Yo, Xo] the interval's displacement
+    disp: Optional[torch.Tensor] = None   # [3, Zd, Yo, Xo] the interval's displacement
     # slot -> its field on the warps' grid [V, Zf, Yf, Xf]: the current interval's two, each
     # evaluated once for all the steps that use it (and, on the output grid, the kept step)
     fields: Dict[int, torch.Tensor] = field(default_factory=dict)
