@@ -155,14 +155,9 @@ def folder_bytes(path: str) -> int:
 
 # --- machine ------------------------------------------------------------------------------
 def machine_info() -> Dict[str, Any]:
-    import platform
+    """bench.run's machine description, with memory, threads and the commit measured."""
     import torch
-    cpu = "unknown"
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next(l.split(":", 1)[1].strip() for l in fh if l.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    from bench.run import machine_info as base_info
     mem_gb = None
     try:
         with open("/proc/meminfo") as fh:
@@ -173,12 +168,11 @@ def machine_info() -> Dict[str, Any]:
     def git(*a: str) -> str:
         r = subprocess.run(["git", "-C", ROOT, *a], capture_output=True, text=True)
         return r.stdout.strip()
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gb": mem_gb,
-            "python": platform.python_version(), "torch": str(torch.__version__),
-            "torch_threads": torch.get_num_threads(), "gpu": None,
-            "git_commit": git("rev-parse", "HEAD"), "git_dirty": bool(git("status",
-                                                                           "--porcelain")),
-            "date": dt.date.today().isoformat()}
+    info = base_info("cpu")
+    info.update(memory_gb=mem_gb, torch_threads=torch.get_num_threads(),
+                gpu=info.get("gpu"), git_commit=git("rev-parse", "HEAD"),
+                git_dirty=bool(git("status", "--porcelain")))
+    return info
 
 
 def save_json(obj: Dict[str, Any], path: str) -> None:
