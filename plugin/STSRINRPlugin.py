@@ -16,7 +16,8 @@ from paraview.util.vtkAlgorithm import (VTKPythonAlgorithmBase, smdomain, smhint
                                         smproxy)
 from vtkmodules.vtkCommonCore import vtkOutputWindow
 from vtkmodules.vtkCommonDataModel import vtkDataObject, vtkImageData
-from vtkmodules.vtkCommonExecutionModel import (vtkStreamingDemandDrivenPipeline as SDDP)
+from vtkmodules.vtkCommonExecutionModel import (vtkAlgorithm,
+                                                 vtkStreamingDemandDrivenPipeline as SDDP)
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -207,6 +208,8 @@ def _output_layout(api, grid, times_in, scale, dims, time_scale):
 def _set_output_information(outInfo, g, times):
     nx, ny, nz = g.dims
     outInfo.Set(SDDP.WHOLE_EXTENT(), 0, nx - 1, 0, ny - 1, 0, nz - 1)
+    # any sub-extent can be computed alone (MPI pieces, streaming): see _requested_grid
+    outInfo.Set(vtkAlgorithm.CAN_PRODUCE_SUB_EXTENT(), 1)
     outInfo.Set(vtkDataObject.SPACING(), *g.spacing)
     outInfo.Set(vtkDataObject.ORIGIN(), *g.origin)
     outInfo.Remove(SDDP.TIME_STEPS())
@@ -259,19 +262,37 @@ class _ImageCache:
         self.images[t] = img
 
 
+def _requested_grid(outInfo, g):
+    """The part of the output grid ``g`` the pipeline asks for (its UPDATE_EXTENT; all of it
+    when none is set) and that extent."""
+    whole = (0, g.dims[0] - 1, 0, g.dims[1] - 1, 0, g.dims[2] - 1)
+    ext = tuple(outInfo.Get(SDDP.UPDATE_EXTENT())) if outInfo.Has(SDDP.UPDATE_EXTENT()) \
+        else whole
+    if ext == whole or any(ext[2 * a] > ext[2 * a + 1] for a in range(3)):
+        return g, whole
+    return type(g)([ext[2 * a + 1] - ext[2 * a] + 1 for a in range(3)],
+                   [o + ext[2 * a] * s for a, (o, s) in enumerate(zip(g.origin, g.spacing))],
+                   g.spacing), ext
+
+
 def _output_at_requested_time(algorithm, api, tm, outInfoVec):
-    """RequestData's end for both proxies: the image at the time the pipeline asks for, from
-    the cache or predicted by ``tm`` on ``algorithm._out_grid``, copied to the output."""
-    t = _requested_time(outInfoVec.GetInformationObject(0), algorithm._out_times)
+    """RequestData's end for both proxies: the image at the time the pipeline asks for, on
+    the extent it asks for (only that part is computed), from the cache or predicted by
+    ``tm``, copied to the output."""
+    outInfo = outInfoVec.GetInformationObject(0)
+    t = _requested_time(outInfo, algorithm._out_times)
     t_query = t if t is not None else tm.info.times[0]
-    key = (id(tm), algorithm._out_grid)
+    grid, ext = _requested_grid(outInfo, algorithm._out_grid)
+    key = (id(tm), algorithm._out_grid, ext)
     img = algorithm._cache.get(key, t_query)
     if img is None:
         abort = algorithm.GetAbortExecute
-        img = _image(api, tm, t_query, algorithm._out_grid,
+        img = _image(api, tm, t_query, grid,
                      progress=lambda f: (algorithm.UpdateProgress(f), not abort())[1])
         if img is None:          # aborted
             return 1
+        img.SetOrigin(*algorithm._out_grid.origin)   # the piece's place in the whole grid
+        img.SetExtent(*ext)
         algorithm._cache.put(t_query, img)
     out = vtkImageData.GetData(outInfoVec, 0)
     out.ShallowCopy(img)

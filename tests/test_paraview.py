@@ -67,6 +67,9 @@ def test_filter_and_model_source(prog, series_file, tmp_path):
     # the fast default is its base alone: fitted to the data, no network steps to take
     assert res["training"]["stopped"] == "fitted" and res["training"]["steps"] == 0
     assert res["cache_hit"]
+    # a requested sub-extent is computed alone and matches that part of the whole output
+    assert res["piece_extent"] == [2, 9, 1, 6, 3, 7] and res["piece_points"] == 8 * 6 * 5
+    assert res["piece_diff"] < 1e-5, res["piece_diff"]
     # the drop-down lists are stsr_core/config.py's, with the presets' descriptions
     assert res["lists"] == {"Preset": list(config.PRESET_DESCRIPTIONS),
                             "Device": list(config.DEVICES),

@@ -53,6 +53,22 @@ src.TemporalScale = 2
 src.UpdatePipelineInformation()
 src_img, src_arrays = grab(src, t_mid)
 
+# a piece: only the requested extent is computed (what MPI ranks and streaming ask for), and
+# it equals that part of the whole output
+piece = (2, 9, 1, 6, 3, 7)
+fresh = STSRINRModel(FileName=model, SpatialScale=2.0, TemporalScale=2)  # noqa: F821
+fresh.UpdatePipelineInformation()
+src_algo = fresh.GetClientSideObject()
+src_algo.UpdateTimeStep(t_mid, -1, 1, 0, piece)
+part = src_algo.GetOutputDataObject(0)
+nx, ny, _ = src_img.GetDimensions()
+piece_diff = 0.0
+for name in ("temperature", "rho"):
+    whole = src_arrays[name].reshape(-1, ny, nx)
+    sub = whole[piece[4]:piece[5] + 1, piece[2]:piece[3] + 1, piece[0]:piece[1] + 1]
+    got = vtk_to_numpy(part.GetPointData().GetArray(name)).reshape(sub.shape)
+    piece_diff = max(piece_diff, float(np.abs(got - sub).max() / np.ptp(whole)))
+
 np.savez(out + "/filter.npz", **arrays)
 np.savez(out + "/source.npz", **src_arrays)
 json.dump({
@@ -66,5 +82,7 @@ json.dump({
                  and t_mid in cached_before,
     "source_times": list(src.TimestepValues),
     "source_dims": list(src_img.GetDimensions()),
+    "piece_extent": list(part.GetExtent()), "piece_points": part.GetNumberOfPoints(),
+    "piece_diff": piece_diff,
 }, open(out + "/result.json", "w"))
 print("filter_check done")
