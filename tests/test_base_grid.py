@@ -38,15 +38,15 @@ def test_the_default_model_is_the_base_alone_and_about_the_size_of_its_data(tmp_
 @pytest.mark.parametrize("scale", [1, 2])
 def test_whole_grid_evaluation_matches_the_model_point_by_point(scale):
     """Kept steps to float32 rounding; between them the motion-compensated term is looked up
-    trilinearly in the slots evaluated on a grid at least twice as fine as the data: on a
-    blob barely resolved by the data (sigma 1 to 1.4 cells) moving 3 cells between kept
-    steps, within 4 % of the range (exact where the shift lands on that grid, as at
-    mid-interval)."""
+    trilinearly in the slots evaluated on a grid finer than the data (8x for data this
+    small): on a blob barely resolved by the data (sigma 1 to 1.4 cells) moving 3 cells
+    between kept steps, within 0.5 % of the range (measured: 0.26 %; 3.4 % when that grid
+    was only 2x)."""
     s = moving_blob(2.0 * np.arange(4))
     tm = api.fit(s, device="cpu")
     assert float(tm.model.base.flow_mix.min()) > 0.5
     g = api.output_grid(tm.info.grid, scale=scale)
-    for t, tol in ((2.0, 1e-4), (6.0, 1e-4), (3.0, 1e-3), (2.5, 0.04), (4.7, 0.04)):
+    for t, tol in ((2.0, 1e-4), (6.0, 1e-4), (3.0, 5e-3), (2.5, 5e-3), (4.7, 5e-3)):
         whole = api.predict_timestep(tm, t, g)
         norm = predict_grid(tm.model, tm.info.layout, api._t_norm(tm.info, t), g,
                             tm.info.grid)                               # point by point

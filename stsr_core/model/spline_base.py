@@ -14,6 +14,7 @@ live in encodings.py.
 """
 from __future__ import annotations
 
+import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from .time_basis import (cross_validated_mix, displacement_grid_dims, fit_displa
 
 BASE_TIMES = ("auto", "linear", "cubic", "flow")
 MIN_FIT_SECONDS = 0.05       # a displacement fit with less time than this is skipped
+WARP_FIELD_VALUES = 1 << 26  # values of one slot on the warps' grid when finer than 2x
 WARP_SLAB_POINTS = 1 << 20    # output points per warp call: bounds its coordinate tensors
 
 
@@ -220,11 +222,17 @@ class SplineBase(nn.Module):
         spline = [spline_matrix(a, n) for a, n in zip(axes, self.dims)]
         flow_dims = tuple(self.flow.shape[-1:-4:-1]) if self.has_flow else (1, 1, 1)
         linear = [linear_matrix(a, n) for a, n in zip(axes, flow_dims)]
-        # the warps look up the two slots trilinearly on a grid at least twice as fine as
-        # the data (the output's own when it is): trilinear error a quarter of the data's
-        fine = [a if a.numel() >= 2 * n - 1 else torch.linspace(-1.0, 1.0, 2 * n - 1,
-                                                                  device=a.device)
-                for a, n in zip(axes, self.dims)]
+        # the warps look up the two slots trilinearly on a grid finer than the data: eight
+        # or four times where that fits WARP_FIELD_VALUES (small data, where features span
+        # few cells), else at least twice (the output's own grid when it is that fine)
+        fine = None
+        for factor in (8, 4, 2):
+            want = [max(a.numel(), factor * (n - 1) + 1) if n > 1 else a.numel()
+                    for a, n in zip(axes, self.dims)]
+            if factor == 2 or self.n_vars * math.prod(want) <= WARP_FIELD_VALUES:
+                fine = [a if a.numel() == m else torch.linspace(-1.0, 1.0, m, device=a.device)
+                        for a, m in zip(axes, want)]
+                break
         warp = [m if f is a else spline_matrix(f, n)
                 for m, f, a, n in zip(spline, fine, axes, self.dims)]
         return GridPlan(spline, linear, [a.to(torch.float32) for a in axes], warp)
