@@ -228,10 +228,11 @@ def _start_run(series: VolumeSeries, preset: str, tcfg: TrainConfig,
     except ValueError as exc:        # a setting out of range, e.g. base_time="flw"
         raise StsrError(f"preset '{preset}' with the given settings: {exc}") from None
     data = _normalised_data(info, series, dev)
+    optimizer = _optimizer(model, tcfg)
     t_init = time.perf_counter()
     # the fit to the data's share of the progress bar when no time budget measures it:
     # all of it when nothing is trained after it (the fast base alone), a tenth otherwise
-    init_share = 0.1 if any(p.requires_grad for p in model.parameters()) else 1.0
+    init_share = 1.0 if optimizer is None else 0.1
 
     def init_progress(done: float) -> Optional[bool]:
         el = time.perf_counter() - t_init
@@ -247,7 +248,7 @@ def _start_run(series: VolumeSeries, preset: str, tcfg: TrainConfig,
         budget_s=None if budget is None else INIT_BUDGET_SHARE * budget) is False
     info.history["init_notes"] = list(getattr(getattr(model, "base", None), "fit_notes", []))
     tm = TrainedModel(model, info, mcfg, tcfg)
-    return _Run(tm, data, _optimizer(model, tcfg), init_s=time.perf_counter() - t_init,
+    return _Run(tm, data, optimizer, init_s=time.perf_counter() - t_init,
                 init_cancelled=cancelled)
 
 
