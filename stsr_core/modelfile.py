@@ -29,6 +29,7 @@ from typing import Any, Dict, Optional
 import torch
 
 from .errors import StsrError
+from .files import apply_umask
 
 FORMAT_NAME = "stsr-inr-model"
 FORMAT_VERSION = 4   # 2: fast models gained the spline base; 3: its time interpolation;
@@ -53,6 +54,7 @@ def write_atomic(path: str, payload: Dict[str, Any]) -> None:
             torch.save(payload, f)
             f.flush()
             os.fsync(f.fileno())
+        apply_umask(tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

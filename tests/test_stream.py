@@ -218,3 +218,24 @@ def test_bad_requests_are_clear(tmp_path):
             w.write_step(0, {n: v[0] for n, v in s.variables.items()})
         w.write_step(1, {n: v[1] for n, v in s.variables.items()})
     assert read_series(str(tmp_path / "x.h5")).n_times == 2
+
+
+def test_outputs_and_model_files_get_the_users_umask_not_private_temp_modes(tmp_path):
+    """Written under temporary names (mkstemp/mkdtemp make them 0600/0700), then given the
+    modes a plain create would have: a group sharing results can read them."""
+    import stat
+
+    from stsr_core import api
+    s = vector_series()
+    old = os.umask(0o022)
+    try:
+        write_series(s, str(tmp_path / "a.pvd"))
+        write_series(s, str(tmp_path / "a.pvd"), overwrite=True)     # via a partial folder
+        write_series(s, str(tmp_path / "a.h5"))
+        api.save_model(api.fit(s.select(["temperature"]), device="cpu",
+                               model_overrides={"flow_iters": 5}), str(tmp_path / "m.stsr"))
+    finally:
+        os.umask(old)
+    mode = {p: stat.S_IMODE(os.stat(tmp_path / p).st_mode) for p in ("a", "a.h5", "m.stsr")}
+    assert mode == {"a": 0o755, "a.h5": 0o644, "m.stsr": 0o644}, {k: oct(v) for k, v in
+                                                                  mode.items()}

@@ -11,6 +11,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from ..errors import StsrError
+from ..files import apply_umask
 from ..grid import Grid
 from ..series import VolumeSeries, arrays_holding, split_components
 from .stream import SeriesReader, SeriesWriter, keep_arrays, fsync_file, remove_quietly
@@ -118,6 +119,7 @@ class H5Writer(SeriesWriter):
         folder, base = os.path.split(self.path)
         fd, self.tmp = tempfile.mkstemp(prefix=f".{base}-", suffix=".tmp", dir=folder)
         os.close(fd)
+        apply_umask(self.tmp)
         owner = {p: o for o, parts in self.components.items() for p in parts}
         self.merged = list(dict.fromkeys(owner.get(n, n) for n in self.variables))
         try:

@@ -15,6 +15,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..errors import StsrError
+from ..files import apply_umask
 from ..grid import Grid
 from ..series import Frame, VolumeSeries, arrays_holding, merged_arrays, series_from_frames
 from .stream import SeriesWriter, fsync_file, remove_quietly
@@ -265,6 +266,7 @@ class PvdWriter(SeriesWriter):
         self.replacing = os.path.exists(self.path) or os.path.exists(self.data_dir)
         if self.replacing:
             self.dir = tempfile.mkdtemp(prefix=f".{self.stem}-partial-", dir=self.folder)
+            apply_umask(self.dir)
         else:
             try:
                 os.mkdir(self.data_dir)
