@@ -352,8 +352,11 @@ def cmd_info(a: argparse.Namespace) -> int:
         return 0
     print(f"model file   {a.model} ({d['size_bytes'] / 1e6:.2f} MB, {d['parameters']:,} "
           "parameters)")
-    print(f"network      {tm.model_config.kind} (preset '{info.preset}'), "
-          f"{info.layout.n_heads} head(s)")
+    if getattr(tm.model, "has_network", True):
+        print(f"network      {tm.model_config.kind} (preset '{info.preset}'), "
+              f"{info.layout.n_heads} head(s)")
+    else:
+        print(f"network      none: the spline base alone (preset '{info.preset}')")
     print(f"variables    {', '.join(info.variables)}")
     for n in info.variables:
         s = info.stats[n]
@@ -371,10 +374,15 @@ def cmd_info(a: argparse.Namespace) -> int:
     print(f"times        {len(t)}: {', '.join(f'{v:g}' for v in t[:8])}"
           f"{' ...' if len(t) > 8 else ''}")
     h = info.history
-    if h:
+    if h.get("stopped") == "fitted":
+        print(f"fit          to the data in {float(h.get('elapsed_s', 0)):.1f} s on "
+              f"{h.get('device', '?')} (nothing to train)")
+    elif h:
         print(f"training     {h.get('steps', '?')} steps, {float(h.get('elapsed_s', 0)):.1f} s "
               f"on {h.get('device', '?')}, last batch PSNR "
               f"{float(h.get('batch_psnr', float('nan'))):.2f} dB ({h.get('stopped', '')})")
+    for note in h.get("init_notes", []):
+        print(f"             {note}")
     return 0
 
 

@@ -175,3 +175,13 @@ def test_a_fit_killed_mid_run_leaves_the_last_checkpoint_loadable(workdir, tmp_p
         proc.wait(timeout=30)
     tm = api.load_model(str(model), device="cpu")
     assert tm.info.history["stopped"] == "checkpoint" and tm.info.history["steps"] > 0
+
+
+def test_the_default_fit_is_the_base_alone_and_info_says_so(workdir, tmp_path):
+    model = str(tmp_path / "base.stsr")
+    r = run("fit", str(workdir / "coarse.pvd"), "-o", model, "--quiet", "--max-minutes", "0.1")
+    assert r.returncode == 0 and "no network to train" in r.stderr, r.stderr
+    assert not os.path.exists(model + ".resume")
+    r = run("info", model)
+    assert r.returncode == 0, r.stderr
+    assert "the spline base alone" in r.stdout and "nothing to train" in r.stdout, r.stdout
