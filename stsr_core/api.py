@@ -99,11 +99,13 @@ def _spec(info: ModelInfo) -> FieldSpec:
 
 def _payload(tm: TrainedModel) -> Dict[str, Any]:
     state = {k: v.detach().cpu() for k, v in tm.model.state_dict().items()}
-    return {"format": modelfile.FORMAT_NAME, "version": modelfile.FORMAT_VERSION,
-            "model_config": config_to_dict(tm.model_config),
-            "train_config": config_to_dict(tm.train_config),
-            "state_dict": state, "info": tm.info.to_dict(),
-            "step": int(tm.info.history.get("steps", 0))}
+    payload = {"format": modelfile.FORMAT_NAME, "version": modelfile.FORMAT_VERSION,
+               "model_config": config_to_dict(tm.model_config),
+               "train_config": config_to_dict(tm.train_config),
+               "state_dict": state, "info": tm.info.to_dict(),
+               "step": int(tm.info.history.get("steps", 0))}
+    payload["checksum"] = modelfile.checksum(payload)
+    return payload
 
 
 def save_model(tm: TrainedModel, path: str, with_optimizer: bool = True) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 from typing import List, Optional, Sequence
@@ -217,10 +218,16 @@ def _check_new_output(path: str, overwrite: bool, needed_bytes: Optional[int] = 
 
 
 def cmd_fit(a: argparse.Namespace) -> int:
-    from . import api
-    from .io import read_series
+    from .modelfile import writing_lock
     from .train import resolve_device
     resolve_device(a.device)                  # fail before reading data or training
+    with writing_lock(a.output, steal=a.overwrite):
+        return _fit(a)
+
+
+def _fit(a: argparse.Namespace) -> int:
+    from . import api
+    from .io import read_series
     if a.resume:
         if not os.path.exists(a.output):
             raise StsrError(f"--resume: model file '{a.output}' does not exist")
@@ -414,17 +421,36 @@ COMMANDS = {"coarsen": cmd_coarsen, "fit": cmd_fit, "upscale": cmd_upscale, "eva
             "blend": cmd_blend}
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled as Ctrl-C is: checkpoints written, partial outputs removed."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
+INTERRUPTED = {
+    "fit": "the model file holds the last checkpoint (or, if none was written, is unchanged)",
+    "upscale": "the output lists only complete steps; partial files were removed",
+}
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return COMMANDS[args.command](args)
     except StsrError as exc:
         print(f"stsr: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("stsr: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        what = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        detail = INTERRUPTED.get(args.command)
+        print(f"stsr: {what}" + (f"; {detail}" if detail else ""), file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

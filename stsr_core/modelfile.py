@@ -22,9 +22,12 @@ interrupted save never leaves a half-written model behind.
 """
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import os
 import tempfile
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Iterator, Optional
 
 import torch
 
@@ -71,7 +74,7 @@ def read(path: str) -> Dict[str, Any]:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for damaged files
         raise StsrError(
-            f"'{path}' is not a readable stsr model file (damaged or another format): "
+            f"'{path}' is damaged or not an stsr model file (it cannot be read): "
             f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT_NAME:
@@ -86,7 +89,25 @@ def read(path: str) -> Dict[str, Any]:
     for key in ("model_config", "train_config", "state_dict", "info"):
         if key not in payload:
             raise StsrError(f"model file '{path}' is incomplete: no '{key}'")
+    if "checksum" in payload and payload["checksum"] != checksum(payload):
+        raise StsrError(f"model file '{path}' is damaged: its contents do not match the "
+                        "checksum written with them (changed or corrupted since it was "
+                        "saved); use a copy or fit anew")
     return payload
+
+
+def checksum(payload: Dict[str, Any]) -> str:
+    """SHA-256 of a payload's weights (their bytes, in name order) and of everything else
+    but the checksum itself (as sorted JSON): written with the model, checked on load."""
+    h = hashlib.sha256()
+    for name in sorted(payload["state_dict"]):
+        t = payload["state_dict"][name].detach().cpu().contiguous()
+        h.update(name.encode())
+        h.update(str((tuple(t.shape), str(t.dtype))).encode())
+        h.update(t.view(torch.uint8).numpy() if t.numel() else b"")
+    rest = {k: v for k, v in payload.items() if k not in ("state_dict", "checksum")}
+    h.update(json.dumps(rest, sort_keys=True, default=str).encode())
+    return h.hexdigest()
 
 
 def read_resume_state(path: str, step: int) -> Optional[Dict[str, Any]]:
@@ -103,3 +124,58 @@ def read_resume_state(path: str, step: int) -> Optional[Dict[str, Any]]:
             or payload.get("step") != step:
         return None
     return payload.get("optimizer")
+
+
+def lock_path(path: str) -> str:
+    """The lock that marks model file ``path`` as being written by a running fit."""
+    return path + ".lock"
+
+
+@contextlib.contextmanager
+def writing_lock(path: str, steal: bool = False) -> Iterator[None]:
+    """Hold ``MODEL.lock`` (the writer's process id) while a fit writes ``path``: a second
+    fit to the same file is refused while the first runs, unless ``steal`` (--overwrite).
+    A lock whose process is gone is taken over."""
+    lock = lock_path(os.path.abspath(path))
+    os.makedirs(os.path.dirname(lock), exist_ok=True)     # as the fit's output check would
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+            break
+        except FileExistsError:
+            pid = _lock_owner(lock)
+            if pid is not None and pid != os.getpid() and _alive(pid) and not steal:
+                raise StsrError(f"another stsr fit (process {pid}) is writing '{path}' "
+                                f"(lock '{lock}'); wait for it, or pass --overwrite to "
+                                "replace its result") from None
+            try:
+                os.unlink(lock)
+            except FileNotFoundError:
+                pass
+    else:
+        raise StsrError(f"cannot take the lock '{lock}' of '{path}'")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(str(os.getpid()))
+    try:
+        yield
+    finally:
+        if _lock_owner(lock) == os.getpid():
+            os.unlink(lock)
+
+
+def _lock_owner(lock: str) -> Optional[int]:
+    try:
+        with open(lock) as fh:
+            return int(fh.read().strip() or "0") or None
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:        # someone else's process: alive
+        return True
+    return True

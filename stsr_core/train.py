@@ -136,7 +136,9 @@ def train_loop(model: FieldModel, sampler: BatchSampler, cfg: TrainConfig,
     """Run ``cfg.steps`` more steps or ``cfg.max_minutes`` more minutes (whichever first) or
     until the callback returns False. A resumed run (``start_step``/``start_elapsed`` from the
     model's history) gets the budget anew and its learning-rate schedule restarts (a warm
-    restart). Returns the history (total steps, total elapsed, final loss/psnr, stop reason)."""
+    restart). Returns the history (total steps, total elapsed, final loss/psnr, stop reason).
+    An interrupt (KeyboardInterrupt) writes a last checkpoint, when there is a checkpoint
+    hook, before it goes on up."""
     if cfg.steps is None and cfg.max_minutes is None:
         raise StsrError("training needs a budget: set steps and/or max minutes")
     max_seconds = budget_seconds(cfg)
@@ -156,55 +158,60 @@ def train_loop(model: FieldModel, sampler: BatchSampler, cfg: TrainConfig,
     def fraction(elapsed: float) -> float:
         return budget_fraction(cfg, step - start_step, elapsed)
 
-    while True:
-        elapsed = time.perf_counter() - t_start
-        if (cfg.steps is not None and step - start_step >= cfg.steps) or (
-                max_seconds is not None and elapsed >= max_seconds):
-            break
-        factor = lr_factor(cfg, fraction(elapsed), step - start_step)
-        for group in optimizer.param_groups:
-            group["lr"] = group["base_lr"] * factor
-        coords, target = sampler.sample(cfg.batch_size)
-        codes = None
-        if model.latent_mu is not None:
-            mu = model.latent_mu
-            codes = mu + cfg.latent_sigma * torch.randn(mu.shape, device=mu.device,
-                                                         generator=sampler.gen)
-        pred = model(coords, var_idx, codes=codes)
-        mse = torch.mean((pred - target) ** 2)
-        loss = mse + model.regularization()
-        if model.latent_mu is not None and cfg.kl_weight > 0:
-            loss = loss + cfg.kl_weight * kl_divergence(model.latent_mu, cfg.latent_sigma)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        step += 1
-        if step % log_every == 0 or step == 1:
-            m = float(mse.detach())
-            loss_v = m
-            psnr_v = 20 * math.log10(2.0) - 10 * math.log10(max(m, 1e-20))
-            if not math.isfinite(loss_v):
-                raise StsrError(
-                    f"training diverged at step {step} (loss {loss_v}); try a smaller "
-                    "learning rate or another preset")
-            if callback is not None:
-                el = time.perf_counter() - t_start
-                t_cb = time.perf_counter()
-                keep_going = callback(TrainProgress(step, total, el, max_seconds, loss_v,
-                                                    psnr_v, fraction(el)))
-                # time spent in the callback (a progress bar, an evaluation hook) is not
-                # training time: it does not eat the budget; a hook may have evaluated the
-                # model (eval mode): training goes on in train mode
-                t_start += time.perf_counter() - t_cb
-                model.train()
-                if keep_going is False:
-                    stopped = "cancelled"
-                    break
-        if checkpoint is not None and (
-                (cfg.checkpoint_every and step % cfg.checkpoint_every == 0)
-                or time.perf_counter() - last_ckpt > cfg.checkpoint_seconds):
+    try:
+        while True:
+            elapsed = time.perf_counter() - t_start
+            if (cfg.steps is not None and step - start_step >= cfg.steps) or (
+                    max_seconds is not None and elapsed >= max_seconds):
+                break
+            factor = lr_factor(cfg, fraction(elapsed), step - start_step)
+            for group in optimizer.param_groups:
+                group["lr"] = group["base_lr"] * factor
+            coords, target = sampler.sample(cfg.batch_size)
+            codes = None
+            if model.latent_mu is not None:
+                mu = model.latent_mu
+                codes = mu + cfg.latent_sigma * torch.randn(mu.shape, device=mu.device,
+                                                             generator=sampler.gen)
+            pred = model(coords, var_idx, codes=codes)
+            mse = torch.mean((pred - target) ** 2)
+            loss = mse + model.regularization()
+            if model.latent_mu is not None and cfg.kl_weight > 0:
+                loss = loss + cfg.kl_weight * kl_divergence(model.latent_mu, cfg.latent_sigma)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            if step % log_every == 0 or step == 1:
+                m = float(mse.detach())
+                loss_v = m
+                psnr_v = 20 * math.log10(2.0) - 10 * math.log10(max(m, 1e-20))
+                if not math.isfinite(loss_v):
+                    raise StsrError(
+                        f"training diverged at step {step} (loss {loss_v}); try a smaller "
+                        "learning rate or another preset")
+                if callback is not None:
+                    el = time.perf_counter() - t_start
+                    t_cb = time.perf_counter()
+                    keep_going = callback(TrainProgress(step, total, el, max_seconds, loss_v,
+                                                        psnr_v, fraction(el)))
+                    # time spent in the callback (a progress bar, an evaluation hook) is not
+                    # training time: it does not eat the budget; a hook may have evaluated the
+                    # model (eval mode): training goes on in train mode
+                    t_start += time.perf_counter() - t_cb
+                    model.train()
+                    if keep_going is False:
+                        stopped = "cancelled"
+                        break
+            if checkpoint is not None and (
+                    (cfg.checkpoint_every and step % cfg.checkpoint_every == 0)
+                    or time.perf_counter() - last_ckpt > cfg.checkpoint_seconds):
+                checkpoint(step, start_elapsed + time.perf_counter() - t_start)
+                last_ckpt = time.perf_counter()
+    except KeyboardInterrupt:    # Ctrl-C or SIGTERM (the CLI turns it into this)
+        if checkpoint is not None and step > start_step:
             checkpoint(step, start_elapsed + time.perf_counter() - t_start)
-            last_ckpt = time.perf_counter()
+        raise
     if step > start_step:
         loss_v = float(mse.detach())
         psnr_v = 20 * math.log10(2.0) - 10 * math.log10(max(float(mse.detach()), 1e-20))

@@ -185,3 +185,75 @@ def test_the_default_fit_is_the_base_alone_and_info_says_so(workdir, tmp_path):
     r = run("info", model)
     assert r.returncode == 0, r.stderr
     assert "the spline base alone" in r.stdout and "nothing to train" in r.stdout, r.stdout
+
+
+def _started_fit(data, model, *extra):
+    """A real `stsr fit` of the network preset, long enough to be interrupted."""
+    import time
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([STSR, "fit", str(data), "-o", str(model), "--max-minutes", "5",
+                             "--device", "cpu", "--quiet", *WITH_NETWORK, *extra],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    time.sleep(12)            # past the fit to the data (a few seconds here): training
+    assert proc.poll() is None, proc.stderr.read()
+    return proc
+
+
+def test_sigterm_during_fit_writes_a_last_checkpoint_and_exits_non_zero(workdir, tmp_path):
+    import signal
+
+    from stsr_core import api
+    model = tmp_path / "term.stsr"
+    proc = _started_fit(workdir / "coarse.pvd", model, "--checkpoint-seconds", "600")
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143 and "stsr: terminated; the model file holds the last " \
+        "checkpoint" in err, err
+    tm = api.load_model(str(model), device="cpu")       # no periodic one was due: this one
+    assert tm.info.history["stopped"] == "checkpoint" and tm.info.history["steps"] > 0
+    assert not os.path.exists(str(model) + ".lock")
+
+
+def test_a_second_fit_to_the_same_model_file_is_refused_while_the_first_runs(workdir,
+                                                                              tmp_path):
+    import signal
+    model = tmp_path / "busy.stsr"
+    first = _started_fit(workdir / "coarse.pvd", model)
+    try:
+        r = run("fit", str(workdir / "coarse.pvd"), "-o", str(model), "--quiet")
+        assert r.returncode == 2 and f"another stsr fit (process {first.pid}) is writing" \
+            in r.stderr, r.stderr
+    finally:
+        first.send_signal(signal.SIGINT)
+        first.communicate(timeout=60)
+    assert first.returncode == 130
+    # the first is gone: a new fit may replace its result
+    r = run("fit", str(workdir / "coarse.pvd"), "-o", str(model), "--quiet", "--overwrite",
+            "--max-minutes", "0.1")
+    assert r.returncode == 0, r.stderr
+
+
+def test_sigterm_during_upscale_leaves_only_complete_steps(workdir, tmp_path):
+    import signal
+    import time
+    model = tmp_path / "m.stsr"
+    r = run("fit", str(workdir / "coarse.pvd"), "-o", str(model), "--quiet", "--max-minutes",
+            "0.1")
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "up" / "up.pvd"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([STSR, "upscale", str(model), "-o", str(out), "--dims", "150",
+                             "150", "150", "--time-scale", "8", "--quiet"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    time.sleep(8)
+    assert proc.poll() is None, proc.stderr.read()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143 and "only complete steps" in err, err
+    left = sorted(os.listdir(out.parent))
+    assert not [f for f in left if f.startswith(".")], left          # no partial file
+    if out.exists():                   # some steps were complete: those, readable
+        listed = read_series(str(out))
+        assert 0 < listed.n_times < 17 and listed.dims == (150, 150, 150)
+        assert len(os.listdir(out.parent / "up")) == listed.n_times

@@ -104,7 +104,7 @@ def test_damaged_and_foreign_model_files(trained, tmp_path):
     _, tm, path = trained
     cut = tmp_path / "cut.stsr"
     cut.write_bytes(open(path, "rb").read()[:2000])
-    with pytest.raises(StsrError, match="not a readable stsr model file"):
+    with pytest.raises(StsrError, match="is damaged or not an stsr model file"):
         api.load_model(str(cut))
     other = tmp_path / "other.stsr"
     torch.save({"hello": 1}, other)
@@ -189,3 +189,22 @@ def test_unknown_device_and_missing_cuda():
     if not torch.cuda.is_available():
         with pytest.raises(StsrError, match="CUDA is not available"):
             api.fit(s, "fast", steps=1, device="cuda")
+
+
+def test_a_model_file_with_a_flipped_byte_is_reported_damaged(tmp_path):
+    """The checksum written with the model catches what the container's own checks let
+    through: a changed weight."""
+    s = smooth_series(nx=12, ny=10, nz=8, nt=3)
+    path = tmp_path / "m.stsr"
+    api.save_model(api.fit(s, device="cpu", model_overrides={"flow_iters": 5}), str(path))
+    payload = modelfile.read(str(path))
+    assert payload["checksum"] == modelfile.checksum(payload)
+    raw = bytearray(path.read_bytes())
+    coef = payload["state_dict"]["base.coef"].numpy().tobytes()
+    start = bytes(raw).find(coef[:64])
+    assert start > 0                        # the weights are stored as they are
+    raw[start + len(coef) // 2] ^= 0xFF     # one byte in the middle of the coefficients
+    bad = tmp_path / "bad.stsr"
+    bad.write_bytes(bytes(raw))
+    with pytest.raises(StsrError, match="is damaged: its contents do not match"):
+        api.load_model(str(bad))

@@ -157,7 +157,7 @@ def test_error_damaged_model_file(tmp_path):
     bad.write_bytes(b"not a model")
     r = run_pv("pvpython", "errors_check.py", PLUGIN, "bad-model-file", bad)
     assert "script finished without crashing" in r.stdout, _error_text(r)
-    assert "not a readable stsr model file" in _error_text(r)
+    assert "is damaged or not an stsr model file" in _error_text(r)
 
 
 @pytest.mark.gui
