@@ -127,6 +127,12 @@ class BatchSampler:
         return coords, target                                              # [B,4], [V,B,H]
 
 
+def _diverged(step: int, loss: float) -> StsrError:
+    return StsrError(f"training diverged at step {step} (loss {loss}); the model file keeps "
+                     "the last checkpoint before it; try a smaller learning rate or another "
+                     "preset")
+
+
 def train_loop(model: FieldModel, sampler: BatchSampler, cfg: TrainConfig,
                optimizer: torch.optim.Optimizer, start_step: int = 0,
                start_elapsed: float = 0.0, budget_spent_s: float = 0.0,
@@ -187,9 +193,7 @@ def train_loop(model: FieldModel, sampler: BatchSampler, cfg: TrainConfig,
                 loss_v = m
                 psnr_v = 20 * math.log10(2.0) - 10 * math.log10(max(m, 1e-20))
                 if not math.isfinite(loss_v):
-                    raise StsrError(
-                        f"training diverged at step {step} (loss {loss_v}); try a smaller "
-                        "learning rate or another preset")
+                    raise _diverged(step, loss_v)
                 if callback is not None:
                     el = time.perf_counter() - t_start
                     t_cb = time.perf_counter()
@@ -206,10 +210,13 @@ def train_loop(model: FieldModel, sampler: BatchSampler, cfg: TrainConfig,
             if checkpoint is not None and (
                     (cfg.checkpoint_every and step % cfg.checkpoint_every == 0)
                     or time.perf_counter() - last_ckpt > cfg.checkpoint_seconds):
+                if not math.isfinite(float(mse.detach())):     # never save a diverged model
+                    raise _diverged(step, float(mse.detach()))
                 checkpoint(step, start_elapsed + time.perf_counter() - t_start)
                 last_ckpt = time.perf_counter()
     except KeyboardInterrupt:    # Ctrl-C or SIGTERM (the CLI turns it into this)
-        if checkpoint is not None and step > start_step:
+        if checkpoint is not None and step > start_step and \
+                math.isfinite(float(mse.detach())):
             checkpoint(step, start_elapsed + time.perf_counter() - t_start)
         raise
     if step > start_step:

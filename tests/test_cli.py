@@ -257,3 +257,15 @@ def test_sigterm_during_upscale_leaves_only_complete_steps(workdir, tmp_path):
         listed = read_series(str(out))
         assert 0 < listed.n_times < 17 and listed.dims == (150, 150, 150)
         assert len(os.listdir(out.parent / "up")) == listed.n_times
+
+
+def test_a_diverging_fit_stops_with_a_message_and_keeps_the_previous_model(workdir, tmp_path):
+    import shutil
+    model = tmp_path / "kept.stsr"
+    shutil.copy(workdir / "m.stsr", model)
+    before = model.read_bytes()
+    r = run("fit", str(workdir / "coarse.pvd"), "-o", str(model), "--overwrite", "--quiet",
+            "--steps", "300", *WITH_NETWORK, "--set", "lr=1e9", "--set", "warmup_steps=0",
+            "--set", "log_every=1")
+    assert r.returncode == 2 and "training diverged at step" in r.stderr, r.stderr
+    assert model.read_bytes() == before
