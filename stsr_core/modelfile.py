@@ -73,10 +73,8 @@ def read(path: str) -> Dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for damaged files
-        raise StsrError(
-            f"'{path}' is damaged or not an stsr model file (it cannot be read): "
-            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-        ) from None
+        raise StsrError(f"'{path}' is damaged or not an stsr model file (it cannot be read "
+                        f"as one: {type(exc).__name__})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT_NAME:
         raise StsrError(f"'{path}' is not an stsr model file")
     version = payload.get("version")

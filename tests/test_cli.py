@@ -93,7 +93,7 @@ def test_info_and_blend(workdir):
     (["upscale", "m.stsr", "-o", "big.pvd", "--dims", "100000", "100000", "100000"],
      "not enough disk space for"),
     (["upscale", "m.stsr", "-o", "u.pvd", "--scale", "1.3"], "whole number"),
-    (["upscale", "fine.pvd", "-o", "u2.pvd"], "not a readable stsr model"),
+    (["upscale", "fine.pvd", "-o", "u2.pvd"], "is damaged or not an stsr model file"),
     (["fit", "coarse.pvd", "-o", "x.stsr", "--set", "bogus=1"],
      "no such setting of preset 'fast'; model settings: kind, network, latent_dim"),
     (["fit", "coarse.pvd", "-o", "x.stsr", "--set", "base_time=flw"], "unknown base_time 'flw'"),
