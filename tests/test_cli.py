@@ -243,8 +243,8 @@ def test_sigterm_during_upscale_leaves_only_complete_steps(workdir, tmp_path):
     assert r.returncode == 0, r.stderr
     out = tmp_path / "up" / "up.pvd"
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.Popen([STSR, "upscale", str(model), "-o", str(out), "--dims", "150",
-                             "150", "150", "--time-scale", "8", "--quiet"], env=env,
+    proc = subprocess.Popen([STSR, "upscale", str(model), "-o", str(out), "--dims", "200",
+                             "200", "200", "--time-scale", "8", "--quiet"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     time.sleep(8)
     assert proc.poll() is None, proc.stderr.read()
@@ -255,7 +255,7 @@ def test_sigterm_during_upscale_leaves_only_complete_steps(workdir, tmp_path):
     assert not [f for f in left if f.startswith(".")], left          # no partial file
     if out.exists():                   # some steps were complete: those, readable
         listed = read_series(str(out))
-        assert 0 < listed.n_times < 17 and listed.dims == (150, 150, 150)
+        assert 0 < listed.n_times < 17 and listed.dims == (200, 200, 200)
         assert len(os.listdir(out.parent / "up")) == listed.n_times
 
 
