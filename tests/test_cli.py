@@ -93,6 +93,8 @@ def test_info_and_blend(workdir):
     (["upscale", "m.stsr", "-o", "big.pvd", "--dims", "100000", "100000", "100000"],
      "not enough disk space for"),
     (["upscale", "m.stsr", "-o", "u.pvd", "--scale", "1.3"], "whole number"),
+    (["upscale", "m.stsr", "-o", "u3.h5", "--compression", "lz4"],
+     "compression 'lz4' is not one of zlib, none, gzip, lzf for h5 output"),
     (["upscale", "fine.pvd", "-o", "u2.pvd"], "is damaged or not an stsr model file"),
     (["fit", "coarse.pvd", "-o", "x.stsr", "--set", "bogus=1"],
      "no such setting of preset 'fast'; model settings: kind, network, latent_dim"),
