@@ -7,7 +7,7 @@ import math
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -443,6 +443,21 @@ def predict_timestep(tm: TrainedModel, t: float, grid: Grid, chunk: int = DEFAUL
             for i, n in enumerate(info.variables)}
 
 
+def _each_step(tm: TrainedModel, grid: Grid, t_out: np.ndarray, chunk: int,
+               callback: Optional[Callable[[float], Optional[bool]]]
+               ) -> Iterator[Tuple[int, Dict[str, np.ndarray]]]:
+    """(index, physical values) of every output time in turn, the progress callback told of
+    each step's share; a callback returning False cancels."""
+    n_t = len(t_out)
+    for i, t in enumerate(t_out):
+        def prog(f: float, i: int = i) -> Optional[bool]:
+            return None if callback is None else callback((i + f) / n_t)
+        vals = predict_timestep(tm, float(t), grid, chunk, prog)
+        if vals is None:
+            raise StsrError("prediction cancelled")
+        yield i, vals
+
+
 def upscale(tm: TrainedModel, path: str, *, scale: Optional[float] = None,
             dims: Optional[Sequence[int]] = None, time_scale: Optional[int] = None,
             times: Optional[Sequence[float]] = None, format: Optional[str] = None,
@@ -455,28 +470,25 @@ def upscale(tm: TrainedModel, path: str, *, scale: Optional[float] = None,
     from .io.stream import open_series_writer
     grid = output_grid(tm.info.grid, scale, dims)
     t_out = output_times(tm.info.times, time_scale, times)
-    n_t = len(t_out)
     compute_s = write_s = 0.0
-    plan = _grid_plan(tm, grid)
-    if plan is not None:     # each step is written before the next is computed
-        plan.reuse = True
     with open_series_writer(path, grid, t_out, tm.info.variables, tm.info.components,
                             format=format, compression=compression,
                             overwrite=overwrite) as writer:
-        for i, t in enumerate(t_out):
-            def prog(f: float, i: int = i) -> Optional[bool]:
-                return None if callback is None else callback((i + f) / n_t)
+        plan = _grid_plan(tm, grid)
+        if plan is not None:     # each step is written before the next is computed
+            plan.reuse = True
+        try:
             t0 = time.perf_counter()
-            vals = predict_timestep(tm, float(t), grid, progress=prog)
-            t1 = time.perf_counter()
-            if vals is None:
-                raise StsrError("upscaling cancelled")
-            writer.write_step(i, vals)
-            compute_s += t1 - t0
-            write_s += time.perf_counter() - t1
-        files = writer.close()
-    tm.plan = None
-    return {"compute_s": compute_s, "write_s": write_s, "steps": n_t,
+            for i, vals in _each_step(tm, grid, t_out, DEFAULT_CHUNK, callback):
+                t1 = time.perf_counter()
+                compute_s += t1 - t0
+                writer.write_step(i, vals)
+                t0 = time.perf_counter()
+                write_s += t0 - t1
+            files = writer.close()
+        finally:
+            tm.plan = None       # its buffers are reused: no later query may see them
+    return {"compute_s": compute_s, "write_s": write_s, "steps": len(t_out),
             "points_per_step": grid.n_points, "grid": grid, "files": files}
 
 
@@ -487,14 +499,8 @@ def predict(tm: TrainedModel, *, scale: Optional[float] = None,
     """The model on an output grid at output times, as a VolumeSeries in physical units."""
     grid = output_grid(tm.info.grid, scale, dims)
     t_out = output_times(tm.info.times, time_scale, times)
-    n_t = len(t_out)
     arrays: Dict[str, List[np.ndarray]] = {n: [] for n in tm.info.variables}
-    for i, t in enumerate(t_out):
-        def prog(f: float, i: int = i) -> Optional[bool]:
-            return None if callback is None else callback((i + f) / n_t)
-        vals = predict_timestep(tm, float(t), grid, chunk, prog)
-        if vals is None:
-            raise StsrError("prediction cancelled")
+    for _, vals in _each_step(tm, grid, t_out, chunk, callback):
         for n, a in vals.items():
             arrays[n].append(a)
     return VolumeSeries(times=t_out, variables={n: np.stack(v) for n, v in arrays.items()},

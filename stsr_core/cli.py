@@ -16,10 +16,11 @@ from typing import List, Optional, Sequence
 from .config import (DEFAULT_PRESET, DEVICES, PRESET_DESCRIPTIONS, apply_settings,
                      preset as get_preset, settings_overrides)
 from .errors import StsrError
+from .io.stream import COMPRESSIONS
 
 DEVICE_HELP = f"where to compute: {', '.join(DEVICES)} (auto: CUDA when available)"
-# every writer's compressions (io/stream.py), first the defaults every format has
-COMPRESSION_CHOICES = ["zlib", "none", "lz4", "gzip", "lzf"]
+# every writer's compressions, first the ones every format has
+COMPRESSION_CHOICES = list(dict.fromkeys(c for cs in COMPRESSIONS.values() for c in cs))
 EPILOG = "Formats: .pvd, a folder of .vti, .vti, .h5/.hdf5, .json (raw layout). See README.md."
 
 
@@ -206,14 +207,12 @@ class _Progress:
             self.bar.close()
 
 
-def _check_new_output(path: str, overwrite: bool, needed_bytes: Optional[int] = None) -> None:
-    """Before any work: refuse an existing output (unless ``overwrite``) and an output the
-    disk cannot hold (``needed_bytes``, uncompressed), then create missing folders."""
-    from .io.stream import check_disk_space, make_output_folder
+def _check_new_output(path: str, overwrite: bool) -> None:
+    """Before any work: refuse an existing output (unless ``overwrite``), then create
+    missing folders."""
+    from .io.stream import make_output_folder
     if os.path.exists(path) and not overwrite:
         raise StsrError(f"'{path}' exists; pass --overwrite to replace it")
-    if needed_bytes is not None:
-        check_disk_space(path, needed_bytes)
     make_output_folder(path)
 
 
@@ -294,11 +293,7 @@ def cmd_upscale(a: argparse.Namespace) -> int:
         if outside and len(tm.info.times) > 1:
             print(f"stsr: warning: times {outside} lie outside the trained range "
                   f"[{lo:g}, {hi:g}]: they are extrapolated", file=sys.stderr)
-    from .io.stream import expected_bytes
-    grid = api.output_grid(tm.info.grid, a.scale, a.dims)        # no allocation: sizes only
-    n_times = len(api.output_times(tm.info.times, a.time_scale, times))
-    _check_new_output(a.output, a.overwrite,
-                      expected_bytes(grid, n_times, len(tm.info.variables)))
+    # api.upscale's writer checks the output (exists, disk space) before computing a step
     bar = _Progress(a.quiet, "upscaling")
     try:
         r = api.upscale(tm, a.output, scale=a.scale, dims=a.dims, time_scale=a.time_scale,
