@@ -248,8 +248,7 @@ class SplineBase(nn.Module):
         j, w = self._slot(t)
         if self.n_slots == 1 or w <= 0.0 or w >= 1.0:
             k = j if self.n_slots == 1 or w <= 0.0 else j + 1
-            shape = (self.n_vars,) + tuple(len(a) for a in reversed(plan.axes))
-            out = plan.buffer("out", coef, shape)
+            out = plan.buffer("out", coef, (self.n_vars,) + plan.shape)
             if plan.warp_on_output and self.has_flow:      # the field the warps use too
                 return out.copy_(self._slot_field(plan, k))
             return separable(coef[k], plan.spline, out=out)
@@ -269,7 +268,7 @@ class SplineBase(nn.Module):
                                           self.slopes_at(j + 1)[idx].detach(),
                                           torch.tensor(w, dtype=coef.dtype), h)
                 comb = comb + c[idx].view(-1, 1, 1, 1) * corr
-            shape = (self.n_vars,) + tuple(len(a) for a in reversed(plan.axes))
+            shape = (self.n_vars,) + plan.shape
             if len(idx) == len(m):
                 out = separable(comb, plan.spline, out=plan.buffer("out", coef, shape))
             else:
@@ -281,12 +280,11 @@ class SplineBase(nn.Module):
         return out
 
     def _slot(self, t: float) -> Tuple[int, float]:
-        """The interval (its first slot) holding normalised time ``t``, and the fraction."""
-        if self.n_slots == 1:
-            return 0, 0.0
-        times = self.slot_times.tolist()
-        j = min(max(0, sum(1 for s in times if s <= t) - 1), self.n_slots - 2)
-        return j, min(1.0, max(0.0, (t - times[j]) / (times[j + 1] - times[j])))
+        """The interval (its first slot) holding normalised time ``t``, and the fraction, as
+        ``forward`` finds them (in the slot times' float32, so a kept step's time lands on
+        its slot exactly)."""
+        j, w = slot_weights(self.slot_times, self.slot_times.new_tensor([t]))
+        return int(j[0]), float(w[0, 0])
 
     def _slot_field(self, plan: "GridPlan", k: int) -> torch.Tensor:
         """Slot ``k`` evaluated on the warps' grid, kept while it is next to the interval in
@@ -306,7 +304,7 @@ class SplineBase(nn.Module):
             plan.disp = my @ (self.flow[j] @ mx.t())
             plan.interval = j
         ends, disp = (self._slot_field(plan, j), self._slot_field(plan, j + 1)), plan.disp
-        zo, yo, xo = mz.shape[0], disp.shape[2], disp.shape[3]
+        zo, yo, xo = plan.shape
         gx, gy = plan.axes[0].view(1, 1, -1), plan.axes[1].view(1, -1, 1)
         out = plan.buffer("warp", ends[0], (ends[0].shape[0], zo, yo, xo))
         slab = max(1, WARP_SLAB_POINTS // max(1, yo * xo))
@@ -422,6 +420,11 @@ class GridPlan:
         if b is None or tuple(b.shape) != tuple(shape):
             b = self.buffers[name] = like.new_empty(tuple(shape))
         return b
+
+    @property
+    def shape(self) -> Tuple[int, int, int]:
+        """(Zo, Yo, Xo) of the output grid."""
+        return (len(self.axes[2]), len(self.axes[1]), len(self.axes[0]))
 
     @property
     def warp_on_output(self) -> bool:
