@@ -15,7 +15,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_every_preset_has_a_description_and_valid_choices():
-    assert list(PRESET_DESCRIPTIONS) == ["fast", "paper", "siren"]
+    assert list(PRESET_DESCRIPTIONS) == ["fast", "liif", "paper", "siren"]
     assert set(PRESET_DESCRIPTIONS) == set(PRESETS)
     for name in PRESETS:
         preset(name)          # fresh copies pass their own checks

@@ -27,6 +27,8 @@ from .encodings import FourierFeatures, Identity, SpaceTimeGrid
 from .siren import SineLayer
 from .spline_base import SplineBase
 
+LEARN_PAIR_SHARE = 0.25   # of the learned correction's time: the pairs' own base fits
+
 
 class FastNet(FieldModel):
     def __init__(self, cfg: FastNetConfig, spec: FieldSpec):
@@ -56,6 +58,19 @@ class FastNet(FieldModel):
                 with torch.no_grad():  # start as the base alone; the network learns corrections
                     self.out.weight.mul_(cfg.base_out_init)
                     self.out.bias.zero_()
+        self.correction = None
+        if cfg.learn:
+            if self.base is None:
+                raise ValueError("the learned correction (learn) needs the spline base")
+            if self.has_network:
+                raise ValueError("the learned correction (learn) replaces the network: "
+                                 "set network=false")
+            from ..learned.correction import LearnedCorrection
+            from ..learned.decoder import DecoderConfig
+            self.correction = LearnedCorrection(spec.n_vars, DecoderConfig(
+                features=cfg.learn_features, hidden=cfg.learn_hidden))
+            # trained by init_from_data on pairs of its own, not by the training loop
+            self.correction.requires_grad_(False)
 
     def _build_network(self, cfg: FastNetConfig, spec: FieldSpec) -> None:
         """The encoding, the modulated sine decoder and the variables' latent codes."""
@@ -111,10 +126,65 @@ class FastNet(FieldModel):
         displacement fits (the base is then linear in time, still valid)."""
         if self.base is None:
             return None
-        opts = {"iters": self.cfg.flow_iters, "smooth": self.cfg.flow_smooth,
+        opts = self.flow_options()
+        if self.correction is None:
+            return self.base.fit(data, opts, progress, budget_s)
+        return self._fit_with_correction(data, opts, progress, budget_s)
+
+    def flow_options(self) -> dict:
+        """The displacement fits' settings (time_basis.fit_displacement's keywords)."""
+        return {"iters": self.cfg.flow_iters, "smooth": self.cfg.flow_smooth,
                 "coarsen": self.cfg.flow_coarsen, "max_points": self.cfg.flow_max_points,
                 "levels": self.cfg.flow_levels}
-        return self.base.fit(data, opts, progress, budget_s)
+
+    def _fit_with_correction(self, data: torch.Tensor, opts: dict,
+                             progress: Optional[Callable[[float], Optional[bool]]],
+                             budget_s: Optional[float]) -> Optional[bool]:
+        """The base, then pairs one level down, then the decoder and its measured share
+        (learned/): progress runs 0-0.2 over the base fit, 0.2-0.35 over the pairs and
+        0.35-1 over the decoder's training."""
+        import time
+
+        from ..learned.correction import CorrectionConfig, train_correction
+        from ..learned.pairs import KINDS, build_pairs, transfer_factors
+        t0 = time.perf_counter()
+        cfg = self.cfg
+        learn_s = None if budget_s is None else cfg.learn_share * budget_s
+
+        def part(lo: float, hi: float):
+            if progress is None:
+                return None
+            return lambda f: progress(lo + (hi - lo) * f)
+
+        base_budget = None if budget_s is None else budget_s - learn_s
+        if self.base.fit(data, opts, part(0.0, 0.2), base_budget) is False:
+            return False
+        left = None if budget_s is None else max(0.0, budget_s - (time.perf_counter() - t0))
+        pair_s = None if left is None else LEARN_PAIR_SHARE * left
+        kw = {"base_time": cfg.base_time, "flow_coarsen": cfg.flow_coarsen,
+              "flow_max_points": cfg.flow_max_points}
+        kinds = {"all": KINDS, "space": ("space",),
+                 "time": ("space_time", "time")}[cfg.learn_pairs]
+        pairs = build_pairs(data, self.base.slot_times.tolist(), kw, opts,
+                            budget_s=None if pair_s is None else pair_s / 4, kinds=kinds)
+        transfer = transfer_factors(data, self.base.slot_times.tolist(), pairs, kw, opts,
+                                    budget_s=None if pair_s is None else pair_s / 8) \
+            if pairs else {}
+        if progress is not None and progress(0.35) is False:
+            return False
+        self.learn_notes = []
+        if not pairs:
+            self.learn_notes.append("the data is too small to make training pairs (fewer "
+                                    "than 3 steps and no axis with 7 points): the base alone")
+            return None
+        left = None if budget_s is None else max(0.0, budget_s - (time.perf_counter() - t0))
+        trained = train_correction(pairs, self.n_vars, CorrectionConfig(seed=0),
+                                   budget_s=left,
+                                   max_steps=cfg.learn_steps if left is None else None,
+                                   progress=part(0.35, 1.0), transfer=transfer)
+        self.correction.load_state_dict(trained.state_dict())
+        self.correction.report = trained.report
+        return False if trained.report.get("stopped") == "cancelled" else None
 
     def regularization(self) -> torch.Tensor:
         if self.cfg.tv_weight > 0 and isinstance(getattr(self, "encoding", None), SpaceTimeGrid):
