@@ -144,6 +144,12 @@ def _choice(name, attr, choices, retrain=True, advanced=False, doc=""):
     return smproperty.xml(xml)(_setter(name, attr, str, retrain))
 
 
+def _boolean(name, attr, default, doc=""):
+    """A check box (0/1)."""
+    xml = _xml("Int", name, int(default), 1, '<BooleanDomain name="bool"/>', doc=doc)
+    return smproperty.xml(xml)(_setter(name, attr, lambda v: bool(int(v)), False))
+
+
 def _model_path(name, attr, retrain, doc):
     """A file chooser for .stsr model files."""
     inner = ('<FileListDomain name="files"/><Hints><FileChooser extensions="stsr" '
@@ -153,14 +159,18 @@ def _model_path(name, attr, retrain, doc):
 
 
 def _output_properties(scale, min_scale):
-    """SpatialScale (default ``scale``), OutputDimensions and TemporalScale: the output grid
-    and times, the same for both proxies."""
+    """SpatialScale (default ``scale``), OutputDimensions, TemporalScale and ErrorEstimate:
+    the output grid, times and arrays, the same for both proxies."""
     return (_number("SpatialScale", "_scale", scale, min_scale, 16.0,
                     doc="Output spacing = input spacing / scale, over the same bounds."),
             _number("OutputDimensions", "_dims", [0, 0, 0],
                     doc="Output point counts; 0 0 0: use SpatialScale."),
             _number("TemporalScale", "_time_scale", 1, 1, 32,
-                    doc="Output steps per interval between input steps."))
+                    doc="Output steps per interval between input steps."),
+            _boolean("ErrorEstimate", "_error", True,
+                     doc="Also output NAME_error arrays: the estimated local absolute error "
+                         "(same units; about 90 % of points lie below it), for models that "
+                         "have one (preset liif)."))
 
 
 def _timestep_values():
@@ -231,16 +241,19 @@ def _requested_time(outInfo, times):
     return times[0]
 
 
-def _image(api, tm, t, g, progress=None):
+def _image(api, tm, t, g, progress=None, error=False):
     """Predict timestep ``t`` on grid ``g`` and wrap it as vtkImageData (components
-    re-assembled)."""
+    re-assembled; with ``error``, the error estimate's arrays too)."""
     from stsr_core.io.vti import image_from_series
     from stsr_core.series import VolumeSeries
-    values = api.predict_timestep(tm, t, g, progress=progress)
+    values = api.predict_timestep(tm, t, g, progress=progress, error=error)
     if values is None:
         return None
+    comps = dict(tm.info.components)
+    if error and api.has_error_estimate(tm):
+        comps.update(api.error_names(tm.info)[1])
     series = VolumeSeries(times=[t], variables={k: v[None] for k, v in values.items()},
-                          origin=g.origin, spacing=g.spacing, components=tm.info.components)
+                          origin=g.origin, spacing=g.spacing, components=comps)
     img = image_from_series(series, 0)
     img.GetFieldData().RemoveArray("TimeValue")
     return img
@@ -283,12 +296,13 @@ def _output_at_requested_time(algorithm, api, tm, outInfoVec):
     t = _requested_time(outInfo, algorithm._out_times)
     t_query = t if t is not None else tm.info.times[0]
     grid, ext = _requested_grid(outInfo, algorithm._out_grid)
-    key = (id(tm), algorithm._out_grid, ext)
+    key = (id(tm), algorithm._out_grid, ext, algorithm._error)
     img = algorithm._cache.get(key, t_query)
     if img is None:
         abort = algorithm.GetAbortExecute
         img = _image(api, tm, t_query, grid,
-                     progress=lambda f: (algorithm.UpdateProgress(f), not abort())[1])
+                     progress=lambda f: (algorithm.UpdateProgress(f), not abort())[1],
+                     error=algorithm._error)
         if img is None:          # aborted
             return 1
         img.SetOrigin(*algorithm._out_grid.origin)   # the piece's place in the whole grid
@@ -301,7 +315,7 @@ def _output_at_requested_time(algorithm, api, tm, outInfoVec):
     return 1
 
 
-_OUTPUT = ("Output", ["SpatialScale", "OutputDimensions", "TemporalScale"])
+_OUTPUT = ("Output", ["SpatialScale", "OutputDimensions", "TemporalScale", "ErrorEstimate"])
 
 
 @smproxy.filter(name="STSRINRUpscale", label="STSR-INR Upscale", support_reload=False)
@@ -323,6 +337,7 @@ class STSRINRUpscale(VTKPythonAlgorithmBase):
         self._scale = 2.0
         self._dims = [0, 0, 0]
         self._time_scale = 1
+        self._error = True
         self._minutes = 1.0
         self._steps = 0
         self._preset = "fast"
@@ -362,7 +377,8 @@ class STSRINRUpscale(VTKPythonAlgorithmBase):
             self._model = None
             self.Modified()
 
-    SetSpatialScale, SetOutputDimensions, SetTemporalScale = _output_properties(2.0, 1.0)
+    SetSpatialScale, SetOutputDimensions, SetTemporalScale, SetErrorEstimate = \
+        _output_properties(2.0, 1.0)
     SetTrainingMinutes = _number("TrainingMinutes", "_minutes", 1.0, retrain=True,
                                  doc="Training time budget (0: TrainingSteps alone).")
     SetTrainingSteps = _number("TrainingSteps", "_steps", 0, retrain=True, advanced=True,
@@ -510,6 +526,7 @@ class STSRINRModel(VTKPythonAlgorithmBase):
         self._scale = 1.0
         self._dims = [0, 0, 0]
         self._time_scale = 1
+        self._error = True
         self._model = None
         self._model_key = None
         self._out_grid = None
@@ -517,7 +534,8 @@ class STSRINRModel(VTKPythonAlgorithmBase):
         self._cache = _ImageCache()
 
     SetFileName = _model_path("FileName", "_file", retrain=False, doc="The .stsr model.")
-    SetSpatialScale, SetOutputDimensions, SetTemporalScale = _output_properties(1.0, 0.25)
+    SetSpatialScale, SetOutputDimensions, SetTemporalScale, SetErrorEstimate = \
+        _output_properties(1.0, 0.25)
     GetTimestepValues = _timestep_values()
 
     def _load(self, api):

@@ -31,7 +31,7 @@ INIT_BUDGET_SHARE = 0.85
 
 __all__ = ["ModelInfo", "TrainedModel", "TrainProgress", "fit", "save_model", "load_model",
            "output_grid", "output_times", "predict", "upscale", "predict_timestep", "check_compatible",
-           "blend"]
+           "blend", "error_names", "has_error_estimate"]
 
 
 @dataclass
@@ -248,7 +248,10 @@ def _start_run(series: VolumeSeries, preset: str, tcfg: TrainConfig,
     cancelled = model.init_from_data(
         data, progress=init_progress if callback is not None else None,
         budget_s=None if budget is None else INIT_BUDGET_SHARE * budget) is False
-    info.history["init_notes"] = list(getattr(getattr(model, "base", None), "fit_notes", []))
+    info.history["init_notes"] = (list(getattr(getattr(model, "base", None), "fit_notes", []))
+                                  + list(getattr(model, "learn_notes", [])))
+    if getattr(model, "correction", None) is not None:
+        info.history["learned"] = dict(model.correction.report)
     tm = TrainedModel(model, info, mcfg, tcfg)
     return _Run(tm, data, optimizer, init_s=time.perf_counter() - t_init,
                 init_cancelled=cancelled)
@@ -413,17 +416,52 @@ def _grid_plan(tm: TrainedModel, grid: Grid) -> Any:
     return tm.plan[1]
 
 
+def error_names(info: ModelInfo) -> Tuple[List[str], Dict[str, List[str]]]:
+    """The error estimate's arrays: ``<name>_error`` per variable, and vectors' components
+    grouped as ``<vector>_error`` (ParaView shows them as one vector array)."""
+    names = [f"{n}_error" for n in info.variables]
+    comps = {f"{k}_error": [f"{p}_error" for p in v] for k, v in info.components.items()}
+    return names, comps
+
+
+def has_error_estimate(tm: TrainedModel) -> bool:
+    """Whether the model carries a learned correction, and so an error estimate."""
+    return getattr(tm.model, "correction", None) is not None
+
+
+def _local_axes(grid: Grid, grid_in: Grid, device: torch.device) -> List[torch.Tensor]:
+    """Per axis (x, y, z) the local coordinates in [-1, 1] of ``grid``'s points, in the
+    frame of the model's grid ``grid_in`` (any box: the whole bounds or a piece of them)."""
+    axes = []
+    for n, o, s, n_in, o_in, s_in in zip(grid.dims, grid.origin, grid.spacing,
+                                         grid_in.dims, grid_in.origin, grid_in.spacing):
+        idx = (o + np.arange(n) * s - o_in) / s_in
+        loc = 2.0 * idx / (n_in - 1) - 1.0 if n_in > 1 else np.zeros(n)
+        axes.append(torch.tensor(loc, dtype=torch.float32, device=device))
+    return axes
+
+
 def predict_timestep(tm: TrainedModel, t: float, grid: Grid, chunk: int = DEFAULT_CHUNK,
-                     progress: Optional[Callable[[float], Optional[bool]]] = None
-                     ) -> Optional[Dict[str, np.ndarray]]:
+                     progress: Optional[Callable[[float], Optional[bool]]] = None,
+                     error: bool = False) -> Optional[Dict[str, np.ndarray]]:
     """Physical values of every variable at time ``t`` on ``grid``: name -> float32
-    [Z, Y, X]. Returns None if ``progress`` returned False. The fast base alone on a grid
-    over the data's bounds is evaluated whole (tens of millions of points a second); other
-    models and grids go through the model in chunks of ``chunk`` points."""
+    [Z, Y, X]; with ``error`` and a model that has one, also the error estimate
+    ``<name>_error`` (same units). Returns None if ``progress`` returned False. The fast
+    base alone on a grid over the data's bounds is evaluated whole (tens of millions of
+    points a second); other models and grids go through the model in chunks of ``chunk``
+    points. A learned correction is added on whole grids (any box)."""
     info = tm.info
+    tn = _t_norm(info, t)
     plan = _grid_plan(tm, grid)
+    correction = getattr(tm.model, "correction", None)
+    corr = err = None
+    if correction is not None:
+        corr, err = correction.apply(tm.model.base, tn,
+                                     _local_axes(grid, info.grid, tm.device))
     if plan is not None:
-        vals = tm.model.base.evaluate_grid(plan, _t_norm(info, t))       # [V, Z, Y, X]
+        vals = tm.model.base.evaluate_grid(plan, tn)                    # [V, Z, Y, X]
+        if corr is not None:
+            vals.add_(corr)
         for i, n in enumerate(info.variables):    # to physical units where computed, in place
             st = info.stats[n]
             if st.hi > st.lo:
@@ -433,18 +471,26 @@ def predict_timestep(tm: TrainedModel, t: float, grid: Grid, chunk: int = DEFAUL
         host = vals.cpu().numpy()
         if progress is not None and progress(1.0) is False:
             return None
-        return {n: host[i] for i, n in enumerate(info.variables)}
-    var_idx = torch.arange(len(info.variables), device=tm.device)
-    norm = predict_grid(tm.model, info.layout, _t_norm(info, t), grid, info.grid,
-                        var_idx=var_idx, chunk=chunk, progress=progress)
-    if norm is None:
-        return None
-    return {n: info.stats[n].denormalise(norm[i]).astype(np.float32)
-            for i, n in enumerate(info.variables)}
+        out = {n: host[i] for i, n in enumerate(info.variables)}
+    else:
+        var_idx = torch.arange(len(info.variables), device=tm.device)
+        norm = predict_grid(tm.model, info.layout, tn, grid, info.grid,
+                            var_idx=var_idx, chunk=chunk, progress=progress)
+        if norm is None:
+            return None
+        if corr is not None:
+            norm += corr.cpu().numpy()
+        out = {n: info.stats[n].denormalise(norm[i]).astype(np.float32)
+               for i, n in enumerate(info.variables)}
+    if error and err is not None:
+        host_err = err.cpu().numpy()
+        for i, (n, en) in enumerate(zip(info.variables, error_names(info)[0])):
+            out[en] = (host_err[i] * info.stats[n].half_range).astype(np.float32)
+    return out
 
 
 def _each_step(tm: TrainedModel, grid: Grid, t_out: np.ndarray, chunk: int,
-               callback: Optional[Callable[[float], Optional[bool]]]
+               callback: Optional[Callable[[float], Optional[bool]]], error: bool = False
                ) -> Iterator[Tuple[int, Dict[str, np.ndarray]]]:
     """(index, physical values) of every output time in turn, the progress callback told of
     each step's share; a callback returning False cancels."""
@@ -452,7 +498,7 @@ def _each_step(tm: TrainedModel, grid: Grid, t_out: np.ndarray, chunk: int,
     for i, t in enumerate(t_out):
         def prog(f: float, i: int = i) -> Optional[bool]:
             return None if callback is None else callback((i + f) / n_t)
-        vals = predict_timestep(tm, float(t), grid, chunk, prog)
+        vals = predict_timestep(tm, float(t), grid, chunk, prog, error=error)
         if vals is None:
             raise StsrError("prediction cancelled")
         yield i, vals
@@ -461,17 +507,23 @@ def _each_step(tm: TrainedModel, grid: Grid, t_out: np.ndarray, chunk: int,
 def upscale(tm: TrainedModel, path: str, *, scale: Optional[float] = None,
             dims: Optional[Sequence[int]] = None, time_scale: Optional[int] = None,
             times: Optional[Sequence[float]] = None, format: Optional[str] = None,
-            compression: str = "zlib", overwrite: bool = False,
+            compression: str = "zlib", overwrite: bool = False, error: bool = True,
             callback: Optional[Callable[[float], Optional[bool]]] = None) -> Dict[str, Any]:
     """The model on an output grid at output times, written to ``path`` one step at a time
     (io/stream.py: checked for disk space first, each step complete before it is listed),
-    so memory stays bounded whatever the output size. Returns the timings: seconds spent
+    so memory stays bounded whatever the output size; with ``error`` (the default) and a
+    model that has one, the error estimate's arrays too. Returns the timings: seconds spent
     computing and writing, steps, points per step, files."""
     from .io.stream import open_series_writer
     grid = output_grid(tm.info.grid, scale, dims)
     t_out = output_times(tm.info.times, time_scale, times)
     compute_s = write_s = 0.0
-    with open_series_writer(path, grid, t_out, tm.info.variables, tm.info.components,
+    error = error and has_error_estimate(tm)
+    names, comps = list(tm.info.variables), dict(tm.info.components)
+    if error:
+        e_names, e_comps = error_names(tm.info)
+        names, comps = names + e_names, {**comps, **e_comps}
+    with open_series_writer(path, grid, t_out, names, comps,
                             format=format, compression=compression,
                             overwrite=overwrite) as writer:
         plan = _grid_plan(tm, grid)
@@ -479,7 +531,7 @@ def upscale(tm: TrainedModel, path: str, *, scale: Optional[float] = None,
             plan.reuse = True
         try:
             t0 = time.perf_counter()
-            for i, vals in _each_step(tm, grid, t_out, DEFAULT_CHUNK, callback):
+            for i, vals in _each_step(tm, grid, t_out, DEFAULT_CHUNK, callback, error):
                 t1 = time.perf_counter()
                 compute_s += t1 - t0
                 writer.write_step(i, vals)
@@ -495,17 +547,21 @@ def upscale(tm: TrainedModel, path: str, *, scale: Optional[float] = None,
 def predict(tm: TrainedModel, *, scale: Optional[float] = None,
             dims: Optional[Sequence[int]] = None, time_scale: Optional[int] = None,
             times: Optional[Sequence[float]] = None, chunk: int = DEFAULT_CHUNK,
-            callback: Optional[Callable[[float], Optional[bool]]] = None) -> VolumeSeries:
-    """The model on an output grid at output times, as a VolumeSeries in physical units."""
+            callback: Optional[Callable[[float], Optional[bool]]] = None,
+            error: bool = False) -> VolumeSeries:
+    """The model on an output grid at output times, as a VolumeSeries in physical units
+    (with ``error`` and a model that has one, the error estimate's arrays too)."""
     grid = output_grid(tm.info.grid, scale, dims)
     t_out = output_times(tm.info.times, time_scale, times)
-    arrays: Dict[str, List[np.ndarray]] = {n: [] for n in tm.info.variables}
-    for _, vals in _each_step(tm, grid, t_out, chunk, callback):
+    arrays: Dict[str, List[np.ndarray]] = {}
+    for _, vals in _each_step(tm, grid, t_out, chunk, callback, error):
         for n, a in vals.items():
-            arrays[n].append(a)
+            arrays.setdefault(n, []).append(a)
+    comps = {k: list(v) for k, v in tm.info.components.items()}
+    if error and has_error_estimate(tm):
+        comps.update(error_names(tm.info)[1])
     return VolumeSeries(times=t_out, variables={n: np.stack(v) for n, v in arrays.items()},
-                        origin=grid.origin, spacing=grid.spacing,
-                        components={k: list(v) for k, v in tm.info.components.items()},
+                        origin=grid.origin, spacing=grid.spacing, components=comps,
                         source="")
 
 

@@ -128,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "gzip/lzf for .h5 (docs/formats.md has measured rates)")
     u.add_argument("--timings", metavar="FILE.json",
                    help="also write the seconds spent computing and writing as JSON")
+    u.add_argument("--no-error", dest="error", action="store_false",
+                   help="leave out the error estimate's arrays (NAME_error, written by "
+                        "default for models that have one: preset liif)")
     u.add_argument("--device", default="auto", choices=DEVICES, help=DEVICE_HELP)
     u.add_argument("--overwrite", action="store_true", help="replace existing output")
     u.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -298,7 +301,8 @@ def cmd_upscale(a: argparse.Namespace) -> int:
     try:
         r = api.upscale(tm, a.output, scale=a.scale, dims=a.dims, time_scale=a.time_scale,
                         times=times, format=a.format, compression=a.compression,
-                        overwrite=a.overwrite, callback=lambda f: bar.update(f))
+                        overwrite=a.overwrite, error=a.error,
+                        callback=lambda f: bar.update(f))
     finally:
         bar.close()
     g = r["grid"]
@@ -349,6 +353,9 @@ def cmd_info(a: argparse.Namespace) -> int:
         d["base_time_mix"] = dict(zip(info.variables, mix))
     if flow is not None:
         d["base_flow_mix"] = dict(zip(info.variables, flow))
+    learned = info.history.get("learned")
+    if learned:
+        d["learned"] = learned
     if a.json:
         print(json.dumps(d, indent=2))
         return 0
@@ -357,6 +364,9 @@ def cmd_info(a: argparse.Namespace) -> int:
     if getattr(tm.model, "has_network", True):
         print(f"network      {tm.model_config.kind} (preset '{info.preset}'), "
               f"{info.layout.n_heads} head(s)")
+    elif getattr(tm.model, "correction", None) is not None:
+        print(f"network      the spline base plus a learned correction (local implicit "
+              f"decoder; preset '{info.preset}')")
     else:
         print(f"network      none: the spline base alone (preset '{info.preset}')")
     print(f"variables    {', '.join(info.variables)}")
@@ -385,7 +395,28 @@ def cmd_info(a: argparse.Namespace) -> int:
               f"{float(h.get('batch_psnr', float('nan'))):.2f} dB ({h.get('stopped', '')})")
     for note in h.get("init_notes", []):
         print(f"             {note}")
+    if learned:
+        _print_learned(learned, info.variables)
     return 0
+
+
+def _print_learned(r: dict, names: List[str]) -> None:
+    """The learned correction's measured shares, held-out gains and error calibration."""
+    print(f"learned      correction trained {r.get('steps', 0)} steps in "
+          f"{float(r.get('train_s', 0)):.0f} s on {r.get('pairs', 0)} pairs made from the "
+          "data one level down; per variable, share used at kept / in-between steps "
+          "(chosen on held-out pairs), held-out gain, error estimate's coverage (made for "
+          "90 %):")
+    if not any(v > 0 for g in ("share_kept", "share_between") for v in r.get(g, [])):
+        print("             it did not improve any held-out pairs: the model is the base alone")
+    gk, gb = r.get("held_out_gain_db_kept", []), r.get("held_out_gain_db_between", [])
+    cov = r.get("error_calibration", [])
+    for i, n in enumerate(names):
+        def at(xs: list, fmt: str) -> str:
+            return format(xs[i], fmt) if i < len(xs) else "-"
+        print(f"  {n:<20s} share {at(r.get('share_kept', []), '.2f')} / "
+              f"{at(r.get('share_between', []), '.2f')}, gain {at(gk, '+.2f')} / "
+              f"{at(gb, '+.2f')} dB, coverage {at([100 * c for c in cov], '.0f')} %")
 
 
 def cmd_blend(a: argparse.Namespace) -> int:
