@@ -92,6 +92,27 @@ def test_filter_and_model_source(prog, series_file, tmp_path):
     np.testing.assert_allclose(filt["v"], v, rtol=1e-5, atol=1e-6)
 
 
+def test_the_model_source_shows_the_error_estimate_as_arrays_to_colour_by(tmp_path):
+    """A liif model's NAME_error arrays (a vector's as one vector) appear in ParaView with
+    the ErrorEstimate box on and not with it off; a model without an estimate just has its
+    variables (no error)."""
+    s = vector_series()
+    liif, fast = str(tmp_path / "liif.stsr"), str(tmp_path / "fast.stsr")
+    api.fit(s, "liif", steps=1, device="cpu", checkpoint_path=liif,
+            model_overrides={"flow_iters": 20, "learn_steps": 10})
+    api.fit(s, "fast", device="cpu", checkpoint_path=fast, model_overrides={"flow_iters": 20})
+    r = run_pv("pvpython", "error_estimate_check.py", PLUGIN, liif, fast, tmp_path / "e.json")
+    assert r.returncode == 0 and "error_estimate_check done" in r.stdout, r.stdout + r.stderr
+    res = json.loads((tmp_path / "e.json").read_text())
+    n = res["liif_on"]["rho"][0]
+    assert n >= 7 * 6 * 5
+    assert {k: v[:2] for k, v in res["liif_on"].items()} == {
+        "temperature": [n, 1], "rho": [n, 1], "v": [n, 3], "temperature_error": [n, 1],
+        "rho_error": [n, 1], "v_error": [n, 3]}
+    assert min(res["liif_on"]["temperature_error"][2]) >= 0
+    assert set(res["liif_off"]) == set(res["fast_on"]) == {"temperature", "rho", "v"}
+
+
 def _error_text(r):
     return r.stdout + r.stderr
 
@@ -181,10 +202,11 @@ def test_gui_time_keeper_and_screenshot(series_file, tmp_path):
     advanced = {"TrainingSteps", "TimeInterpolation", "Device", "Seed"}
     assert res["panel"] == [[n, "advanced" if n in advanced else "default"] for n in (
         "Input", "Arrays", "SpatialScale", "OutputDimensions", "TemporalScale",
-        "TrainingMinutes", "TrainingSteps", "Preset", "TimeInterpolation", "ModelFile",
+        "ErrorEstimate", "TrainingMinutes", "TrainingSteps", "Preset", "TimeInterpolation", "ModelFile",
         "Train", "Device", "Seed")]
     assert res["groups"] == [
-        ["Input", "Arrays"], ["Output", "SpatialScale", "OutputDimensions", "TemporalScale"],
+        ["Input", "Arrays"],
+        ["Output", "SpatialScale", "OutputDimensions", "TemporalScale", "ErrorEstimate"],
         ["Training", "TrainingMinutes", "TrainingSteps", "Preset", "TimeInterpolation"],
         ["Model", "ModelFile", "Train"], ["Run", "Device", "Seed"]]
     from matplotlib.image import imread
