@@ -32,6 +32,13 @@ $PY -c "import torch" 2>/dev/null || $PY -m pip install -q "torch==2.13.0"
 # ParaView's inside pvpython; Debian's link the same HDF5 1.10 as ParaView).
 $PY -m pip install -q --no-build-isolation -e . "numpy<2" pytest
 
+# PyVista for notebook users' in-memory path (tests, examples/pyvista_notebook.py), beside the
+# venv and not in it: installed without its dependencies it runs on ParaView's VTK 9.2, while
+# the PyPI vtk it would pull must never shadow ParaView's in the venv pvpython uses.
+# pyvista 0.44.2 is tested with VTK 9.2 (0.49 asks for VTK >= 9.3.1).
+[ -d .pyvista-site/pyvista ] || $PY -m pip install -q --no-deps --target .pyvista-site \
+  "pyvista==0.44.2" "scooby>=0.5.1"
+
 # ParaView 5.11 + Python 3.11: inspect.getargspec is gone; ParaView's loader needs it.
 SITE=$($PY -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
 cp scripts/stsr_getargspec_shim.py "$SITE/stsr_getargspec_shim.py"
