@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES="paraview python3-paraview xvfb xauth libgl1-mesa-dri python3-venv python3-h5py \
-python3-scipy python3-matplotlib python3-tqdm cmake make"
+python3-netcdf4 python3-scipy python3-matplotlib python3-tqdm cmake make"
 
 missing=""
 for p in $APT_PACKAGES; do
@@ -28,13 +28,21 @@ PY=.venv/bin/python
 # torch 2.13.0: a CPU wheel is on disk here; plain 'torch' would pull a multi-GB CUDA build.
 $PY -c "import torch" 2>/dev/null || $PY -m pip install -q "torch==2.13.0"
 # numpy must stay < 2 (ParaView's numpy_interface and Debian's matplotlib break with 2).
-# h5py comes from Debian (the PyPI wheel's HDF5 clashes with ParaView's inside pvpython).
+# h5py and netCDF4 come from Debian (the PyPI wheels bundle an HDF5 that clashes with
+# ParaView's inside pvpython; Debian's link the same HDF5 1.10 as ParaView).
 $PY -m pip install -q --no-build-isolation -e . "numpy<2" pytest
+
+# PyVista for notebook users' in-memory path (tests, examples/pyvista_notebook.py), beside the
+# venv and not in it: installed without its dependencies it runs on ParaView's VTK 9.2, while
+# the PyPI vtk it would pull must never shadow ParaView's in the venv pvpython uses.
+# pyvista 0.44.2 is tested with VTK 9.2 (0.49 asks for VTK >= 9.3.1).
+[ -d .pyvista-site/pyvista ] || $PY -m pip install -q --no-deps --target .pyvista-site \
+  "pyvista==0.44.2" "scooby>=0.5.1"
 
 # ParaView 5.11 + Python 3.11: inspect.getargspec is gone; ParaView's loader needs it.
 SITE=$($PY -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
 cp scripts/stsr_getargspec_shim.py "$SITE/stsr_getargspec_shim.py"
 echo "import stsr_getargspec_shim" > "$SITE/stsr_getargspec_shim.pth"
 
-$PY -c "import torch, stsr_core, vtkmodules, h5py; print('[setup] ok: torch', torch.__version__, \
+$PY -c "import torch, stsr_core, vtkmodules, h5py, netCDF4; print('[setup] ok: torch', torch.__version__, \
 'stsr_core', stsr_core.__version__)"

@@ -46,6 +46,9 @@ class ModelInfo:
     heads: int
     preset: str = ""
     history: Dict[str, Any] = field(default_factory=dict)
+    # the source file's metadata (VolumeSeries.metadata), so that upscaled output written
+    # in the source's format gets its attributes back
+    metadata: Dict[str, Any] = field(default_factory=dict)
 
     @property
     def layout(self) -> BlockLayout:
@@ -57,7 +60,8 @@ class ModelInfo:
                 "stats": stats_to_lists(self.stats, self.variables),
                 "dims": list(self.grid.dims), "origin": list(self.grid.origin),
                 "spacing": list(self.grid.spacing), "times": list(self.times),
-                "heads": self.heads, "preset": self.preset, "history": dict(self.history)}
+                "heads": self.heads, "preset": self.preset, "history": dict(self.history),
+                "metadata": dict(self.metadata)}
 
     @staticmethod
     def from_dict(d: Dict[str, Any]) -> "ModelInfo":
@@ -67,7 +71,8 @@ class ModelInfo:
                          stats=stats_from_lists(d["stats"], names),
                          grid=Grid(d["dims"], d["origin"], d["spacing"]),
                          times=[float(t) for t in d["times"]], heads=int(d["heads"]),
-                         preset=str(d.get("preset", "")), history=dict(d.get("history", {})))
+                         preset=str(d.get("preset", "")), history=dict(d.get("history", {})),
+                         metadata=dict(d.get("metadata", {})))
 
 
 @dataclass
@@ -224,7 +229,8 @@ def _start_run(series: VolumeSeries, preset: str, tcfg: TrainConfig,
                                                   series.components.items()},
                      stats=compute_stats(series), grid=series.grid,
                      times=[float(t) for t in series.times],
-                     heads=int(getattr(mcfg, "heads", 1)), preset=preset)
+                     heads=int(getattr(mcfg, "heads", 1)), preset=preset,
+                     metadata=dict(series.metadata))
     try:
         model = build_model(mcfg, _spec(info)).to(dev)
     except ValueError as exc:        # a setting out of range, e.g. base_time="flw"
@@ -525,7 +531,7 @@ def upscale(tm: TrainedModel, path: str, *, scale: Optional[float] = None,
         names, comps = names + e_names, {**comps, **e_comps}
     with open_series_writer(path, grid, t_out, names, comps,
                             format=format, compression=compression,
-                            overwrite=overwrite) as writer:
+                            overwrite=overwrite, metadata=tm.info.metadata) as writer:
         plan = _grid_plan(tm, grid)
         if plan is not None:     # each step is written before the next is computed
             plan.reuse = True
@@ -562,7 +568,7 @@ def predict(tm: TrainedModel, *, scale: Optional[float] = None,
         comps.update(error_names(tm.info)[1])
     return VolumeSeries(times=t_out, variables={n: np.stack(v) for n, v in arrays.items()},
                         origin=grid.origin, spacing=grid.spacing, components=comps,
-                        source="")
+                        source="", metadata=dict(tm.info.metadata))
 
 
 def blend(tm: TrainedModel, var_from: str, var_to: str, steps: int, t: float,

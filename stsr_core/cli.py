@@ -21,7 +21,8 @@ from .io.stream import COMPRESSIONS
 DEVICE_HELP = f"where to compute: {', '.join(DEVICES)} (auto: CUDA when available)"
 # every writer's compressions, first the ones every format has
 COMPRESSION_CHOICES = list(dict.fromkeys(c for cs in COMPRESSIONS.values() for c in cs))
-EPILOG = "Formats: .pvd, a folder of .vti, .vti, .h5/.hdf5, .json (raw layout). See README.md."
+EPILOG = ("Formats: .pvd, a folder of .vti, .vti, .h5/.hdf5, .nc (netCDF), .json (raw layout). "
+          "See README.md.")
 
 
 def _floats(text: str) -> List[float]:
@@ -112,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "bounds (as ParaView's Resample To Image).", epilog=EPILOG)
     u.add_argument("model", metavar="MODEL")
     u.add_argument("-o", "--output", required=True, metavar="OUT",
-                   help="output file (.pvd or .h5)")
+                   help="output file (.pvd, .h5 or .nc)")
     g = u.add_mutually_exclusive_group()
     g.add_argument("--scale", type=_positive_float, help="spatial scale factor (default 1)")
     g.add_argument("--dims", type=int, nargs=3, metavar=("X", "Y", "Z"),
@@ -121,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--time-scale", type=_positive_int, metavar="K",
                    help="insert K-1 evenly spaced steps between input steps (default 1)")
     h.add_argument("--times", type=_floats, metavar="t1,t2,...", help="explicit output times")
-    u.add_argument("--format", choices=["vti", "h5"],
+    u.add_argument("--format", choices=["vti", "h5", "netcdf"],
                    help="output format (default: from the extension)")
     u.add_argument("--compression", default="zlib", choices=COMPRESSION_CHOICES,
                    help="zlib (default, level 1) or none for every format; lz4 for .vti, "
@@ -172,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--space", type=_positive_int, default=2, metavar="S")
     c.add_argument("--time", type=_positive_int, default=4, metavar="K")
     c.add_argument("--arrays", type=_names, metavar="a,b,...")
-    c.add_argument("--format", choices=["vti", "h5"])
+    c.add_argument("--format", choices=["vti", "h5", "netcdf"])
     c.add_argument("--overwrite", action="store_true")
     return p
 

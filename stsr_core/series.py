@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -32,6 +32,9 @@ class VolumeSeries:
         spacing: (dx, dy, dz) between points, all > 0.
         components: original multi-component array name -> its scalar variables.
         source: where it was read from (for error messages), or "".
+        metadata: what a reader keeps of its file for writing back (JSON-like, by format:
+            ``{"netcdf": {...}}`` holds attributes and dimension names); the engine ignores
+            it, models keep it, writers of that format use it.
     """
 
     times: np.ndarray
@@ -40,6 +43,7 @@ class VolumeSeries:
     spacing: Tuple[float, float, float] = (1.0, 1.0, 1.0)
     components: ComponentMap = field(default_factory=dict)
     source: str = ""
+    metadata: Dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.times = np.asarray(self.times, dtype=np.float64).reshape(-1)
@@ -153,6 +157,7 @@ class VolumeSeries:
             spacing=self.spacing,
             components=comps,
             source=self.source,
+            metadata=self.metadata,
         )
 
     def subsample(self, space: int = 1, time: int = 1) -> "VolumeSeries":
@@ -169,6 +174,7 @@ class VolumeSeries:
             spacing=tuple(s * space for s in self.spacing),  # type: ignore[arg-type]
             components={k: list(v) for k, v in self.components.items()},
             source=self.source,
+            metadata=self.metadata,
         )
 
     def same_grid(self, other: "VolumeSeries", rtol: float = GRID_RTOL) -> List[str]:

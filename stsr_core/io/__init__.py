@@ -4,6 +4,8 @@
 * a folder of ``.vti`` files, ordered by the last number in their names;
 * ``.vti`` -- one timestep;
 * ``.h5`` / ``.hdf5`` -- one dataset per variable ``[T, Z, Y, X]`` (see io/hdf5.py);
+* ``.nc`` (also ``.nc4``, ``.cdf``) -- netCDF, classic or netCDF-4: variables on regular
+  coordinates, time from the ``time`` coordinate (see io/netcdf.py);
 * ``.json`` -- the reference code's raw layout (see io/raw.py).
 """
 from __future__ import annotations
@@ -13,14 +15,14 @@ from typing import List, Optional, Sequence
 
 from ..errors import StsrError
 from ..series import VolumeSeries
-from .stream import (iter_steps, open_series_reader, open_series_writer, output_format,
-                     read_step)
+from .stream import (NETCDF_EXTS, iter_steps, open_series_reader, open_series_writer,
+                     output_format, read_step)
 from .vti import NON_IMAGE, RESAMPLE_HINT
 
 __all__ = ["read_series", "write_series", "open_series_writer", "open_series_reader",
            "read_step", "iter_steps", "READ_FORMATS"]
 
-READ_FORMATS = ".pvd, a folder of .vti, .vti, .h5/.hdf5, .json (raw layout)"
+READ_FORMATS = ".pvd, a folder of .vti, .vti, .h5/.hdf5, .nc (netCDF), .json (raw layout)"
 
 
 def read_series(path: str, arrays: Optional[Sequence[str]] = None) -> VolumeSeries:
@@ -43,6 +45,9 @@ def read_series(path: str, arrays: Optional[Sequence[str]] = None) -> VolumeSeri
     elif ext in (".h5", ".hdf5"):
         from .hdf5 import read_h5
         series = read_h5(path, arrays)
+    elif ext in NETCDF_EXTS:
+        from .netcdf import read_netcdf
+        series = read_netcdf(path, arrays)
     elif ext == ".json":
         from .raw import read_raw
         series = read_raw(path, arrays)
@@ -59,7 +64,8 @@ def read_series(path: str, arrays: Optional[Sequence[str]] = None) -> VolumeSeri
 
 def write_series(series: VolumeSeries, path: str, format: Optional[str] = None,
                  overwrite: bool = False, compression: Optional[str] = None) -> List[str]:
-    """Write ``series``; the format comes from ``format`` (vti|h5|raw) or the extension.
+    """Write ``series``; the format comes from ``format`` (vti|h5|netcdf|raw) or the
+    extension.
     Refuses to replace existing output unless ``overwrite``, creates missing folders, checks
     the disk space first; one step at a time through :func:`open_series_writer`, so every
     format has one writing path and its guarantees (docs/formats.md). ``compression``
@@ -68,8 +74,8 @@ def write_series(series: VolumeSeries, path: str, format: Optional[str] = None,
     fmt = output_format(path, format)
     with open_series_writer(path, series.grid, series.times, series.names, series.components,
                             format=fmt, overwrite=overwrite,
-                            compression=compression or ("none" if fmt == "raw" else "zlib")
-                            ) as writer:
+                            compression=compression or ("none" if fmt == "raw" else "zlib"),
+                            metadata=series.metadata) as writer:
         for t in range(series.n_times):
             writer.write_step(t, {n: v[t] for n, v in series.variables.items()})  # [Z, Y, X]
         return writer.close()

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -26,11 +26,14 @@ from ..errors import StsrError
 from ..grid import Grid
 from ..series import merge_components, split_components
 
-# Output formats by extension; ``format`` overrides (vti|h5|raw).
-FORMAT_BY_EXT = {".pvd": "vti", ".vti": "vti", ".h5": "h5", ".hdf5": "h5", ".json": "raw"}
+# Output formats by extension; ``format`` overrides (vti|h5|netcdf|raw).
+FORMAT_BY_EXT = {".pvd": "vti", ".vti": "vti", ".h5": "h5", ".hdf5": "h5", ".json": "raw",
+                 ".nc": "netcdf", ".nc4": "netcdf"}
 # Accepted ``compression`` per format (first = what "zlib" means for it, see docs/formats.md).
 COMPRESSIONS = {"vti": ("zlib", "none", "lz4"), "h5": ("zlib", "none", "gzip", "lzf"),
-                "raw": ("none",)}
+                "netcdf": ("zlib", "none"), "raw": ("none",)}
+# Extensions read as netCDF (classic or netCDF-4).
+NETCDF_EXTS = (".nc", ".nc4", ".cdf", ".netcdf")
 # Free space asked beyond the expected size: file headers, the .pvd, filesystem slack.
 SPACE_MARGIN_FRACTION = 0.02
 SPACE_MARGIN_BYTES = 64 * 1000 ** 2
@@ -89,16 +92,17 @@ def make_output_folder(path: str) -> str:
 
 
 def output_format(path: str, format: Optional[str] = None) -> str:
-    """vti|h5|raw from ``format`` or the extension, or a StsrError naming both choices."""
+    """vti|h5|netcdf|raw from ``format`` or the extension, or a StsrError naming the
+    choices."""
     ext = os.path.splitext(path)[1].lower()
     if format is not None:
         if format not in COMPRESSIONS:
-            raise StsrError(f"unknown output format '{format}': use vti, h5 or raw")
+            raise StsrError(f"unknown output format '{format}': use vti, h5, netcdf or raw")
         return format
     fmt = FORMAT_BY_EXT.get(ext)
     if fmt is None:
         raise StsrError(f"cannot write '{path}': unknown extension '{ext}' (use .pvd, .vti, "
-                        ".h5 or .json)")
+                        ".h5, .nc or .json)")
     return fmt
 
 
@@ -129,13 +133,17 @@ class SeriesWriter:
     time ``times[i]`` (components are put back together into one ``[Z, Y, X, C]`` array);
     ``close()`` finishes the output and returns the files written; ``abort()`` keeps only what
     the format's promise allows (see each writer). As a context manager an exception aborts.
+    ``metadata`` is the source's (:attr:`VolumeSeries.metadata`); a format that can carry
+    attributes writes its own part back (netCDF), the others ignore it.
     """
 
     merge = True        # False: the format stores each scalar variable apart (raw)
 
     def __init__(self, path: str, grid: Grid, times: Sequence[float], variables: Sequence[str],
-                 components: Dict[str, List[str]], compression: str, overwrite: bool) -> None:
+                 components: Dict[str, List[str]], compression: str, overwrite: bool,
+                 metadata: Optional[Dict[str, Any]] = None) -> None:
         self.path = path
+        self.metadata = dict(metadata or {})
         self.grid = grid
         self.times = np.asarray(list(times), dtype=np.float64).reshape(-1)
         self.variables = list(variables)
@@ -228,10 +236,13 @@ class SeriesWriter:
 def open_series_writer(path: str, grid: Grid, times: Sequence[float],
                        variables: Sequence[str], components: Dict[str, List[str]],
                        format: Optional[str] = None, compression: str = "zlib",
-                       overwrite: bool = False) -> SeriesWriter:
+                       overwrite: bool = False,
+                       metadata: Optional[Dict[str, Any]] = None) -> SeriesWriter:
     """A writer for ``len(times)`` steps of ``variables`` on ``grid`` at ``path``: ``.pvd``
     (one ``.vti`` per step in the folder ``NAME/`` beside it), ``.vti`` (one step), ``.h5`` /
-    ``.hdf5`` (one chunked dataset per array ``[T, Z, Y, X(, C)]``) or ``.json`` (raw files).
+    ``.hdf5`` (one chunked dataset per array ``[T, Z, Y, X(, C)]``), ``.nc`` (netCDF-4, time
+    along an unlimited dimension, the source's attributes from ``metadata``) or ``.json``
+    (raw files).
     ``compression``: ``zlib`` (default) or ``none`` for every format; ``lz4`` for .vti,
     ``gzip``/``lzf`` for HDF5. Checks everything (format, existing output, disk space) and
     creates missing folders before it writes a byte."""
@@ -278,9 +289,12 @@ def open_series_writer(path: str, grid: Grid, times: Sequence[float],
         cls = VtiWriter if ext == ".vti" else PvdWriter
     elif fmt == "h5":
         from .hdf5 import H5Writer as cls  # type: ignore[assignment]
+    elif fmt == "netcdf":
+        from .netcdf import NetCDFWriter as cls  # type: ignore[assignment]
     else:
         from .raw import RawWriter as cls  # type: ignore[assignment]
-    return cls(path, grid, times, variables, components, compression, overwrite)
+    return cls(path, grid, times, variables, components, compression, overwrite,
+               metadata=metadata)
 
 
 # --- reading one step at a time ----------------------------------------------------------------
@@ -377,7 +391,7 @@ def _vti_time(path: str) -> Optional[float]:
 
 def open_series_reader(path: str, arrays: Optional[Sequence[str]] = None) -> SeriesReader:
     """A step-by-step reader of ``path`` (``.pvd``, a folder of ``.vti``, ``.vti``, ``.h5`` /
-    ``.hdf5``, ``.json``): opening reads the grid, times and names, not the data.
+    ``.hdf5``, ``.nc``, ``.json``): opening reads the grid, times and names, not the data.
     ``arrays`` keeps only those (a multi-component name keeps all its components)."""
     path = os.fspath(path)
     ext = os.path.splitext(path)[1].lower()
@@ -403,11 +417,14 @@ def open_series_reader(path: str, arrays: Optional[Sequence[str]] = None) -> Ser
     if ext in (".h5", ".hdf5"):
         from .hdf5 import H5Reader
         return H5Reader(path, arrays)
+    if ext in NETCDF_EXTS:
+        from .netcdf import NetCDFReader
+        return NetCDFReader(path, arrays)
     if ext == ".json":
         from .raw import RawReader
         return RawReader(path, arrays)
     raise StsrError(f"cannot read '{path}' step by step: unknown format '{ext}' (use .pvd, a "
-                    "folder of .vti, .vti, .h5/.hdf5 or .json)")
+                    "folder of .vti, .vti, .h5/.hdf5, .nc or .json)")
 
 
 def read_step(path: str, i: int, arrays: Optional[Sequence[str]] = None
