@@ -4,7 +4,7 @@
 PY := .venv/bin/python
 STSR := .venv/bin/stsr
 
-.PHONY: setup demo test pytest bench bench-quick bench-scale clean
+.PHONY: setup demo test pytest bench bench-quick bench-scale bench-learning clean
 
 setup:
 	bash scripts/setup.sh
@@ -30,6 +30,11 @@ bench: setup
 #   make bench-scale ARGS="--quick"   a smoke run;  ARGS="--cases A --fit-minutes 10" etc.
 bench-scale: setup
 	$(PY) -m bench.scale $(ARGS)
+
+# Issue 17's benchmark: the learned correction (preset liif) against the base it corrects
+# (about 45 minutes on 2 cores; ARGS="--datasets tornado --scales 2 --budgets 2=1" etc.)
+bench-learning: setup
+	$(PY) -m bench.learning $(ARGS)
 
 clean:
 	rm -rf build build-configure.log demo-output

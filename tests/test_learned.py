@@ -5,12 +5,16 @@ import os
 import subprocess
 import sys
 
+import dataclasses
+
 import numpy as np
+import pytest
 import torch
 
 from stsr_core import api
 from stsr_core.io import read_series, write_series
-from stsr_core.learned.correction import CorrectionConfig, train_correction
+from stsr_core.learned.correction import (CorrectionConfig, learn_across_scales,
+                                          train_correction)
 from stsr_core.learned.decoder import DecoderConfig
 from stsr_core.learned.pairs import Pair, build_pairs, left_out_steps
 from stsr_core.series import VolumeSeries
@@ -39,10 +43,14 @@ def normalised(s):
     return torch.from_numpy(np.stack([v / np.abs(v).max() for v in s.variables.values()]))
 
 
-def test_pairs_never_ask_the_base_for_a_point_it_was_fitted_to():
+@pytest.fixture(scope="module")
+def front_pairs():
     data = normalised(front_series())                      # [V, T, Z, Y, X] = [2, 5, 9, 11, 13]
-    times = torch.linspace(-1, 1, 5).tolist()
-    pairs = build_pairs(data, times, BASE_KW, FLOW)
+    return data, build_pairs(data, torch.linspace(-1, 1, 5).tolist(), BASE_KW, FLOW)
+
+
+def test_pairs_never_ask_the_base_for_a_point_it_was_fitted_to(front_pairs):
+    data, pairs = front_pairs
     kinds = [p.kind for p in pairs]
     assert kinds.count("space") == 5                      # every kept step, thinned in space
     assert kinds.count("time") == 3 and kinds.count("space_time") == 3   # 1, 3 and 2 left out
@@ -92,24 +100,27 @@ def test_the_decoder_answers_at_a_scale_it_did_not_train_at():
     assert c.shape == e.shape == (1, 19, 19, 19) and bool((e >= 0).all())
 
 
-def test_the_share_falls_to_zero_when_the_residual_is_noise():
-    data = normalised(front_series())
-    pairs = build_pairs(data, torch.linspace(-1, 1, 5).tolist(), BASE_KW, FLOW)
+def test_the_share_falls_to_zero_when_the_residual_is_noise(front_pairs):
     g = torch.Generator().manual_seed(1)
-    for p in pairs:                  # nothing in the inputs says anything about these
-        p.residual = 0.05 * torch.randn(p.residual.shape, generator=g)
+    # nothing in the inputs says anything about these residuals
+    pairs = [dataclasses.replace(p, residual=0.05 * torch.randn(p.residual.shape, generator=g))
+             for p in front_pairs[1]]
     corr = train_correction(pairs, 2, CorrectionConfig(), max_steps=60)
     assert float(corr.share.max()) < 0.1, corr.share
     for group in ("kept", "between"):
         assert max(corr.report[f"held_out_gain_db_{group}"]) < 0.05
 
 
-def test_the_error_estimate_is_calibrated_on_held_out_pairs():
-    data = normalised(front_series(nx=17, ny=13, nz=9))
-    pairs = build_pairs(data, torch.linspace(-1, 1, 5).tolist(), BASE_KW, FLOW)
-    corr = train_correction(pairs, 2, CorrectionConfig(), max_steps=60)
+def test_the_error_estimate_is_calibrated_on_held_out_pairs(front_pairs):
+    corr = train_correction(front_pairs[1], 2, CorrectionConfig(), max_steps=60)
     cover = corr.report["error_calibration"]           # half the held-out points, not used
     assert all(0.8 <= c <= 0.97 for c in cover), cover  # to set it: made for 90 %
+
+
+def test_without_pairs_one_level_further_down_the_correction_is_not_used(front_pairs):
+    """Its transfer to the data's level could not be measured: nothing of it is trusted."""
+    corr = learn_across_scales(front_pairs[1], [], 2, CorrectionConfig(), max_steps=4)
+    assert float(corr.share.abs().max()) == 0.0 and corr.report["lower_pairs"] == 0
 
 
 def test_a_liif_model_round_trips_through_its_file_with_its_error_arrays(tmp_path):
@@ -118,7 +129,11 @@ def test_a_liif_model_round_trips_through_its_file_with_its_error_arrays(tmp_pat
     tm = api.fit(s, "liif", steps=1, device="cpu", checkpoint_path=path,
                  model_overrides=TINY)
     learned = tm.info.history["learned"]
-    assert learned["steps"] == 30 and learned["pairs"] == 11
+    # half the steps for the probe trained one level further down (its share and error
+    # scale, measured on the pairs above it, are the ones used), half for the kept decoder
+    assert learned["steps"] == 15 and learned["probe_steps"] == 15
+    assert learned["pairs"] == 11 and learned["lower_pairs"] == 5 + 1 + 1
+    assert all(0.0 <= a <= 1.0 for a in learned["share_kept"] + learned["share_between"])
     back = api.load_model(path, device="cpu")
     assert back.info.history["learned"]["share_kept"] == learned["share_kept"]
     g = api.output_grid(tm.info.grid, scale=1.5)               # not the scale it trained at

@@ -160,13 +160,11 @@ def _residual_at(pair: Pair, tgt: torch.Tensor) -> torch.Tensor:
 
 def train_correction(pairs: List[Pair], n_vars: int, cfg: CorrectionConfig,
                      budget_s: Optional[float] = None, max_steps: Optional[int] = None,
-                     progress: Optional[Callable[[float], Optional[bool]]] = None,
-                     transfer: Optional[Dict[str, torch.Tensor]] = None
+                     progress: Optional[Callable[[float], Optional[bool]]] = None
                      ) -> LearnedCorrection:
     """Train the decoder on the pairs' training targets for ``budget_s`` seconds and/or
     ``max_steps`` steps (whichever ends first), then choose the shares and calibrate the
-    error estimate on the held-out targets (see :func:`measure`, which ``transfer``
-    informs). ``progress(fraction)``
+    error estimate on the held-out targets (see :func:`measure`). ``progress(fraction)``
     returning False stops training early (``report["stopped"]`` says "cancelled")."""
     if budget_s is None and max_steps is None:
         raise ValueError("train_correction needs a time budget or a number of steps")
@@ -230,7 +228,7 @@ def train_correction(pairs: List[Pair], n_vars: int, cfg: CorrectionConfig,
                    "pairs": len(pairs),
                    "loss_first": float(sum(losses[:20]) / max(1, len(losses[:20]))),
                    "loss_last": float(sum(losses[-20:]) / max(1, len(losses[-20:])))}
-    measure(corr, pairs, held, transfer)
+    measure(corr, pairs, held)
     return corr
 
 
@@ -254,19 +252,16 @@ def _held_out_outputs(corr: LearnedCorrection, pairs: List[Pair], held: List[tor
 
 
 @torch.no_grad()
-def measure(corr: LearnedCorrection, pairs: List[Pair], held: List[torch.Tensor],
-            transfer: Optional[Dict[str, torch.Tensor]] = None) -> None:
-    """Choose the shares and the error estimate's scale on held-out targets, and record
-    the held-out gain (dB, per group and variable) in ``corr.report``.
+def measure(corr: LearnedCorrection, pairs: List[Pair], held: List[torch.Tensor]) -> None:
+    """Choose the shares and the error estimate's scale on the targets ``held`` selects
+    (per pair, [Z, Y, X] bool), and record the gain there (dB, per group and variable) in
+    ``corr.report``.
 
     Share: the least-squares weight of the correction against the true residual, taken on
-    each half of the held-out blocks and the smaller one kept (a correction that only fits
-    noise wins on one half and loses on the other: 0), clipped to [0, 1], times the group's
-    ``transfer`` factor per variable (how much the base's residual shrinks from one level
-    to the next: what one level down teaches overstates what the data's own level misses).
-    Error scale: on the even held-out points, the factor putting ERROR_LEVEL of them below
-    the estimate; the odd ones report the fraction that falls below (calibration)."""
-    v = corr.decoder.n_vars
+    each half of the targets (lower and upper z of each pair) and the smaller one kept (a
+    correction that only fits noise wins on one half and loses on the other: 0), clipped
+    to [0, 1]. Error scale: on the even targets, the factor putting ERROR_LEVEL of them
+    below the estimate; the odd ones report the fraction that falls below (calibration)."""
     outs = _held_out_outputs(corr, pairs, held)
     report: Dict[str, object] = dict(corr.report)
     checks = []
@@ -281,23 +276,18 @@ def measure(corr: LearnedCorrection, pairs: List[Pair], held: List[torch.Tensor]
                           for o in outs[g]])
         a = torch.stack([(c[m] * r[m]).sum(0) / (c[m] * c[m]).sum(0).clamp_min(1e-30)
                          for m in (half, ~half)]).min(0).values.clamp(0.0, 1.0)
-        rho = torch.ones(v, dtype=torch.float64, device=c.device)
-        if transfer is not None and g in transfer:
-            rho = transfer[g].to(rho).clamp(0.0, 1.0)
-        share = a * rho
-        corr.share[gi].copy_(share.float())
+        corr.share[gi].copy_(a.float())
         before = (r * r).sum(0)
         after = ((r - a * c) ** 2).sum(0)
         report[f"held_out_gain_db_{g}"] = [
             float(10 * math.log10(float(b) / max(float(af), 1e-30))) if b > 0 else 0.0
             for b, af in zip(before, after)]
         report[f"held_out_points_{g}"] = int(r.shape[0])
-        report[f"transfer_{g}"] = [float(x) for x in rho]
         left = (r - a * c).abs()                                           # [M, V]
         even = torch.arange(r.shape[0], device=r.device) % 2 == 0
         q = torch.quantile((left[even] / e[even].clamp_min(1e-12)).float().cpu(),
                            ERROR_LEVEL, dim=0).to(left)                    # [V]
-        corr.error_scale[gi].copy_((q * rho).float())
+        corr.error_scale[gi].copy_(q.float())
         checks.append(((left[~even] <= e[~even] * q).double().sum(0), int((~even).sum())))
     if checks:
         report["error_calibration"] = [float(x) for x in
@@ -305,3 +295,52 @@ def measure(corr: LearnedCorrection, pairs: List[Pair], held: List[torch.Tensor]
     report["share_kept"] = [float(x) for x in corr.share[0]]
     report["share_between"] = [float(x) for x in corr.share[1]]
     corr.report = report
+
+
+def learn_across_scales(pairs: List[Pair], lower: List[Pair], n_vars: int,
+                        cfg: CorrectionConfig, budget_s: Optional[float] = None,
+                        max_steps: Optional[int] = None,
+                        progress: Optional[Callable[[float], Optional[bool]]] = None
+                        ) -> LearnedCorrection:
+    """The correction to apply at the data's own scale, and how much of it to trust.
+
+    What one level down teaches does not carry over one to one: the base's residual shrinks
+    from one scale to the next, fast for smooth fields and slowly at fronts and kinks. So
+    the transfer is measured where the truth is known: a first decoder learns from
+    ``lower`` (pairs made from the data thinned once more) and is scored on every target of
+    ``pairs`` (one level up, as the user's query is one level above ``pairs``); its
+    least-squares share and error scale there become the shares and error scale of a
+    second decoder, trained on ``pairs`` for the other half of the budget, which is the one
+    kept. A group (kept / in-between) with no lower pairs to measure on gets share 0."""
+    half_s = None if budget_s is None else budget_s / 2
+    half_n = None if max_steps is None else max(1, max_steps // 2)
+    prog_a = None if progress is None else (lambda f: progress(0.5 * f))
+    prog_b = None if progress is None else (lambda f: progress(0.5 + 0.5 * f))
+    report: Dict[str, object] = {}
+    share = torch.zeros(len(GROUPS), n_vars)
+    err = torch.ones(len(GROUPS), n_vars)
+    if lower:
+        probe = train_correction(lower, n_vars, cfg, half_s, half_n, prog_a)
+        measure(probe, pairs, [torch.ones_like(p.mask) for p in pairs])
+        share, err = probe.share.clone(), probe.error_scale.clone()
+        report.update({k: v for k, v in probe.report.items()
+                       if k.startswith(("held_out", "error_calibration"))})
+        report["probe_steps"] = probe.report.get("steps", 0)
+        if probe.report.get("stopped") == "cancelled":
+            report["stopped"] = "cancelled"
+    groups = {group_of(p.kind) for p in lower}
+    for gi, g in enumerate(GROUPS):
+        if g not in groups:
+            share[gi].zero_()
+    corr = train_correction(pairs, n_vars, cfg, half_s, half_n, prog_b)
+    corr.report = {**{f"own_level_{k}": v for k, v in corr.report.items()
+                      if k.startswith("held_out_gain")},
+                   **{k: v for k, v in corr.report.items()
+                      if k in ("steps", "train_s", "pairs", "loss_first", "loss_last",
+                               "stopped")},
+                   **report, "lower_pairs": len(lower)}
+    corr.share.copy_(share.to(corr.share))
+    corr.error_scale.copy_(err.to(corr.error_scale))
+    corr.report["share_kept"] = [float(x) for x in corr.share[0]]
+    corr.report["share_between"] = [float(x) for x in corr.share[1]]
+    return corr

@@ -21,7 +21,7 @@ that base at the target points. No reference data is involved anywhere.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -141,36 +141,20 @@ def group_of(kind: str) -> str:
     return "kept" if kind == "space" else "between"
 
 
-def residual_rms(pairs: List[Pair]) -> Dict[str, torch.Tensor]:
-    """Per group, the RMS of the pairs' residual at their targets, per variable [V]."""
-    acc: Dict[str, List[torch.Tensor]] = {}
-    for p in pairs:
-        r = p.residual[:, p.mask].double()                                 # [V, M]
-        acc.setdefault(group_of(p.kind), []).append(r)
-    return {g: torch.cat(rs, 1).pow(2).mean(1).sqrt() for g, rs in acc.items()}
-
-
-def transfer_factors(data: torch.Tensor, times: Sequence[float], pairs: List[Pair],
-                     base_kw: dict, flow_options: dict, budget_s: Optional[float] = None
-                     ) -> Dict[str, torch.Tensor]:
-    """Per group, how much the base's residual shrinks from one level down to the data's
-    level, per variable [V]: the RMS residual of ``pairs`` (made from ``data``) over that of
-    pairs made the same way from the data thinned once more (every other point for "kept",
-    every other kept step for "between"). Groups whose thinner level has no pairs are left
-    out (their share is not scaled)."""
+def lower_pairs(data: torch.Tensor, times: Sequence[float], base_kw: dict,
+                flow_options: dict, budget_s: Optional[float] = None,
+                kinds: Sequence[str] = KINDS) -> List[Pair]:
+    """Pairs one level further down, where a decoder's transfer to the data's own level can
+    be measured: space pairs from the data thinned to every other point, in-between pairs
+    from every other kept step."""
     fx, fy, fz = lattice_factors(tuple(data.shape[-1:-4:-1]))
-    one = residual_rms(pairs)
-    out: Dict[str, torch.Tensor] = {}
-    thinner = data[:, :, ::fz, ::fy, ::fx]
-    if "kept" in one and (fx, fy, fz) != (1, 1, 1):
-        two = residual_rms(build_pairs(thinner, times, base_kw, flow_options, budget_s,
-                                       kinds=("space",)))
-        if "kept" in two:
-            out["kept"] = one["kept"] / two["kept"].clamp_min(1e-12)
-    if "between" in one and data.shape[1] >= 3:
+    out: List[Pair] = []
+    if "space" in kinds and (fx, fy, fz) != (1, 1, 1):
+        out += build_pairs(data[:, :, ::fz, ::fy, ::fx], times, base_kw, flow_options,
+                           budget_s, kinds=("space",))
+    timed = [k for k in kinds if k != "space"]
+    if timed and data.shape[1] >= 3:
         steps = list(range(0, data.shape[1], 2))
-        two = residual_rms(build_pairs(data[:, steps], [times[i] for i in steps], base_kw,
-                                       flow_options, budget_s, kinds=("space_time", "time")))
-        if "between" in two:
-            out["between"] = one["between"] / two["between"].clamp_min(1e-12)
+        out += build_pairs(data[:, steps], [times[i] for i in steps], base_kw, flow_options,
+                           budget_s, kinds=timed)
     return out

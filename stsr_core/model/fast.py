@@ -145,8 +145,8 @@ class FastNet(FieldModel):
         0.35-1 over the decoder's training."""
         import time
 
-        from ..learned.correction import CorrectionConfig, train_correction
-        from ..learned.pairs import KINDS, build_pairs, transfer_factors
+        from ..learned.correction import CorrectionConfig, learn_across_scales
+        from ..learned.pairs import KINDS, build_pairs, lower_pairs
         t0 = time.perf_counter()
         cfg = self.cfg
         learn_s = None if budget_s is None else cfg.learn_share * budget_s
@@ -167,9 +167,9 @@ class FastNet(FieldModel):
                  "time": ("space_time", "time")}[cfg.learn_pairs]
         pairs = build_pairs(data, self.base.slot_times.tolist(), kw, opts,
                             budget_s=None if pair_s is None else pair_s / 4, kinds=kinds)
-        transfer = transfer_factors(data, self.base.slot_times.tolist(), pairs, kw, opts,
-                                    budget_s=None if pair_s is None else pair_s / 8) \
-            if pairs else {}
+        lower = lower_pairs(data, self.base.slot_times.tolist(), kw, opts,
+                            budget_s=None if pair_s is None else pair_s / 8,
+                            kinds=kinds) if pairs else []
         if progress is not None and progress(0.35) is False:
             return False
         self.learn_notes = []
@@ -178,10 +178,10 @@ class FastNet(FieldModel):
                                     "than 3 steps and no axis with 7 points): the base alone")
             return None
         left = None if budget_s is None else max(0.0, budget_s - (time.perf_counter() - t0))
-        trained = train_correction(pairs, self.n_vars, CorrectionConfig(seed=0),
-                                   budget_s=left,
-                                   max_steps=cfg.learn_steps if left is None else None,
-                                   progress=part(0.35, 1.0), transfer=transfer)
+        trained = learn_across_scales(pairs, lower, self.n_vars, CorrectionConfig(seed=0),
+                                      budget_s=left,
+                                      max_steps=cfg.learn_steps if left is None else None,
+                                      progress=part(0.35, 1.0))
         self.correction.load_state_dict(trained.state_dict())
         self.correction.report = trained.report
         return False if trained.report.get("stopped") == "cancelled" else None
