@@ -14,7 +14,7 @@ from ..errors import StsrError
 from ..files import apply_umask
 from ..grid import Grid
 from ..series import VolumeSeries, arrays_holding, split_components
-from .stream import SeriesReader, SeriesWriter, keep_arrays, fsync_file, remove_quietly
+from .stream import SeriesReader, SeriesWriter, discard_file, fsync_file, keep_arrays
 
 
 def _h5py():
@@ -154,13 +154,7 @@ class H5Writer(SeriesWriter):
         return [self.path]
 
     def _discard(self) -> None:
-        fh = getattr(self, "fh", None)
-        if fh is not None:
-            try:
-                fh.close()
-            except Exception:  # noqa: BLE001 - the file is removed anyway
-                pass
-        remove_quietly(self.tmp)
+        discard_file(getattr(self, "fh", None), self.tmp)
 
 
 class H5Reader(SeriesReader):

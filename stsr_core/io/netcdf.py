@@ -34,7 +34,7 @@ from ..files import apply_umask
 from ..grid import Grid
 from ..series import VolumeSeries, arrays_holding, split_components
 from .hdf5 import slab_chunks
-from .stream import SeriesReader, SeriesWriter, fsync_file, remove_quietly
+from .stream import SeriesReader, SeriesWriter, discard_file, fsync_file, remove_quietly
 
 ROLES = ("t", "z", "y", "x")
 AXIS_OF_ROLE = {"t": 0, "z": 1, "y": 2, "x": 3}     # in [T, Z, Y, X]
@@ -500,10 +500,4 @@ class NetCDFWriter(SeriesWriter):
         return [self.path]
 
     def _discard(self) -> None:
-        ds = getattr(self, "ds", None)
-        if ds is not None:
-            try:
-                ds.close()
-            except Exception:  # noqa: BLE001 - the file is removed anyway
-                pass
-        remove_quietly(self.tmp)
+        discard_file(getattr(self, "ds", None), self.tmp)

@@ -126,6 +126,17 @@ def remove_quietly(path: str) -> None:
         pass
 
 
+def discard_file(handle: Any, tmp: str) -> None:
+    """Close ``handle`` (an open h5py/netCDF file, or None) whatever state it is in, and
+    remove its temp file ``tmp``: what a one-file writer's abort does."""
+    if handle is not None:
+        try:
+            handle.close()
+        except Exception:  # noqa: BLE001 - the file is removed anyway
+            pass
+    remove_quietly(tmp)
+
+
 class SeriesWriter:
     """Writes the timesteps of one output series as they come.
 
