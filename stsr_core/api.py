@@ -79,7 +79,7 @@ class TrainedModel:
     optimizer_state: Optional[Dict[str, Any]] = None
     # the last output grid's evaluation plan (fast base): (grid, plan); one at a time, as it
     # holds an interval's fields on that grid
-    plan: Optional[Tuple[Grid, Any]] = field(default=None, repr=False)
+    plan: Optional[Tuple[Any, Any]] = field(default=None, repr=False)
 
     @property
     def device(self) -> torch.device:
@@ -395,10 +395,35 @@ def _t_norm(info: ModelInfo, t: float) -> float:
                                  info.times[-1])[0])
 
 
-def _grid_plan(tm: TrainedModel, grid: Grid) -> Any:
-    """The fast base's plan for evaluating whole ``grid``s at once (separable filtering),
-    or None where points must go through the model one by one: a network on top, or a grid
-    that does not span the data's bounds."""
+Extent = Tuple[int, int, int, int, int, int]
+
+
+def check_extent(grid: Grid, extent: Optional[Sequence[int]]) -> Extent:
+    """``extent`` (x0, x1, y0, y1, z0, z1: inclusive point indices, as VTK writes them) as a
+    tuple inside ``grid``; None: the whole grid. A non-empty box is required."""
+    whole = (0, grid.dims[0] - 1, 0, grid.dims[1] - 1, 0, grid.dims[2] - 1)
+    if extent is None:
+        return whole
+    ext = tuple(int(v) for v in extent)
+    if len(ext) != 6 or any(ext[2 * a] < 0 or ext[2 * a] > ext[2 * a + 1]
+                            or ext[2 * a + 1] >= grid.dims[a] for a in range(3)):
+        raise StsrError(f"extent {list(extent)} is not a non-empty box inside the grid's "
+                        f"{list(whole)}")
+    return ext  # type: ignore[return-value]
+
+
+def sub_grid(grid: Grid, extent: Sequence[int]) -> Grid:
+    """The points of ``grid`` inside ``extent`` (inclusive indices) as a grid of their own."""
+    return Grid([extent[2 * a + 1] - extent[2 * a] + 1 for a in range(3)],
+                [o + extent[2 * a] * sp for a, (o, sp) in enumerate(zip(grid.origin,
+                                                                       grid.spacing))],
+                grid.spacing)
+
+
+def _grid_plan(tm: TrainedModel, grid: Grid, extent: Optional[Extent] = None) -> Any:
+    """The fast base's plan for evaluating whole ``grid``s (or the ``extent`` box of one) at
+    once (separable filtering), or None where points must go through the model one by one:
+    a network on top, or a grid that does not span the data's bounds."""
     model = tm.model
     base = getattr(model, "base", None)
     if base is None or getattr(model, "has_network", True):
@@ -406,22 +431,29 @@ def _grid_plan(tm: TrainedModel, grid: Grid) -> Any:
     same = tm.info.grid.resampled(grid.dims)
     if same.differences(grid):
         return None
-    if tm.plan is None or tm.plan[0] != grid:
+    key = (grid, extent)
+    if tm.plan is None or tm.plan[0] != key:
         tm.plan = None                       # free the last plan's fields first
         axes = [torch.linspace(-1.0, 1.0, n, device=tm.device) for n in grid.dims]
-        tm.plan = (grid, base.plan_grid(axes))
+        tm.plan = (key, base.plan_grid(axes, extent))
     return tm.plan[1]
 
 
 def predict_timestep(tm: TrainedModel, t: float, grid: Grid, chunk: int = DEFAULT_CHUNK,
-                     progress: Optional[Callable[[float], Optional[bool]]] = None
+                     progress: Optional[Callable[[float], Optional[bool]]] = None,
+                     extent: Optional[Sequence[int]] = None
                      ) -> Optional[Dict[str, np.ndarray]]:
     """Physical values of every variable at time ``t`` on ``grid``: name -> float32
-    [Z, Y, X]. Returns None if ``progress`` returned False. The fast base alone on a grid
-    over the data's bounds is evaluated whole (tens of millions of points a second); other
-    models and grids go through the model in chunks of ``chunk`` points."""
+    [Z, Y, X]; with ``extent`` (x0, x1, y0, y1, z0, z1, inclusive indices of ``grid``) on that
+    box of it alone (an MPI or streamed piece: the same numbers as that region of the whole
+    grid, to float32 rounding). Returns None if ``progress`` returned False. The fast base
+    alone on a grid over the data's bounds (or a box of one) is evaluated whole (tens of
+    millions of points a second); other models and grids go through the model in chunks of
+    ``chunk`` points."""
     info = tm.info
-    plan = _grid_plan(tm, grid)
+    ext = check_extent(grid, extent)
+    box = None if ext == check_extent(grid, None) else ext
+    plan = _grid_plan(tm, grid, box)
     if plan is not None:
         vals = tm.model.base.evaluate_grid(plan, _t_norm(info, t))       # [V, Z, Y, X]
         for i, n in enumerate(info.variables):    # to physical units where computed, in place
@@ -435,7 +467,8 @@ def predict_timestep(tm: TrainedModel, t: float, grid: Grid, chunk: int = DEFAUL
             return None
         return {n: host[i] for i, n in enumerate(info.variables)}
     var_idx = torch.arange(len(info.variables), device=tm.device)
-    norm = predict_grid(tm.model, info.layout, _t_norm(info, t), grid, info.grid,
+    norm = predict_grid(tm.model, info.layout, _t_norm(info, t),
+                        grid if box is None else sub_grid(grid, box), info.grid,
                         var_idx=var_idx, chunk=chunk, progress=progress)
     if norm is None:
         return None
