@@ -12,7 +12,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 import numpy as np
 import torch
 
-from . import modelfile
+from . import distributed, modelfile
 from .blocks import BlockLayout, normalise_times
 from .config import (DEFAULT_PRESET, TrainConfig, config_to_dict, model_config_from_dict,
                      preset as get_preset, train_config_from_dict)
@@ -306,21 +306,48 @@ def _train(run: _Run, callback: Optional[ProgressCallback],
     else:
         times_norm = normalise_times(torch.tensor(info.times, dtype=torch.float64),
                                      info.times[0], info.times[-1])
+        part, forward, weight = None, None, 1.0
+        if distributed.world_size() > 1:   # data-parallel: each rank its slice of the batch
+            part, forward, weight = _data_parallel(model, tcfg)
         sampler = BatchSampler(run.data, info.layout, times_norm,
-                               seed=tcfg.seed + run.start_step)
-        hist = train_loop(model, sampler, tcfg, optimizer, start_step=run.start_step,
-                          start_elapsed=run.start_elapsed, budget_spent_s=run.init_s,
-                          callback=on_progress if callback is not None else None,
-                          checkpoint=checkpoint if checkpoint_path else None)
+                               seed=tcfg.seed + run.start_step, part=part)
+        with distributed.collective("training (the gradients' all-reduce)"):
+            hist = train_loop(model, sampler, tcfg, optimizer, start_step=run.start_step,
+                              start_elapsed=run.start_elapsed, budget_spent_s=run.init_s,
+                              callback=on_progress if callback is not None else None,
+                              checkpoint=checkpoint if checkpoint_path else None,
+                              forward=forward, loss_weight=weight)
     info.history.update(hist)
     if not run.resumed:
         info.history["init_s"] = run.init_s
     info.history.update({"device": str(run.data.device), "n_parameters": tm.n_parameters(),
-                         "torch": str(torch.__version__)})
+                         "torch": str(torch.__version__),
+                         "processes": distributed.world_size()})
     tm.optimizer_state = optimizer.state_dict() if optimizer is not None else None
     if checkpoint_path:
         save_model(tm, checkpoint_path)
     return tm
+
+
+def _data_parallel(model: FieldModel, tcfg: TrainConfig
+                   ) -> Tuple[Tuple[int, int], Callable[..., torch.Tensor], float]:
+    """DistributedDataParallel over ``model`` for this rank: its slice of each batch (every
+    rank draws the batch one process would, from the same stream), the wrapped forward, and
+    the weight of its MSE that makes the averaged gradient the whole batch's."""
+    from torch.nn.parallel import DistributedDataParallel
+    dev = next(model.parameters()).device
+    # parameters a batch may not reach (the base's slopes in time: kept steps only) are
+    # found each step; the base's buffers are the same on every rank (fitted alike)
+    ddp = DistributedDataParallel(model, device_ids=[dev] if dev.type == "cuda" else None,
+                                  find_unused_parameters=True, broadcast_buffers=False)
+    batch = distributed.share_count(tcfg.batch_size)
+    start = sum(distributed.share_count(tcfg.batch_size, r) for r in range(distributed.rank()))
+    if batch < 1:
+        raise StsrError(f"batch size {tcfg.batch_size} is smaller than the "
+                        f"{distributed.world_size()} processes: give each at least one "
+                        "sample (--batch-size)")
+    weight = batch * distributed.world_size() / tcfg.batch_size
+    return (start, start + batch), ddp, weight
 
 
 def fit(series: VolumeSeries, preset: str = DEFAULT_PRESET, *, steps: Optional[int] = None,
@@ -338,7 +365,15 @@ def fit(series: VolumeSeries, preset: str = DEFAULT_PRESET, *, steps: Optional[i
     checkpoint every ``checkpoint_seconds`` of the training config (and the final model).
     ``resume`` continues a model returned by :func:`load_model` (same data required): the
     step count and elapsed time carry on.
+
+    In a group of processes (:mod:`stsr_core.distributed`, e.g. under ``torchrun``) every
+    rank calls this with the same data: the base's displacement fits are shared out and
+    gathered, the network is trained data-parallel, and rank 0 alone writes
+    ``checkpoint_path``; every rank returns the same model. ``resume`` may come from a run
+    with any number of processes.
     """
+    if not distributed.is_main():
+        checkpoint_path = None
     series.validate()
     series.check_finite()
     base_tcfg = resume.train_config if resume is not None else get_preset(preset)[1]
@@ -477,15 +512,17 @@ def predict_timestep(tm: TrainedModel, t: float, grid: Grid, chunk: int = DEFAUL
 
 
 def _each_step(tm: TrainedModel, grid: Grid, t_out: np.ndarray, chunk: int,
-               callback: Optional[Callable[[float], Optional[bool]]]
+               callback: Optional[Callable[[float], Optional[bool]]],
+               steps: Optional[Sequence[int]] = None
                ) -> Iterator[Tuple[int, Dict[str, np.ndarray]]]:
-    """(index, physical values) of every output time in turn, the progress callback told of
-    each step's share; a callback returning False cancels."""
-    n_t = len(t_out)
-    for i, t in enumerate(t_out):
-        def prog(f: float, i: int = i) -> Optional[bool]:
-            return None if callback is None else callback((i + f) / n_t)
-        vals = predict_timestep(tm, float(t), grid, chunk, prog)
+    """(index, physical values) of every output time in turn (or of the indices ``steps``),
+    the progress callback told of each step's share; a callback returning False cancels."""
+    todo = list(range(len(t_out))) if steps is None else list(steps)
+    n_t = len(todo)
+    for k, i in enumerate(todo):
+        def prog(f: float, k: int = k) -> Optional[bool]:
+            return None if callback is None else callback((k + f) / max(1, n_t))
+        vals = predict_timestep(tm, float(t_out[i]), grid, chunk, prog)
         if vals is None:
             raise StsrError("prediction cancelled")
         yield i, vals
@@ -499,20 +536,27 @@ def upscale(tm: TrainedModel, path: str, *, scale: Optional[float] = None,
     """The model on an output grid at output times, written to ``path`` one step at a time
     (io/stream.py: checked for disk space first, each step complete before it is listed),
     so memory stays bounded whatever the output size. Returns the timings: seconds spent
-    computing and writing, steps, points per step, files."""
+    computing and writing, steps, points per step, files.
+
+    In a group of processes (:mod:`stsr_core.distributed`) every rank calls this alike: the
+    output steps are shared out round-robin, each rank writes its steps' ``.vti`` files and
+    rank 0 the ``.pvd`` once all are complete (a ``.pvd`` output only). The timings are
+    then this rank's, with every rank's in ``ranks``."""
     from .io.stream import open_series_writer
     grid = output_grid(tm.info.grid, scale, dims)
     t_out = output_times(tm.info.times, time_scale, times)
+    several = distributed.world_size() > 1
+    mine = distributed.share(len(t_out)) if several else None
     compute_s = write_s = 0.0
     with open_series_writer(path, grid, t_out, tm.info.variables, tm.info.components,
                             format=format, compression=compression,
-                            overwrite=overwrite) as writer:
+                            overwrite=overwrite, steps=mine) as writer:
         plan = _grid_plan(tm, grid)
         if plan is not None:     # each step is written before the next is computed
             plan.reuse = True
         try:
             t0 = time.perf_counter()
-            for i, vals in _each_step(tm, grid, t_out, DEFAULT_CHUNK, callback):
+            for i, vals in _each_step(tm, grid, t_out, DEFAULT_CHUNK, callback, mine):
                 t1 = time.perf_counter()
                 compute_s += t1 - t0
                 writer.write_step(i, vals)
@@ -521,8 +565,14 @@ def upscale(tm: TrainedModel, path: str, *, scale: Optional[float] = None,
             files = writer.close()
         finally:
             tm.plan = None       # its buffers are reused: no later query may see them
-    return {"compute_s": compute_s, "write_s": write_s, "steps": len(t_out),
-            "points_per_step": grid.n_points, "grid": grid, "files": files}
+    n_mine = len(t_out) if mine is None else len(mine)
+    out = {"compute_s": compute_s, "write_s": write_s, "steps": n_mine,
+           "points_per_step": grid.n_points, "grid": grid, "files": files,
+           "processes": distributed.world_size()}
+    if several:
+        out["ranks"] = distributed.all_gather_objects(
+            {"compute_s": compute_s, "write_s": write_s, "steps": n_mine}, "gathering timings")
+    return out
 
 
 def predict(tm: TrainedModel, *, scale: Optional[float] = None,

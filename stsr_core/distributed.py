@@ -146,7 +146,7 @@ def device_for(name: str, launch: LaunchEnv) -> str:
     name = (name or "auto").lower()
     if name in ("auto", "cuda") and torch.cuda.is_available():
         return f"cuda:{launch.local_rank % max(1, torch.cuda.device_count())}"
-    return name
+    return "cpu" if name == "auto" else name
 
 
 def init(device: str = "cpu", config: Optional[DistConfig] = None,
