@@ -6,6 +6,7 @@ import dataclasses
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -30,6 +31,7 @@ from .train import (BatchSampler, ProgressCallback, TrainProgress, budget_fracti
 INIT_BUDGET_SHARE = 0.85
 
 __all__ = ["ModelInfo", "TrainedModel", "TrainProgress", "fit", "save_model", "load_model",
+           "model_bytes", "sub_grid", "check_extent",
            "output_grid", "output_times", "predict", "upscale", "predict_timestep", "check_compatible",
            "blend"]
 
@@ -123,8 +125,17 @@ def save_model(tm: TrainedModel, path: str, with_optimizer: bool = True) -> None
         os.unlink(side)
 
 
-def load_model(path: str, device: str = "auto") -> TrainedModel:
-    payload = modelfile.read(path)
+def model_bytes(tm: TrainedModel) -> bytes:
+    """The model as the bytes of its model file (without the optimiser state): what one
+    process sends the others (ParaView's MPI ranks) instead of a file they may not see."""
+    return modelfile.to_bytes(_payload(tm))
+
+
+def load_model(path: str, device: str = "auto", data: Optional[bytes] = None
+               ) -> TrainedModel:
+    """The model in file ``path`` (or in ``data``, bytes from :func:`model_bytes`; ``path``
+    then only names it in messages), on ``device``."""
+    payload = modelfile.read(path, data)
     try:
         info = ModelInfo.from_dict(payload["info"])
         mcfg = model_config_from_dict(payload["model_config"])
@@ -138,7 +149,7 @@ def load_model(path: str, device: str = "auto") -> TrainedModel:
                         f"{str(exc).splitlines()[0]}") from None
     model.to(resolve_device(device)).eval()
     optimizer = payload.get("optimizer")            # format 3 kept it inside
-    if optimizer is None:
+    if optimizer is None and data is None:
         optimizer = modelfile.read_resume_state(path, int(payload.get("step", 0)))
     return TrainedModel(model, info, mcfg, tcfg, optimizer)
 
@@ -338,8 +349,10 @@ def _data_parallel(model: FieldModel, tcfg: TrainConfig
     dev = next(model.parameters()).device
     # parameters a batch may not reach (the base's slopes in time: kept steps only) are
     # found each step; the base's buffers are the same on every rank (fitted alike)
-    ddp = DistributedDataParallel(model, device_ids=[dev] if dev.type == "cuda" else None,
-                                  find_unused_parameters=True, broadcast_buffers=False)
+    with warnings.catch_warnings():    # broadcast_buffers' renaming notice (torch 2.13)
+        warnings.simplefilter("ignore", FutureWarning)
+        ddp = DistributedDataParallel(model, device_ids=[dev] if dev.type == "cuda" else None,
+                                      find_unused_parameters=True, broadcast_buffers=False)
     batch = distributed.share_count(tcfg.batch_size)
     start = sum(distributed.share_count(tcfg.batch_size, r) for r in range(distributed.rank()))
     if batch < 1:
