@@ -734,7 +734,7 @@ def main_processes(a: argparse.Namespace, mode: str) -> int:
         raise SystemExit(f"--processes {a.processes}: give process counts >= 1, e.g. 1,2")
     out = a.out or os.path.join(ROOT, "bench", "results", dt.date.today().isoformat()
                                 + ("" if mode == "full" else f"-{mode}"))
-    tmp = os.path.join(out, "tmp-processes")
+    tmp = os.path.join(out, "tmp")                 # git-ignored; data shared with scale runs
     dirs = {k: os.path.join(tmp, k) for k in ("data", "models", "logs", "scratch")}
     for d in dirs.values():
         os.makedirs(d, exist_ok=True)
