@@ -446,12 +446,13 @@ def cmd_info(a: argparse.Namespace) -> int:
     print(f"times        {len(t)}: {', '.join(f'{v:g}' for v in t[:8])}"
           f"{' ...' if len(t) > 8 else ''}")
     h = info.history
+    procs = f" x {h['processes']} processes" if int(h.get("processes", 1)) > 1 else ""
     if h.get("stopped") == "fitted":
         print(f"fit          to the data in {float(h.get('elapsed_s', 0)):.1f} s on "
-              f"{h.get('device', '?')} (nothing to train)")
+              f"{h.get('device', '?')}{procs} (nothing to train)")
     elif h:
         print(f"training     {h.get('steps', '?')} steps, {float(h.get('elapsed_s', 0)):.1f} s "
-              f"on {h.get('device', '?')}, last batch PSNR "
+              f"on {h.get('device', '?')}{procs}, last batch PSNR "
               f"{float(h.get('batch_psnr', float('nan'))):.2f} dB ({h.get('stopped', '')})")
     for note in h.get("init_notes", []):
         print(f"             {note}")

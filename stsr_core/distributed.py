@@ -157,7 +157,11 @@ def init(device: str = "cpu", config: Optional[DistConfig] = None,
     global _timeout_s, _device
     config = config or DistConfig()
     launch = launch or detect()
-    _timeout_s = float(os.environ.get(TIMEOUT_ENV) or config.timeout_s)
+    try:
+        _timeout_s = float(os.environ.get(TIMEOUT_ENV) or config.timeout_s)
+    except ValueError:
+        raise StsrError(f"{TIMEOUT_ENV}={os.environ.get(TIMEOUT_ENV)!r} is not a number of "
+                        "seconds") from None
     if _timeout_s <= 0:
         raise StsrError(f"{TIMEOUT_ENV} must be > 0 seconds, got {_timeout_s:g}")
     if launch.world_size <= 1 or active():
