@@ -122,8 +122,8 @@ def start_launcher() -> None:
                                      stdout=subprocess.PIPE, text=True)
 
 
-def run_child(cmd: Sequence[str], log_path: str, timeout_s: Optional[float] = None
-              ) -> Dict[str, Any]:
+def run_child(cmd: Sequence[str], log_path: str, timeout_s: Optional[float] = None,
+              env: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
     """Run one child, alone, through the launcher, and measure it: wall seconds and its own
     peak RSS (wait4's ru_maxrss, KiB on Linux). A timeout kills its process group and says
     so; a failure keeps the log's tail."""
@@ -133,7 +133,8 @@ def run_child(cmd: Sequence[str], log_path: str, timeout_s: Optional[float] = No
     with open(log_path, "w") as log:
         log.write("$ " + " ".join(cmd) + "\n")
     _launcher.stdin.write(json.dumps({"cmd": list(cmd), "log": log_path, "cwd": ROOT,
-                                      "env": child_env(), "timeout": timeout_s}) + "\n")
+                                      "env": {**child_env(), **(env or {})},
+                                      "timeout": timeout_s}) + "\n")
     _launcher.stdin.flush()
     r = json.loads(_launcher.stdout.readline())
     rc = r["rc"]
@@ -638,23 +639,26 @@ def launched(n: int, args: Sequence[str]) -> List[str]:
 
 
 def run_processes(counts: Sequence[int], gen: Any, case: Any, dirs: Dict[str, str],
-                  compression: str) -> Dict[str, Any]:
+                  compression: str, threads: Optional[int] = None) -> Dict[str, Any]:
     """``stsr fit`` and ``stsr upscale`` (every fine step, .pvd) of one case with each
     number of processes in ``counts``: wall time of the whole child (start-up included),
     the speed-up over the first count, and how far each base is from the first's. The fit
     runs without a time budget (``--steps 1`` on the base alone: every displacement fit to
-    its end), so the runs do the same work."""
+    its end), so the runs do the same work. ``threads``: OMP_NUM_THREADS of every child (a
+    process under torchrun has 1 anyway), to tell processes from threads apart."""
     from stsr_core import api
+    env = None if threads is None else {"OMP_NUM_THREADS": str(threads)}
+    tag = "" if threads is None else f"-threads{threads}"
     coarse_path, _ = ensure_data(gen, case, dirs["data"])
     res: Dict[str, Any] = {"case": {**asdict(case), "coarse": list(case.coarse),
                                     "coarse_steps": case.coarse_steps},
                            "counts": list(counts), "fit": {}, "upscale": {}}
     first = None
     for n in counts:
-        model = os.path.join(dirs["models"], f"processes-{n}.stsr")
+        model = os.path.join(dirs["models"], f"processes-{n}{tag}.stsr")
         r = run_child(launched(n, ["fit", coarse_path, "-o", model, "--device", "cpu",
                                    "--quiet", "--overwrite", "--steps", "1"]),
-                      os.path.join(dirs["logs"], f"processes-{n}-fit.log"))
+                      os.path.join(dirs["logs"], f"processes-{n}{tag}-fit.log"), env=env)
         if r["rc"] == 0:
             tm = api.load_model(model, device="cpu")
             base = tm.model.base
@@ -669,15 +673,15 @@ def run_processes(counts: Sequence[int], gen: Any, case: Any, dirs: Dict[str, st
         res["fit"][str(n)] = r
         print(f"[scale] fit with {n} process(es): rc {r['rc']}, {r['seconds']:.1f} s",
               file=sys.stderr)
-    model = os.path.join(dirs["models"], f"processes-{counts[0]}.stsr")
+    model = os.path.join(dirs["models"], f"processes-{counts[0]}{tag}.stsr")
     for n in counts:
-        folder = os.path.join(dirs["scratch"], f"processes-{n}")
-        timings = os.path.join(dirs["logs"], f"processes-{n}-upscale-timings.json")
+        folder = os.path.join(dirs["scratch"], f"processes-{n}{tag}")
+        timings = os.path.join(dirs["logs"], f"processes-{n}{tag}-upscale-timings.json")
         r = run_child(launched(n, ["upscale", model, "-o", os.path.join(folder, "out.pvd"),
                                    "--scale", str(case.space), "--time-scale", str(case.time),
                                    "--compression", compression, "--device", "cpu",
                                    "--quiet", "--overwrite", "--timings", timings]),
-                      os.path.join(dirs["logs"], f"processes-{n}-upscale.log"))
+                      os.path.join(dirs["logs"], f"processes-{n}{tag}-upscale.log"), env=env)
         if r["rc"] == 0:
             with open(timings) as fh:
                 r["timings"] = json.load(fh)
@@ -700,14 +704,16 @@ def write_processes_markdown(res: Dict[str, Any], path: str) -> None:
     m = res["machine"]
     p = res["processes"]
     c = p["case"]
-    lines = [f"# 1 against {', '.join(map(str, p['counts'][1:]))} processes "
+    lines = [f"# stsr fit and upscale with {', '.join(map(str, p['counts']))} process(es) "
              f"({res['date']})", "",
              f"Machine: {m.get('cpu', '?')}, {m.get('cores', '?')} cores, torch "
              f"{m.get('torch', '?')}, commit {str(m.get('git_commit', ''))[:7]}"
              f"{' (uncommitted changes)' if m.get('git_dirty') else ''}. One process uses "
-             "torch's default threads (all cores); N processes are `torchrun --standalone "
-             "--nproc-per-node N` (one thread each). Wall time of the whole command, start-up "
-             "included; other users shared this machine's CPU during the run.", "",
+             + ("torch's default threads (all cores)" if p.get("threads") is None else
+                f"OMP_NUM_THREADS={p['threads']}")
+             + "; N processes are `torchrun --standalone --nproc-per-node N` (one thread "
+             "each). Wall time of the whole command, start-up included; other users shared "
+             "this machine's CPU during the run.", "",
              f"Case: coarse {'x'.join(map(str, c['coarse']))} x {c['coarse_steps']} steps, "
              f"output {'x'.join(map(str, c['fine']))} x {c['steps']} steps (s = {c['space']}, "
              f"k = {c['time']}), 4 variables.", "",
@@ -741,12 +747,15 @@ def main_processes(a: argparse.Namespace, mode: str) -> int:
     gen = gen_module()
     case = gen.CASES[a.process_case or PROCESS_CASES[mode]]
     res = {"machine": machine_info(), "date": dt.date.today().isoformat(),
-           "processes": run_processes(counts, gen, case, dirs, a.compression)}
-    res["processes"]["compression"] = a.compression
-    save_json(res, os.path.join(out, "processes.json"))
-    write_processes_markdown(res, os.path.join(out, "processes.md"))
+           "processes": run_processes(counts, gen, case, dirs, a.compression,
+                                      a.process_threads)}
+    res["processes"].update(compression=a.compression, threads=a.process_threads)
+    name = "processes" + ("" if a.process_threads is None else
+                          f"-threads{a.process_threads}")
+    save_json(res, os.path.join(out, name + ".json"))
+    write_processes_markdown(res, os.path.join(out, name + ".md"))
     shutil.rmtree(dirs["scratch"], ignore_errors=True)
-    print(open(os.path.join(out, "processes.md")).read())
+    print(open(os.path.join(out, name + ".md")).read())
     return 0
 
 
@@ -776,6 +785,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                    "upscale with these numbers of processes (torchrun), on --process-case")
     p.add_argument("--process-case", help="the case of --processes (default growth65: "
                    "coarse 65^3 x 13; quick17 with --quick)")
+    p.add_argument("--process-threads", type=int, help="OMP_NUM_THREADS of the --processes "
+                   "children (default: torch's; results then in processes-threadsN.*)")
     a = p.parse_args(argv)
     if a.baseline_upscale:
         return baseline_upscale(*a.baseline_upscale, a.space, a.time_scale, a.format,
