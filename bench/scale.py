@@ -23,6 +23,10 @@ size, peak RSS, upscale rate; 129^3 is case A's data, reused when A ran).
     make bench-scale ARGS="--quick"
     python -m bench.scale [--cases A,B,growth] [--quick] [--fit-minutes M] [--formats h5,vti]
                           [--keep-output] [--upscale-timeout-minutes M] [--out DIR]
+    python -m bench.scale --processes 1,2 [--process-case growth65] [--quick]
+
+``--processes`` (issue 18) runs only ``stsr fit`` and ``stsr upscale`` with 1 and with N
+processes (torchrun) on one case, into processes.json and processes.md.
 
 Writes bench/results/<date>/scale.json (after every case, atomically: a cut-off run keeps
 what it measured), scale.md and scale.png. A figure that was not measured is null/"-", never
@@ -118,8 +122,8 @@ def start_launcher() -> None:
                                      stdout=subprocess.PIPE, text=True)
 
 
-def run_child(cmd: Sequence[str], log_path: str, timeout_s: Optional[float] = None
-              ) -> Dict[str, Any]:
+def run_child(cmd: Sequence[str], log_path: str, timeout_s: Optional[float] = None,
+              env: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
     """Run one child, alone, through the launcher, and measure it: wall seconds and its own
     peak RSS (wait4's ru_maxrss, KiB on Linux). A timeout kills its process group and says
     so; a failure keeps the log's tail."""
@@ -129,7 +133,8 @@ def run_child(cmd: Sequence[str], log_path: str, timeout_s: Optional[float] = No
     with open(log_path, "w") as log:
         log.write("$ " + " ".join(cmd) + "\n")
     _launcher.stdin.write(json.dumps({"cmd": list(cmd), "log": log_path, "cwd": ROOT,
-                                      "env": child_env(), "timeout": timeout_s}) + "\n")
+                                      "env": {**child_env(), **(env or {})},
+                                      "timeout": timeout_s}) + "\n")
     _launcher.stdin.flush()
     r = json.loads(_launcher.stdout.readline())
     rc = r["rc"]
@@ -619,6 +624,141 @@ def plot(res: Dict[str, Any], path: str) -> None:
     plt.close(fig)
 
 
+# --- 1 process against several (issue 18) --------------------------------------------------
+PROCESS_CASES = {"full": "growth65", "quick": "quick17", "tiny": "tinyA"}
+
+
+def launched(n: int, args: Sequence[str]) -> List[str]:
+    """``stsr ARGS`` as one process (all cores to torch's threads) or as ``n`` under
+    ``torchrun --standalone`` (one thread each: torchrun's default)."""
+    if n == 1:
+        return stsr_cmd() + list(args)
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    return [torchrun, "--standalone", "--nproc-per-node", str(n), "-m", "stsr_core.cli",
+            *args]
+
+
+def run_processes(counts: Sequence[int], gen: Any, case: Any, dirs: Dict[str, str],
+                  compression: str, threads: Optional[int] = None) -> Dict[str, Any]:
+    """``stsr fit`` and ``stsr upscale`` (every fine step, .pvd) of one case with each
+    number of processes in ``counts``: wall time of the whole child (start-up included),
+    the speed-up over the first count, and how far each base is from the first's. The fit
+    runs without a time budget (``--steps 1`` on the base alone: every displacement fit to
+    its end), so the runs do the same work. ``threads``: OMP_NUM_THREADS of every child (a
+    process under torchrun has 1 anyway), to tell processes from threads apart."""
+    from stsr_core import api
+    env = None if threads is None else {"OMP_NUM_THREADS": str(threads)}
+    tag = "" if threads is None else f"-threads{threads}"
+    coarse_path, _ = ensure_data(gen, case, dirs["data"])
+    res: Dict[str, Any] = {"case": {**asdict(case), "coarse": list(case.coarse),
+                                    "coarse_steps": case.coarse_steps},
+                           "counts": list(counts), "fit": {}, "upscale": {}}
+    first = None
+    for n in counts:
+        model = os.path.join(dirs["models"], f"processes-{n}{tag}.stsr")
+        r = run_child(launched(n, ["fit", coarse_path, "-o", model, "--device", "cpu",
+                                   "--quiet", "--overwrite", "--steps", "1"]),
+                      os.path.join(dirs["logs"], f"processes-{n}{tag}-fit.log"), env=env)
+        if r["rc"] == 0:
+            tm = api.load_model(model, device="cpu")
+            base = tm.model.base
+            if first is None:
+                first = base
+            # the largest difference of any coefficient, in units of the variables' range
+            # (the model's values are normalised to a range of 2)
+            r["base_max_diff_of_range"] = max(
+                float((a - b).abs().max()) / 2.0 for a, b in
+                zip(first.state_dict().values(), base.state_dict().values()))
+            r["init_s"] = tm.info.history.get("init_s")
+        res["fit"][str(n)] = r
+        print(f"[scale] fit with {n} process(es): rc {r['rc']}, {r['seconds']:.1f} s",
+              file=sys.stderr)
+    model = os.path.join(dirs["models"], f"processes-{counts[0]}{tag}.stsr")
+    for n in counts:
+        folder = os.path.join(dirs["scratch"], f"processes-{n}{tag}")
+        timings = os.path.join(dirs["logs"], f"processes-{n}{tag}-upscale-timings.json")
+        r = run_child(launched(n, ["upscale", model, "-o", os.path.join(folder, "out.pvd"),
+                                   "--scale", str(case.space), "--time-scale", str(case.time),
+                                   "--compression", compression, "--device", "cpu",
+                                   "--quiet", "--overwrite", "--timings", timings]),
+                      os.path.join(dirs["logs"], f"processes-{n}{tag}-upscale.log"), env=env)
+        if r["rc"] == 0:
+            with open(timings) as fh:
+                r["timings"] = json.load(fh)
+            r["bytes"] = folder_bytes(folder)
+            n_out = case.fine[0] * case.fine[1] * case.fine[2] * case.steps
+            r["points_per_s"] = n_out / r["seconds"]
+        shutil.rmtree(folder, ignore_errors=True)
+        res["upscale"][str(n)] = r
+        print(f"[scale] upscale with {n} process(es): rc {r['rc']}, {r['seconds']:.1f} s",
+              file=sys.stderr)
+    for what in ("fit", "upscale"):
+        base_s = res[what][str(counts[0])]["seconds"]
+        for n in counts:
+            r = res[what][str(n)]
+            r["speedup"] = base_s / r["seconds"] if r["rc"] == 0 else None
+    return res
+
+
+def write_processes_markdown(res: Dict[str, Any], path: str) -> None:
+    m = res["machine"]
+    p = res["processes"]
+    c = p["case"]
+    lines = [f"# stsr fit and upscale with {', '.join(map(str, p['counts']))} process(es) "
+             f"({res['date']})", "",
+             f"Machine: {m.get('cpu', '?')}, {m.get('cores', '?')} cores, torch "
+             f"{m.get('torch', '?')}, commit {str(m.get('git_commit', ''))[:7]}"
+             f"{' (uncommitted changes)' if m.get('git_dirty') else ''}. One process uses "
+             + ("torch's default threads (all cores)" if p.get("threads") is None else
+                f"OMP_NUM_THREADS={p['threads']}")
+             + "; N processes are `torchrun --standalone --nproc-per-node N` (one thread "
+             "each). Wall time of the whole command, start-up included; other users shared "
+             "this machine's CPU during the run.", "",
+             f"Case: coarse {'x'.join(map(str, c['coarse']))} x {c['coarse_steps']} steps, "
+             f"output {'x'.join(map(str, c['fine']))} x {c['steps']} steps (s = {c['space']}, "
+             f"k = {c['time']}), 4 variables.", "",
+             "| processes | fit (s) | fit speed-up | base vs 1 process (of range) | upscale (s) "
+             "| upscale speed-up | upscale M points/s (wall) |",
+             "|---|---|---|---|---|---|---|"]
+    for n in p["counts"]:
+        fi, up = p["fit"][str(n)], p["upscale"][str(n)]
+        lines.append(f"| {n} | {f(fi['seconds'])} | {f(fi.get('speedup'), '.2f')} | "
+                     f"{f(fi.get('base_max_diff_of_range'), '.1e')} | {f(up['seconds'])} | "
+                     f"{f(up.get('speedup'), '.2f')} | "
+                     f"{f(up.get('points_per_s'), '.1f', 1e-6)} |")
+    lines += ["", "Fit: the base's displacement fits without a time budget (`--steps 1`: "
+              "each to its end). Upscale: every output step to a .pvd, compression "
+              f"{p['compression']}; each process writes its steps' .vti files.", ""]
+    with open(path, "w") as fh:
+        fh.write("\n".join(lines))
+
+
+def main_processes(a: argparse.Namespace, mode: str) -> int:
+    """``--processes 1,2``: the process table alone (processes.json / processes.md)."""
+    counts = [int(x) for x in a.processes.split(",") if x.strip()]
+    if not counts or any(n < 1 for n in counts):
+        raise SystemExit(f"--processes {a.processes}: give process counts >= 1, e.g. 1,2")
+    out = a.out or os.path.join(ROOT, "bench", "results", dt.date.today().isoformat()
+                                + ("" if mode == "full" else f"-{mode}"))
+    tmp = os.path.join(out, "tmp")                 # git-ignored; data shared with scale runs
+    dirs = {k: os.path.join(tmp, k) for k in ("data", "models", "logs", "scratch")}
+    for d in dirs.values():
+        os.makedirs(d, exist_ok=True)
+    gen = gen_module()
+    case = gen.CASES[a.process_case or PROCESS_CASES[mode]]
+    res = {"machine": machine_info(), "date": dt.date.today().isoformat(),
+           "processes": run_processes(counts, gen, case, dirs, a.compression,
+                                      a.process_threads)}
+    res["processes"].update(compression=a.compression, threads=a.process_threads)
+    name = "processes" + ("" if a.process_threads is None else
+                          f"-threads{a.process_threads}")
+    save_json(res, os.path.join(out, name + ".json"))
+    write_processes_markdown(res, os.path.join(out, name + ".md"))
+    shutil.rmtree(dirs["scratch"], ignore_errors=True)
+    print(open(os.path.join(out, name + ".md")).read())
+    return 0
+
+
 # --- main ---------------------------------------------------------------------------------
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -641,6 +781,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--format", default="h5", help=argparse.SUPPRESS)
     p.add_argument("--compression", default="none", help="end-to-end outputs' compression "
                    "(both stsr and the SciPy baseline write it through stsr_core's writers)")
+    p.add_argument("--processes", metavar="1,2", help="only the table of stsr fit and "
+                   "upscale with these numbers of processes (torchrun), on --process-case")
+    p.add_argument("--process-case", help="the case of --processes (default growth65: "
+                   "coarse 65^3 x 13; quick17 with --quick)")
+    p.add_argument("--process-threads", type=int, help="OMP_NUM_THREADS of the --processes "
+                   "children (default: torch's; results then in processes-threadsN.*)")
     a = p.parse_args(argv)
     if a.baseline_upscale:
         return baseline_upscale(*a.baseline_upscale, a.space, a.time_scale, a.format,
@@ -648,6 +794,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     start_launcher()
     a.upscale_timeout = None if a.upscale_timeout_min is None else 60 * a.upscale_timeout_min
     mode = a.size or ("quick" if a.quick else "full")
+    if a.processes:
+        return main_processes(a, mode)
     sizes = SIZES[mode]
     wanted = [c.strip() for c in a.cases.split(",") if c.strip()]
     bad = [c for c in wanted if c not in ("A", "B", "growth")]

@@ -218,7 +218,7 @@ def _output_layout(api, grid, times_in, scale, dims, time_scale):
 def _set_output_information(outInfo, g, times):
     nx, ny, nz = g.dims
     outInfo.Set(SDDP.WHOLE_EXTENT(), 0, nx - 1, 0, ny - 1, 0, nz - 1)
-    # any sub-extent can be computed alone (MPI pieces, streaming): see _requested_grid
+    # any sub-extent can be computed alone (MPI pieces, streaming): see _requested_extent
     outInfo.Set(vtkAlgorithm.CAN_PRODUCE_SUB_EXTENT(), 1)
     outInfo.Set(vtkDataObject.SPACING(), *g.spacing)
     outInfo.Set(vtkDataObject.ORIGIN(), *g.origin)
@@ -241,14 +241,16 @@ def _requested_time(outInfo, times):
     return times[0]
 
 
-def _image(api, tm, t, g, progress=None, error=False):
-    """Predict timestep ``t`` on grid ``g`` and wrap it as vtkImageData (components
-    re-assembled; with ``error``, the error estimate's arrays too)."""
+def _image(api, tm, t, g, ext, progress=None, error=False):
+    """Predict timestep ``t`` on the ``ext`` box of grid ``g`` (only that part is computed)
+    and wrap it as vtkImageData (components re-assembled; with ``error``, the error
+    estimate's arrays too), placed in the whole grid."""
     from stsr_core.io.vti import image_from_series
     from stsr_core.series import VolumeSeries
-    values = api.predict_timestep(tm, t, g, progress=progress, error=error)
+    values = api.predict_timestep(tm, t, g, progress=progress, extent=ext, error=error)
     if values is None:
         return None
+    g = api.sub_grid(g, ext)
     comps = dict(tm.info.components)
     if error and api.has_error_estimate(tm):
         comps.update(api.error_names(tm.info)[1])
@@ -257,6 +259,36 @@ def _image(api, tm, t, g, progress=None, error=False):
     img = image_from_series(series, 0)
     img.GetFieldData().RemoveArray("TimeValue")
     return img
+
+
+def _mpi_controller():
+    """ParaView's MPI controller when this process is one of several ranks (pvbatch
+    under mpiexec, a parallel pvserver), else None."""
+    try:
+        from vtkmodules.vtkParallelCore import vtkMultiProcessController
+    except ImportError:
+        return None
+    c = vtkMultiProcessController.GetGlobalController()
+    return c if c is not None and c.GetNumberOfProcesses() > 1 else None
+
+
+def _broadcast_model(controller, data, error):
+    """Rank 0's model bytes and error text on every rank (each rank must call it)."""
+    import numpy as np
+    from vtkmodules.util import numpy_support
+    from vtkmodules.vtkCommonCore import vtkUnsignedCharArray
+    out = []
+    for value in (data, error.encode("utf-8")):
+        if controller.GetLocalProcessId() == 0:     # one leading byte: never empty
+            arr = numpy_support.numpy_to_vtk(
+                np.frombuffer(b"\1" + value, dtype=np.uint8), deep=1,
+                array_type=numpy_support.get_vtk_array_type(np.uint8))
+        else:
+            arr = vtkUnsignedCharArray()
+        if not controller.Broadcast(arr, 0):
+            raise RuntimeError("could not receive the model from rank 0 (MPI broadcast)")
+        out.append(numpy_support.vtk_to_numpy(arr).tobytes()[1:])
+    return out[0], out[1].decode("utf-8")
 
 
 class _ImageCache:
@@ -275,17 +307,18 @@ class _ImageCache:
         self.images[t] = img
 
 
-def _requested_grid(outInfo, g):
-    """The part of the output grid ``g`` the pipeline asks for (its UPDATE_EXTENT; all of it
-    when none is set) and that extent."""
+def _requested_extent(outInfo, g):
+    """The part of the output grid ``g`` the pipeline asks for: its UPDATE_EXTENT (an MPI
+    rank's piece, a streamed piece; all of it when none is set), or None for an empty one
+    (more ranks than points along the split axis)."""
     whole = (0, g.dims[0] - 1, 0, g.dims[1] - 1, 0, g.dims[2] - 1)
     ext = tuple(outInfo.Get(SDDP.UPDATE_EXTENT())) if outInfo.Has(SDDP.UPDATE_EXTENT()) \
         else whole
-    if ext == whole or any(ext[2 * a] > ext[2 * a + 1] for a in range(3)):
-        return g, whole
-    return type(g)([ext[2 * a + 1] - ext[2 * a] + 1 for a in range(3)],
-                   [o + ext[2 * a] * s for a, (o, s) in enumerate(zip(g.origin, g.spacing))],
-                   g.spacing), ext
+    if any(ext[2 * a] > ext[2 * a + 1] for a in range(3)):
+        return None
+    # clipped to the whole extent (a request with ghost levels may reach past it)
+    return tuple(max(ext[2 * a], 0) if k == 0 else min(ext[2 * a + 1], whole[2 * a + 1])
+                 for a in range(3) for k in (0, 1))
 
 
 def _output_at_requested_time(algorithm, api, tm, outInfoVec):
@@ -295,20 +328,24 @@ def _output_at_requested_time(algorithm, api, tm, outInfoVec):
     outInfo = outInfoVec.GetInformationObject(0)
     t = _requested_time(outInfo, algorithm._out_times)
     t_query = t if t is not None else tm.info.times[0]
-    grid, ext = _requested_grid(outInfo, algorithm._out_grid)
-    key = (id(tm), algorithm._out_grid, ext, algorithm._error)
+    grid = algorithm._out_grid
+    ext = _requested_extent(outInfo, grid)
+    out = vtkImageData.GetData(outInfoVec, 0)
+    if ext is None:              # an empty piece: nothing to compute
+        out.Initialize()
+        return 1
+    key = (id(tm), grid, ext, algorithm._error)
     img = algorithm._cache.get(key, t_query)
     if img is None:
         abort = algorithm.GetAbortExecute
-        img = _image(api, tm, t_query, grid,
+        img = _image(api, tm, t_query, grid, ext,
                      progress=lambda f: (algorithm.UpdateProgress(f), not abort())[1],
                      error=algorithm._error)
         if img is None:          # aborted
             return 1
-        img.SetOrigin(*algorithm._out_grid.origin)   # the piece's place in the whole grid
+        img.SetOrigin(*grid.origin)   # the piece's place in the whole grid
         img.SetExtent(*ext)
         algorithm._cache.put(t_query, img)
-    out = vtkImageData.GetData(outInfoVec, 0)
     out.ShallowCopy(img)
     if t is not None:
         out.GetInformation().Set(vtkDataObject.DATA_TIME_STEP(), t)
@@ -401,7 +438,7 @@ class STSRINRUpscale(VTKPythonAlgorithmBase):
         self._model = None
         if self._series is not None:
             try:
-                self._train(_engine())
+                self._obtain_model(_engine())
             except Exception as exc:  # noqa: BLE001 - shown to the user, never a crash
                 _error(self, str(exc))
         self.Modified()
@@ -434,8 +471,13 @@ class STSRINRUpscale(VTKPythonAlgorithmBase):
         return 1
 
     def RequestUpdateExtent(self, request, inInfoVec, outInfoVec):
+        # the whole (coarse) input on every rank: the model is of all of it, and a piece's
+        # warps may look anywhere; piece 0 of 1, or an MPI rank's reader sends its piece
         inInfo = inInfoVec[0].GetInformationObject(0)
         inInfo.Set(SDDP.UPDATE_EXTENT(), inInfo.Get(SDDP.WHOLE_EXTENT()), 6)
+        inInfo.Set(SDDP.UPDATE_PIECE_NUMBER(), 0)
+        inInfo.Set(SDDP.UPDATE_NUMBER_OF_PIECES(), 1)
+        inInfo.Set(SDDP.UPDATE_NUMBER_OF_GHOST_LEVELS(), 0)
         if self._model is None and self._input_times:     # gathering: the next input step
             i = min(len(self._gather), len(self._input_times) - 1)
             inInfo.Set(SDDP.UPDATE_TIME_STEP(), self._input_times[i])
@@ -462,6 +504,12 @@ class STSRINRUpscale(VTKPythonAlgorithmBase):
         times = self._input_times
         t = times[len(self._gather)] if times else 0.0
         where = "at time %g" % t
+        dims = tuple(inp.GetDimensions())
+        if self._input_grid is not None and dims != tuple(self._input_grid.dims):
+            raise RuntimeError("the input %s is a piece of %s points, not the whole %s: "
+                               "its source cannot give the whole extent to this process"
+                               % (where, "x".join(map(str, dims)),
+                                  self._input_grid.text()))
         self._gather.append(Frame(t, arrays_from_image(inp, " " + where, self._arrays),
                                   image_grid(inp), where))
         if len(self._gather) < len(times):
@@ -474,6 +522,32 @@ class STSRINRUpscale(VTKPythonAlgorithmBase):
         return True
 
     def _obtain_model(self, api):
+        """The model: loaded from ModelFile if it exists, else trained. Under MPI (pvbatch
+        or pvserver on several ranks) rank 0 alone loads or trains it (and writes
+        ModelFile) and sends it to the others as bytes (no shared file system needed);
+        every rank has gathered the whole input, each then computes its piece."""
+        controller = _mpi_controller()
+        if controller is None:
+            self._obtain_model_here(api)
+            return
+        data, error = b"", ""
+        if controller.GetLocalProcessId() == 0:
+            try:
+                self._obtain_model_here(api)
+                data = api.model_bytes(self._model)
+            except Exception as exc:  # noqa: BLE001 - the others must hear of it too
+                error = str(exc) or type(exc).__name__
+        data, error = _broadcast_model(controller, data, error)
+        if error:
+            raise RuntimeError(error if controller.GetLocalProcessId() == 0 else
+                               "rank 0 could not make the model: %s" % error)
+        if controller.GetLocalProcessId() != 0:
+            self._model = api.load_model(self._model_file or "the model from rank 0",
+                                         device=self._device, data=data)
+            self.last_training = dict(self._model.info.history)
+            self._force_train = False
+
+    def _obtain_model_here(self, api):
         path = self._model_file
         if path and os.path.exists(path) and not self._force_train:
             tm = api.load_model(path, device=self._device)

@@ -6,13 +6,14 @@ import dataclasses
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
-from . import modelfile
+from . import distributed, modelfile
 from .blocks import BlockLayout, normalise_times
 from .config import (DEFAULT_PRESET, TrainConfig, config_to_dict, model_config_from_dict,
                      preset as get_preset, train_config_from_dict)
@@ -30,6 +31,7 @@ from .train import (BatchSampler, ProgressCallback, TrainProgress, budget_fracti
 INIT_BUDGET_SHARE = 0.85
 
 __all__ = ["ModelInfo", "TrainedModel", "TrainProgress", "fit", "save_model", "load_model",
+           "model_bytes", "sub_grid", "check_extent",
            "output_grid", "output_times", "predict", "upscale", "predict_timestep", "check_compatible",
            "blend", "error_names", "has_error_estimate"]
 
@@ -84,7 +86,7 @@ class TrainedModel:
     optimizer_state: Optional[Dict[str, Any]] = None
     # the last output grid's evaluation plan (fast base): (grid, plan); one at a time, as it
     # holds an interval's fields on that grid
-    plan: Optional[Tuple[Grid, Any]] = field(default=None, repr=False)
+    plan: Optional[Tuple[Any, Any]] = field(default=None, repr=False)
 
     @property
     def device(self) -> torch.device:
@@ -128,8 +130,17 @@ def save_model(tm: TrainedModel, path: str, with_optimizer: bool = True) -> None
         os.unlink(side)
 
 
-def load_model(path: str, device: str = "auto") -> TrainedModel:
-    payload = modelfile.read(path)
+def model_bytes(tm: TrainedModel) -> bytes:
+    """The model as the bytes of its model file (without the optimiser state): what one
+    process sends the others (ParaView's MPI ranks) instead of a file they may not see."""
+    return modelfile.to_bytes(_payload(tm))
+
+
+def load_model(path: str, device: str = "auto", data: Optional[bytes] = None
+               ) -> TrainedModel:
+    """The model in file ``path`` (or in ``data``, bytes from :func:`model_bytes`; ``path``
+    then only names it in messages), on ``device``."""
+    payload = modelfile.read(path, data)
     try:
         info = ModelInfo.from_dict(payload["info"])
         mcfg = model_config_from_dict(payload["model_config"])
@@ -143,7 +154,7 @@ def load_model(path: str, device: str = "auto") -> TrainedModel:
                         f"{str(exc).splitlines()[0]}") from None
     model.to(resolve_device(device)).eval()
     optimizer = payload.get("optimizer")            # format 3 kept it inside
-    if optimizer is None:
+    if optimizer is None and data is None:
         optimizer = modelfile.read_resume_state(path, int(payload.get("step", 0)))
     return TrainedModel(model, info, mcfg, tcfg, optimizer)
 
@@ -315,21 +326,50 @@ def _train(run: _Run, callback: Optional[ProgressCallback],
     else:
         times_norm = normalise_times(torch.tensor(info.times, dtype=torch.float64),
                                      info.times[0], info.times[-1])
+        part, forward, weight = None, None, 1.0
+        if distributed.world_size() > 1:   # data-parallel: each rank its slice of the batch
+            part, forward, weight = _data_parallel(model, tcfg)
         sampler = BatchSampler(run.data, info.layout, times_norm,
-                               seed=tcfg.seed + run.start_step)
-        hist = train_loop(model, sampler, tcfg, optimizer, start_step=run.start_step,
-                          start_elapsed=run.start_elapsed, budget_spent_s=run.init_s,
-                          callback=on_progress if callback is not None else None,
-                          checkpoint=checkpoint if checkpoint_path else None)
+                               seed=tcfg.seed + run.start_step, part=part)
+        with distributed.collective("training (the gradients' all-reduce)"):
+            hist = train_loop(model, sampler, tcfg, optimizer, start_step=run.start_step,
+                              start_elapsed=run.start_elapsed, budget_spent_s=run.init_s,
+                              callback=on_progress if callback is not None else None,
+                              checkpoint=checkpoint if checkpoint_path else None,
+                              forward=forward, loss_weight=weight)
     info.history.update(hist)
     if not run.resumed:
         info.history["init_s"] = run.init_s
     info.history.update({"device": str(run.data.device), "n_parameters": tm.n_parameters(),
-                         "torch": str(torch.__version__)})
+                         "torch": str(torch.__version__),
+                         "processes": distributed.world_size()})
     tm.optimizer_state = optimizer.state_dict() if optimizer is not None else None
     if checkpoint_path:
         save_model(tm, checkpoint_path)
     return tm
+
+
+def _data_parallel(model: FieldModel, tcfg: TrainConfig
+                   ) -> Tuple[Tuple[int, int], Callable[..., torch.Tensor], float]:
+    """DistributedDataParallel over ``model`` for this rank: its slice of each batch (every
+    rank draws the batch one process would, from the same stream), the wrapped forward, and
+    the weight of its MSE that makes the averaged gradient the whole batch's."""
+    from torch.nn.parallel import DistributedDataParallel
+    dev = next(model.parameters()).device
+    # parameters a batch may not reach (the base's slopes in time: kept steps only) are
+    # found each step; the base's buffers are the same on every rank (fitted alike)
+    with warnings.catch_warnings():    # broadcast_buffers' renaming notice (torch 2.13)
+        warnings.simplefilter("ignore", FutureWarning)
+        ddp = DistributedDataParallel(model, device_ids=[dev] if dev.type == "cuda" else None,
+                                      find_unused_parameters=True, broadcast_buffers=False)
+    batch = distributed.share_count(tcfg.batch_size)
+    start = sum(distributed.share_count(tcfg.batch_size, r) for r in range(distributed.rank()))
+    if batch < 1:
+        raise StsrError(f"batch size {tcfg.batch_size} is smaller than the "
+                        f"{distributed.world_size()} processes: give each at least one "
+                        "sample (--batch-size)")
+    weight = batch * distributed.world_size() / tcfg.batch_size
+    return (start, start + batch), ddp, weight
 
 
 def fit(series: VolumeSeries, preset: str = DEFAULT_PRESET, *, steps: Optional[int] = None,
@@ -347,7 +387,15 @@ def fit(series: VolumeSeries, preset: str = DEFAULT_PRESET, *, steps: Optional[i
     checkpoint every ``checkpoint_seconds`` of the training config (and the final model).
     ``resume`` continues a model returned by :func:`load_model` (same data required): the
     step count and elapsed time carry on.
+
+    In a group of processes (:mod:`stsr_core.distributed`, e.g. under ``torchrun``) every
+    rank calls this with the same data: the base's displacement fits are shared out and
+    gathered, the network is trained data-parallel, and rank 0 alone writes
+    ``checkpoint_path``; every rank returns the same model. ``resume`` may come from a run
+    with any number of processes.
     """
+    if not distributed.is_main():
+        checkpoint_path = None
     series.validate()
     series.check_finite()
     base_tcfg = resume.train_config if resume is not None else get_preset(preset)[1]
@@ -404,10 +452,35 @@ def _t_norm(info: ModelInfo, t: float) -> float:
                                  info.times[-1])[0])
 
 
-def _grid_plan(tm: TrainedModel, grid: Grid) -> Any:
-    """The fast base's plan for evaluating whole ``grid``s at once (separable filtering),
-    or None where points must go through the model one by one: a network on top, or a grid
-    that does not span the data's bounds."""
+Extent = Tuple[int, int, int, int, int, int]
+
+
+def check_extent(grid: Grid, extent: Optional[Sequence[int]]) -> Extent:
+    """``extent`` (x0, x1, y0, y1, z0, z1: inclusive point indices, as VTK writes them) as a
+    tuple inside ``grid``; None: the whole grid. A non-empty box is required."""
+    whole = (0, grid.dims[0] - 1, 0, grid.dims[1] - 1, 0, grid.dims[2] - 1)
+    if extent is None:
+        return whole
+    ext = tuple(int(v) for v in extent)
+    if len(ext) != 6 or any(ext[2 * a] < 0 or ext[2 * a] > ext[2 * a + 1]
+                            or ext[2 * a + 1] >= grid.dims[a] for a in range(3)):
+        raise StsrError(f"extent {list(extent)} is not a non-empty box inside the grid's "
+                        f"{list(whole)}")
+    return ext  # type: ignore[return-value]
+
+
+def sub_grid(grid: Grid, extent: Sequence[int]) -> Grid:
+    """The points of ``grid`` inside ``extent`` (inclusive indices) as a grid of their own."""
+    return Grid([extent[2 * a + 1] - extent[2 * a] + 1 for a in range(3)],
+                [o + extent[2 * a] * sp for a, (o, sp) in enumerate(zip(grid.origin,
+                                                                       grid.spacing))],
+                grid.spacing)
+
+
+def _grid_plan(tm: TrainedModel, grid: Grid, extent: Optional[Extent] = None) -> Any:
+    """The fast base's plan for evaluating whole ``grid``s (or the ``extent`` box of one) at
+    once (separable filtering), or None where points must go through the model one by one:
+    a network on top, or a grid that does not span the data's bounds."""
     model = tm.model
     base = getattr(model, "base", None)
     if base is None or getattr(model, "has_network", True):
@@ -415,10 +488,11 @@ def _grid_plan(tm: TrainedModel, grid: Grid) -> Any:
     same = tm.info.grid.resampled(grid.dims)
     if same.differences(grid):
         return None
-    if tm.plan is None or tm.plan[0] != grid:
+    key = (grid, extent)
+    if tm.plan is None or tm.plan[0] != key:
         tm.plan = None                       # free the last plan's fields first
         axes = [torch.linspace(-1.0, 1.0, n, device=tm.device) for n in grid.dims]
-        tm.plan = (grid, base.plan_grid(axes))
+        tm.plan = (key, base.plan_grid(axes, extent))
     return tm.plan[1]
 
 
@@ -449,21 +523,27 @@ def _local_axes(grid: Grid, grid_in: Grid, device: torch.device) -> List[torch.T
 
 def predict_timestep(tm: TrainedModel, t: float, grid: Grid, chunk: int = DEFAULT_CHUNK,
                      progress: Optional[Callable[[float], Optional[bool]]] = None,
-                     error: bool = False) -> Optional[Dict[str, np.ndarray]]:
+                     extent: Optional[Sequence[int]] = None, error: bool = False
+                     ) -> Optional[Dict[str, np.ndarray]]:
     """Physical values of every variable at time ``t`` on ``grid``: name -> float32
-    [Z, Y, X]; with ``error`` and a model that has one, also the error estimate
-    ``<name>_error`` (same units). Returns None if ``progress`` returned False. The fast
-    base alone on a grid over the data's bounds is evaluated whole (tens of millions of
-    points a second); other models and grids go through the model in chunks of ``chunk``
-    points. A learned correction is added on whole grids (any box)."""
+    [Z, Y, X]; with ``extent`` (x0, x1, y0, y1, z0, z1, inclusive indices of ``grid``) on that
+    box of it alone (an MPI or streamed piece: the same numbers as that region of the whole
+    grid, to float32 rounding); with ``error`` and a model that has one, also the error
+    estimate ``<name>_error`` (same units). Returns None if ``progress`` returned False. The
+    fast base alone on a grid over the data's bounds (or a box of one) is evaluated whole
+    (tens of millions of points a second); other models and grids go through the model in
+    chunks of ``chunk`` points. A learned correction is added on any grid or box."""
     info = tm.info
     tn = _t_norm(info, t)
-    plan = _grid_plan(tm, grid)
+    ext = check_extent(grid, extent)
+    box = None if ext == check_extent(grid, None) else ext
+    plan = _grid_plan(tm, grid, box)
+    target = grid if box is None else sub_grid(grid, box)
     correction = getattr(tm.model, "correction", None)
     corr = err = None
     if correction is not None:
         corr, err = correction.apply(tm.model.base, tn,
-                                     _local_axes(grid, info.grid, tm.device))
+                                     _local_axes(target, info.grid, tm.device))
     if plan is not None:
         vals = tm.model.base.evaluate_grid(plan, tn)                    # [V, Z, Y, X]
         if corr is not None:
@@ -480,7 +560,7 @@ def predict_timestep(tm: TrainedModel, t: float, grid: Grid, chunk: int = DEFAUL
         out = {n: host[i] for i, n in enumerate(info.variables)}
     else:
         var_idx = torch.arange(len(info.variables), device=tm.device)
-        norm = predict_grid(tm.model, info.layout, tn, grid, info.grid,
+        norm = predict_grid(tm.model, info.layout, tn, target, info.grid,
                             var_idx=var_idx, chunk=chunk, progress=progress)
         if norm is None:
             return None
@@ -496,15 +576,17 @@ def predict_timestep(tm: TrainedModel, t: float, grid: Grid, chunk: int = DEFAUL
 
 
 def _each_step(tm: TrainedModel, grid: Grid, t_out: np.ndarray, chunk: int,
-               callback: Optional[Callable[[float], Optional[bool]]], error: bool = False
+               callback: Optional[Callable[[float], Optional[bool]]],
+               steps: Optional[Sequence[int]] = None, error: bool = False
                ) -> Iterator[Tuple[int, Dict[str, np.ndarray]]]:
-    """(index, physical values) of every output time in turn, the progress callback told of
-    each step's share; a callback returning False cancels."""
-    n_t = len(t_out)
-    for i, t in enumerate(t_out):
-        def prog(f: float, i: int = i) -> Optional[bool]:
-            return None if callback is None else callback((i + f) / n_t)
-        vals = predict_timestep(tm, float(t), grid, chunk, prog, error=error)
+    """(index, physical values) of every output time in turn (or of the indices ``steps``),
+    the progress callback told of each step's share; a callback returning False cancels."""
+    todo = list(range(len(t_out))) if steps is None else list(steps)
+    n_t = len(todo)
+    for k, i in enumerate(todo):
+        def prog(f: float, k: int = k) -> Optional[bool]:
+            return None if callback is None else callback((k + f) / max(1, n_t))
+        vals = predict_timestep(tm, float(t_out[i]), grid, chunk, prog, error=error)
         if vals is None:
             raise StsrError("prediction cancelled")
         yield i, vals
@@ -519,10 +601,17 @@ def upscale(tm: TrainedModel, path: str, *, scale: Optional[float] = None,
     (io/stream.py: checked for disk space first, each step complete before it is listed),
     so memory stays bounded whatever the output size; with ``error`` (the default) and a
     model that has one, the error estimate's arrays too. Returns the timings: seconds spent
-    computing and writing, steps, points per step, files."""
+    computing and writing, steps, points per step, files.
+
+    In a group of processes (:mod:`stsr_core.distributed`) every rank calls this alike: the
+    output steps are shared out round-robin, each rank writes its steps' ``.vti`` files and
+    rank 0 the ``.pvd`` once all are complete (a ``.pvd`` output only). The timings are
+    then this rank's, with every rank's in ``ranks``."""
     from .io.stream import open_series_writer
     grid = output_grid(tm.info.grid, scale, dims)
     t_out = output_times(tm.info.times, time_scale, times)
+    several = distributed.world_size() > 1
+    mine = distributed.share(len(t_out)) if several else None
     compute_s = write_s = 0.0
     error = error and has_error_estimate(tm)
     names, comps = list(tm.info.variables), dict(tm.info.components)
@@ -531,13 +620,15 @@ def upscale(tm: TrainedModel, path: str, *, scale: Optional[float] = None,
         names, comps = names + e_names, {**comps, **e_comps}
     with open_series_writer(path, grid, t_out, names, comps,
                             format=format, compression=compression,
-                            overwrite=overwrite, metadata=tm.info.metadata) as writer:
+                            overwrite=overwrite, metadata=tm.info.metadata,
+                            steps=mine) as writer:
         plan = _grid_plan(tm, grid)
         if plan is not None:     # each step is written before the next is computed
             plan.reuse = True
         try:
             t0 = time.perf_counter()
-            for i, vals in _each_step(tm, grid, t_out, DEFAULT_CHUNK, callback, error):
+            for i, vals in _each_step(tm, grid, t_out, DEFAULT_CHUNK, callback, mine,
+                                      error):
                 t1 = time.perf_counter()
                 compute_s += t1 - t0
                 writer.write_step(i, vals)
@@ -546,8 +637,14 @@ def upscale(tm: TrainedModel, path: str, *, scale: Optional[float] = None,
             files = writer.close()
         finally:
             tm.plan = None       # its buffers are reused: no later query may see them
-    return {"compute_s": compute_s, "write_s": write_s, "steps": len(t_out),
-            "points_per_step": grid.n_points, "grid": grid, "files": files}
+    n_mine = len(t_out) if mine is None else len(mine)
+    out = {"compute_s": compute_s, "write_s": write_s, "steps": n_mine,
+           "points_per_step": grid.n_points, "grid": grid, "files": files,
+           "processes": distributed.world_size()}
+    if several:
+        out["ranks"] = distributed.all_gather_objects(
+            {"compute_s": compute_s, "write_s": write_s, "steps": n_mine}, "gathering timings")
+    return out
 
 
 def predict(tm: TrainedModel, *, scale: Optional[float] = None,
@@ -560,7 +657,7 @@ def predict(tm: TrainedModel, *, scale: Optional[float] = None,
     grid = output_grid(tm.info.grid, scale, dims)
     t_out = output_times(tm.info.times, time_scale, times)
     arrays: Dict[str, List[np.ndarray]] = {}
-    for _, vals in _each_step(tm, grid, t_out, chunk, callback, error):
+    for _, vals in _each_step(tm, grid, t_out, chunk, callback, error=error):
         for n, a in vals.items():
             arrays.setdefault(n, []).append(a)
     comps = {k: list(v) for k, v in tm.info.components.items()}

@@ -6,23 +6,31 @@ and exit with status 2; a traceback means a bug.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
 import sys
 import time
-from typing import List, Optional, Sequence
+from typing import TYPE_CHECKING, Iterator, List, Optional, Sequence
 
 from .config import (DEFAULT_PRESET, DEVICES, PRESET_DESCRIPTIONS, apply_settings,
                      preset as get_preset, settings_overrides)
 from .errors import StsrError
 from .io.stream import COMPRESSIONS
 
+if TYPE_CHECKING:
+    from . import api
+    from .series import VolumeSeries
+
 DEVICE_HELP = f"where to compute: {', '.join(DEVICES)} (auto: CUDA when available)"
 # every writer's compressions, first the ones every format has
 COMPRESSION_CHOICES = list(dict.fromkeys(c for cs in COMPRESSIONS.values() for c in cs))
 EPILOG = ("Formats: .pvd, a folder of .vti, .vti, .h5/.hdf5, .nc (netCDF), .json (raw layout). "
           "See README.md.")
+DISTRIBUTED_HELP = ("run as one of the processes torchrun, srun or mpiexec started (on by "
+                    "itself when their environment says there are several): {work}; "
+                    "README: Running on a cluster")
 
 
 def _floats(text: str) -> List[float]:
@@ -105,6 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue training the model in MODEL (same data) with the new budget")
     f.add_argument("--overwrite", action="store_true", help="replace an existing MODEL")
     f.add_argument("--quiet", action="store_true", help="no progress bar")
+    f.add_argument("--distributed", action="store_true", help=DISTRIBUTED_HELP.format(
+        work="the base's displacement fits are shared out, a network is trained "
+             "data-parallel (--batch-size is the total over the processes), rank 0 writes "
+             "MODEL"))
 
     u = sub.add_parser("upscale", help="query a model on a finer grid and/or more times",
                        description="Write the model's variables on an output grid at output "
@@ -135,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--device", default="auto", choices=DEVICES, help=DEVICE_HELP)
     u.add_argument("--overwrite", action="store_true", help="replace existing output")
     u.add_argument("--quiet", action="store_true", help="no progress bar")
+    u.add_argument("--distributed", action="store_true", help=DISTRIBUTED_HELP.format(
+        work="the output steps are shared out, each process writes its steps' .vti files "
+             "and rank 0 the .pvd (OUT must be a .pvd)"))
 
     e = sub.add_parser("eval", help="score a prediction against a reference (PSNR)",
                        description="PSNR per variable and timestep, "
@@ -220,15 +235,43 @@ def _check_new_output(path: str, overwrite: bool) -> None:
     make_output_folder(path)
 
 
+@contextlib.contextmanager
+def _process_group(a: argparse.Namespace) -> Iterator[bool]:
+    """The group of processes a launcher started (with --distributed, or when its
+    environment says there are several), joined for the command and left after it; yields
+    whether this process is rank 0 (the one that prints). Other ranks are quiet."""
+    from . import distributed
+    launch = distributed.detect()
+    if launch.world_size <= 1:
+        if a.distributed:
+            print("stsr: note: --distributed, but no launcher's environment (RANK/WORLD_SIZE, "
+                  "OMPI_COMM_WORLD_*, SLURM_PROCID/SLURM_NTASKS) says there are other "
+                  "processes: running alone", file=sys.stderr)
+        yield True
+        return
+    a.device = distributed.device_for(a.device, launch)
+    with distributed.session(a.device, launch=launch):
+        if launch.rank != 0:
+            a.quiet = True
+        yield launch.rank == 0
+
+
 def cmd_fit(a: argparse.Namespace) -> int:
+    from . import distributed
     from .modelfile import writing_lock
     from .train import resolve_device
     resolve_device(a.device)                  # fail before reading data or training
-    with writing_lock(a.output, steal=a.overwrite):
-        return _fit(a)
+    with _process_group(a) as main, contextlib.ExitStack() as held:
+        def prepare() -> tuple:
+            if main:       # rank 0 alone writes MODEL: it alone holds the lock
+                held.enter_context(writing_lock(a.output, steal=a.overwrite))
+            return _prepare_fit(a, main)
+        return _fit(a, main, *distributed.together(prepare, "checking the inputs"))
 
 
-def _fit(a: argparse.Namespace) -> int:
+def _prepare_fit(a: argparse.Namespace, main: bool) -> tuple:
+    """What fit needs, checked before any work: the data, the model to resume (or None)
+    and the settings' overrides."""
     from . import api
     from .io import read_series
     if a.resume:
@@ -238,9 +281,10 @@ def _fit(a: argparse.Namespace) -> int:
         _check_new_output(a.output, a.overwrite)
         apply_settings(*get_preset(a.preset), a.settings, f"preset '{a.preset}'")  # fail early
     series = read_series(a.input, arrays=a.arrays)
-    print(f"read {a.input}: {len(series.variables)} variable(s) {', '.join(series.variables)}; "
-          f"grid {series.dims[0]}x{series.dims[1]}x{series.dims[2]}, {series.n_times} "
-          f"timestep(s)", file=sys.stderr)
+    if main:
+        print(f"read {a.input}: {len(series.variables)} variable(s) "
+              f"{', '.join(series.variables)}; grid {series.dims[0]}x{series.dims[1]}x"
+              f"{series.dims[2]}, {series.n_times} timestep(s)", file=sys.stderr)
     resume = api.load_model(a.output, device=a.device) if a.resume else None
     if resume is not None:
         configs = (resume.model_config, resume.train_config)
@@ -256,6 +300,12 @@ def _fit(a: argparse.Namespace) -> int:
     if a.lr:
         overrides.update(lr=a.lr, lr_latent=a.lr)
     overrides["checkpoint_seconds"] = a.checkpoint_seconds
+    return series, resume, model_overrides, overrides
+
+
+def _fit(a: argparse.Namespace, main: bool, series: "VolumeSeries",
+         resume: Optional["api.TrainedModel"], model_overrides: dict, overrides: dict) -> int:
+    from . import api
     bar = _Progress(a.quiet, "training")
 
     def on_progress(p: "api.TrainProgress") -> None:
@@ -274,6 +324,10 @@ def _fit(a: argparse.Namespace) -> int:
     finally:
         bar.close()
     h = tm.info.history
+    if not main:
+        return 0
+    if h.get("processes", 1) > 1:
+        print(f"stsr: {h['processes']} processes", file=sys.stderr)
     for note in h.get("init_notes", []):
         print(f"stsr: note: {note}", file=sys.stderr)
     if h["stopped"] == "fitted":
@@ -287,14 +341,20 @@ def _fit(a: argparse.Namespace) -> int:
 
 
 def cmd_upscale(a: argparse.Namespace) -> int:
-    from . import api
-    tm = api.load_model(a.model, device=a.device)
+    with _process_group(a) as main:
+        return _upscale(a, main)
+
+
+def _upscale(a: argparse.Namespace, main: bool) -> int:
+    from . import api, distributed
+    tm = distributed.together(lambda: api.load_model(a.model, device=a.device),
+                              "reading the model")
     times = None
     if a.times is not None:
         times = a.times
         lo, hi = tm.info.times[0], tm.info.times[-1]
         outside = [t for t in times if t < lo or t > hi]
-        if outside and len(tm.info.times) > 1:
+        if outside and len(tm.info.times) > 1 and main:
             print(f"stsr: warning: times {outside} lie outside the trained range "
                   f"[{lo:g}, {hi:g}]: they are extrapolated", file=sys.stderr)
     # api.upscale's writer checks the output (exists, disk space) before computing a step
@@ -307,14 +367,24 @@ def cmd_upscale(a: argparse.Namespace) -> int:
     finally:
         bar.close()
     g = r["grid"]
-    voxels = r["points_per_step"] * r["steps"]
-    print(f"wrote {a.output}: grid {g.text()}, {r['steps']} timestep(s), {len(r['files'])} "
-          f"file(s); computed {voxels / max(r['compute_s'], 1e-9) / 1e6:.1f} M points/s "
-          f"({r['compute_s']:.1f} s), wrote in {r['write_s']:.1f} s", file=sys.stderr)
+    ranks = r.get("ranks", [r])
+    if not main:
+        return 0
+    steps = sum(x["steps"] for x in ranks)
+    compute_s = max(x["compute_s"] for x in ranks)     # the slowest process's
+    write_s = max(x["write_s"] for x in ranks)
+    voxels = r["points_per_step"] * steps
+    by = f" by {len(ranks)} processes" if len(ranks) > 1 else ""
+    print(f"wrote {a.output}: grid {g.text()}, {steps} timestep(s){by}, "
+          f"{len(r['files'])} file(s); computed "
+          f"{voxels / max(compute_s, 1e-9) / 1e6:.1f} M points/s ({compute_s:.1f} s"
+          f"{', the slowest process' if by else ''}), wrote in {write_s:.1f} s",
+          file=sys.stderr)
     if a.timings:
         timings = {k: v for k, v in r.items() if k not in ("grid", "files")}
         timings.update(dims=list(g.dims), n_files=len(r["files"]),
-                       variables=list(tm.info.variables))
+                       variables=list(tm.info.variables), steps=steps,
+                       compute_s=compute_s, write_s=write_s)
         _write_json(a.timings, timings)
     return 0
 
@@ -387,12 +457,13 @@ def cmd_info(a: argparse.Namespace) -> int:
     print(f"times        {len(t)}: {', '.join(f'{v:g}' for v in t[:8])}"
           f"{' ...' if len(t) > 8 else ''}")
     h = info.history
+    procs = f" x {h['processes']} processes" if int(h.get("processes", 1)) > 1 else ""
     if h.get("stopped") == "fitted":
         print(f"fit          to the data in {float(h.get('elapsed_s', 0)):.1f} s on "
-              f"{h.get('device', '?')} (nothing to train)")
+              f"{h.get('device', '?')}{procs} (nothing to train)")
     elif h:
         print(f"training     {h.get('steps', '?')} steps, {float(h.get('elapsed_s', 0)):.1f} s "
-              f"on {h.get('device', '?')}, last batch PSNR "
+              f"on {h.get('device', '?')}{procs}, last batch PSNR "
               f"{float(h.get('batch_psnr', float('nan'))):.2f} dB ({h.get('stopped', '')})")
     for note in h.get("init_notes", []):
         print(f"             {note}")

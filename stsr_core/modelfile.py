@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
 import tempfile
@@ -65,13 +66,24 @@ def write_atomic(path: str, payload: Dict[str, Any]) -> None:
         raise
 
 
-def read(path: str) -> Dict[str, Any]:
-    if not os.path.exists(path):
+def to_bytes(payload: Dict[str, Any]) -> bytes:
+    """A payload as the bytes its model file would hold (to send a model to other
+    processes without a shared file system)."""
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    return buf.getvalue()
+
+
+def read(path: str, data: Optional[bytes] = None) -> Dict[str, Any]:
+    """The payload of model file ``path``, or of the bytes ``data`` a model file held
+    (``path`` then only names it in messages), checked."""
+    if data is None and not os.path.exists(path):
         raise StsrError(f"model file '{path}' does not exist")
-    if os.path.isdir(path):
+    if data is None and os.path.isdir(path):
         raise StsrError(f"model file '{path}' is a folder, not a file")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        payload = torch.load(path if data is None else io.BytesIO(data), map_location="cpu",
+                             weights_only=True)
     except Exception as exc:  # torch raises many types for damaged files
         raise StsrError(f"'{path}' is damaged or not an stsr model file (it cannot be read "
                         f"as one: {type(exc).__name__})") from None

@@ -9,10 +9,11 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, Tuple
 
 import torch
 
+from . import distributed
 from .blocks import BlockLayout
 from .config import TrainConfig
 from .errors import StsrError
@@ -101,10 +102,15 @@ def lr_factor(cfg: TrainConfig, fraction: float, step: int) -> float:
 
 
 class BatchSampler:
-    """Draws training batches from the normalised data ``[V, T, Z, Y, X]`` on its device."""
+    """Draws training batches from the normalised data ``[V, T, Z, Y, X]`` on its device.
+
+    ``part`` (start, stop): this process's slice of each batch in a group of processes;
+    every process draws the whole batch from the same random stream and keeps its slice
+    (drawing is cheap next to the forward and backward passes), so the group trains on
+    exactly the samples one process would."""
 
     def __init__(self, data: torch.Tensor, layout: BlockLayout, times_norm: torch.Tensor,
-                 seed: int):
+                 seed: int, part: Optional[Tuple[int, int]] = None):
         self.data = data.reshape(data.shape[0], -1)
         self.T, self.Z, self.Y, self.X = data.shape[1:]
         self.layout = layout
@@ -113,10 +119,14 @@ class BatchSampler:
         self.bdims = torch.tensor(layout.block_dims, device=data.device)  # x, y, z
         self.gen = torch.Generator(device=data.device)
         self.gen.manual_seed(int(seed))
+        self.part = part
 
     def sample(self, batch: int):
         dev = self.data.device
         r = torch.rand(batch, 4, device=dev, generator=self.gen)
+        if self.part is not None:
+            r = r[self.part[0]:self.part[1]]
+            batch = r.shape[0]
         lidx = (r[:, :3] * self.bdims).long().clamp_max(self.bdims - 1)     # [B, 3] x, y, z
         tidx = (r[:, 3] * self.T).long().clamp_max(self.T - 1)             # [B]
         g = lidx[:, None, :] + self.offsets[None, :, :]                    # [B, H, 3]
@@ -137,14 +147,23 @@ def train_loop(model: FieldModel, sampler: BatchSampler, cfg: TrainConfig,
                optimizer: torch.optim.Optimizer, start_step: int = 0,
                start_elapsed: float = 0.0, budget_spent_s: float = 0.0,
                callback: Optional[ProgressCallback] = None,
-               checkpoint: Optional[Callable[[int, float], None]] = None
-               ) -> Dict[str, object]:
+               checkpoint: Optional[Callable[[int, float], None]] = None,
+               forward: Optional[Callable[..., torch.Tensor]] = None,
+               loss_weight: float = 1.0) -> Dict[str, object]:
     """Run ``cfg.steps`` more steps or ``cfg.max_minutes`` more minutes (whichever first) or
     until the callback returns False. A resumed run (``start_step``/``start_elapsed`` from the
     model's history) gets the budget anew and its learning-rate schedule restarts (a warm
     restart). Returns the history (total steps, total elapsed, final loss/psnr, stop reason).
     An interrupt (KeyboardInterrupt) writes a last checkpoint, when there is a checkpoint
-    hook, before it goes on up."""
+    hook, before it goes on up.
+
+    In a group of processes (distributed.py) ``forward`` is the model wrapped in
+    DistributedDataParallel (the gradients averaged over the ranks), each rank takes its
+    slice of the ``cfg.batch_size`` samples (``sampler.part``) and weighs its MSE by
+    ``loss_weight`` (its share of the batch times the ranks), so the averaged gradient is
+    the one of the whole batch;
+    the ranks agree at every step whether to stop (budget, a cancelling callback) and
+    report the MSE averaged over them."""
     if cfg.steps is None and cfg.max_minutes is None:
         raise StsrError("training needs a budget: set steps and/or max minutes")
     max_seconds = budget_seconds(cfg)
@@ -164,11 +183,18 @@ def train_loop(model: FieldModel, sampler: BatchSampler, cfg: TrainConfig,
     def fraction(elapsed: float) -> float:
         return budget_fraction(cfg, step - start_step, elapsed)
 
+    forward = forward or model
+    several = distributed.active()
+    cancel = False
     try:
         while True:
             elapsed = time.perf_counter() - t_start
-            if (cfg.steps is not None and step - start_step >= cfg.steps) or (
-                    max_seconds is not None and elapsed >= max_seconds):
+            done = cancel or (cfg.steps is not None and step - start_step >= cfg.steps) or (
+                max_seconds is not None and elapsed >= max_seconds)
+            if several:        # every rank stops at the same step (each has its own clock)
+                done = distributed.any_rank(done, "agreeing on the training step")
+            if done:
+                stopped = "cancelled" if cancel else stopped
                 break
             factor = lr_factor(cfg, fraction(elapsed), step - start_step)
             for group in optimizer.param_groups:
@@ -179,9 +205,9 @@ def train_loop(model: FieldModel, sampler: BatchSampler, cfg: TrainConfig,
                 mu = model.latent_mu
                 codes = mu + cfg.latent_sigma * torch.randn(mu.shape, device=mu.device,
                                                              generator=sampler.gen)
-            pred = model(coords, var_idx, codes=codes)
+            pred = forward(coords, var_idx, codes=codes)
             mse = torch.mean((pred - target) ** 2)
-            loss = mse + model.regularization()
+            loss = (mse if loss_weight == 1.0 else loss_weight * mse) + model.regularization()
             if model.latent_mu is not None and cfg.kl_weight > 0:
                 loss = loss + cfg.kl_weight * kl_divergence(model.latent_mu, cfg.latent_sigma)
             optimizer.zero_grad(set_to_none=True)
@@ -189,7 +215,8 @@ def train_loop(model: FieldModel, sampler: BatchSampler, cfg: TrainConfig,
             optimizer.step()
             step += 1
             if step % log_every == 0 or step == 1:
-                m = float(mse.detach())
+                m = float(distributed.mean_over_ranks(mse.detach()[None], "reporting the loss")
+                          if several else mse.detach())
                 loss_v = m
                 psnr_v = 20 * math.log10(2.0) - 10 * math.log10(max(m, 1e-20))
                 if not math.isfinite(loss_v):
@@ -205,8 +232,7 @@ def train_loop(model: FieldModel, sampler: BatchSampler, cfg: TrainConfig,
                     t_start += time.perf_counter() - t_cb
                     model.train()
                     if keep_going is False:
-                        stopped = "cancelled"
-                        break
+                        cancel = True      # stops at the next step's check (all ranks)
             if checkpoint is not None and (
                     (cfg.checkpoint_every and step % cfg.checkpoint_every == 0)
                     or time.perf_counter() - last_ckpt > cfg.checkpoint_seconds):
@@ -220,8 +246,9 @@ def train_loop(model: FieldModel, sampler: BatchSampler, cfg: TrainConfig,
             checkpoint(step, start_elapsed + time.perf_counter() - t_start)
         raise
     if step > start_step:
-        loss_v = float(mse.detach())
-        psnr_v = 20 * math.log10(2.0) - 10 * math.log10(max(float(mse.detach()), 1e-20))
+        loss_v = float(distributed.mean_over_ranks(mse.detach()[None], "reporting the loss")
+                       if several else mse.detach())
+        psnr_v = 20 * math.log10(2.0) - 10 * math.log10(max(loss_v, 1e-20))
     model.eval()
     elapsed = time.perf_counter() - t_start
     if callback is not None and stopped != "cancelled":

@@ -243,3 +243,72 @@ def test_pvpython_examples_run_as_they_are(tmp_path):
     assert sorted(os.listdir(out / "m")) == ["tornado_t0.vti", "tornado_t1.vti",
                                              "tornado_t2.vti"]
     assert "t = 1.25:" in r.stdout
+
+
+def _read_pvti(path):
+    """A .pvti written by ParaView's parallel writer: the gathered pieces as one image."""
+    from vtkmodules.util.numpy_support import vtk_to_numpy
+    from vtkmodules.vtkIOXML import vtkXMLPImageDataReader
+    r = vtkXMLPImageDataReader()
+    r.SetFileName(str(path))
+    r.Update()
+    img = r.GetOutput()
+    pd = img.GetPointData()
+    return img, {pd.GetArrayName(i): vtk_to_numpy(pd.GetArray(i)).copy()
+                 for i in range(pd.GetNumberOfArrays())}
+
+
+@pytest.mark.skipif(shutil.which("mpiexec") is None, reason="needs mpiexec (openmpi-bin)")
+def test_mpiexec_pvbatch_pieces_of_two_ranks_equal_the_one_rank_output(series_file, tmp_path):
+    """``mpiexec -n 2 pvbatch --sym``: the filter (rank 0 trains, the others get the model)
+    and the model source (motion-compensated in time, so the pieces' warps are checked)
+    each compute one piece per rank; ParaView's parallel writer gathers them, and the whole
+    equals the engine's one-process output everywhere, seams included (to float32
+    rounding: a few units in the last place of values near 300). Rank 0 also streams
+    the source in 4 pieces in its own process."""
+    from vtkmodules.util.numpy_support import vtk_to_numpy  # noqa: F401
+    from stsr_core.io import read_series
+    flow_model = tmp_path / "flow.stsr"
+    api.fit(read_series(str(series_file)), device="cpu", model_overrides={"flow_iters": 20},
+            checkpoint_path=str(flow_model))
+    model = tmp_path / "m.stsr"
+    env = pv_env(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    r = subprocess.run(["mpiexec", "--oversubscribe", "-n", "2", "pvbatch", "--sym",
+                        os.path.join(PV, "mpi_check.py"), PLUGIN, str(series_file), str(model),
+                        str(flow_model), str(tmp_path)],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0 and "mpi_check done on rank 1 of 2" in r.stdout, \
+        r.stdout + r.stderr
+    ranks = [json.loads((tmp_path / f"rank{k}.json").read_text()) for k in range(2)]
+    # the work was split: two different pieces per proxy, neither the whole
+    for proxy in ("filter_extent", "source_extent"):
+        assert ranks[0][proxy] != ranks[1][proxy]
+        assert [0, 12, 0, 10, 0, 8] not in (ranks[0][proxy], ranks[1][proxy])
+    # rank 0 alone trained; rank 1 has its model (the same history)
+    assert ranks[0]["training"] == ranks[1]["training"]
+    t = ranks[0]["t_mid"]
+    for name, path in (("filter", model), ("source", flow_model)):
+        tm = api.load_model(str(path), device="cpu")
+        g = api.output_grid(tm.info.grid, scale=2)
+        whole = api.predict_timestep(tm, t, g)           # one process, the whole grid
+        img, got = _read_pvti(tmp_path / f"{name}.pvti")
+        assert img.GetDimensions() == g.dims
+        for n in ("temperature", "rho"):
+            span = float(np.ptp(whole[n]))
+            np.testing.assert_allclose(got[n], whole[n].ravel(), rtol=1e-6,
+                                       atol=1e-6 * span, err_msg=f"{name} {n}")
+        np.testing.assert_allclose(got["v"][:, 0], whole["v_0"].ravel(), rtol=1e-6,
+                                   atol=1e-6 * float(np.ptp(whole["v_0"])))
+    # streaming by pieces in one process: 4 pieces that together make the whole
+    st = np.load(tmp_path / "stream.npz")
+    tm = api.load_model(str(flow_model), device="cpu")
+    whole = api.predict_timestep(tm, t, api.output_grid(tm.info.grid, scale=2))
+    seen = np.zeros(whole["rho"].shape, dtype=bool)
+    for p in range(4):
+        e = st[f"extent_{p}"]
+        box = (slice(e[4], e[5] + 1), slice(e[2], e[3] + 1), slice(e[0], e[1] + 1))
+        part = st[f"rho_{p}"].reshape(whole["rho"][box].shape)
+        np.testing.assert_allclose(part, whole["rho"][box], rtol=1e-6,
+                                   atol=1e-6 * float(np.ptp(whole["rho"])))
+        seen[box] = True
+    assert seen.all()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -164,6 +165,9 @@ class SeriesWriter:
         self.done: List[int] = []          # steps complete on disk, in order of writing
         self.state = "open"                # open | closed | aborted
         self.files: List[str] = []
+        # the steps this writer writes: all of them, or one process's share of a
+        # distributed output (see PvdWriter)
+        self.steps: List[int] = list(range(self.n_times))
 
     # --- what subclasses provide -------------------------------------------------------------
     def _write(self, i: int, arrays: Dict[str, np.ndarray]) -> None:
@@ -216,7 +220,7 @@ class SeriesWriter:
         if self.state == "aborted":
             raise StsrError(f"'{self.path}': the writer was aborted; nothing to close")
         done = set(self.done)
-        missing = [i for i in range(self.n_times) if i not in done]
+        missing = [i for i in self.steps if i not in done]
         if missing:
             self.abort()
             more = " ..." if len(missing) > 10 else ""
@@ -244,11 +248,19 @@ class SeriesWriter:
             self.close()
 
 
+def process_group() -> Any:
+    """stsr_core.distributed when this process is one of a group, else None (a process
+    that never imported it is in none: reading and writing stay free of torch)."""
+    mod = sys.modules.get(__name__.rsplit(".", 2)[0] + ".distributed")
+    return mod if mod is not None and mod.world_size() > 1 else None
+
+
 def open_series_writer(path: str, grid: Grid, times: Sequence[float],
                        variables: Sequence[str], components: Dict[str, List[str]],
                        format: Optional[str] = None, compression: str = "zlib",
                        overwrite: bool = False,
-                       metadata: Optional[Dict[str, Any]] = None) -> SeriesWriter:
+                       metadata: Optional[Dict[str, Any]] = None,
+                       steps: Optional[Sequence[int]] = None) -> SeriesWriter:
     """A writer for ``len(times)`` steps of ``variables`` on ``grid`` at ``path``: ``.pvd``
     (one ``.vti`` per step in the folder ``NAME/`` beside it), ``.vti`` (one step), ``.h5`` /
     ``.hdf5`` (one chunked dataset per array ``[T, Z, Y, X(, C)]``), ``.nc`` (netCDF-4, time
@@ -256,9 +268,49 @@ def open_series_writer(path: str, grid: Grid, times: Sequence[float],
     (raw files).
     ``compression``: ``zlib`` (default) or ``none`` for every format; ``lz4`` for .vti,
     ``gzip``/``lzf`` for HDF5. Checks everything (format, existing output, disk space) and
-    creates missing folders before it writes a byte."""
+    creates missing folders before it writes a byte.
+
+    ``steps``: in a group of processes (distributed.py), the steps this one writes; every
+    process opens the writer together (the checks pass or fail on all of them), writes its
+    steps' ``.vti`` files, and rank 0 writes the ``.pvd`` when all are done. Only ``.pvd``
+    output is split so (an ``.h5`` or ``.json`` output is one file or one list written by
+    one process: refused with a message)."""
+    group = process_group()
+    split = steps is not None and group is not None
+    check = lambda: _check_output(path, grid, times, variables, components,  # noqa: E731
+                                  format, compression, overwrite, split)
+    # in a group every process checks, and all fail together before any creates anything
+    path, fmt, ext = group.together(check, "checking the output") if split else check()
+    times, variables = [float(t) for t in times], list(variables)
+    if split:
+        from .vti import PvdWriter
+        return PvdWriter.for_group(path, grid, times, variables, components, compression,
+                                   overwrite).share_out(steps)  # type: ignore[arg-type]
+    make_output_folder(path)
+    if fmt == "vti":
+        from .vti import PvdWriter, VtiWriter
+        cls = VtiWriter if ext == ".vti" else PvdWriter
+    elif fmt == "h5":
+        from .hdf5 import H5Writer as cls  # type: ignore[assignment]
+    elif fmt == "netcdf":
+        from .netcdf import NetCDFWriter as cls  # type: ignore[assignment]
+    else:
+        from .raw import RawWriter as cls  # type: ignore[assignment]
+    return cls(path, grid, times, variables, components, compression, overwrite,
+               metadata=metadata)
+
+
+def _check_output(path: str, grid: Grid, times: Sequence[float], variables: Sequence[str],
+                  components: Dict[str, List[str]], format: Optional[str], compression: str,
+                  overwrite: bool, split: bool = False) -> Tuple[str, str, str]:
+    """open_series_writer's checks (``split``: the output of a group of processes);
+    returns the output's path (a .pvd added where needed), its format and extension."""
     path = os.path.abspath(os.fspath(path))
     fmt = output_format(path, format)
+    if split and (fmt != "vti" or os.path.splitext(path)[1].lower() == ".vti"):
+        raise StsrError(f"cannot split '{path}' among processes: with several processes "
+                        "each writes its own steps' .vti files, so the output must be a "
+                        ".pvd (convert it afterwards if you need one .h5 file)")
     if compression not in COMPRESSIONS[fmt]:
         raise StsrError(f"cannot write '{path}': compression '{compression}' is not one of "
                         f"{', '.join(COMPRESSIONS[fmt])} for {fmt} output")
@@ -294,18 +346,7 @@ def open_series_writer(path: str, grid: Grid, times: Sequence[float],
         if os.path.exists(data_dir) and not overwrite:
             raise StsrError(f"'{data_dir}' exists; pass --overwrite to replace it")
     check_disk_space(path, expected_bytes(grid, len(times), len(variables)))
-    make_output_folder(path)
-    if fmt == "vti":
-        from .vti import PvdWriter, VtiWriter
-        cls = VtiWriter if ext == ".vti" else PvdWriter
-    elif fmt == "h5":
-        from .hdf5 import H5Writer as cls  # type: ignore[assignment]
-    elif fmt == "netcdf":
-        from .netcdf import NetCDFWriter as cls  # type: ignore[assignment]
-    else:
-        from .raw import RawWriter as cls  # type: ignore[assignment]
-    return cls(path, grid, times, variables, components, compression, overwrite,
-               metadata=metadata)
+    return path, fmt, ext
 
 
 # --- reading one step at a time ----------------------------------------------------------------

@@ -18,7 +18,7 @@ from ..errors import StsrError
 from ..files import apply_umask
 from ..grid import Grid
 from ..series import Frame, VolumeSeries, arrays_holding, merged_arrays, series_from_frames
-from .stream import SeriesWriter, fsync_file, remove_quietly
+from .stream import SeriesWriter, fsync_file, make_output_folder, remove_quietly
 
 NON_IMAGE = {".vtu": "unstructured grid", ".vtp": "polygonal data", ".vts": "structured grid",
              ".vtr": "rectilinear grid", ".vtk": "legacy VTK", ".vtm": "multiblock",
@@ -256,15 +256,27 @@ class PvdWriter(SeriesWriter):
     ``.OUT-partial-*`` beside it and the old ``OUT.pvd`` / ``OUT/`` stay untouched until
     ``close()``, which swaps the folders and then the ``.pvd``; ``abort()`` removes the new
     steps and leaves the old output as it was. (Both need disk space until the swap.)
+
+    Split among the processes of a group (:meth:`for_group`, then :meth:`share_out`): each
+    writes its share of the steps into the one folder rank 0 made (``OUT/``, or the hidden
+    one when replacing); rank 0 keeps ``OUT.pvd`` listing its own complete steps while
+    they are written and, once every process has closed, lists them all (and swaps the
+    folders when replacing). Interrupted, the ``.pvd`` lists rank 0's complete steps; the
+    others' complete files stay in ``OUT/`` unlisted.
     """
 
-    def __init__(self, *args, **kwargs) -> None:
+    group = False                  # one of a group's writers (see for_group)
+
+    def __init__(self, *args, shared_dir: Optional[str] = None, replacing: bool = False,
+                 **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.folder = os.path.dirname(self.path)
         self.stem = os.path.splitext(os.path.basename(self.path))[0]
         self.data_dir = os.path.join(self.folder, self.stem)
         self.replacing = os.path.exists(self.path) or os.path.exists(self.data_dir)
-        if self.replacing:
+        if shared_dir is not None:     # a group's: the folder rank 0 made
+            self.replacing, self.dir = replacing, shared_dir
+        elif self.replacing:
             self.dir = tempfile.mkdtemp(prefix=f".{self.stem}-partial-", dir=self.folder)
             apply_umask(self.dir)
         else:
@@ -274,6 +286,36 @@ class PvdWriter(SeriesWriter):
                 raise StsrError(f"'{self.data_dir}' appeared while opening the output; pass "
                                 "--overwrite to replace it") from None
             self.dir = self.data_dir
+
+    @classmethod
+    def for_group(cls, path: str, grid: Grid, times: Sequence[float],
+                  variables: Sequence[str], components: Dict[str, List[str]],
+                  compression: str, overwrite: bool) -> "PvdWriter":
+        """This process's writer of an output split among a group (every process calls it
+        after the checks passed on all): rank 0 makes the folders, the others use them."""
+        from .. import distributed      # torch: imported only by a group's writers
+        made: Optional[Tuple[str, bool]] = None
+        error: Optional[str] = None
+        if distributed.is_main():
+            try:
+                make_output_folder(path)
+                w = cls(path, grid, times, variables, components, compression, overwrite)
+                made = (w.dir, w.replacing)
+            except StsrError as exc:
+                error = str(exc)
+        made, error = distributed.broadcast_object((made, error), what="opening the output")
+        if error is not None:
+            raise StsrError(error if distributed.is_main() else f"(rank 0) {error}")
+        if not distributed.is_main():
+            w = cls(path, grid, times, variables, components, compression, overwrite,
+                    shared_dir=made[0], replacing=made[1])
+        w.group = True
+        return w
+
+    def share_out(self, steps: Sequence[int]) -> "PvdWriter":
+        """Write only ``steps`` (this process's share); returns self."""
+        self.steps = sorted(int(i) for i in steps)
+        return self
 
     def _name(self, i: int) -> str:
         return f"{self.stem}_{i:04d}.vti"
@@ -288,8 +330,15 @@ class PvdWriter(SeriesWriter):
         except BaseException:
             remove_quietly(tmp)
             raise
-        if not self.replacing:
+        if not self.replacing and self._lists_steps():
             self._write_pvd(sorted(self.done + [i]))
+
+    def _lists_steps(self) -> bool:
+        """Whether this writer writes the .pvd (a group's: rank 0 alone)."""
+        if not self.group:
+            return True
+        from .. import distributed
+        return distributed.is_main()
 
     def _write_pvd(self, steps: Sequence[int]) -> None:
         lines = ['<?xml version="1.0"?>',
@@ -310,6 +359,26 @@ class PvdWriter(SeriesWriter):
             raise
 
     def _finish(self) -> List[str]:
+        if self.group:                 # every process's steps are complete before the list
+            from .. import distributed
+            done = distributed.all_gather_objects(sorted(self.done), "closing the output")
+            missing = sorted(set(range(self.n_times)) - {i for d in done for i in d})
+            if missing:
+                raise StsrError(f"'{self.path}': steps {missing[:10]} were written by no "
+                                "process")
+            if not distributed.is_main():
+                distributed.barrier("waiting for rank 0 to list the steps")
+                return [os.path.join(self.data_dir, self._name(i)) for i in self.steps]
+            try:
+                files = self._finish_alone()
+                if not self.replacing:      # it listed rank 0's steps alone so far
+                    self._write_pvd(range(self.n_times))
+                return files
+            finally:
+                distributed.barrier("listing the steps")
+        return self._finish_alone()
+
+    def _finish_alone(self) -> List[str]:
         if self.replacing:
             # every file in OUT/ is complete at every moment; the old folder is moved aside
             # before the new one takes its name, then the .pvd is replaced
@@ -326,6 +395,8 @@ class PvdWriter(SeriesWriter):
                               for i in range(self.n_times)]
 
     def _discard(self) -> None:
+        if self.group and not self._lists_steps():
+            return       # rank 0 decides about the folder; this one's temporaries are gone
         if self.replacing or not self.done:
             remove_quietly(self.dir)
             if not self.replacing:

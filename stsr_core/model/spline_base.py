@@ -25,8 +25,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .encodings import bspline_coefficients, bspline_sample, slot_weights
+from .. import distributed
 from .time_basis import (cross_validated_mix, displacement_grid_dims, fit_displacement,
-                         held_out_fits, hermite_correction, natural_spline_slopes)
+                         held_out_pairs, hermite_correction, natural_spline_slopes)
 
 BASE_TIMES = ("auto", "linear", "cubic", "flow")
 MIN_FIT_SECONDS = 0.05       # a displacement fit with less time than this is skipped
@@ -111,7 +112,10 @@ class SplineBase(nn.Module):
         fits stop, the mixes stay 0 (linear in time: a valid base) and this returns False.
         ``budget_s`` bounds the displacement fits: each gets an equal share of what is left
         and stops there; fits with no time left are skipped (no motion compensation for that
-        interval); :attr:`fit_notes` says what was cut."""
+        interval); :attr:`fit_notes` says what was cut. In a group of processes
+        (distributed.py) each fits its share of the displacements within the budget and all
+        end with the same base (the results are exchanged; ``progress`` must then not stop
+        one process alone)."""
         t_start = time.perf_counter()
         self.fit_notes: List[str] = []
         for t in range(self.n_slots):          # one slot at a time: bounded memory
@@ -130,13 +134,20 @@ class SplineBase(nn.Module):
             return None
         self.flow_mix.zero_()
         times = self.slot_times.tolist()
-        n_fits = len(times) - 1 + (held_out_fits(len(times)) if self.base_time == "auto" else 0)
+        # the displacement fits: one per interval, then (auto) one per held-out case of the
+        # cross-validation; independent of each other, so with several processes
+        # (distributed.py) each fits its share and all get every result
+        pairs = [(j, j + 1) for j in range(len(times) - 1)]
+        if self.base_time == "auto":
+            pairs += held_out_pairs(len(times))
+        n_fits = len(pairs)
+        mine = distributed.share(n_fits)
         state = {"done": 0, "cut": 0, "skipped": 0}
 
         def fit_one(f0: torch.Tensor, f1: torch.Tensor) -> Optional[torch.Tensor]:
             """One displacement fit within an equal share of the budget left (None: none
             left; a fit whose share runs out stops where it is)."""
-            left = n_fits - state["done"]
+            left = len(mine) - state["done"]
             state["done"] += 1
             deadline = None
             if budget_s is not None:
@@ -150,25 +161,30 @@ class SplineBase(nn.Module):
                 state["cut"] += 1
             return disp
 
-        def tick() -> None:
-            if progress is not None and progress(state["done"] / max(1, n_fits)) is False:
-                raise FitStopped
-
         try:
-            for j in range(len(times) - 1):
-                disp = fit_one(data[:, j], data[:, j + 1])
-                if disp is not None:
-                    self.flow[j].copy_(disp)
-                tick()
-            if self.base_time == "flow":
-                self.flow_mix.fill_(1.0)
-            else:
-                mix = cross_validated_mix(data, times, with_flow=True, after_fit=tick,
-                                          flow_share=1.0, fit_flow=fit_one, **flow_options)
-                self.time_mix.copy_(mix[:, 0])
-                self.flow_mix.copy_(mix[:, 1])
+            local: Dict[int, Optional[torch.Tensor]] = {}
+            for i in mine:
+                k0, k1 = pairs[i]
+                local[i] = fit_one(data[:, k0], data[:, k1])
+                if progress is not None and \
+                        progress(state["done"] / max(1, len(mine))) is False:
+                    raise FitStopped
         except FitStopped:            # mixes stay 0: linear in time, a valid model
             return False
+        fits = distributed.gather_shares(local, n_fits)
+        counts = distributed.all_gather_objects((state["cut"], state["skipped"]))
+        state["cut"], state["skipped"] = (sum(c[k] for c in counts) for k in (0, 1))
+        for j in range(len(times) - 1):
+            if fits[j] is not None:
+                self.flow[j].copy_(fits[j])
+        if self.base_time == "flow":
+            self.flow_mix.fill_(1.0)
+        else:
+            held = iter(fits[len(times) - 1:])
+            mix = cross_validated_mix(data, times, with_flow=True, flow_share=1.0,
+                                      fit_flow=lambda f0, f1: next(held), **flow_options)
+            self.time_mix.copy_(mix[:, 0])
+            self.flow_mix.copy_(mix[:, 1])
         if state["cut"]:
             self.fit_notes.append(f"{state['cut']} of {n_fits} displacement fits stopped "
                                   f"before their {flow_options.get('iters')} Adam steps to "
@@ -216,26 +232,59 @@ class SplineBase(nn.Module):
         return out
 
     # --- evaluation on a regular grid ---------------------------------------------------------
-    def plan_grid(self, axes: Sequence[torch.Tensor]) -> "GridPlan":
+    def plan_grid(self, axes: Sequence[torch.Tensor],
+                  box: Optional[Sequence[int]] = None) -> "GridPlan":
         """Prepare :meth:`evaluate_grid` on the grid whose points have the local coordinates
-        ``axes`` (x, y, z; each [n] in [-1, 1], the grid spanning the data's bounds)."""
-        spline = [spline_matrix(a, n) for a, n in zip(axes, self.dims)]
+        ``axes`` (x, y, z; each [n] in [-1, 1], the grid spanning the data's bounds), or on
+        the sub-box ``box`` of it (x0, x1, y0, y1, z0, z1, inclusive indices: an MPI piece,
+        a streamed piece): the per-axis matrices then hold only the box's rows, and the
+        warps' lookup grid is the whole grid's, cut to what the box's points can reach
+        (the box plus the largest displacement), so a piece has the numbers of the same
+        region of the whole grid (to float32 rounding)."""
+        full = [a.to(torch.float32) for a in axes]
+        if box is None:
+            box = [v for a in full for v in (0, a.numel() - 1)]
+        sub = [a[box[2 * k]:box[2 * k + 1] + 1] for k, a in enumerate(full)]
+        whole = all(s.numel() == a.numel() for s, a in zip(sub, full))
+        spline = [spline_matrix(a, n) for a, n in zip(sub, self.dims)]
         flow_dims = tuple(self.flow.shape[-1:-4:-1]) if self.has_flow else (1, 1, 1)
-        linear = [linear_matrix(a, n) for a, n in zip(axes, flow_dims)]
+        linear = [linear_matrix(a, n) for a, n in zip(sub, flow_dims)]
         # the warps look up the two slots trilinearly on a grid finer than the data: eight
         # or four times where that fits WARP_FIELD_VALUES (small data, where features span
-        # few cells), else at least twice (the output's own grid when it is that fine)
+        # few cells), else at least twice (the output's own grid when it is that fine);
+        # chosen from the whole grid, so that every piece of it looks up the same values
         fine = None
         for factor in (8, 4, 2):
             want = [max(a.numel(), factor * (n - 1) + 1) if n > 1 else a.numel()
-                    for a, n in zip(axes, self.dims)]
+                    for a, n in zip(full, self.dims)]
             if factor == 2 or self.n_vars * math.prod(want) <= WARP_FIELD_VALUES:
                 fine = [a if a.numel() == m else torch.linspace(-1.0, 1.0, m, device=a.device)
-                        for a, m in zip(axes, want)]
+                        for a, m in zip(full, want)]
                 break
-        warp = [m if f is a else spline_matrix(f, n)
-                for m, f, a, n in zip(spline, fine, axes, self.dims)]
-        return GridPlan(spline, linear, [a.to(torch.float32) for a in axes], warp)
+        if whole:
+            warp = [m if f is a else spline_matrix(f, n)
+                    for m, f, a, n in zip(spline, fine, full, self.dims)]
+            return GridPlan(spline, linear, sub, warp)
+        reach = [0.0, 0.0, 0.0]            # the largest displacement per axis (local units)
+        if self.has_flow and self.flow.numel():
+            reach = self.flow.abs().amax(dim=(0, 2, 3, 4)).tolist()
+        cut, spans = [], []
+        for k, f in enumerate(fine):
+            m = f.numel()
+            if m == 1:
+                cut.append(f)
+                spans.append((-1.0, 1.0))
+                continue
+            lo = float(sub[k][0]) - reach[k]
+            hi = float(sub[k][-1]) + reach[k]
+            i0 = max(0, int(math.floor((lo + 1) * 0.5 * (m - 1))) - 1)
+            i1 = min(m - 1, int(math.ceil((hi + 1) * 0.5 * (m - 1))) + 1)
+            cut.append(f[i0:i1 + 1])
+            # the cut's ends as grid_sample places the whole grid's points (i * 2/(m-1) - 1)
+            spans.append((-1.0, 1.0) if (i0, i1) == (0, m - 1) else
+                         (i0 * 2.0 / (m - 1) - 1.0, i1 * 2.0 / (m - 1) - 1.0))
+        warp = [spline_matrix(f, n) for f, n in zip(cut, self.dims)]
+        return GridPlan(spline, linear, sub, warp, warp_spans=spans)
 
     @torch.no_grad()
     def evaluate_grid(self, plan: "GridPlan", t: float) -> torch.Tensor:
@@ -315,9 +364,10 @@ class SplineBase(nn.Module):
             gz = plan.axes[2][z0:z1].view(-1, 1, 1)
             acc = None
             for k, shift in ((0, -w), (1, 1.0 - w)):
-                pts = torch.stack([(gx + shift * d[0]).clamp_(-1, 1),
-                                   (gy + shift * d[1]).clamp_(-1, 1),
-                                   (gz + shift * d[2]).clamp_(-1, 1)], dim=-1)
+                pts = torch.stack([plan.to_lookup(0, (gx + shift * d[0]).clamp_(-1, 1)),
+                                   plan.to_lookup(1, (gy + shift * d[1]).clamp_(-1, 1)),
+                                   plan.to_lookup(2, (gz + shift * d[2]).clamp_(-1, 1))],
+                                  dim=-1)
                 v = F.grid_sample(ends[k][None], pts[None], align_corners=True,
                                   padding_mode="border")[0]                 # [V, s, Yo, Xo]
                 acc = v.mul_(1 - w) if k == 0 else acc.add_(v, alpha=w)
@@ -411,6 +461,17 @@ class GridPlan:
     # size costs as much as the arithmetic on this machine's first touch of its pages
     reuse: bool = False
     buffers: Dict[str, torch.Tensor] = field(default_factory=dict)
+    # a piece: per axis the local coordinates (first, last) the warps' lookup grid is cut
+    # to; None: the whole [-1, 1]
+    warp_spans: Optional[List[Tuple[float, float]]] = None
+
+    def to_lookup(self, axis: int, local: torch.Tensor) -> torch.Tensor:
+        """Local coordinates along ``axis`` as ``grid_sample`` addresses the warps' lookup
+        grid (in place; unchanged when that grid spans [-1, 1])."""
+        if self.warp_spans is None or self.warp_spans[axis] == (-1.0, 1.0):
+            return local
+        lo, hi = self.warp_spans[axis]
+        return local.sub_(lo).mul_(2.0 / (hi - lo)).sub_(1.0)
 
     def buffer(self, name: str, like: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
         """An output-sized scratch tensor: the same one each call when ``reuse``."""

@@ -236,6 +236,13 @@ def held_out_fits(n: int) -> int:
     return sum(1 for _ in _held_out_steps(n))
 
 
+def held_out_pairs(n: int) -> List[Tuple[int, int]]:
+    """The kept steps (before, after) of each displacement fit :func:`cross_validated_mix`
+    makes for ``n`` kept steps, in the order it makes them (so they can be fitted
+    beforehand, e.g. shared among processes, and handed in through ``fit_flow``)."""
+    return [(k0, k1) for _, _, k0, k1 in _held_out_steps(n)]
+
+
 def cross_validated_mix(data: torch.Tensor, times: Sequence[float],
                         with_flow: bool = False,
                         after_fit: Optional[Callable[[], None]] = None,
