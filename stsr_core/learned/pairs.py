@@ -21,7 +21,7 @@ that base at the target points. No reference data is involved anywhere.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -158,3 +158,11 @@ def lower_pairs(data: torch.Tensor, times: Sequence[float], base_kw: dict,
         out += build_pairs(data[:, steps], [times[i] for i in steps], base_kw, flow_options,
                            budget_s, kinds=timed)
     return out
+
+
+def residual_rms(pairs: List[Pair]) -> Dict[str, torch.Tensor]:
+    """Per group, the RMS of the pairs' residual at their targets, per variable [V]."""
+    acc: Dict[str, List[torch.Tensor]] = {}
+    for p in pairs:
+        acc.setdefault(group_of(p.kind), []).append(p.residual[:, p.mask].double())
+    return {g: torch.cat(rs, 1).pow(2).mean(1).sqrt() for g, rs in acc.items()}
