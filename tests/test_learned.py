@@ -20,7 +20,8 @@ from stsr_core.learned.pairs import Pair, build_pairs, left_out_steps
 from stsr_core.series import VolumeSeries
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = {"flow_iters": 30, "learn_steps": 30}     # short fits for tiny tests
+# short fits for tiny tests, trusting what the probe measures whatever the data's size
+TINY = {"flow_iters": 30, "learn_steps": 30, "learn_min_points": 0, "learn_min_steps": 0}
 BASE_KW = {"base_time": "auto", "flow_coarsen": 2, "flow_max_points": 32}
 FLOW = {"iters": 30, "smooth": 0.1, "coarsen": 2, "max_points": 32, "levels": 2}
 
@@ -174,6 +175,9 @@ def test_stsr_upscale_writes_the_error_arrays_unless_told_not_to(tmp_path):
         "--set", "learn_steps=20", "--set", "flow_iters=20", "--quiet")
     info = run("info", model)
     assert "learned correction" in info and "share" in info and "coverage" in info
+    # data this small: nothing it learns is trusted (the defaults), and info says why
+    assert "kept steps: the base alone (the probe's lattice has 4 points" in info
+    assert "in-between steps: the base alone (5 kept steps" in info
     run("upscale", model, "-o", str(tmp_path / "with.pvd"), "--scale", "2", "--quiet")
     run("upscale", model, "-o", str(tmp_path / "without.pvd"), "--scale", "2", "--no-error",
         "--quiet")

@@ -166,3 +166,15 @@ def residual_rms(pairs: List[Pair]) -> Dict[str, torch.Tensor]:
     for p in pairs:
         acc.setdefault(group_of(p.kind), []).append(p.residual[:, p.mask].double())
     return {g: torch.cat(rs, 1).pow(2).mean(1).sqrt() for g, rs in acc.items()}
+
+
+def probe_lattice_points(dims_xyz: Sequence[int]) -> int:
+    """Points per axis of the probe's lattice (two thinnings down), the fewest over the
+    axes that are thinned both times; 0 when no axis is."""
+    out = []
+    for n in dims_xyz:
+        n1 = (n - 1) // 2 + 1                       # the pairs' lattice
+        n2 = (n1 - 1) // 2 + 1                      # the probe's
+        if n1 >= MIN_LATTICE_POINTS and n2 >= MIN_LATTICE_POINTS:
+            out.append(n2)
+    return min(out) if out else 0

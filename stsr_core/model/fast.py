@@ -182,9 +182,32 @@ class FastNet(FieldModel):
                                       budget_s=left,
                                       max_steps=cfg.learn_steps if left is None else None,
                                       progress=part(0.35, 1.0))
+        self._trust_only_what_carries_over(trained, tuple(data.shape[-1:-4:-1]), data.shape[1])
         self.correction.load_state_dict(trained.state_dict())
         self.correction.report = trained.report
         return False if trained.report.get("stopped") == "cancelled" else None
+
+    def _trust_only_what_carries_over(self, trained, dims_xyz, n_steps: int) -> None:
+        """Shares of data too small for what one level down teaches to carry over (the
+        config's learn_min_points / learn_min_steps) are set to 0: the base alone there,
+        with the error estimate still given. Says so in learn_notes."""
+        from ..learned.pairs import probe_lattice_points
+        cfg = self.cfg
+        points = probe_lattice_points(dims_xyz)
+        if points < cfg.learn_min_points:
+            trained.share[0].zero_()
+            self.learn_notes.append(
+                f"kept steps: the base alone (the probe's lattice has {points} points per "
+                f"axis, fewer than learn_min_points = {cfg.learn_min_points}: too small "
+                "for what it learns to carry over)")
+        if n_steps < cfg.learn_min_steps:
+            trained.share[1].zero_()
+            self.learn_notes.append(
+                f"in-between steps: the base alone ({n_steps} kept steps, fewer than "
+                f"learn_min_steps = {cfg.learn_min_steps})")
+        trained.report["share_kept"] = [float(x) for x in trained.share[0]]
+        trained.report["share_between"] = [float(x) for x in trained.share[1]]
+        trained.report["notes"] = list(self.learn_notes)
 
     def regularization(self) -> torch.Tensor:
         if self.cfg.tv_weight > 0 and isinstance(getattr(self, "encoding", None), SpaceTimeGrid):
