@@ -430,6 +430,11 @@ class _VtiReader(SeriesReader):
 def _vti_time(path: str) -> Optional[float]:
     """A .vti's TimeValue with its point arrays left unread."""
     from vtkmodules.vtkIOXML import vtkXMLImageDataReader
+
+    from .vtkxml_check import check_image_file
+    if not os.path.isfile(path):
+        raise StsrError(f"file '{path}' does not exist")
+    check_image_file(path)                  # VTK crashes on some damaged files: not on these
     r = vtkXMLImageDataReader()
     r.SetFileName(path)
     r.UpdateInformation()
@@ -438,7 +443,7 @@ def _vti_time(path: str) -> Optional[float]:
     r.Update()
     fd = r.GetOutput().GetFieldData()
     a = fd.GetArray("TimeValue") if fd is not None else None
-    return None if a is None else float(a.GetTuple1(0))
+    return None if a is None or a.GetNumberOfTuples() < 1 else float(a.GetTuple1(0))
 
 
 def open_series_reader(path: str, arrays: Optional[Sequence[str]] = None) -> SeriesReader:

@@ -19,6 +19,7 @@ from ..files import apply_umask
 from ..grid import Grid
 from ..series import Frame, VolumeSeries, arrays_holding, merged_arrays, series_from_frames
 from .stream import SeriesWriter, fsync_file, make_output_folder, remove_quietly
+from .vtkxml_check import check_image_file
 
 NON_IMAGE = {".vtu": "unstructured grid", ".vtp": "polygonal data", ".vts": "structured grid",
              ".vtr": "rectilinear grid", ".vtk": "legacy VTK", ".vtm": "multiblock",
@@ -75,9 +76,10 @@ def read_vti(path: str, arrays: Optional[Sequence[str]] = None) -> Frame:
         head = fh.read(4096)
     if b"<VTKFile" not in head:
         raise StsrError(f"'{path}' is not a VTK XML file")
-    m = re.search(rb'type="(\w+)"', head)
+    m = re.search(rb'<VTKFile[^>]*?\stype="(\w+)"', head)
     if m and m.group(1) != b"ImageData":
         raise StsrError(f"'{path}' holds {m.group(1).decode()}, not ImageData: {RESAMPLE_HINT}")
+    check_image_file(path)                  # VTK crashes on some damaged files: not on these
     numpy_support, _, _, Reader, _ = _vtk()
     from vtkmodules.vtkCommonCore import vtkCommand
     reader = Reader()
@@ -103,7 +105,8 @@ def read_vti(path: str, arrays: Optional[Sequence[str]] = None) -> Frame:
         raise StsrError(f"'{path}' has no point-data arrays")
     tv = None
     fd = img.GetFieldData()
-    if fd is not None and fd.GetArray("TimeValue") is not None:
+    if fd is not None and fd.GetArray("TimeValue") is not None \
+            and fd.GetArray("TimeValue").GetNumberOfTuples() > 0:
         tv = float(fd.GetArray("TimeValue").GetTuple1(0))
     return Frame(tv, found, image_grid(img), f"in '{path}'", tuple(stored) if arrays else ())
 
