@@ -338,3 +338,112 @@ def test_a_mutated_pvd_reads_or_fails_with_one_clear_error(worker, case_root, co
         path = pvd if target == "pvd" else case.dir / "a"
         check(worker, "pvd", case, "series", path, arrays)
         check(worker, "pvd", case, "stream", path, arrays)
+
+
+# --- HDF5 ------------------------------------------------------------------------------------
+H5_DTYPES = ["f4", "f8", "f2", "i1", "i8", "u8", "?", "c8", "S4", "str", "compound"]
+h5_dataset = st.fixed_dictionaries({
+    "name": st.sampled_from(["temperature", "rho", "v", "extra"]),
+    "kind": st.sampled_from(["dataset"] * 6 + ["group", "empty", "scalar", "broken link"]),
+    "shape": st.one_of(st.just((2, 2, 3, 4)), st.just((2, 2, 3, 4, 3)),
+                       st.lists(st.integers(0, 4), max_size=6).map(tuple)),
+    "dtype": st.sampled_from(["f4"] * 6 + H5_DTYPES),
+    "fill": st.sampled_from(["smooth"] * 4 + ["nan", "inf", "huge", "zeros"]),
+    "chunked": st.booleans(),
+})
+attr_value = st.one_of(
+    st.lists(st.floats(), min_size=0, max_size=5).map(lambda v: np.asarray(v, dtype="f8")),
+    st.lists(st.integers(-2 ** 63, 2 ** 63 - 1), min_size=1, max_size=4).map(np.asarray),
+    st.lists(st.text(max_size=6), min_size=1, max_size=4),
+    st.lists(st.binary(max_size=6), min_size=1, max_size=4).map(
+        lambda v: np.asarray(v, dtype="S6")),
+    st.floats(), st.integers(-10, 10), st.text(max_size=8), st.booleans(),
+    st.just(np.zeros((2, 3))), st.just(np.asarray([1.5, 2.0])),
+    st.just(np.asarray([0.0, 0.0, 0.0])), st.just(np.asarray([1.0, 0.0, -1.0])),
+    st.just(["temperature", "rho", "v"]), st.just(["v", "nope"]),
+)
+h5_attrs = st.dictionaries(st.sampled_from(["times", "origin", "spacing", "variables"]),
+                           attr_value, max_size=4)
+
+
+def _h5_values(spec: Dict[str, Any]) -> Any:
+    shape, dtype = spec["shape"], spec["dtype"]
+    n = int(np.prod(shape)) if shape else 1
+    base = np.linspace(1.0, 2.0, max(n, 1))[:n].reshape(shape)
+    if spec["fill"] == "nan":
+        base.flat[:1] = np.nan
+    elif spec["fill"] == "inf":
+        base.flat[:1] = np.inf
+    elif spec["fill"] == "huge":
+        base = base * 1e300
+    elif spec["fill"] == "zeros":
+        base = np.zeros(shape)
+    if dtype == "str":
+        return np.asarray(base.astype(str), dtype=object)
+    if dtype == "compound":
+        out = np.zeros(shape, dtype=[("a", "f4"), ("b", "i4")])
+        out["a"] = base
+        return out
+    with np.errstate(all="ignore"):
+        return base.astype(dtype)
+
+
+def write_h5_layout(path: Path, datasets: List[Dict[str, Any]], attrs: Dict[str, Any]) -> None:
+    import h5py
+    with h5py.File(path, "w") as fh:
+        for spec in datasets:
+            name = spec["name"]
+            if name in fh:
+                continue
+            kind = spec["kind"]
+            if kind == "group":
+                fh.create_group(name).create_dataset("inner", data=np.zeros((2, 2, 2, 2), "f4"))
+            elif kind == "empty":
+                fh.create_dataset(name, data=h5py.Empty("f4"))
+            elif kind == "scalar":
+                fh.create_dataset(name, data=np.float32(1.0))
+            elif kind == "broken link":
+                fh[name] = h5py.SoftLink("/nowhere")
+            else:
+                values = _h5_values(spec)
+                dtype = h5py.string_dtype() if spec["dtype"] == "str" else values.dtype
+                chunks = True if spec["chunked"] and values.ndim and values.size else None
+                fh.create_dataset(name, data=values, dtype=dtype, chunks=chunks)
+        for k, v in attrs.items():
+            try:
+                fh.attrs[k] = v
+            except (TypeError, ValueError):       # h5py cannot store it: no such file
+                pass
+
+
+def _ds(name: str = "temperature", kind: str = "dataset", shape: tuple = (2, 2, 3, 4),
+        dtype: str = "f4") -> Dict[str, Any]:
+    return {"name": name, "kind": kind, "shape": shape, "dtype": dtype, "fill": "smooth",
+            "chunked": False}
+
+
+@settings(max_examples=cases(400))
+# found by this test: a 'variables' attribute that is not a list, a dataset of records, times
+# or origin that are not numbers, one time too many, an empty dataset, a zero spacing,
+# a volume with no points
+@example(datasets=[_ds()], attrs={"variables": True}, data=[], damage=1, arrays=None)
+@example(datasets=[_ds(dtype="compound")], attrs={}, data=[], damage=1, arrays=None)
+@example(datasets=[_ds()], attrs={"times": ["a", "b"]}, data=[], damage=1, arrays=None)
+@example(datasets=[_ds()], attrs={"origin": np.asarray([b"", b"x"], dtype="S6")}, data=[],
+         damage=1, arrays=None)
+@example(datasets=[_ds()], attrs={"times": np.asarray([1.0, 2.0, 3.0])}, data=[], damage=1,
+         arrays=None)
+@example(datasets=[_ds(kind="empty")], attrs={}, data=[], damage=1, arrays=None)
+@example(datasets=[_ds()], attrs={"spacing": np.zeros(3)}, data=[], damage=1, arrays=None)
+@example(datasets=[_ds(shape=(1, 0, 0, 0))], attrs={}, data=[], damage=1, arrays=None)
+@given(datasets=st.lists(h5_dataset, max_size=3), attrs=h5_attrs, data=byte_edits,
+       damage=st.integers(0, 3), arrays=ARRAY_CHOICES)
+def test_an_hdf5_file_of_any_layout_reads_or_fails_with_one_clear_error(
+        worker, case_root, datasets, attrs, data, damage, arrays):
+    with Case(case_root) as case:
+        path = case.dir / "series.h5"
+        write_h5_layout(path, datasets, attrs)
+        if damage == 0:                          # a quarter of the files also damaged
+            path.write_bytes(apply_bytes(path.read_bytes(), data))
+        check(worker, "h5", case, "series", path, arrays)
+        check(worker, "h5", case, "stream", path, arrays)
