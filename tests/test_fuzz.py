@@ -447,3 +447,84 @@ def test_an_hdf5_file_of_any_layout_reads_or_fails_with_one_clear_error(
             path.write_bytes(apply_bytes(path.read_bytes(), data))
         check(worker, "h5", case, "series", path, arrays)
         check(worker, "h5", case, "stream", path, arrays)
+
+
+# --- raw + JSON ------------------------------------------------------------------------------
+GOOD_RAW = {"dims": [4, 3, 2], "variables": ["temperature", "rho"], "times": [0.0, 1.0],
+            "pattern": "{variable}/{variable}-{index:04d}.raw", "index_start": 1,
+            "origin": [0, 0, 0], "spacing": [1, 1, 1]}
+json_value = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 10 ** 12) | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner,
+                                                                max_size=3),
+    max_leaves=8)
+ODD_JSON = {
+    "dims": [[4, 3], [4, 3, 2, 1], [0, 3, 2], [-4, 3, 2], [4.5, 3, 2], ["4", "3", "2"],
+             [10 ** 6, 10 ** 6, 10 ** 6], [1, 1, 1], "432", {"x": 4}],
+    "variables": [[], ["temperature"], ["temperature", "temperature"], ["nope"], "rho",
+                  [1, 2], [["a"]], ["../../etc/passwd"], ["{index}"]],
+    "times": [[], [0.0], [1.0, 0.0], [0.0, 0.0], [0.0, float("nan")], ["a", "b"], 2,
+              [0.0, 1.0, 2.0], [[0.0], [1.0]]],
+    "n_times": [2, 0, -1, "2", 2.5, 10 ** 9],
+    "pattern": ["{variable}-{index}.raw", "{t}/{variable}.raw", "{foo}", "{0}", "{",
+                "{index:s}", "{variable:d}", "{index:04d", "{variable.real}",
+                "{variable[0]}", "/dev/zero", "../{variable}.raw", "", "{variable}"],
+    "index_start": [0, -1, "1", 1.5, None, 10 ** 30],
+    "origin": [[0, 0], [0, 0, "a"], [None, 0, 0], "000", [float("inf"), 0, 0]],
+    "spacing": [[0, 1, 1], [-1, 1, 1], [1, 1], ["a", 1, 1], [float("nan"), 1, 1]],
+    "components": [{"v": ["temperature", "rho"]}, {"v": ["x"]}, {"v": "rho"}, [], "v",
+                   {"v": [1, 2]}],
+}
+raw_edit = st.one_of(
+    st.tuples(st.just("drop"), st.sampled_from(sorted(GOOD_RAW))),
+    st.sampled_from(sorted(ODD_JSON)).flatmap(
+        lambda k: st.tuples(st.just("set"), st.just(k), st.sampled_from(ODD_JSON[k]))),
+    st.tuples(st.just("set"), st.sampled_from(sorted(ODD_JSON)), json_value),
+)
+
+
+def _raw_case(*edits: Edit) -> Dict[str, Any]:
+    return dict(edits=list(edits), sizes=[0, 0, 0, 0], text=[], damage=1, arrays=None)
+
+
+@settings(max_examples=cases(400))
+# found by this test: keys of the wrong type (components, index_start, origin, times,
+# variables, n_times), a pattern that cannot be formatted, a huge n_times (memory), no
+# variables, negative dims (an error that did not name the file)
+@example(**_raw_case(("set", "components", None)))
+@example(**_raw_case(("set", "index_start", None)))
+@example(**_raw_case(("set", "origin", [None, 0, 0])))
+@example(**_raw_case(("set", "times", ["a", "b"])))
+@example(**_raw_case(("set", "variables", True)))
+@example(**_raw_case(("drop", "times"), ("set", "n_times", {"a": 1})))
+@example(**_raw_case(("set", "pattern", "{index:s}")))
+@example(**_raw_case(("drop", "times"), ("set", "n_times", 10 ** 12)))
+@example(**_raw_case(("set", "variables", [])))
+@example(**_raw_case(("set", "dims", [-4, 3, 2])))
+@example(**_raw_case(("set", "pattern", "/dev/zero")))
+@given(edits=st.lists(raw_edit, max_size=3), sizes=st.lists(st.integers(-8, 8), min_size=4,
+                                                            max_size=4),
+       text=byte_edits, damage=st.integers(0, 4), arrays=ARRAY_CHOICES)
+def test_a_raw_series_with_any_json_reads_or_fails_with_one_clear_error(
+        worker, case_root, edits, sizes, text, damage, arrays):
+    desc: Dict[str, Any] = dict(GOOD_RAW)
+    for e in edits:
+        if e[0] == "drop":
+            desc.pop(e[1], None)
+        else:
+            desc[e[1]] = e[2]
+    with Case(case_root) as case:
+        k = 0
+        for n in GOOD_RAW["variables"]:             # the files of the valid description
+            (case.dir / n).mkdir()
+            for i in (1, 2):
+                values = np.linspace(0, 1, 24, dtype="<f4").tobytes()
+                cut = sizes[k] if sizes[k] % 4 else 0       # most files the right size
+                values = values[:len(values) + cut] if cut < 0 else values + b"\0" * cut
+                (case.dir / n / f"{n}-{i:04d}.raw").write_bytes(values)
+                k += 1
+        path = case.dir / "series.json"
+        body = json.dumps(desc).encode()
+        path.write_bytes(apply_bytes(body, text) if damage == 0 else body)
+        check(worker, "raw", case, "series", path, arrays)
+        check(worker, "raw", case, "stream", path, arrays)
