@@ -147,8 +147,8 @@ def load_model(path: str, device: str = "auto", data: Optional[bytes] = None
         tcfg = train_config_from_dict(payload["train_config"])
         model = build_model(mcfg, _spec(info))
         model.load_state_dict(payload["state_dict"])
-    except StsrError:
-        raise
+    except StsrError as exc:          # e.g. a grid of its info that is not one
+        raise StsrError(f"model file '{path}' is inconsistent: {exc}") from None
     except Exception as exc:
         raise StsrError(f"model file '{path}' is inconsistent: {type(exc).__name__}: "
                         f"{str(exc).splitlines()[0]}") from None

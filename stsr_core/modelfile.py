@@ -99,6 +99,17 @@ def read(path: str, data: Optional[bytes] = None) -> Dict[str, Any]:
     for key in ("model_config", "train_config", "state_dict", "info"):
         if key not in payload:
             raise StsrError(f"model file '{path}' is incomplete: no '{key}'")
+        if not isinstance(payload[key], dict):
+            raise StsrError(f"model file '{path}' is inconsistent: its '{key}' is a "
+                            f"{type(payload[key]).__name__}, not a table")
+    if not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+               for k, v in payload["state_dict"].items()):
+        raise StsrError(f"model file '{path}' is inconsistent: its weights are not all "
+                        "named tensors")
+    step = payload.get("step", 0)
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise StsrError(f"model file '{path}' is inconsistent: its step count is {step!r}, "
+                        "not a whole number")
     if "checksum" in payload and payload["checksum"] != checksum(payload):
         raise StsrError(f"model file '{path}' is damaged: its contents do not match the "
                         "checksum written with them (changed or corrupted since it was "

@@ -248,6 +248,13 @@ ARRAY_CHOICES = st.sampled_from([None, None, None, ["temperature"], ["v"], ["v_1
 
 
 # --- the valid files the mutations start from ------------------------------------------------
+class Files(dict):
+    """Name -> bytes, shown by name only when Hypothesis reports a failing case."""
+
+    def __repr__(self) -> str:
+        return f"<files {sorted(self)}>"
+
+
 def vector_series(nt: int = 2):
     s = smooth_series(nx=4, ny=3, nz=2, nt=nt)
     s.variables["v_0"] = s.variables["rho"] * 2
@@ -274,7 +281,7 @@ def _vtk_mode_file(path: Path, mode: str) -> None:
 def corpus(tmp_path_factory) -> Dict[str, bytes]:
     """Name -> bytes of the valid files the cases start from."""
     d = tmp_path_factory.mktemp("corpus")
-    out: Dict[str, bytes] = {}
+    out = Files()
     one = vector_series(nt=1)
     for comp in ("zlib", "none", "lz4"):
         write_series(one, str(d / f"{comp}.vti"), compression=comp)
@@ -528,3 +535,130 @@ def test_a_raw_series_with_any_json_reads_or_fails_with_one_clear_error(
         path.write_bytes(apply_bytes(body, text) if damage == 0 else body)
         check(worker, "raw", case, "series", path, arrays)
         check(worker, "raw", case, "stream", path, arrays)
+
+
+# --- model files -----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> Dict[str, bytes]:
+    """Valid model files of each preset, of another variable set, and of the older format
+    version this stsr still reads (tests/data/fast_v3.stsr)."""
+    from stsr_core import api
+    d = tmp_path_factory.mktemp("models")
+    s = smooth_series(nx=5, ny=4, nz=3, nt=3)
+    quick = {"flow_iters": 5}
+    made = {
+        "fast": api.fit(s, "fast", steps=1, device="cpu", model_overrides=quick),
+        "fast-network": api.fit(s, "fast", steps=1, device="cpu",
+                                model_overrides=dict(quick, network=True, width=8,
+                                                     latent_dim=4)),
+        "siren": api.fit(s, "siren", steps=1, device="cpu"),
+        "fast-one-variable": api.fit(s.select(["rho"]), "fast", steps=1, device="cpu",
+                                     model_overrides=quick),
+    }
+    out = Files()
+    for name, tm in made.items():
+        api.save_model(tm, str(d / f"{name}.stsr"), with_optimizer=False)
+        out[name] = (d / f"{name}.stsr").read_bytes()
+    out["fast-v3"] = (ROOT / "tests" / "data" / "fast_v3.stsr").read_bytes()
+    return out
+
+
+MODEL_BASES = ["fast", "fast-network", "siren", "fast-one-variable", "fast-v3"]
+PAYLOAD_KEYS = ["format", "version", "model_config", "train_config", "state_dict", "info",
+                "step", "checksum"]
+INFO_KEYS = ["variables", "components", "stats", "dims", "origin", "spacing", "times",
+             "heads", "preset", "history"]
+ODD_PAYLOAD = st.one_of(json_value, st.sampled_from(
+    [1, 2, 3, 4, 5, -1, "4", 4.0, None, [], {}, "stsr-inr-model", "stsr-inr-resume",
+     ["rho"], ["rho", "rho"], ["a", "b", "c"], [5, 4, 3], [5, 4], [0, 4, 3], [1e9, 4, 3],
+     [1.5, 2.0, 2.5], [2.5, 2.0, 1.5], [float("nan")] * 3, [0.5, 0.25], [0, 0, 0],
+     {"kind": "siren"}, {"kind": "stsr"}, {"kind": "nope"}, {"kind": "fast", "width": -1}]))
+payload_edit = st.one_of(
+    st.tuples(st.just("set"), st.sampled_from(PAYLOAD_KEYS), ODD_PAYLOAD),
+    st.tuples(st.just("drop"), st.sampled_from(PAYLOAD_KEYS)),
+    st.tuples(st.just("info"), st.sampled_from(INFO_KEYS), ODD_PAYLOAD),
+    st.tuples(st.just("drop info"), st.sampled_from(INFO_KEYS)),
+    st.tuples(st.just("config"), st.sampled_from(["model_config", "train_config"]),
+              st.sampled_from(["kind", "width", "heads", "latent_dim", "base", "base_time",
+                               "network", "encoding", "levels", "lr", "omega_first",
+                               "trunk_widths", "bogus"]), ODD_PAYLOAD),
+    st.tuples(st.just("tensor"), st.floats(0, 1, exclude_max=True),
+              st.sampled_from(["drop", "shape", "dtype", "nan", "empty", "scalar"])),
+    st.tuples(st.just("swap"), st.sampled_from(MODEL_BASES)),
+)
+
+
+def edit_payload(payload: Dict[str, Any], edits: Sequence[Edit],
+                 other: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
+    """Structured edits of a model payload (a crafted or half-migrated file)."""
+    import torch
+    for e in edits:
+        if e[0] == "set":
+            payload[e[1]] = e[2]
+        elif e[0] == "drop":
+            payload.pop(e[1], None)
+        elif e[0] in ("info", "drop info") and isinstance(payload.get("info"), dict):
+            if e[0] == "info":
+                payload["info"][e[1]] = e[2]
+            else:
+                payload["info"].pop(e[1], None)
+        elif e[0] == "config" and isinstance(payload.get(e[1]), dict):
+            payload[e[1]][e[2]] = e[3]
+        elif e[0] == "swap":                        # a part of another valid model
+            part = ["state_dict", "info", "model_config"][int(len(payload)) % 3]
+            payload[part] = other[e[1]][part]
+        elif e[0] == "tensor" and isinstance(payload.get("state_dict"), dict) \
+                and payload["state_dict"]:
+            names = sorted(payload["state_dict"])
+            name = names[min(int(e[1] * len(names)), len(names) - 1)]
+            t = payload["state_dict"][name]
+            if e[2] == "drop":
+                del payload["state_dict"][name]
+            elif e[2] == "shape":
+                payload["state_dict"][name] = torch.zeros(t.numel() + 1)
+            elif e[2] == "dtype":
+                payload["state_dict"][name] = t.to(torch.float64 if t.is_floating_point()
+                                                   else torch.float32)
+            elif e[2] == "nan" and t.is_floating_point() and t.numel():
+                payload["state_dict"][name] = torch.full_like(t, float("nan"))
+            elif e[2] == "empty":
+                payload["state_dict"][name] = torch.zeros(0)
+            elif e[2] == "scalar":
+                payload["state_dict"][name] = torch.tensor(1.0)
+    return payload
+
+
+@settings(max_examples=cases(300))
+# found by this test: a step count that is not a number, weights that are not a table, a
+# grid that is not one (its error did not name the file)
+@example(base="fast", edits=[("set", "step", [1.5, 2.0])], rechecksum=1, data=[], damage=1)
+@example(base="fast", edits=[("set", "state_dict", [1, 2])], rechecksum=0, data=[], damage=1)
+@example(base="fast", edits=[("info", "dims", [])], rechecksum=1, data=[], damage=1)
+@given(base=st.sampled_from(MODEL_BASES), edits=st.lists(payload_edit, max_size=3),
+       rechecksum=st.integers(0, 4), data=byte_edits, damage=st.integers(0, 3))
+def test_a_damaged_or_crafted_model_file_loads_or_fails_with_one_clear_error(
+        worker, case_root, models, base, edits, rechecksum, data, damage):
+    import io
+
+    import torch
+
+    from stsr_core import modelfile
+    raw = models[base]
+    if edits:
+        def load(b: bytes) -> Dict[str, Any]:
+            return torch.load(io.BytesIO(b), weights_only=True)
+        payload = edit_payload(load(raw), edits, {k: load(v) for k, v in models.items()})
+        if rechecksum:                  # mostly a consistent file: the checksum matches
+            try:
+                payload["checksum"] = modelfile.checksum(payload)
+            except Exception:  # noqa: BLE001 - too broken to checksum: written without
+                payload.pop("checksum", None)
+        buf = io.BytesIO()
+        torch.save(payload, buf)
+        raw = buf.getvalue()
+    if damage == 0:
+        raw = apply_bytes(raw, data)
+    with Case(case_root) as case:
+        path = case.dir / "model.stsr"
+        path.write_bytes(raw)
+        check(worker, "model", case, "model", path)
