@@ -407,7 +407,8 @@ class _VtiReader(SeriesReader):
         from .vti import read_vti
         first = read_vti(files[0], arrays)          # VTK reads only the asked arrays' data
         self.arrays = arrays
-        self.keep = keep_arrays(list(first.arrays), arrays, files[0])
+        # every array the file holds (read or not) names the choices in an error
+        self.keep = keep_arrays(list(first.stored or first.arrays), arrays, files[0])
         self.files = files
         variables, comps = _split({n: first.arrays[n] for n in self.keep})
         super().__init__(path, first.grid, times, list(variables), comps)
