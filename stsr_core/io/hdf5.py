@@ -192,12 +192,8 @@ class H5Writer(SeriesWriter):
             raise
 
     def _write(self, i: int, arrays: Dict[str, np.ndarray]) -> None:
-        try:
-            for n in self.merged:
-                self.fh[n][i] = arrays[n]                          # [Z, Y, X(, C)]
-        except OSError as exc:
-            raise StsrError(f"could not write step {i} to '{self.tmp}' (for '{self.path}'): "
-                            f"{exc}") from None
+        for n in self.merged:                 # an OSError (disk full): SeriesWriter says
+            self.fh[n][i] = arrays[n]                              # [Z, Y, X(, C)]
 
     def _finish(self) -> List[str]:
         self.fh.close()

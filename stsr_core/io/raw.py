@@ -185,9 +185,9 @@ class RawWriter(SeriesWriter):
                 os.makedirs(os.path.dirname(f), exist_ok=True)
                 arrays[n].astype("<f4", copy=False).tofile(f)       # [Z, Y, X], x fastest
                 fsync_file(f)
-            except OSError as exc:
+            except BaseException:      # an OSError (disk full): SeriesWriter says
                 remove_quietly(f)
-                raise StsrError(f"could not write '{f}': {exc.strerror}") from None
+                raise
 
     def _finish(self) -> List[str]:
         written = []

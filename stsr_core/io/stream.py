@@ -24,6 +24,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..errors import StsrError
+from ..files import write_error
 from ..grid import Grid
 from ..series import merge_components, split_components
 
@@ -179,6 +180,10 @@ class SeriesWriter:
     def _discard(self) -> None:
         raise NotImplementedError
 
+    def kept(self) -> str:
+        """What a failed write leaves (for its error message)."""
+        return "an output that was there before is unchanged and no partial file is left"
+
     # --- the interface -------------------------------------------------------------------------
     @property
     def n_times(self) -> int:
@@ -208,8 +213,11 @@ class SeriesWriter:
                 raise StsrError(f"'{self.path}': array '{n}' of step {i} has shape {a.shape}; "
                                 f"the grid {self.grid.text()} needs [Z, Y, X] = {shape}")
             step[n] = np.ascontiguousarray(a, dtype=np.float32)    # [Z, Y, X]
-        self._write(i, merge_components(step, self.variables, self.components)
-                    if self.merge else step)
+        try:
+            self._write(i, merge_components(step, self.variables, self.components)
+                        if self.merge else step)
+        except OSError as exc:      # a full disk: the temporary file is gone already
+            raise write_error(f"step {i} of '{self.path}'", exc, self.kept()) from None
         self.done.append(i)
 
     def close(self) -> List[str]:
@@ -227,7 +235,13 @@ class SeriesWriter:
             raise StsrError(f"'{self.path}': steps {missing[:10]}{more} of {self.n_times} were "
                             "not written; output incomplete (see docs/formats.md for what is "
                             "kept)")
-        self.files = self._finish()
+        try:
+            self.files = self._finish()
+        except BaseException as exc:
+            self.abort()
+            if isinstance(exc, OSError):
+                raise write_error(f"'{self.path}'", exc, self.kept()) from None
+            raise
         self.state = "closed"
         return list(self.files)
 

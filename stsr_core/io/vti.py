@@ -6,6 +6,7 @@ Debian), so what is written opens in ParaView and what ParaView writes is read h
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 import re
 import tempfile
@@ -236,8 +237,20 @@ def write_image(img, path: str, compression: str = "zlib") -> None:
     else:
         raise StsrError(f"cannot write '{path}': unknown .vti compression '{compression}' "
                         "(none, zlib, lz4)")
-    if not w.Write():
-        raise StsrError(f"could not write '{path}' (disk full or not writable?)")
+    from vtkmodules.vtkCommonCore import vtkCommand
+    from vtkmodules.vtkCommonMisc import vtkErrorCode
+    errors: List[str] = []        # observed, VTK's multi-line messages are not printed
+    for obj in (w, w.GetExecutive()):
+        obj.AddObserver(vtkCommand.ErrorEvent, lambda o, e: errors.append(e))
+    ok = w.Write()
+    code = w.GetErrorCode()       # a full disk: Write() returns 1 but sets the errno here
+    if code == vtkErrorCode.OutOfDiskSpaceError:
+        code = errno.ENOSPC
+    if 0 < code < vtkErrorCode.FileNotFoundError:          # a system errno
+        raise OSError(code, os.strerror(code), path)        # SeriesWriter says what is kept
+    if not ok or code or errors:
+        raise StsrError(f"could not write '{path}' ("
+                        f"{vtkErrorCode.GetStringFromErrorCode(code) if code else 'VTK failed'})")
 
 
 def _replace_with(tmp: str, path: str) -> None:
@@ -326,15 +339,20 @@ class PvdWriter(SeriesWriter):
     def _write(self, i: int, arrays: Dict[str, np.ndarray]) -> None:
         name = self._name(i)
         tmp = os.path.join(self.dir, f".{name}.tmp")
+        final = os.path.join(self.dir, name)
         try:
             write_image(image_from_arrays(self.grid, arrays, float(self.times[i])), tmp,
                         self.compression)
-            _replace_with(tmp, os.path.join(self.dir, name))
+            _replace_with(tmp, final)
         except BaseException:
             remove_quietly(tmp)
             raise
         if not self.replacing and self._lists_steps():
-            self._write_pvd(sorted(self.done + [i]))
+            try:
+                self._write_pvd(sorted(self.done + [i]))
+            except BaseException:     # the .pvd still lists the steps before: so does OUT/
+                remove_quietly(final)
+                raise
 
     def _lists_steps(self) -> bool:
         """Whether this writer writes the .pvd (a group's: rank 0 alone)."""
@@ -344,6 +362,12 @@ class PvdWriter(SeriesWriter):
         return distributed.is_main()
 
     def _write_pvd(self, steps: Sequence[int]) -> None:
+        """Rewrite the .pvd listing ``steps``: a temporary file renamed over it."""
+        os.replace(self._pvd_written(steps), self.path)
+
+    def _pvd_written(self, steps: Sequence[int]) -> str:
+        """A hidden temporary .pvd listing ``steps``, on the disk, to be renamed over the
+        .pvd (a full disk fails here, before anything the user has is changed)."""
         lines = ['<?xml version="1.0"?>',
                  '<VTKFile type="Collection" version="0.1" byte_order="LittleEndian">',
                  "  <Collection>"]
@@ -356,10 +380,10 @@ class PvdWriter(SeriesWriter):
                 fh.write("\n".join(lines))
                 fh.flush()
                 os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
         except BaseException:
             remove_quietly(tmp)
             raise
+        return tmp
 
     def _finish(self) -> List[str]:
         if self.group:                 # every process's steps are complete before the list
@@ -383,15 +407,23 @@ class PvdWriter(SeriesWriter):
 
     def _finish_alone(self) -> List[str]:
         if self.replacing:
-            # every file in OUT/ is complete at every moment; the old folder is moved aside
-            # before the new one takes its name, then the .pvd is replaced
+            # every file in OUT/ is complete at every moment; the new .pvd is written first
+            # (what can fail for a full disk), then the old folder is moved aside before the
+            # new one takes its name, then the .pvd is renamed into place
+            pvd = self._pvd_written(range(self.n_times))
             trash = None
-            if os.path.lexists(self.data_dir):
-                trash = tempfile.mkdtemp(prefix=f".{self.stem}-old-", dir=self.folder)
-                os.replace(self.data_dir, os.path.join(trash, "data"))
+            try:
+                if os.path.lexists(self.data_dir):
+                    trash = tempfile.mkdtemp(prefix=f".{self.stem}-old-", dir=self.folder)
+                    os.replace(self.data_dir, os.path.join(trash, "data"))
+            except BaseException:
+                remove_quietly(pvd)
+                if trash is not None:
+                    remove_quietly(trash)
+                raise
             os.replace(self.dir, self.data_dir)
             self.dir = self.data_dir
-            self._write_pvd(range(self.n_times))
+            os.replace(pvd, self.path)
             if trash is not None:
                 remove_quietly(trash)
         return [self.path] + [os.path.join(self.data_dir, self._name(i))
