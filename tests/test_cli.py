@@ -227,16 +227,21 @@ def test_a_second_fit_to_the_same_model_file_is_refused_while_the_first_runs(wor
         assert r.returncode == 2 and f"another stsr fit (process {first.pid}) is writing" \
             in r.stderr, r.stderr
     finally:
-        first.send_signal(signal.SIGINT)
-        first.communicate(timeout=60)
-    assert first.returncode == 130
+        first.send_signal(signal.SIGINT)                  # Ctrl-C: as SIGTERM, exit 130
+        _, err = first.communicate(timeout=60)
+    assert first.returncode == 130 and "stsr: interrupted; the model file holds the last " \
+        "checkpoint" in err, err
+    from stsr_core import api
+    assert api.load_model(str(model), device="cpu").info.history["stopped"] == "checkpoint"
+    assert not os.path.exists(str(model) + ".lock")
     # the first is gone: a new fit may replace its result
     r = run("fit", str(workdir / "coarse.pvd"), "-o", str(model), "--quiet", "--overwrite",
             "--max-minutes", "0.1")
     assert r.returncode == 0, r.stderr
 
 
-def test_sigterm_during_upscale_leaves_only_complete_steps(workdir, tmp_path):
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_a_signal_during_upscale_leaves_only_complete_steps(workdir, tmp_path, sig):
     import signal
     import time
     model = tmp_path / "m.stsr"
@@ -250,9 +255,10 @@ def test_sigterm_during_upscale_leaves_only_complete_steps(workdir, tmp_path):
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     time.sleep(8)
     assert proc.poll() is None, proc.stderr.read()
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(getattr(signal, sig))
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 143 and "only complete steps" in err, err
+    assert proc.returncode == {"SIGTERM": 143, "SIGINT": 130}[sig] and "only complete steps" \
+        in err, err
     left = sorted(os.listdir(out.parent))
     assert not [f for f in left if f.startswith(".")], left          # no partial file
     if out.exists():                   # some steps were complete: those, readable
