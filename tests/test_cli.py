@@ -240,6 +240,18 @@ def test_a_second_fit_to_the_same_model_file_is_refused_while_the_first_runs(wor
     assert r.returncode == 0, r.stderr
 
 
+def test_a_lock_left_by_a_fit_that_is_gone_is_taken_over(workdir, tmp_path):
+    """A fit killed with -9 leaves MODEL.lock behind: the next fit takes it, and frees it."""
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    model = tmp_path / "m.stsr"
+    (tmp_path / "m.stsr.lock").write_text(str(dead.pid))
+    r = run("fit", str(workdir / "coarse.pvd"), "-o", str(model), "--quiet", "--max-minutes",
+            "0.1")
+    assert r.returncode == 0, r.stderr
+    assert os.listdir(tmp_path) == ["m.stsr"]
+
+
 @pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
 def test_a_signal_during_upscale_leaves_only_complete_steps(workdir, tmp_path, sig):
     import signal

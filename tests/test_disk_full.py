@@ -32,6 +32,11 @@ def stsr(*args, fsyncs=None, cwd=None):
                           cwd=cwd, env=env, timeout=300)
 
 
+def snapshot(folder: Path):
+    """Every file under ``folder`` and its bytes (the user's input must stay as it was)."""
+    return {p: p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
 def one_line_error(r, *words):
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     last = r.stderr.strip().splitlines()[-1]
@@ -57,13 +62,14 @@ def data(tmp_path_factory):
 def test_a_disk_full_while_fit_saves_keeps_the_previous_model(data, tmp_path):
     model = tmp_path / "m.stsr"
     shutil.copy(data / "model.stsr", model)
-    before = model.read_bytes()
+    before, given = model.read_bytes(), snapshot(data)
     r = stsr("fit", data / "coarse.pvd", "-o", model, "--overwrite", "--quiet", *QUICK,
              "--set", "base_time=linear", fsyncs=0)
     one_line_error(r, f"cannot write '{model}': the disk is full",
                    "it keeps its previous contents and no partial file is left")
     assert model.read_bytes() == before and os.listdir(tmp_path) == ["m.stsr"]
     assert api.load_model(str(model)).model_config.base_time == "auto"   # the old one
+    assert snapshot(data) == given                                      # the input too
 
 
 @pytest.mark.parametrize("previous", [True, False], ids=["replacing", "new"])
