@@ -376,6 +376,14 @@ class SeriesReader:
         self.times = np.asarray(times, dtype=np.float64)
         self.variables = variables
         self.components = components
+        t = self.times        # what VolumeSeries.validate promises of a whole series
+        if t.ndim != 1 or t.size < 1 or not np.all(np.isfinite(t)) or np.any(np.diff(t) <= 0):
+            raise StsrError(f"'{path}': time values must be finite and strictly increasing, "
+                            f"got {t.reshape(-1).tolist()[:10]}")
+        if not all(np.isfinite(v) and v > 0 for v in grid.spacing) or \
+                not all(np.isfinite(v) for v in grid.origin):
+            raise StsrError(f"'{path}': the grid needs a finite origin and positive spacing, "
+                            f"got origin {grid.origin}, spacing {grid.spacing}")
 
     @property
     def n_times(self) -> int:

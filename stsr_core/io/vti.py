@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import math
 import os
 import re
 import tempfile
@@ -138,7 +139,9 @@ def pvd_steps(path: str) -> List[Tuple[float, str]]:
         try:
             t = float(ds.get("timestep", len(entries)))
         except ValueError:
-            raise StsrError(f"'{path}': timestep '{ds.get('timestep')}' is not a number") from None
+            t = float("nan")
+        if not math.isfinite(t):
+            raise StsrError(f"'{path}': timestep '{ds.get('timestep')}' is not a finite number")
         entries.append((t, os.path.join(os.path.dirname(os.path.abspath(path)), f)))
     if not entries:
         raise StsrError(f"'{path}' lists no datasets")
