@@ -68,11 +68,19 @@ class ModelInfo:
     @staticmethod
     def from_dict(d: Dict[str, Any]) -> "ModelInfo":
         names = list(d["variables"])
+        grid = Grid(d["dims"], d["origin"], d["spacing"])
+        times = [float(t) for t in d["times"]]
+        if not times or not all(math.isfinite(t) for t in times) \
+                or any(b <= a for a, b in zip(times, times[1:])):
+            raise StsrError(f"its times {times[:10]} are not finite and increasing")
+        if not all(math.isfinite(v) and v > 0 for v in grid.spacing) \
+                or not all(math.isfinite(v) for v in grid.origin):
+            raise StsrError(f"its grid (origin {grid.origin}, spacing {grid.spacing}) needs a "
+                            "finite origin and positive spacing")
         return ModelInfo(variables=names, components={k: list(v) for k, v in
                                                       d["components"].items()},
-                         stats=stats_from_lists(d["stats"], names),
-                         grid=Grid(d["dims"], d["origin"], d["spacing"]),
-                         times=[float(t) for t in d["times"]], heads=int(d["heads"]),
+                         stats=stats_from_lists(d["stats"], names), grid=grid,
+                         times=times, heads=int(d["heads"]),
                          preset=str(d.get("preset", "")), history=dict(d.get("history", {})),
                          metadata=dict(d.get("metadata", {})))
 
