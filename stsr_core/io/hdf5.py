@@ -58,6 +58,8 @@ def _volume_shape(fh, n: str, path: str) -> tuple:
                         "[T, Z, Y, X] or [T, Z, Y, X, C]")
     if ds.dtype.kind not in "biuf":
         raise StsrError(f"dataset '{n}' in '{path}' holds {ds.dtype}, not real numbers")
+    if 0 in ds.shape:
+        raise StsrError(f"dataset '{n}' in '{path}' has shape {ds.shape}: no values")
     return tuple(int(v) for v in ds.shape)
 
 
