@@ -138,6 +138,11 @@ def read(path: str, data: Optional[bytes] = None) -> Dict[str, Any]:
                for k, v in payload["state_dict"].items()):
         raise StsrError(f"model file '{path}' is inconsistent: its weights are not all "
                         "named tensors")
+    bad = [k for k, t in payload["state_dict"].items()
+           if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:                   # a diverged fit is never saved: this file was made otherwise
+        raise StsrError(f"model file '{path}' is inconsistent: its weights {bad[:3]} hold "
+                        "NaN/Inf values")
     step = payload.get("step", 0)
     if isinstance(step, bool) or not isinstance(step, int) or step < 0:
         raise StsrError(f"model file '{path}' is inconsistent: its step count is {step!r}, "
