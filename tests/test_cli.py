@@ -189,6 +189,14 @@ def test_the_default_fit_is_the_base_alone_and_info_says_so(workdir, tmp_path):
     assert "the spline base alone" in r.stdout and "nothing to train" in r.stdout, r.stdout
 
 
+def _default_sigint() -> None:
+    """In a child that the test signals: SIGINT as a terminal's Ctrl-C delivers it. A test
+    run started in the background inherits SIGINT ignored, and so would `stsr` (as a
+    background job should), which then never sees the test's SIGINT."""
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _started_fit(data, model, *extra):
     """A real `stsr fit` of the network preset, long enough to be interrupted."""
     import time
@@ -196,7 +204,7 @@ def _started_fit(data, model, *extra):
     proc = subprocess.Popen([STSR, "fit", str(data), "-o", str(model), "--max-minutes", "5",
                              "--device", "cpu", "--quiet", *WITH_NETWORK, *extra],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, preexec_fn=_default_sigint)
     time.sleep(12)            # past the fit to the data (a few seconds here): training
     assert proc.poll() is None, proc.stderr.read()
     return proc
@@ -264,7 +272,8 @@ def test_a_signal_during_upscale_leaves_only_complete_steps(workdir, tmp_path, s
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.Popen([STSR, "upscale", str(model), "-o", str(out), "--dims", "200",
                              "200", "200", "--time-scale", "8", "--quiet"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_default_sigint)
     time.sleep(8)
     assert proc.poll() is None, proc.stderr.read()
     proc.send_signal(getattr(signal, sig))
