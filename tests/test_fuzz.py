@@ -449,6 +449,8 @@ def _ds(name: str = "temperature", kind: str = "dataset", shape: tuple = (2, 2, 
 @example(datasets=[_ds(shape=(1, 0, 0, 0))], attrs={}, data=[], damage=1, arrays=None)
 # (make fuzz) a vector of no components (StopIteration)
 @example(datasets=[_ds(shape=(2, 2, 3, 4, 0))], attrs={}, data=[], damage=1, arrays=None)
+# (make fuzz) a damaged file on which h5py raises TypeError ("Not a group")
+@example(datasets=[], attrs={}, data=[("repeat", 0.109375, 20)], damage=0, arrays=None)
 @given(datasets=st.lists(h5_dataset, max_size=3), attrs=h5_attrs, data=byte_edits,
        damage=st.integers(0, 3), arrays=ARRAY_CHOICES)
 def test_an_hdf5_file_of_any_layout_reads_or_fails_with_one_clear_error(

@@ -96,8 +96,9 @@ def _grid_attributes(fh, path: str, n_times: int) -> tuple:
     return times, tuple(origin.tolist()), tuple(spacing.tolist())
 
 
-# what h5py raises for a damaged file's structure (beyond the header _open checks)
-H5_ERRORS = (OSError, KeyError, RuntimeError)
+# what h5py raises for a damaged file's structure (beyond the header _open checks), e.g.
+# TypeError "Not a group" for a damaged group; the readers' own checks come first
+H5_ERRORS = (OSError, KeyError, RuntimeError, TypeError, ValueError)
 
 
 def read_h5(path: str, arrays: Optional[Sequence[str]] = None) -> VolumeSeries:
@@ -252,7 +253,7 @@ class H5Reader(SeriesReader):
                     a = np.asarray(fh[n][i], dtype=np.float32)     # [Z, Y, X(, C)]
                     out.update({k: np.ascontiguousarray(v[0])
                                 for k, v in split_components(n, a[None]).items()})
-        except H5_ERRORS + (ValueError,) as exc:
+        except H5_ERRORS as exc:
             raise StsrError(f"step {i} of '{self.path}' is unreadable ({_one_line(exc)})") \
                 from None
         return out
