@@ -162,7 +162,8 @@ def checksum(payload: Dict[str, Any]) -> str:
         t = payload["state_dict"][name].detach().cpu().contiguous()
         h.update(name.encode())
         h.update(str((tuple(t.shape), str(t.dtype))).encode())
-        h.update(t.view(torch.uint8).numpy() if t.numel() else b"")
+        flat = t.reshape(-1)                 # a 0-d tensor's bytes too (same bytes otherwise)
+        h.update(flat.view(torch.uint8).numpy() if t.numel() else b"")
     rest = {k: v for k, v in payload.items() if k not in ("state_dict", "checksum")}
     h.update(json.dumps(rest, sort_keys=True, default=str).encode())
     return h.hexdigest()

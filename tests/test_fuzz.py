@@ -647,6 +647,8 @@ def edit_payload(payload: Dict[str, Any], edits: Sequence[Edit],
          damage=1)
 # (make fuzz) weights that are NaN: the model loaded and predicted NaN
 @example(base="fast", edits=[("tensor", 0.0, "nan")], rechecksum=1, data=[], damage=1)
+# (make fuzz) a weight that is a 0-d tensor: the checksum could not read its bytes
+@example(base="fast", edits=[("tensor", 0.0, "scalar")], rechecksum=0, data=[], damage=1)
 @given(base=st.sampled_from(MODEL_BASES), edits=st.lists(payload_edit, max_size=3),
        rechecksum=st.integers(0, 4), data=byte_edits, damage=st.integers(0, 3))
 def test_a_damaged_or_crafted_model_file_loads_or_fails_with_one_clear_error(
