@@ -393,7 +393,8 @@ def _h5_values(spec: Dict[str, Any]) -> Any:
         return np.asarray(base.astype(str), dtype=object)
     if dtype == "compound":
         out = np.zeros(shape, dtype=[("a", "f4"), ("b", "i4")])
-        out["a"] = base
+        with np.errstate(all="ignore"):             # 1e300 in float32: inf, as meant
+            out["a"] = base
         return out
     with np.errstate(all="ignore"):
         return base.astype(dtype)
