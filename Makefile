@@ -4,7 +4,7 @@
 PY := .venv/bin/python
 STSR := .venv/bin/stsr
 
-.PHONY: setup demo test pytest bench bench-quick bench-scale bench-learning clean
+.PHONY: setup demo test pytest fuzz bench bench-quick bench-scale bench-learning clean
 
 setup:
 	bash scripts/setup.sh
@@ -19,6 +19,11 @@ test: setup
 
 pytest: setup
 	$(PY) -m pytest -q tests
+
+# Issue 19's fuzz tests at length (thousands of cases per reader, a new draw each run; make
+# test runs a few hundred, always the same); prints the cases tried per reader
+fuzz: setup
+	$(PY) tests/fuzz_report.py $(ARGS)
 
 bench-quick: setup
 	$(PY) -m bench.run --quick

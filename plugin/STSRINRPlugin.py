@@ -341,7 +341,8 @@ def _output_at_requested_time(algorithm, api, tm, outInfoVec):
         img = _image(api, tm, t_query, grid, ext,
                      progress=lambda f: (algorithm.UpdateProgress(f), not abort())[1],
                      error=algorithm._error)
-        if img is None:          # aborted
+        if img is None:          # aborted; VTK 9.2 keeps the flag set, and every later
+            algorithm.SetAbortExecute(0)     # update would stop at once: the next one computes
             return 1
         img.SetOrigin(*grid.origin)   # the piece's place in the whole grid
         img.SetExtent(*ext)
@@ -510,8 +511,11 @@ class STSRINRUpscale(VTKPythonAlgorithmBase):
                                "its source cannot give the whole extent to this process"
                                % (where, "x".join(map(str, dims)),
                                   self._input_grid.text()))
+        pd = inp.GetPointData()        # every array it holds, to list in an error
+        stored = tuple(pd.GetArrayName(i) for i in range(pd.GetNumberOfArrays())
+                       if pd.GetArrayName(i))
         self._gather.append(Frame(t, arrays_from_image(inp, " " + where, self._arrays),
-                                  image_grid(inp), where))
+                                  image_grid(inp), where, stored if self._arrays else ()))
         if len(self._gather) < len(times):
             request.Set(SDDP.CONTINUE_EXECUTING(), 1)
             return False
@@ -583,6 +587,10 @@ class STSRINRUpscale(VTKPythonAlgorithmBase):
                      checkpoint_path=path, model_overrides=overrides)
         self.last_training = dict(tm.info.history)
         self._model = tm
+        if tm.info.history.get("stopped") == "cancelled":
+            # the abort is honoured (the model is what the fit made so far, saved); VTK 9.2
+            # keeps the flag set, which would stop every later update of this filter at once
+            self.SetAbortExecute(0)
         self._force_train = False
 
 

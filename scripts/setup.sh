@@ -30,7 +30,7 @@ $PY -c "import torch" 2>/dev/null || $PY -m pip install -q "torch==2.13.0"
 # numpy must stay < 2 (ParaView's numpy_interface and Debian's matplotlib break with 2).
 # h5py and netCDF4 come from Debian (the PyPI wheels bundle an HDF5 that clashes with
 # ParaView's inside pvpython; Debian's link the same HDF5 1.10 as ParaView).
-$PY -m pip install -q --no-build-isolation -e . "numpy<2" pytest
+$PY -m pip install -q --no-build-isolation -e . "numpy<2" pytest hypothesis
 
 # PyVista for notebook users' in-memory path (tests, examples/pyvista_notebook.py), beside the
 # venv and not in it: installed without its dependencies it runs on ParaView's VTK 9.2, while

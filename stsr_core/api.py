@@ -68,11 +68,19 @@ class ModelInfo:
     @staticmethod
     def from_dict(d: Dict[str, Any]) -> "ModelInfo":
         names = list(d["variables"])
+        grid = Grid(d["dims"], d["origin"], d["spacing"])
+        times = [float(t) for t in d["times"]]
+        if not times or not all(math.isfinite(t) for t in times) \
+                or any(b <= a for a, b in zip(times, times[1:])):
+            raise StsrError(f"its times {times[:10]} are not finite and increasing")
+        if not all(math.isfinite(v) and v > 0 for v in grid.spacing) \
+                or not all(math.isfinite(v) for v in grid.origin):
+            raise StsrError(f"its grid (origin {grid.origin}, spacing {grid.spacing}) needs a "
+                            "finite origin and positive spacing")
         return ModelInfo(variables=names, components={k: list(v) for k, v in
                                                       d["components"].items()},
-                         stats=stats_from_lists(d["stats"], names),
-                         grid=Grid(d["dims"], d["origin"], d["spacing"]),
-                         times=[float(t) for t in d["times"]], heads=int(d["heads"]),
+                         stats=stats_from_lists(d["stats"], names), grid=grid,
+                         times=times, heads=int(d["heads"]),
                          preset=str(d.get("preset", "")), history=dict(d.get("history", {})),
                          metadata=dict(d.get("metadata", {})))
 
@@ -147,8 +155,8 @@ def load_model(path: str, device: str = "auto", data: Optional[bytes] = None
         tcfg = train_config_from_dict(payload["train_config"])
         model = build_model(mcfg, _spec(info))
         model.load_state_dict(payload["state_dict"])
-    except StsrError:
-        raise
+    except StsrError as exc:          # e.g. a grid of its info that is not one
+        raise StsrError(f"model file '{path}' is inconsistent: {exc}") from None
     except Exception as exc:
         raise StsrError(f"model file '{path}' is inconsistent: {type(exc).__name__}: "
                         f"{str(exc).splitlines()[0]}") from None

@@ -33,7 +33,7 @@ from typing import Any, Dict, Iterator, Optional
 import torch
 
 from .errors import StsrError
-from .files import apply_umask
+from .files import apply_umask, write_error
 
 FORMAT_NAME = "stsr-inr-model"
 FORMAT_VERSION = 4   # 2: fast models gained the spline base; 3: its time interpolation;
@@ -47,22 +47,54 @@ def resume_path(path: str) -> str:
     return path + ".resume"
 
 
+class _WriteErrors:
+    """A file object for ``torch.save`` that keeps the first OSError its writes raised:
+    torch reports a failed write (a full disk) as a RuntimeError about stream positions."""
+
+    def __init__(self, fh: Any) -> None:
+        self.fh = fh
+        self.error: Optional[OSError] = None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self.fh.write(data)
+        except OSError as exc:
+            self.error = self.error or exc
+            raise
+
+    def flush(self) -> None:
+        self.fh.flush()
+
+
 def write_atomic(path: str, payload: Dict[str, Any]) -> None:
+    """Write ``payload`` to a temporary file beside ``path`` and rename it over ``path``:
+    whatever fails (a full disk included) leaves ``path`` as it was and no temporary file."""
     path = os.path.abspath(path)
     folder = os.path.dirname(path)
     if not os.path.isdir(folder):
         raise StsrError(f"cannot write model '{path}': folder '{folder}' does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".stsr", dir=folder)
+    kept = ("it keeps its previous contents" if os.path.exists(path) else
+            "nothing was written") + " and no partial file is left"
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".stsr", dir=folder)
+    except OSError as exc:
+        raise write_error(f"'{path}'", exc, kept) from None
+    recorder = None
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
+            recorder = _WriteErrors(f)
+            torch.save(payload, recorder)
             f.flush()
             os.fsync(f.fileno())
         apply_umask(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise write_error(f"'{path}'", exc, kept) from None
+        if recorder is not None and recorder.error is not None:
+            raise write_error(f"'{path}'", recorder.error, kept) from None
         raise
 
 
@@ -99,6 +131,22 @@ def read(path: str, data: Optional[bytes] = None) -> Dict[str, Any]:
     for key in ("model_config", "train_config", "state_dict", "info"):
         if key not in payload:
             raise StsrError(f"model file '{path}' is incomplete: no '{key}'")
+        if not isinstance(payload[key], dict):
+            raise StsrError(f"model file '{path}' is inconsistent: its '{key}' is a "
+                            f"{type(payload[key]).__name__}, not a table")
+    if not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+               for k, v in payload["state_dict"].items()):
+        raise StsrError(f"model file '{path}' is inconsistent: its weights are not all "
+                        "named tensors")
+    bad = [k for k, t in payload["state_dict"].items()
+           if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:                   # a diverged fit is never saved: this file was made otherwise
+        raise StsrError(f"model file '{path}' is inconsistent: its weights {bad[:3]} hold "
+                        "NaN/Inf values")
+    step = payload.get("step", 0)
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise StsrError(f"model file '{path}' is inconsistent: its step count is {step!r}, "
+                        "not a whole number")
     if "checksum" in payload and payload["checksum"] != checksum(payload):
         raise StsrError(f"model file '{path}' is damaged: its contents do not match the "
                         "checksum written with them (changed or corrupted since it was "
@@ -114,7 +162,8 @@ def checksum(payload: Dict[str, Any]) -> str:
         t = payload["state_dict"][name].detach().cpu().contiguous()
         h.update(name.encode())
         h.update(str((tuple(t.shape), str(t.dtype))).encode())
-        h.update(t.view(torch.uint8).numpy() if t.numel() else b"")
+        flat = t.reshape(-1)                 # a 0-d tensor's bytes too (same bytes otherwise)
+        h.update(flat.view(torch.uint8).numpy() if t.numel() else b"")
     rest = {k: v for k, v in payload.items() if k not in ("state_dict", "checksum")}
     h.update(json.dumps(rest, sort_keys=True, default=str).encode())
     return h.hexdigest()
@@ -164,8 +213,13 @@ def writing_lock(path: str, steal: bool = False) -> Iterator[None]:
                 pass
     else:
         raise StsrError(f"cannot take the lock '{lock}' of '{path}'")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(str(os.getpid()))
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(str(os.getpid()))
+    except OSError as exc:
+        os.unlink(lock)
+        raise StsrError(f"cannot create the lock '{lock}' of '{path}': "
+                        f"{exc.strerror or exc}") from None
     try:
         yield
     finally:

@@ -119,6 +119,9 @@ class VolumeSeries:
                     f"array '{name}'{self.where()} has shape {arr.shape}, other arrays {shape0}: "
                     "all variables must share one grid"
                 )
+        if shape0 is not None and min(shape0[1:]) < 1:
+            raise StsrError(f"the arrays{self.where()} have shape {shape0}: a grid needs at "
+                            "least one point per axis")
         for orig, parts in self.components.items():
             missing = [p for p in parts if p not in self.variables]
             if missing:

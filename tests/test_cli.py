@@ -189,6 +189,14 @@ def test_the_default_fit_is_the_base_alone_and_info_says_so(workdir, tmp_path):
     assert "the spline base alone" in r.stdout and "nothing to train" in r.stdout, r.stdout
 
 
+def _default_sigint() -> None:
+    """In a child that the test signals: SIGINT as a terminal's Ctrl-C delivers it. A test
+    run started in the background inherits SIGINT ignored, and so would `stsr` (as a
+    background job should), which then never sees the test's SIGINT."""
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _started_fit(data, model, *extra):
     """A real `stsr fit` of the network preset, long enough to be interrupted."""
     import time
@@ -196,7 +204,7 @@ def _started_fit(data, model, *extra):
     proc = subprocess.Popen([STSR, "fit", str(data), "-o", str(model), "--max-minutes", "5",
                              "--device", "cpu", "--quiet", *WITH_NETWORK, *extra],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, preexec_fn=_default_sigint)
     time.sleep(12)            # past the fit to the data (a few seconds here): training
     assert proc.poll() is None, proc.stderr.read()
     return proc
@@ -227,16 +235,33 @@ def test_a_second_fit_to_the_same_model_file_is_refused_while_the_first_runs(wor
         assert r.returncode == 2 and f"another stsr fit (process {first.pid}) is writing" \
             in r.stderr, r.stderr
     finally:
-        first.send_signal(signal.SIGINT)
-        first.communicate(timeout=60)
-    assert first.returncode == 130
+        first.send_signal(signal.SIGINT)                  # Ctrl-C: as SIGTERM, exit 130
+        _, err = first.communicate(timeout=60)
+    assert first.returncode == 130 and "stsr: interrupted; the model file holds the last " \
+        "checkpoint" in err, err
+    from stsr_core import api
+    assert api.load_model(str(model), device="cpu").info.history["stopped"] == "checkpoint"
+    assert not os.path.exists(str(model) + ".lock")
     # the first is gone: a new fit may replace its result
     r = run("fit", str(workdir / "coarse.pvd"), "-o", str(model), "--quiet", "--overwrite",
             "--max-minutes", "0.1")
     assert r.returncode == 0, r.stderr
 
 
-def test_sigterm_during_upscale_leaves_only_complete_steps(workdir, tmp_path):
+def test_a_lock_left_by_a_fit_that_is_gone_is_taken_over(workdir, tmp_path):
+    """A fit killed with -9 leaves MODEL.lock behind: the next fit takes it, and frees it."""
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    model = tmp_path / "m.stsr"
+    (tmp_path / "m.stsr.lock").write_text(str(dead.pid))
+    r = run("fit", str(workdir / "coarse.pvd"), "-o", str(model), "--quiet", "--max-minutes",
+            "0.1")
+    assert r.returncode == 0, r.stderr
+    assert os.listdir(tmp_path) == ["m.stsr"]
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_a_signal_during_upscale_leaves_only_complete_steps(workdir, tmp_path, sig):
     import signal
     import time
     model = tmp_path / "m.stsr"
@@ -247,12 +272,14 @@ def test_sigterm_during_upscale_leaves_only_complete_steps(workdir, tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.Popen([STSR, "upscale", str(model), "-o", str(out), "--dims", "200",
                              "200", "200", "--time-scale", "8", "--quiet"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_default_sigint)
     time.sleep(8)
     assert proc.poll() is None, proc.stderr.read()
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(getattr(signal, sig))
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 143 and "only complete steps" in err, err
+    assert proc.returncode == {"SIGTERM": 143, "SIGINT": 130}[sig] and "only complete steps" \
+        in err, err
     left = sorted(os.listdir(out.parent))
     assert not [f for f in left if f.startswith(".")], left          # no partial file
     if out.exists():                   # some steps were complete: those, readable

@@ -218,6 +218,58 @@ def test_gui_time_keeper_and_screenshot(series_file, tmp_path):
     assert len(colours) > 100, len(colours)
 
 
+def _colours(png):
+    from matplotlib.image import imread
+    rgb = (imread(str(png))[..., :3] * 255).astype(int)
+    return len(np.unique(rgb.reshape(-1, 3), axis=0))
+
+
+@pytest.mark.gui
+@pytest.mark.skipif(shutil.which("xvfb-run") is None or shutil.which("paraview") is None,
+                    reason="needs xvfb-run and the paraview GUI")
+def test_gui_stays_up_and_renders_after_each_error_and_an_abort_during_the_fit(series_file,
+                                                                              tmp_path):
+    bad = tmp_path / "bad.stsr"
+    bad.write_bytes(b"not a model")
+    env = pv_env(PV_PLUGIN_PATH=os.path.join(ROOT, "plugin"), STSR_GUI_DATA=str(series_file),
+                 STSR_GUI_OUT=str(tmp_path), STSR_GUI_BAD=str(bad))
+    for attempt in range(2):     # rendering under Xvfb fails once in a while: retry once
+        r = subprocess.run(["xvfb-run", "-a", "-s", "-screen 0 1024x768x24", "paraview",
+                            "--dr", f"--script={os.path.join(PV, 'gui_errors_check.py')}"],
+                           capture_output=True, text=True, env=env, timeout=300)
+        if (tmp_path / "gui_errors.json").exists():
+            break
+    res = json.loads((tmp_path / "gui_errors.json").read_text())
+    assert res["ok"], res.get("error")
+    points = 13 * 11 * 9                        # the working filter's output, every time
+    assert res["points_before"] == points
+    expected = {"missing model file": "nothere.stsr' does not exist",
+                "damaged model file": "is damaged or not an stsr model file",
+                "unknown array": "no array named 'nope' at time 1.5; available: ",
+                "settings that do not fit": "TimeInterpolation 'flow' applies to the fast "
+                                            "preset only",
+                "model folder missing": "ModelFile folder"}
+    assert any("available: " in m and "temperature" in m
+               for m in res["paths"]["unknown array"]["errors"])   # the choices are listed
+    for name, text in expected.items():
+        path = res["paths"][name]
+        # one error message, the filter's own (no traceback), and no output from it
+        assert path["points"] == 0 and any(text in m for m in path["errors"]), (name, path)
+        assert not any("Traceback" in m for m in path["errors"]), (name, path)
+        # the GUI is still up: it renders, and the working filter still updates
+        assert path["points_after"] == points, (name, path)
+        assert _colours(tmp_path / f"after-{name}.png") > 50, name
+    abort = res["abort"]
+    assert len(abort["at"]) == 1 and abort["errors"] == [], abort
+    assert abort["training"]["stopped"] == "cancelled", abort
+    # the model the fit had made when it was stopped: saved, valid, and the filter shows it
+    tm = api.load_model(str(tmp_path / "aborted.stsr"), device="cpu")
+    assert tm.info.history["stopped"] == "cancelled"
+    assert sorted(tm.info.variables) == ["rho", "temperature", "v_0", "v_1", "v_2"]
+    assert abort["points_after"] == points and abort["points_next_time"] == points, abort
+    assert _colours(tmp_path / "after-abort.png") > 50
+
+
 def test_pvpython_examples_run_as_they_are(tmp_path):
     """The newcomer's scripts, in a plain pvpython (no launcher, no PYTHONPATH, no display):
     upscale the shipped tornado with a tiny budget, then reopen the saved model."""

@@ -10,6 +10,7 @@ from stsr_core import StsrError
 from stsr_core.grid import Grid
 from stsr_core.io import (iter_steps, open_series_reader, open_series_writer, read_series,
                           read_step, write_series)
+from test_engine import smooth_series
 from test_io import assert_same, vector_series
 
 pytest.importorskip("vtkmodules.vtkIOXML")
@@ -239,3 +240,11 @@ def test_outputs_and_model_files_get_the_users_umask_not_private_temp_modes(tmp_
     mode = {p: stat.S_IMODE(os.stat(tmp_path / p).st_mode) for p in ("a", "a.h5", "m.stsr")}
     assert mode == {"a": 0o755, "a.h5": 0o644, "m.stsr": 0o644}, {k: oct(v) for k, v in
                                                                   mode.items()}
+
+
+def test_the_step_reader_names_the_arrays_a_vti_holds_when_an_asked_one_is_missing(tmp_path):
+    """Found by the fuzz tests: the arrays left unread were missing from the list."""
+    write_series(smooth_series(nt=2), str(tmp_path / "s.pvd"))
+    with pytest.raises(StsrError, match=r"no array named \['nope'\] in '.*s_0000\.vti'; "
+                                        r"available: temperature, rho$"):
+        open_series_reader(str(tmp_path / "s.pvd"), ["nope"])

@@ -41,44 +41,99 @@ def _dataset_names(fh) -> List[str]:
     """The file's datasets in the order of its ``variables`` attribute (others after)."""
     import h5py
     names = [k for k, v in fh.items() if isinstance(v, h5py.Dataset)]
-    order = [str(v.decode() if isinstance(v, bytes) else v)
-             for v in fh.attrs.get("variables", [])]
+    listed = np.asarray(fh.attrs.get("variables", []), dtype=object).reshape(-1)
+    order = [v.decode(errors="replace") if isinstance(v, bytes) else str(v) for v in listed]
     return sorted(names, key=lambda n: order.index(n) if n in order else len(order))
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+def _volume_shape(fh, n: str, path: str) -> tuple:
+    """The shape of dataset ``n``, checked to be a volume series of numbers."""
+    ds = fh[n]
+    if ds.shape is None or len(ds.shape) not in (4, 5):
+        raise StsrError(f"dataset '{n}' in '{path}' has shape {ds.shape}; expected "
+                        "[T, Z, Y, X] or [T, Z, Y, X, C]")
+    if ds.dtype.kind not in "biuf":
+        raise StsrError(f"dataset '{n}' in '{path}' holds {ds.dtype}, not real numbers")
+    if 0 in ds.shape:
+        raise StsrError(f"dataset '{n}' in '{path}' has shape {ds.shape}: no values")
+    return tuple(int(v) for v in ds.shape)
+
+
+def _numbers(fh, name: str, path: str, default: Sequence[float], count: int,
+             what: str) -> np.ndarray:
+    """Root attribute ``name`` as ``count`` finite floats (``default`` when absent)."""
+    value = fh.attrs.get(name)
+    if value is None:
+        value = default
+    try:
+        a = np.asarray(value, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise StsrError(f"'{path}': attribute '{name}' holds {str(value)[:60]!r}, not "
+                        f"numbers ({what})") from None
+    if a.size != count or not np.all(np.isfinite(a)):
+        raise StsrError(f"'{path}': attribute '{name}' holds {a.tolist()[:10]}; it needs "
+                        f"{count} finite numbers ({what})")
+    return a
+
+
+def _grid_attributes(fh, path: str, n_times: int) -> tuple:
+    """(times, origin, spacing) from the root attributes, checked: one finite time per
+    step, strictly increasing; three finite origin values; three positive spacings."""
+    times = _numbers(fh, "times", path, np.arange(n_times), n_times,
+                     f"one time per step, {n_times} steps")
+    if np.any(np.diff(times) <= 0):
+        raise StsrError(f"'{path}': attribute 'times' must be strictly increasing, got "
+                        f"{times.tolist()[:10]}")
+    origin = _numbers(fh, "origin", path, (0, 0, 0), 3, "x, y, z of the first point")
+    spacing = _numbers(fh, "spacing", path, (1, 1, 1), 3, "dx, dy, dz")
+    if np.any(spacing <= 0):
+        raise StsrError(f"'{path}': attribute 'spacing' must be positive, got "
+                        f"{spacing.tolist()}")
+    return times, tuple(origin.tolist()), tuple(spacing.tolist())
+
+
+# what h5py raises for a damaged file's structure (beyond the header _open checks), e.g.
+# TypeError "Not a group" for a damaged group; the readers' own checks come first
+H5_ERRORS = (OSError, KeyError, RuntimeError, TypeError, ValueError)
 
 
 def read_h5(path: str, arrays: Optional[Sequence[str]] = None) -> VolumeSeries:
     with _open(path) as fh:
-        names = _dataset_names(fh)
-        if arrays:                     # read only the datasets that hold these names
-            keep = arrays_holding(arrays, names, f" in '{path}'")
-            names = [n for n in names if n in keep]
-        if not names:
-            raise StsrError(f"'{path}' has no datasets to read (expected one per variable, "
-                            "shape [T, Z, Y, X])")
-        variables: Dict[str, np.ndarray] = {}
-        components: Dict[str, List[str]] = {}
-        for n in names:
-            ds = fh[n]
-            if ds.ndim not in (4, 5):
-                raise StsrError(f"dataset '{n}' in '{path}' has shape {ds.shape}; expected "
-                                "[T, Z, Y, X] or [T, Z, Y, X, C]")
-            try:
-                a = np.asarray(ds[...], dtype=np.float32)
-            except (OSError, ValueError) as exc:
-                raise StsrError(f"dataset '{n}' in '{path}' is unreadable ({exc})") from None
-            parts = split_components(n, a)
-            if a.ndim == 5:
-                components[n] = list(parts)
-            variables.update(parts)
-        t = next(iter(variables.values())).shape[0]
-        times = np.asarray(fh.attrs.get("times", np.arange(t)), dtype=np.float64).reshape(-1)
-        origin = tuple(np.asarray(fh.attrs.get("origin", (0, 0, 0)), dtype=float).reshape(-1))
-        spacing = tuple(np.asarray(fh.attrs.get("spacing", (1, 1, 1)), dtype=float).reshape(-1))
-    if len(origin) != 3 or len(spacing) != 3:
-        raise StsrError(f"'{path}': attributes origin and spacing need 3 values each")
-    series = VolumeSeries(times=times, variables=variables, origin=origin,  # type: ignore
-                          spacing=spacing, components=components, source=path)  # type: ignore
-    return series
+        try:
+            return _read_h5(fh, path, arrays)
+        except H5_ERRORS as exc:
+            raise StsrError(f"'{path}' is damaged ({_one_line(exc)})") from None
+
+
+def _read_h5(fh, path: str, arrays: Optional[Sequence[str]]) -> VolumeSeries:
+    names = _dataset_names(fh)
+    if arrays:                     # read only the datasets that hold these names
+        keep = arrays_holding(arrays, names, f" in '{path}'")
+        names = [n for n in names if n in keep]
+    if not names:
+        raise StsrError(f"'{path}' has no datasets to read (expected one per variable, "
+                        "shape [T, Z, Y, X])")
+    variables: Dict[str, np.ndarray] = {}
+    components: Dict[str, List[str]] = {}
+    for n in names:
+        _volume_shape(fh, n, path)
+        try:
+            a = np.asarray(fh[n][...], dtype=np.float32)
+        except (OSError, ValueError) as exc:
+            raise StsrError(f"dataset '{n}' in '{path}' is unreadable ({_one_line(exc)})") \
+                from None
+        parts = split_components(n, a)
+        if a.ndim == 5:
+            components[n] = list(parts)
+        variables.update(parts)
+    t = next(iter(variables.values())).shape[0]
+    times, origin, spacing = _grid_attributes(fh, path, t)
+    return VolumeSeries(times=times, variables=variables, origin=origin,  # type: ignore
+                        spacing=spacing, components=components, source=path)  # type: ignore
 
 
 # ``compression`` -> h5py filter arguments. "zlib" (the default, as for .vti) is deflate at
@@ -140,12 +195,8 @@ class H5Writer(SeriesWriter):
             raise
 
     def _write(self, i: int, arrays: Dict[str, np.ndarray]) -> None:
-        try:
-            for n in self.merged:
-                self.fh[n][i] = arrays[n]                          # [Z, Y, X(, C)]
-        except OSError as exc:
-            raise StsrError(f"could not write step {i} to '{self.tmp}' (for '{self.path}'): "
-                            f"{exc}") from None
+        for n in self.merged:                 # an OSError (disk full): SeriesWriter says
+            self.fh[n][i] = arrays[n]                              # [Z, Y, X(, C)]
 
     def _finish(self) -> List[str]:
         self.fh.close()
@@ -163,20 +214,21 @@ class H5Reader(SeriesReader):
 
     def __init__(self, path: str, arrays: Optional[Sequence[str]] = None) -> None:
         with _open(path) as fh:
-            names = _dataset_names(fh)
-            self.keep = keep_arrays(names, arrays, path)
-            if not self.keep:
-                raise StsrError(f"'{path}' has no datasets to read (expected one per variable, "
-                                "shape [T, Z, Y, X])")
-            shapes = {n: fh[n].shape for n in self.keep}
-            times = fh.attrs.get("times")
-            origin = fh.attrs.get("origin", (0, 0, 0))
-            spacing = fh.attrs.get("spacing", (1, 1, 1))
-        first = shapes[self.keep[0]]
-        for n, sh in shapes.items():
-            if len(sh) not in (4, 5) or sh[:4] != first[:4]:
-                raise StsrError(f"dataset '{n}' in '{path}' has shape {sh}; expected "
-                                f"[T, Z, Y, X] or [T, Z, Y, X, C] like {first}")
+            try:
+                names = _dataset_names(fh)
+                self.keep = keep_arrays(names, arrays, path)
+                if not self.keep:
+                    raise StsrError(f"'{path}' has no datasets to read (expected one per "
+                                    "variable, shape [T, Z, Y, X])")
+                shapes = {n: _volume_shape(fh, n, path) for n in self.keep}
+                first = shapes[self.keep[0]]
+                for n, sh in shapes.items():
+                    if sh[:4] != first[:4]:
+                        raise StsrError(f"dataset '{n}' in '{path}' has shape {sh}; expected "
+                                        f"[T, Z, Y, X] or [T, Z, Y, X, C] like {first}")
+                times, origin, spacing = _grid_attributes(fh, path, first[0])
+            except H5_ERRORS as exc:
+                raise StsrError(f"'{path}' is damaged ({_one_line(exc)})") from None
         variables: List[str] = []
         comps: Dict[str, List[str]] = {}
         for n in self.keep:
@@ -185,10 +237,11 @@ class H5Reader(SeriesReader):
                 variables += comps[n]
             else:
                 variables.append(n)
-        t = np.arange(first[0]) if times is None else np.asarray(times, np.float64).reshape(-1)
-        grid = Grid((first[3], first[2], first[1]), tuple(np.asarray(origin, float).reshape(-1)),
-                    tuple(np.asarray(spacing, float).reshape(-1)))
-        super().__init__(path, grid, t, variables, comps)
+        try:
+            grid = Grid((first[3], first[2], first[1]), origin, spacing)
+        except StsrError as exc:
+            raise StsrError(f"'{path}': {exc}") from None
+        super().__init__(path, grid, times, variables, comps)
 
     def read_step(self, i: int) -> Dict[str, np.ndarray]:
         i = self._check(i)
@@ -200,6 +253,7 @@ class H5Reader(SeriesReader):
                     a = np.asarray(fh[n][i], dtype=np.float32)     # [Z, Y, X(, C)]
                     out.update({k: np.ascontiguousarray(v[0])
                                 for k, v in split_components(n, a[None]).items()})
-        except (OSError, KeyError) as exc:
-            raise StsrError(f"step {i} of '{self.path}' is unreadable ({exc})") from None
+        except H5_ERRORS as exc:
+            raise StsrError(f"step {i} of '{self.path}' is unreadable ({_one_line(exc)})") \
+                from None
         return out

@@ -26,50 +26,132 @@ from .stream import SeriesReader, SeriesWriter, fsync_file, keep_arrays, remove_
 DEFAULT_PATTERN = "{variable}/{variable}-{index:04d}.raw"
 
 
+def _text(value: Any) -> str:
+    """A JSON value as an error message quotes it: one line, at most 60 characters."""
+    t = json.dumps(value) if not isinstance(value, str) else repr(value)
+    return t if len(t) <= 60 else t[:57] + "..."
+
+
+def _whole(value: Any, path: str, key: str, minimum: Optional[int] = None) -> int:
+    """``value`` as an int (a JSON integer, an integral float or a string of digits)."""
+    n: Optional[int] = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        n = value
+    elif isinstance(value, float) and value.is_integer():
+        n = int(value)
+    elif isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+        n = int(value)
+    if n is None or (minimum is not None and n < minimum):
+        need = "a whole number" + (f" >= {minimum}" if minimum is not None else "")
+        raise StsrError(f"'{path}': {key} must be {need}, got {_text(value)}")
+    return n
+
+
+def _floats(value: Any, path: str, key: str, count: Optional[int] = None) -> List[float]:
+    """``value`` as a list of finite floats (``count`` of them when given)."""
+    ok = isinstance(value, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                         for v in value)
+    out = [float(v) for v in value] if ok else []
+    if not ok or not all(np.isfinite(out)) or (count is not None and len(out) != count):
+        need = f"{count} finite numbers" if count is not None else "a list of finite numbers"
+        raise StsrError(f"'{path}': {key} must be {need}, got {_text(value)}")
+    return out
+
+
+def _names(value: Any, path: str, key: str) -> List[str]:
+    if not isinstance(value, list) or not value or \
+            not all(isinstance(v, str) and v for v in value):
+        raise StsrError(f"'{path}': {key} must be a list of names, got {_text(value)}")
+    if len(set(value)) != len(value):
+        raise StsrError(f"'{path}': {key} names one twice: {_text(value)}")
+    return list(value)
+
+
 def _describe(path: str) -> Dict[str, Any]:
     """The JSON description checked and completed: dims, variables, times, pattern, start,
-    origin, spacing, components, folder."""
+    origin, spacing, components, folder. Each key is checked for its type and range, the
+    pattern by naming the first and the last step's files (which must exist)."""
     if not os.path.isfile(path):
         raise StsrError(f"file '{path}' does not exist")
     try:
         with open(path) as fh:
             desc = json.load(fh)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # JSONDecodeError too
         raise StsrError(f"'{path}' is not valid JSON ({exc})") from None
     if not isinstance(desc, dict):
         raise StsrError(f"'{path}' must hold a JSON object describing the raw files")
     for key in ("dims", "variables"):
         if key not in desc:
             raise StsrError(f"'{path}' lacks the key '{key}' (see docs/formats.md)")
-    try:
-        nx, ny, nz = (int(d) for d in desc["dims"])
-    except (TypeError, ValueError):
-        raise StsrError(f"'{path}': dims must be three integers, got {desc['dims']}") from None
+    dims = desc["dims"]
+    if not isinstance(dims, list) or len(dims) != 3:
+        raise StsrError(f"'{path}': dims must be three integers, got {_text(dims)}")
+    nx, ny, nz = (_whole(d, path, "dims", minimum=1) for d in dims)
+    names = _names(desc["variables"], path, "variables")
     if "times" in desc:
-        times = [float(t) for t in desc["times"]]
+        times = _floats(desc["times"], path, "times")
+        if not times or any(b <= a for a, b in zip(times, times[1:])):
+            raise StsrError(f"'{path}': times must be a non-empty, strictly increasing list, "
+                            f"got {_text(desc['times'])}")
+        n_times = len(times)
     elif "n_times" in desc:
-        times = [float(t) for t in range(int(desc["n_times"]))]
+        n_times = _whole(desc["n_times"], path, "n_times", minimum=1)
+        times = []
     else:
         raise StsrError(f"'{path}' needs 'times' (a list) or 'n_times'")
-    names = [str(v) for v in desc["variables"]]
-    return {"dims": (nx, ny, nz), "variables": names, "times": times,
-            "pattern": desc.get("pattern", DEFAULT_PATTERN),
-            "start": int(desc.get("index_start", 1)),
-            "origin": tuple(desc.get("origin", (0, 0, 0))),
-            "spacing": tuple(desc.get("spacing", (1, 1, 1))),
-            "components": {str(k): [str(c) for c in v]
-                           for k, v in dict(desc.get("components", {})).items()},
-            "folder": os.path.dirname(os.path.abspath(path))}
+    pattern = desc.get("pattern", DEFAULT_PATTERN)
+    if not isinstance(pattern, str):
+        raise StsrError(f"'{path}': pattern must be a string, got {_text(pattern)}")
+    start = _whole(desc.get("index_start", 1), path, "index_start")
+    components = desc.get("components", {})
+    if not isinstance(components, dict) or not all(
+            isinstance(v, list) and all(isinstance(c, str) for c in v)
+            for v in components.values()):
+        raise StsrError(f"'{path}': components must map each vector's name to its "
+                        f"variables' names, got {_text(components)}")
+    folder = os.path.dirname(os.path.abspath(path))
+    for i in (0, n_times - 1):      # a pattern that cannot name the files, a step too many
+        f = _step_file(path, folder, pattern, names[0], start + i)
+        if not os.path.isfile(f):
+            raise StsrError(f"'{path}': the file of '{names[0]}' at timestep {i}, '{f}', "
+                            "does not exist")
+    return {"dims": (nx, ny, nz), "variables": names,
+            "times": times or [float(t) for t in range(n_times)],
+            "pattern": pattern, "start": start,
+            "origin": tuple(_floats(desc.get("origin", [0, 0, 0]), path, "origin", 3)),
+            "spacing": _spacing(desc.get("spacing", [1, 1, 1]), path),
+            "components": {str(k): list(v) for k, v in components.items()},
+            "folder": folder}
 
 
-def _check_file(f: str, n: str, i: int, expected: int, dims: Sequence[int]) -> None:
+def _spacing(value: Any, path: str) -> tuple:
+    spacing = _floats(value, path, "spacing", 3)
+    if min(spacing) <= 0:
+        raise StsrError(f"'{path}': spacing must be positive, got {_text(value)}")
+    return tuple(spacing)
+
+
+def _step_file(path: str, folder: str, pattern: str, variable: str, index: int) -> str:
+    """The file ``pattern`` names for ``variable`` at file number ``index``."""
+    try:
+        name = pattern.format(variable=variable, index=index, t=index)
+    except (KeyError, IndexError, ValueError, AttributeError, TypeError) as exc:
+        raise StsrError(f"'{path}': pattern {_text(pattern)} cannot name the files "
+                        f"({type(exc).__name__}: {exc}); its fields are {{variable}} and "
+                        "{index}") from None
+    return os.path.join(folder, name)
+
+
+def _check_file(path: str, f: str, n: str, i: int, expected: int,
+                dims: Sequence[int]) -> None:
     if not os.path.isfile(f):
-        raise StsrError(f"array '{n}' is missing at timestep {i}: '{f}' does not exist")
+        raise StsrError(f"array '{n}' is missing at timestep {i}: '{f}' does not exist "
+                        f"(named by '{path}')")
     size = os.path.getsize(f)
     if size != expected:
         nx, ny, nz = dims
         raise StsrError(f"'{f}' has {size} bytes; expected {expected} "
-                        f"({nx}x{ny}x{nz} float32): truncated or wrong dims")
+                        f"({nx}x{ny}x{nz} float32): truncated or wrong dims (in '{path}')")
 
 
 def read_raw(path: str, arrays: Optional[Sequence[str]] = None) -> VolumeSeries:
@@ -103,9 +185,9 @@ class RawWriter(SeriesWriter):
                 os.makedirs(os.path.dirname(f), exist_ok=True)
                 arrays[n].astype("<f4", copy=False).tofile(f)       # [Z, Y, X], x fastest
                 fsync_file(f)
-            except OSError as exc:
+            except BaseException:      # an OSError (disk full): SeriesWriter says
                 remove_quietly(f)
-                raise StsrError(f"could not write '{f}': {exc.strerror}") from None
+                raise
 
     def _finish(self) -> List[str]:
         written = []
@@ -144,6 +226,8 @@ class RawReader(SeriesReader):
         names = keep_arrays(self.desc["variables"], arrays, path)
         if arrays is not None:
             names = list(arrays)
+        if not names:
+            raise StsrError(f"'{path}': no variables to read")
         comps = {k: v for k, v in self.desc["components"].items() if all(c in names for c in v)}
         super().__init__(path, Grid(self.desc["dims"], self.desc["origin"],
                                     self.desc["spacing"]), self.desc["times"], names, comps)
@@ -154,8 +238,7 @@ class RawReader(SeriesReader):
         nx, ny, nz = self.grid.dims
         out = {}
         for n in self.variables:
-            f = os.path.join(d["folder"], d["pattern"].format(variable=n, index=d["start"] + i,
-                                                               t=d["start"] + i))
-            _check_file(f, n, i, nx * ny * nz * 4, (nx, ny, nz))
+            f = _step_file(self.path, d["folder"], d["pattern"], n, d["start"] + i)
+            _check_file(self.path, f, n, i, nx * ny * nz * 4, (nx, ny, nz))
             out[n] = np.fromfile(f, dtype="<f4").reshape(nz, ny, nx)  # [Z, Y, X]
         return out

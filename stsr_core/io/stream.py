@@ -24,6 +24,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..errors import StsrError
+from ..files import write_error
 from ..grid import Grid
 from ..series import merge_components, split_components
 
@@ -179,6 +180,10 @@ class SeriesWriter:
     def _discard(self) -> None:
         raise NotImplementedError
 
+    def kept(self) -> str:
+        """What a failed write leaves (for its error message)."""
+        return "an output that was there before is unchanged and no partial file is left"
+
     # --- the interface -------------------------------------------------------------------------
     @property
     def n_times(self) -> int:
@@ -208,8 +213,11 @@ class SeriesWriter:
                 raise StsrError(f"'{self.path}': array '{n}' of step {i} has shape {a.shape}; "
                                 f"the grid {self.grid.text()} needs [Z, Y, X] = {shape}")
             step[n] = np.ascontiguousarray(a, dtype=np.float32)    # [Z, Y, X]
-        self._write(i, merge_components(step, self.variables, self.components)
-                    if self.merge else step)
+        try:
+            self._write(i, merge_components(step, self.variables, self.components)
+                        if self.merge else step)
+        except OSError as exc:      # a full disk: the temporary file is gone already
+            raise write_error(f"step {i} of '{self.path}'", exc, self.kept()) from None
         self.done.append(i)
 
     def close(self) -> List[str]:
@@ -227,7 +235,13 @@ class SeriesWriter:
             raise StsrError(f"'{self.path}': steps {missing[:10]}{more} of {self.n_times} were "
                             "not written; output incomplete (see docs/formats.md for what is "
                             "kept)")
-        self.files = self._finish()
+        try:
+            self.files = self._finish()
+        except BaseException as exc:
+            self.abort()
+            if isinstance(exc, OSError):
+                raise write_error(f"'{self.path}'", exc, self.kept()) from None
+            raise
         self.state = "closed"
         return list(self.files)
 
@@ -362,6 +376,14 @@ class SeriesReader:
         self.times = np.asarray(times, dtype=np.float64)
         self.variables = variables
         self.components = components
+        t = self.times        # what VolumeSeries.validate promises of a whole series
+        if t.ndim != 1 or t.size < 1 or not np.all(np.isfinite(t)) or np.any(np.diff(t) <= 0):
+            raise StsrError(f"'{path}': time values must be finite and strictly increasing, "
+                            f"got {t.reshape(-1).tolist()[:10]}")
+        if not all(np.isfinite(v) and v > 0 for v in grid.spacing) or \
+                not all(np.isfinite(v) for v in grid.origin):
+            raise StsrError(f"'{path}': the grid needs a finite origin and positive spacing, "
+                            f"got origin {grid.origin}, spacing {grid.spacing}")
 
     @property
     def n_times(self) -> int:
@@ -407,7 +429,8 @@ class _VtiReader(SeriesReader):
         from .vti import read_vti
         first = read_vti(files[0], arrays)          # VTK reads only the asked arrays' data
         self.arrays = arrays
-        self.keep = keep_arrays(list(first.arrays), arrays, files[0])
+        # every array the file holds (read or not) names the choices in an error
+        self.keep = keep_arrays(list(first.stored or first.arrays), arrays, files[0])
         self.files = files
         variables, comps = _split({n: first.arrays[n] for n in self.keep})
         super().__init__(path, first.grid, times, list(variables), comps)
@@ -430,6 +453,11 @@ class _VtiReader(SeriesReader):
 def _vti_time(path: str) -> Optional[float]:
     """A .vti's TimeValue with its point arrays left unread."""
     from vtkmodules.vtkIOXML import vtkXMLImageDataReader
+
+    from .vtkxml_check import check_image_file
+    if not os.path.isfile(path):
+        raise StsrError(f"file '{path}' does not exist")
+    check_image_file(path)                  # VTK crashes on some damaged files: not on these
     r = vtkXMLImageDataReader()
     r.SetFileName(path)
     r.UpdateInformation()
@@ -438,7 +466,7 @@ def _vti_time(path: str) -> Optional[float]:
     r.Update()
     fd = r.GetOutput().GetFieldData()
     a = fd.GetArray("TimeValue") if fd is not None else None
-    return None if a is None else float(a.GetTuple1(0))
+    return None if a is None or a.GetNumberOfTuples() < 1 else float(a.GetTuple1(0))
 
 
 def open_series_reader(path: str, arrays: Optional[Sequence[str]] = None) -> SeriesReader:

@@ -6,6 +6,8 @@ Debian), so what is written opens in ParaView and what ParaView writes is read h
 from __future__ import annotations
 
 import dataclasses
+import errno
+import math
 import os
 import re
 import tempfile
@@ -19,6 +21,7 @@ from ..files import apply_umask
 from ..grid import Grid
 from ..series import Frame, VolumeSeries, arrays_holding, merged_arrays, series_from_frames
 from .stream import SeriesWriter, fsync_file, make_output_folder, remove_quietly
+from .vtkxml_check import check_image_file
 
 NON_IMAGE = {".vtu": "unstructured grid", ".vtp": "polygonal data", ".vts": "structured grid",
              ".vtr": "rectilinear grid", ".vtk": "legacy VTK", ".vtm": "multiblock",
@@ -75,9 +78,10 @@ def read_vti(path: str, arrays: Optional[Sequence[str]] = None) -> Frame:
         head = fh.read(4096)
     if b"<VTKFile" not in head:
         raise StsrError(f"'{path}' is not a VTK XML file")
-    m = re.search(rb'type="(\w+)"', head)
+    m = re.search(rb'<VTKFile[^>]*?\stype="(\w+)"', head)
     if m and m.group(1) != b"ImageData":
         raise StsrError(f"'{path}' holds {m.group(1).decode()}, not ImageData: {RESAMPLE_HINT}")
+    check_image_file(path)                  # VTK crashes on some damaged files: not on these
     numpy_support, _, _, Reader, _ = _vtk()
     from vtkmodules.vtkCommonCore import vtkCommand
     reader = Reader()
@@ -103,7 +107,8 @@ def read_vti(path: str, arrays: Optional[Sequence[str]] = None) -> Frame:
         raise StsrError(f"'{path}' has no point-data arrays")
     tv = None
     fd = img.GetFieldData()
-    if fd is not None and fd.GetArray("TimeValue") is not None:
+    if fd is not None and fd.GetArray("TimeValue") is not None \
+            and fd.GetArray("TimeValue").GetNumberOfTuples() > 0:
         tv = float(fd.GetArray("TimeValue").GetTuple1(0))
     return Frame(tv, found, image_grid(img), f"in '{path}'", tuple(stored) if arrays else ())
 
@@ -134,7 +139,9 @@ def pvd_steps(path: str) -> List[Tuple[float, str]]:
         try:
             t = float(ds.get("timestep", len(entries)))
         except ValueError:
-            raise StsrError(f"'{path}': timestep '{ds.get('timestep')}' is not a number") from None
+            t = float("nan")
+        if not math.isfinite(t):
+            raise StsrError(f"'{path}': timestep '{ds.get('timestep')}' is not a finite number")
         entries.append((t, os.path.join(os.path.dirname(os.path.abspath(path)), f)))
     if not entries:
         raise StsrError(f"'{path}' lists no datasets")
@@ -233,8 +240,20 @@ def write_image(img, path: str, compression: str = "zlib") -> None:
     else:
         raise StsrError(f"cannot write '{path}': unknown .vti compression '{compression}' "
                         "(none, zlib, lz4)")
-    if not w.Write():
-        raise StsrError(f"could not write '{path}' (disk full or not writable?)")
+    from vtkmodules.vtkCommonCore import vtkCommand
+    from vtkmodules.vtkCommonMisc import vtkErrorCode
+    errors: List[str] = []        # observed, VTK's multi-line messages are not printed
+    for obj in (w, w.GetExecutive()):
+        obj.AddObserver(vtkCommand.ErrorEvent, lambda o, e: errors.append(e))
+    ok = w.Write()
+    code = w.GetErrorCode()       # a full disk: Write() returns 1 but sets the errno here
+    if code == vtkErrorCode.OutOfDiskSpaceError:
+        code = errno.ENOSPC
+    if 0 < code < vtkErrorCode.FileNotFoundError:          # a system errno
+        raise OSError(code, os.strerror(code), path)        # SeriesWriter says what is kept
+    if not ok or code or errors:
+        raise StsrError(f"could not write '{path}' ("
+                        f"{vtkErrorCode.GetStringFromErrorCode(code) if code else 'VTK failed'})")
 
 
 def _replace_with(tmp: str, path: str) -> None:
@@ -323,15 +342,20 @@ class PvdWriter(SeriesWriter):
     def _write(self, i: int, arrays: Dict[str, np.ndarray]) -> None:
         name = self._name(i)
         tmp = os.path.join(self.dir, f".{name}.tmp")
+        final = os.path.join(self.dir, name)
         try:
             write_image(image_from_arrays(self.grid, arrays, float(self.times[i])), tmp,
                         self.compression)
-            _replace_with(tmp, os.path.join(self.dir, name))
+            _replace_with(tmp, final)
         except BaseException:
             remove_quietly(tmp)
             raise
         if not self.replacing and self._lists_steps():
-            self._write_pvd(sorted(self.done + [i]))
+            try:
+                self._write_pvd(sorted(self.done + [i]))
+            except BaseException:     # the .pvd still lists the steps before: so does OUT/
+                remove_quietly(final)
+                raise
 
     def _lists_steps(self) -> bool:
         """Whether this writer writes the .pvd (a group's: rank 0 alone)."""
@@ -341,6 +365,12 @@ class PvdWriter(SeriesWriter):
         return distributed.is_main()
 
     def _write_pvd(self, steps: Sequence[int]) -> None:
+        """Rewrite the .pvd listing ``steps``: a temporary file renamed over it."""
+        os.replace(self._pvd_written(steps), self.path)
+
+    def _pvd_written(self, steps: Sequence[int]) -> str:
+        """A hidden temporary .pvd listing ``steps``, on the disk, to be renamed over the
+        .pvd (a full disk fails here, before anything the user has is changed)."""
         lines = ['<?xml version="1.0"?>',
                  '<VTKFile type="Collection" version="0.1" byte_order="LittleEndian">',
                  "  <Collection>"]
@@ -353,10 +383,10 @@ class PvdWriter(SeriesWriter):
                 fh.write("\n".join(lines))
                 fh.flush()
                 os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
         except BaseException:
             remove_quietly(tmp)
             raise
+        return tmp
 
     def _finish(self) -> List[str]:
         if self.group:                 # every process's steps are complete before the list
@@ -380,15 +410,23 @@ class PvdWriter(SeriesWriter):
 
     def _finish_alone(self) -> List[str]:
         if self.replacing:
-            # every file in OUT/ is complete at every moment; the old folder is moved aside
-            # before the new one takes its name, then the .pvd is replaced
+            # every file in OUT/ is complete at every moment; the new .pvd is written first
+            # (what can fail for a full disk), then the old folder is moved aside before the
+            # new one takes its name, then the .pvd is renamed into place
+            pvd = self._pvd_written(range(self.n_times))
             trash = None
-            if os.path.lexists(self.data_dir):
-                trash = tempfile.mkdtemp(prefix=f".{self.stem}-old-", dir=self.folder)
-                os.replace(self.data_dir, os.path.join(trash, "data"))
+            try:
+                if os.path.lexists(self.data_dir):
+                    trash = tempfile.mkdtemp(prefix=f".{self.stem}-old-", dir=self.folder)
+                    os.replace(self.data_dir, os.path.join(trash, "data"))
+            except BaseException:
+                remove_quietly(pvd)
+                if trash is not None:
+                    remove_quietly(trash)
+                raise
             os.replace(self.dir, self.data_dir)
             self.dir = self.data_dir
-            self._write_pvd(range(self.n_times))
+            os.replace(pvd, self.path)
             if trash is not None:
                 remove_quietly(trash)
         return [self.path] + [os.path.join(self.data_dir, self._name(i))
