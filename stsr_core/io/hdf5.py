@@ -5,13 +5,11 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
 from ..errors import StsrError
-from ..files import apply_umask
 from ..grid import Grid
 from ..series import VolumeSeries, arrays_holding, split_components
 from .stream import SeriesReader, SeriesWriter, discard_file, fsync_file, keep_arrays
@@ -171,12 +169,8 @@ class H5Writer(SeriesWriter):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         h5py = _h5py()
-        folder, base = os.path.split(self.path)
-        fd, self.tmp = tempfile.mkstemp(prefix=f".{base}-", suffix=".tmp", dir=folder)
-        os.close(fd)
-        apply_umask(self.tmp)
-        owner = {p: o for o, parts in self.components.items() for p in parts}
-        self.merged = list(dict.fromkeys(owner.get(n, n) for n in self.variables))
+        self.tmp = self._temp_beside()
+        self.merged = self._merged_names()
         try:
             self.fh = h5py.File(self.tmp, "w")
             self.fh.attrs["times"] = self.times

@@ -23,14 +23,12 @@ from __future__ import annotations
 
 import datetime
 import os
-import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ..errors import StsrError
-from ..files import apply_umask
 from ..grid import Grid
 from ..series import VolumeSeries, arrays_holding, split_components
 from .hdf5 import slab_chunks
@@ -421,12 +419,8 @@ class NetCDFWriter(SeriesWriter):
         # a source without z (2-D) is written back without it while the output is one layer
         self.flat = bool(src_dims) and src_dims.get("z") is None and self.grid.dims[2] == 1
         self.descending = [r for r in meta.get("descending", []) if not (r == "z" and self.flat)]
-        folder, base = os.path.split(self.path)
-        fd, self.tmp = tempfile.mkstemp(prefix=f".{base}-", suffix=".tmp", dir=folder)
-        os.close(fd)
-        apply_umask(self.tmp)
-        owner = {p: o for o, parts in self.components.items() for p in parts}
-        self.merged = list(dict.fromkeys(owner.get(n, n) for n in self.variables))
+        self.tmp = self._temp_beside()
+        self.merged = self._merged_names()
         try:
             self.ds = nc.Dataset(self.tmp, "w", format="NETCDF4")
             self._define(meta)

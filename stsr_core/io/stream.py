@@ -19,12 +19,13 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import tempfile
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ..errors import StsrError
-from ..files import write_error
+from ..files import apply_umask, write_error
 from ..grid import Grid
 from ..series import merge_components, split_components
 
@@ -169,6 +170,22 @@ class SeriesWriter:
         # the steps this writer writes: all of them, or one process's share of a
         # distributed output (see PvdWriter)
         self.steps: List[int] = list(range(self.n_times))
+
+    # --- for one-file writers ---------------------------------------------------------------
+    def _temp_beside(self) -> str:
+        """A new empty temp file beside the output, with the user's umask: written step by
+        step and renamed over the output on close."""
+        folder, base = os.path.split(self.path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{base}-", suffix=".tmp", dir=folder)
+        os.close(fd)
+        apply_umask(tmp)
+        return tmp
+
+    def _merged_names(self) -> List[str]:
+        """The arrays as stored: a vector's components under its one name, scalars as
+        they are, in the variables' order."""
+        owner = {p: o for o, parts in self.components.items() for p in parts}
+        return list(dict.fromkeys(owner.get(n, n) for n in self.variables))
 
     # --- what subclasses provide -------------------------------------------------------------
     def _write(self, i: int, arrays: Dict[str, np.ndarray]) -> None:
