@@ -251,11 +251,9 @@ def _image(api, tm, t, g, ext, progress=None, error=False):
     if values is None:
         return None
     g = api.sub_grid(g, ext)
-    comps = dict(tm.info.components)
-    if error and api.has_error_estimate(tm):
-        comps.update(api.error_names(tm.info)[1])
     series = VolumeSeries(times=[t], variables={k: v[None] for k, v in values.items()},
-                          origin=g.origin, spacing=g.spacing, components=comps)
+                          origin=g.origin, spacing=g.spacing,
+                          components=api.output_arrays(tm, error)[1])
     img = image_from_series(series, 0)
     img.GetFieldData().RemoveArray("TimeValue")
     return img

@@ -33,7 +33,7 @@ INIT_BUDGET_SHARE = 0.85
 __all__ = ["ModelInfo", "TrainedModel", "TrainProgress", "fit", "save_model", "load_model",
            "model_bytes", "sub_grid", "check_extent",
            "output_grid", "output_times", "predict", "upscale", "predict_timestep", "check_compatible",
-           "blend", "error_names", "has_error_estimate"]
+           "blend", "error_names", "has_error_estimate", "output_arrays"]
 
 
 @dataclass
@@ -517,6 +517,17 @@ def has_error_estimate(tm: TrainedModel) -> bool:
     return getattr(tm.model, "correction", None) is not None
 
 
+def output_arrays(tm: TrainedModel, error: bool) -> Tuple[List[str], Dict[str, List[str]]]:
+    """The scalar arrays an output of ``tm`` holds and how they group into vectors: the
+    variables, and with ``error`` (when the model has an estimate) their error arrays."""
+    names = list(tm.info.variables)
+    comps = {k: list(v) for k, v in tm.info.components.items()}
+    if error and has_error_estimate(tm):
+        e_names, e_comps = error_names(tm.info)
+        names, comps = names + e_names, {**comps, **e_comps}
+    return names, comps
+
+
 def _local_axes(grid: Grid, grid_in: Grid, device: torch.device) -> List[torch.Tensor]:
     """Per axis (x, y, z) the local coordinates in [-1, 1] of ``grid``'s points, in the
     frame of the model's grid ``grid_in`` (any box: the whole bounds or a piece of them)."""
@@ -622,10 +633,7 @@ def upscale(tm: TrainedModel, path: str, *, scale: Optional[float] = None,
     mine = distributed.share(len(t_out)) if several else None
     compute_s = write_s = 0.0
     error = error and has_error_estimate(tm)
-    names, comps = list(tm.info.variables), dict(tm.info.components)
-    if error:
-        e_names, e_comps = error_names(tm.info)
-        names, comps = names + e_names, {**comps, **e_comps}
+    names, comps = output_arrays(tm, error)
     with open_series_writer(path, grid, t_out, names, comps,
                             format=format, compression=compression,
                             overwrite=overwrite, metadata=tm.info.metadata,
@@ -668,12 +676,10 @@ def predict(tm: TrainedModel, *, scale: Optional[float] = None,
     for _, vals in _each_step(tm, grid, t_out, chunk, callback, error=error):
         for n, a in vals.items():
             arrays.setdefault(n, []).append(a)
-    comps = {k: list(v) for k, v in tm.info.components.items()}
-    if error and has_error_estimate(tm):
-        comps.update(error_names(tm.info)[1])
     return VolumeSeries(times=t_out, variables={n: np.stack(v) for n, v in arrays.items()},
-                        origin=grid.origin, spacing=grid.spacing, components=comps,
-                        source="", metadata=dict(tm.info.metadata))
+                        origin=grid.origin, spacing=grid.spacing,
+                        components=output_arrays(tm, error)[1], source="",
+                        metadata=dict(tm.info.metadata))
 
 
 def blend(tm: TrainedModel, var_from: str, var_to: str, steps: int, t: float,

@@ -64,10 +64,6 @@ class LearnedCorrection(nn.Module):
         self.report: Dict[str, object] = {}
         self._lattice_plan = None     # the base on the data's own grid (apply)
 
-    @property
-    def active(self) -> bool:
-        return bool((self.share > 0).any())
-
     @torch.no_grad()
     def apply(self, base: SplineBase, t: float, out_axes: Sequence[torch.Tensor]
               ) -> Tuple[torch.Tensor, torch.Tensor]:

@@ -25,7 +25,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from ..model.spline_base import SplineBase
+from ..model.spline_base import GridPlan, SplineBase
 
 KINDS = ("space", "space_time", "time")
 MIN_LATTICE_POINTS = 4     # an axis is coarsened only when its lattice keeps this many points
@@ -80,19 +80,30 @@ def _fit_level(data: torch.Tensor, times: Sequence[float], base_kw: dict, flow_o
     return base
 
 
-def _grid(base: SplineBase, t: float, dims_xyz: Sequence[int]) -> torch.Tensor:
-    """The base on the grid of ``dims_xyz`` points spanning its bounds -> [V, Z, Y, X]."""
-    axes = [torch.linspace(-1.0, 1.0, n, device=base.coef.device) for n in dims_xyz]
-    return base.evaluate_grid(base.plan_grid(axes), t).clone()
+def _on_grids(base: SplineBase) -> Callable[[float, Tuple[int, int, int]], torch.Tensor]:
+    """``on(t, dims_xyz)``: the base at normalised time t on the grid of ``dims_xyz`` points
+    spanning its bounds -> [V, Z, Y, X]. One plan per grid, kept for every step asked of
+    it: the plan holds the current interval's slot fields, so the steps inside one interval
+    (and the lattice and target grids of one level) do not evaluate them again."""
+    plans: Dict[Tuple[int, int, int], GridPlan] = {}
+
+    def on(t: float, dims_xyz: Tuple[int, int, int]) -> torch.Tensor:
+        plan = plans.get(dims_xyz)
+        if plan is None:
+            axes = [torch.linspace(-1.0, 1.0, n, device=base.coef.device) for n in dims_xyz]
+            plan = plans[dims_xyz] = base.plan_grid(axes)
+        return base.evaluate_grid(plan, t).clone()
+    return on
 
 
-def _inputs(level: torch.Tensor, base: SplineBase, t: float) -> Tuple[torch.Tensor, float]:
+def _inputs(level: torch.Tensor, base: SplineBase, on, t: float) -> Tuple[torch.Tensor, float]:
     """Encoder input on the level's lattice at normalised time t: the two neighbouring
-    slots' values and the base at t -> ([3V, Z, Y, X], time fraction)."""
+    slots' values and the base at t (``on``: :func:`_on_grids` of ``base``) ->
+    ([3V, Z, Y, X], time fraction)."""
     j, w = base._slot(t)
     k = min(j + 1, level.shape[1] - 1)
     lattice = tuple(level.shape[-1:-4:-1])
-    return torch.cat([level[:, j], level[:, k], _grid(base, t, lattice)]), w
+    return torch.cat([level[:, j], level[:, k], on(t, lattice)]), w
 
 
 def build_pairs(data: torch.Tensor, times: Sequence[float], base_kw: dict,
@@ -116,9 +127,10 @@ def build_pairs(data: torch.Tensor, times: Sequence[float], base_kw: dict,
         if progress:
             progress("space")
         base = _fit_level(lattice, times, base_kw, flow_options, budget_s)
+        on = _on_grids(base)
         for k in range(n_t):
-            inp, w = _inputs(lattice, base, times[k])
-            res = crop[:, k] - _grid(base, times[k], (cx, cy, cz))
+            inp, w = _inputs(lattice, base, on, times[k])
+            res = crop[:, k] - on(times[k], (cx, cy, cz))
             pairs.append(Pair("space", inp, res, (fx, fy, fz), w, space_mask))
     for kind, level, factor in (("space_time", lattice, (fx, fy, fz)),
                                 ("time", crop, (1, 1, 1))):
@@ -129,9 +141,10 @@ def build_pairs(data: torch.Tensor, times: Sequence[float], base_kw: dict,
                 progress(kind)
             sub_t = [times[i] for i in kept]
             base = _fit_level(level[:, kept], sub_t, base_kw, flow_options, budget_s)
+            on = _on_grids(base)
             for s in predicted:
-                inp, w = _inputs(level[:, kept], base, times[s])
-                res = crop[:, s] - _grid(base, times[s], (cx, cy, cz))
+                inp, w = _inputs(level[:, kept], base, on, times[s])
+                res = crop[:, s] - on(times[s], (cx, cy, cz))
                 pairs.append(Pair(kind, inp, res, factor, w, full))
     return pairs
 
