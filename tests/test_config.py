@@ -27,6 +27,7 @@ def test_every_preset_has_a_description_and_valid_choices():
     (FastNetConfig, "encoding", "hash"),
     (FastNetConfig, "grid_interp", "nearest"),
     (FastNetConfig, "base", "poly"),
+    (FastNetConfig, "learn_pairs", "both"),
     (TrainConfig, "schedule", "step"),
     (TrainConfig, "device", "tpu"),
 ])

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from stsr_core import api
+from stsr_core.errors import StsrError
 from stsr_core.io import read_series, write_series
 from stsr_core.learned.correction import (CorrectionConfig, learn_across_scales,
                                           train_correction)
@@ -186,3 +187,10 @@ def test_stsr_upscale_writes_the_error_arrays_unless_told_not_to(tmp_path):
     assert sorted(with_err.variables) == ["front", "front_error", "kink", "kink_error"]
     assert sorted(without.variables) == ["front", "kink"]
     np.testing.assert_array_equal(with_err.variables["front"], without.variables["front"])
+
+
+def test_the_learned_correction_with_a_network_on_top_is_refused_with_what_to_set():
+    with pytest.raises(StsrError, match="learned correction .learn. replaces the network: "
+                                        "set network=false"):
+        api.fit(front_series(), "liif", steps=1, device="cpu",
+                model_overrides={"network": True})
