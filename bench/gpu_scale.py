@@ -43,6 +43,7 @@ def run_case(tag: str, gen: Any, work: str, fit_minutes: float, intervals: int
              ) -> Dict[str, Any]:
     from stsr_core import api
     from stsr_core.io import read_series
+    from stsr_core.prediction import grid_plan
     case = gen.CASES[tag]
     path = os.path.join(work, f"{tag}.h5")
     t0 = time.perf_counter()
@@ -57,11 +58,11 @@ def run_case(tag: str, gen: Any, work: str, fit_minutes: float, intervals: int
     steps = [float(t) for t in times[: intervals * case.time]]
     api.predict_timestep(tm, steps[1], grid)          # warm-up (plans, kernels)
     base = tm.model.base
-    plan = api._grid_plan(tm, grid)
+    plan = grid_plan(tm, grid)
     _sync()
     t0 = time.perf_counter()
     for t in steps:
-        base.evaluate_grid(plan, api._t_norm(tm.info, t))
+        base.evaluate_grid(plan, tm.info.normalised_time(t))
     _sync()
     device_s = time.perf_counter() - t0
     tm.plan = None

@@ -48,7 +48,7 @@ def test_whole_grid_evaluation_matches_the_model_point_by_point(scale):
     g = api.output_grid(tm.info.grid, scale=scale)
     for t, tol in ((2.0, 1e-4), (6.0, 1e-4), (3.0, 5e-3), (2.5, 5e-3), (4.7, 5e-3)):
         whole = api.predict_timestep(tm, t, g)
-        norm = predict_grid(tm.model, tm.info.layout, api._t_norm(tm.info, t), g,
+        norm = predict_grid(tm.model, tm.info.layout, tm.info.normalised_time(t), g,
                             tm.info.grid)                               # point by point
         for i, (n, v) in enumerate(s.variables.items()):
             points = tm.info.stats[n].denormalise(norm[i])
