@@ -17,7 +17,8 @@ from . import distributed
 from .blocks import normalise_times
 from .config import DEFAULT_PRESET, TrainConfig, preset as get_preset
 from .errors import StsrError
-from .model import FieldModel, build_model
+from .kinds import build_model
+from .model import FieldModel
 from .normalize import compute_stats
 from .series import VolumeSeries
 from .train import (BatchSampler, ProgressCallback, TrainProgress, budget_fraction,

@@ -16,7 +16,8 @@ from .blocks import BlockLayout, normalise_times
 from .config import TrainConfig, config_to_dict, model_config_from_dict, train_config_from_dict
 from .errors import StsrError
 from .grid import Grid
-from .model import FieldModel, FieldSpec, build_model
+from .kinds import build_model
+from .model import FieldModel, FieldSpec
 from .normalize import VariableStats, stats_from_lists, stats_to_lists
 from .series import VolumeSeries
 from .train import resolve_device

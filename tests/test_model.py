@@ -10,7 +10,8 @@ from scipy.interpolate import CubicSpline
 from stsr_core import api
 from stsr_core.config import FastNetConfig, preset
 from stsr_core.metrics import evaluate
-from stsr_core.model import FieldSpec, build_model
+from stsr_core.kinds import build_model
+from stsr_core.model import FieldSpec
 from stsr_core.model.encodings import bspline_coefficients, bspline_sample
 from stsr_core.model.time_basis import (cross_validated_mix, fit_displacement, held_out_fits,
                                         interpolate_steps, natural_spline_slopes, warped_blend)

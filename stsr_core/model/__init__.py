@@ -1,5 +1,6 @@
 """Networks. Every model kind implements the :class:`FieldModel` interface so that training,
-inference and the model file never depend on the kind.
+inference and the model file never depend on the kind. ``stsr_core.kinds.build_model`` builds
+the kind a config names (above model/ and learned/, which adds the fast kind's correction).
 
 Interface (all tensors on the model's device):
     forward(coords [N, 4] local (x, y, z, t) in [-1, 1],
@@ -56,17 +57,3 @@ class FieldModel(nn.Module):
         themselves to ``data`` call ``progress(fraction done)`` as they go and stop early,
         returning False, when it returns False."""
 
-
-def build_model(cfg, spec: FieldSpec) -> FieldModel:
-    """Instantiate the network a config describes."""
-    kind = cfg.kind
-    if kind == "stsr":
-        from .stsr import STSRNet
-        return STSRNet(cfg, spec)
-    if kind == "siren":
-        from .coordnet import SirenNet
-        return SirenNet(cfg, spec)
-    if kind == "fast":
-        from .fast import FastNet
-        return FastNet(cfg, spec)
-    raise ValueError(f"unknown model kind {kind!r}")

@@ -12,7 +12,8 @@ adds a cubic B-spline through its kept data (one slot per input step), solved be
 by :meth:`FastNet.init_from_data`: the model starts exactly at the input and the network learns
 corrections. Between kept steps the base follows moving features (motion-compensated
 interpolation) and adds, per variable, the share of natural-cubic interpolation chosen by
-cross-validation on the kept steps (``base_time = "auto"``).
+cross-validation on the kept steps (``base_time = "auto"``). With ``learn = true`` the model is
+learned/corrected.py's subclass, which adds a correction learned across scales.
 """
 from __future__ import annotations
 
@@ -26,8 +27,6 @@ from . import FieldModel, FieldSpec
 from .encodings import FourierFeatures, Identity, SpaceTimeGrid
 from .siren import SineLayer
 from .spline_base import SplineBase
-
-LEARN_PAIR_SHARE = 0.25   # of the learned correction's time: the pairs' own base fits
 
 
 class FastNet(FieldModel):
@@ -58,19 +57,6 @@ class FastNet(FieldModel):
                 with torch.no_grad():  # start as the base alone; the network learns corrections
                     self.out.weight.mul_(cfg.base_out_init)
                     self.out.bias.zero_()
-        self.correction = None
-        if cfg.learn:
-            if self.base is None:
-                raise ValueError("the learned correction (learn) needs the spline base")
-            if self.has_network:
-                raise ValueError("the learned correction (learn) replaces the network: "
-                                 "set network=false")
-            from ..learned.correction import LearnedCorrection
-            from ..learned.decoder import DecoderConfig
-            self.correction = LearnedCorrection(spec.n_vars, DecoderConfig(
-                features=cfg.learn_features, hidden=cfg.learn_hidden))
-            # trained by init_from_data on pairs of its own, not by the training loop
-            self.correction.requires_grad_(False)
 
     def _build_network(self, cfg: FastNetConfig, spec: FieldSpec) -> None:
         """The encoding, the modulated sine decoder and the variables' latent codes."""
@@ -126,88 +112,13 @@ class FastNet(FieldModel):
         displacement fits (the base is then linear in time, still valid)."""
         if self.base is None:
             return None
-        opts = self.flow_options()
-        if self.correction is None:
-            return self.base.fit(data, opts, progress, budget_s)
-        return self._fit_with_correction(data, opts, progress, budget_s)
+        return self.base.fit(data, self.flow_options(), progress, budget_s)
 
     def flow_options(self) -> dict:
         """The displacement fits' settings (time_basis.fit_displacement's keywords)."""
         return {"iters": self.cfg.flow_iters, "smooth": self.cfg.flow_smooth,
                 "coarsen": self.cfg.flow_coarsen, "max_points": self.cfg.flow_max_points,
                 "levels": self.cfg.flow_levels}
-
-    def _fit_with_correction(self, data: torch.Tensor, opts: dict,
-                             progress: Optional[Callable[[float], Optional[bool]]],
-                             budget_s: Optional[float]) -> Optional[bool]:
-        """The base, then pairs one level down, then the decoder and its measured share
-        (learned/): progress runs 0-0.2 over the base fit, 0.2-0.35 over the pairs and
-        0.35-1 over the decoder's training."""
-        import time
-
-        from ..learned.correction import CorrectionConfig, learn_across_scales
-        from ..learned.pairs import KINDS, build_pairs, lower_pairs
-        t0 = time.perf_counter()
-        cfg = self.cfg
-        learn_s = None if budget_s is None else cfg.learn_share * budget_s
-
-        def part(lo: float, hi: float):
-            if progress is None:
-                return None
-            return lambda f: progress(lo + (hi - lo) * f)
-
-        base_budget = None if budget_s is None else budget_s - learn_s
-        if self.base.fit(data, opts, part(0.0, 0.2), base_budget) is False:
-            return False
-        left = None if budget_s is None else max(0.0, budget_s - (time.perf_counter() - t0))
-        pair_s = None if left is None else LEARN_PAIR_SHARE * left
-        kw = {"base_time": cfg.base_time, "flow_coarsen": cfg.flow_coarsen,
-              "flow_max_points": cfg.flow_max_points}
-        kinds = {"all": KINDS, "space": ("space",),
-                 "time": ("space_time", "time")}[cfg.learn_pairs]
-        pairs = build_pairs(data, self.base.slot_times.tolist(), kw, opts,
-                            budget_s=None if pair_s is None else pair_s / 4, kinds=kinds)
-        lower = lower_pairs(data, self.base.slot_times.tolist(), kw, opts,
-                            budget_s=None if pair_s is None else pair_s / 8,
-                            kinds=kinds) if pairs else []
-        if progress is not None and progress(0.35) is False:
-            return False
-        self.learn_notes = []
-        if not pairs:
-            self.learn_notes.append("the data is too small to make training pairs (fewer "
-                                    "than 3 steps and no axis with 7 points): the base alone")
-            return None
-        left = None if budget_s is None else max(0.0, budget_s - (time.perf_counter() - t0))
-        trained = learn_across_scales(pairs, lower, self.n_vars, CorrectionConfig(seed=0),
-                                      budget_s=left,
-                                      max_steps=cfg.learn_steps if left is None else None,
-                                      progress=part(0.35, 1.0))
-        self._trust_only_what_carries_over(trained, tuple(data.shape[-1:-4:-1]), data.shape[1])
-        self.correction.load_state_dict(trained.state_dict())
-        self.correction.report = trained.report
-        return False if trained.report.get("stopped") == "cancelled" else None
-
-    def _trust_only_what_carries_over(self, trained, dims_xyz, n_steps: int) -> None:
-        """Shares of data too small for what one level down teaches to carry over (the
-        config's learn_min_points / learn_min_steps) are set to 0: the base alone there,
-        with the error estimate still given. Says so in learn_notes."""
-        from ..learned.pairs import probe_lattice_points
-        cfg = self.cfg
-        points = probe_lattice_points(dims_xyz)
-        if points < cfg.learn_min_points:
-            trained.share[0].zero_()
-            self.learn_notes.append(
-                f"kept steps: the base alone (the probe's lattice has {points} points per "
-                f"axis, fewer than learn_min_points = {cfg.learn_min_points}: too small "
-                "for what it learns to carry over)")
-        if n_steps < cfg.learn_min_steps:
-            trained.share[1].zero_()
-            self.learn_notes.append(
-                f"in-between steps: the base alone ({n_steps} kept steps, fewer than "
-                f"learn_min_steps = {cfg.learn_min_steps})")
-        trained.report["share_kept"] = [float(x) for x in trained.share[0]]
-        trained.report["share_between"] = [float(x) for x in trained.share[1]]
-        trained.report["notes"] = list(self.learn_notes)
 
     def regularization(self) -> torch.Tensor:
         if self.cfg.tv_weight > 0 and isinstance(getattr(self, "encoding", None), SpaceTimeGrid):
