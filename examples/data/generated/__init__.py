@@ -27,6 +27,10 @@ KINDS: Dict[str, Tuple[str, str]] = {
                          "merging (eikonal arrival time)"),
     "spiral": ("spiral", "a scroll ring of an excitable medium (Barkley model): rotating, "
                          "spiralling waves"),
+    "shear": ("shear", "a shear layer rolling up into travelling billows (Kelvin-Helmholtz-"
+                       "like), top and bottom streaming opposite ways"),
+    "gray_scott": ("gray_scott", "reaction-diffusion spots that divide and spread "
+                                 "(Gray-Scott)"),
 }
 
 
