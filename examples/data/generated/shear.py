@@ -29,8 +29,8 @@ from __future__ import annotations
 from typing import Dict, Tuple
 
 import numpy as np
-from scipy.ndimage import map_coordinates
 
+from .carried import Points, grid_points, trace_back, update_map
 from .grid import Box
 
 U, UC = 1.0, 0.5
@@ -56,9 +56,9 @@ class Flow:
         e = np.exp(GROWTH * t)
         return A0 * e / (1 + A0 * (e - 1) / A_MAX)
 
-    def velocity(self, x: np.ndarray, y: np.ndarray, z: np.ndarray, t: float
-                 ) -> Tuple[np.ndarray, np.ndarray]:
-        """(u, v) at points (x, y, z) (broadcastable) and time t."""
+    def velocity(self, p: Points, t: float) -> Tuple[np.ndarray, np.ndarray, None]:
+        """(u, v, w = None: zero) at points p = (x, y, z) (broadcastable) at time t."""
+        x, y, z = p
         eta = (y - 0.5) / DELTA_P
         sech = 1.0 / np.cosh(eta)
         phase = K * (x - self.x0 - UC * t) - self.bend * np.sin(2 * np.pi * z + self.bend_phase)
@@ -67,23 +67,7 @@ class Flow:
         u = UC + U * np.tanh((y - 0.5) / DELTA) + a / K * (-np.tanh(eta) * sech / DELTA_P) \
             * np.cos(phase)
         v = a * sech * np.sin(phase)
-        return u, v
-
-
-def _trace_back(flow: Flow, x: np.ndarray, y: np.ndarray, z: np.ndarray, t1: float,
-                t0: float) -> Tuple[np.ndarray, np.ndarray]:
-    """Where the fluid at (x, y, z) at time t1 was at t0 < t1 (RK4, SUBSTEPS steps)."""
-    h = (t0 - t1) / SUBSTEPS
-    t = t1
-    for _ in range(SUBSTEPS):
-        k1 = flow.velocity(x, y, z, t)
-        k2 = flow.velocity(x + 0.5 * h * k1[0], y + 0.5 * h * k1[1], z, t + 0.5 * h)
-        k3 = flow.velocity(x + 0.5 * h * k2[0], y + 0.5 * h * k2[1], z, t + 0.5 * h)
-        k4 = flow.velocity(x + h * k3[0], y + h * k3[1], z, t + h)
-        x = x + h / 6 * (k1[0] + 2 * k2[0] + 2 * k3[0] + k4[0])
-        y = y + h / 6 * (k1[1] + 2 * k2[1] + 2 * k3[1] + k4[1])
-        t += h
-    return x, y
+        return u, v, None
 
 
 def initial_fields(x0: np.ndarray, y0: np.ndarray, z: np.ndarray, ripples) -> Dict[str, np.ndarray]:
@@ -103,23 +87,16 @@ def generate(n: int, steps: int, seed: int):
     ripples = [(int(rng.integers(1, 6)), int(rng.integers(0, 3)), rng.uniform(0.002, 0.006),
                 rng.uniform(0, 2 * np.pi)) for _ in range(4)]
     box = Box(n)
-    z, y, x = (np.broadcast_to(c, (n, n, n)) for c in box.axes())
-    dep_x, dep_y = x.copy(), y.copy()               # departure points at t = 0 [Z, Y, X]
+    grid = grid_points(box)
+    dep = grid                                      # departure points at t = 0
     times = np.linspace(0.0, T_END, steps)
-    grid_z = np.broadcast_to(np.arange(n, dtype=np.float64)[:, None, None], (n, n, n))
     frames = []
     for i, t in enumerate(times):
         if i:
-            bx, by = _trace_back(flow, x, y, z, t, times[i - 1])
-            by = np.clip(by, 0.0, 1.0)              # the walls: nothing crosses them
-            coords = np.stack([grid_z, by / box.h, np.mod(bx, 1.0) / box.h])
-            # the map minus the identity is periodic in x (wrap: the last point repeats
-            # the first) and smooth, so it interpolates well where the fields would not
-            shift_x = map_coordinates(dep_x - x, coords, order=3, mode="wrap")
-            dep_y = map_coordinates(dep_y, coords, order=3, mode="nearest")
-            dep_x = bx + shift_x
-        fields = initial_fields(dep_x, dep_y, z, ripples)
-        v = flow.velocity(x, y, z, t)[1]
+            traced = trace_back(flow.velocity, grid, t, times[i - 1], SUBSTEPS)
+            dep = update_map(dep, traced, box, periodic_x=True, still=(False, False, True))
+        fields = initial_fields(dep[0], dep[1], grid[2], ripples)
+        v = flow.velocity(grid, t)[1]
         fields["mixing"] = 4 * fields["scalar"] * (1 - fields["scalar"])
         fields["vertical_velocity"] = v
         frames.append({k: fields[k] for k in ("scalar", "vorticity", "mixing",
