@@ -85,3 +85,60 @@ def test_the_cli_writes_the_projects_hdf5_layout_and_skips_a_stamped_rerun(tmp_p
 def test_an_unknown_kind_names_the_choices():
     with pytest.raises(ValueError, match="fronts"):
         generate("vortex_street")
+
+
+# --- the training families (examples/data/training_families.py) ---------------------------
+
+def test_a_training_series_is_the_same_for_the_same_seed_and_differs_across_seeds():
+    from examples.data.training_families import sample
+    a, b, c = sample(3), sample(3), sample(5)
+    assert a.names == b.names
+    for n in a.names:
+        assert np.array_equal(a.variables[n], b.variables[n]), n
+    assert a.names != c.names or a.dims != c.dims or not all(
+        np.array_equal(a.variables[n], c.variables[n]) for n in a.names)
+
+
+@pytest.mark.parametrize("seed", [3, 5, 7])
+def test_a_training_series_is_small_finite_multivariate_and_moves(seed):
+    from examples.data.training_families import draw, sample
+    s, recipe = sample(seed), draw(seed)
+    assert s.dims[0] in (25, 29, 33) and s.n_times in (9, 13, 17)
+    assert 2 <= len(s.names) <= 5 and np.all(np.diff(s.times) > 0)
+    for n, a in s.variables.items():
+        assert np.isfinite(a).all(), n
+    assert 0.5 <= recipe.cells_per_step <= 4.5
+    scores = linear_in_time_psnr(s, 4)
+    assert min(row["between"] for row in scores.values()) < 30.0, scores
+
+
+def test_a_rigid_rotation_is_carried_exactly_through_the_lattice():
+    # the lattice's affine fit takes a rotation whole: no interpolation error
+    from examples.data.generated.carried import departure_points, grid_points
+    from examples.data.generated.grid import Box
+    from examples.data.training_families import Motion
+    box = Box(17)
+    spin = 2.0
+    m = Motion(centre=[0.5, 0.5, 0.5], spin=[0.0, 0.0, spin])
+    x, y, z = departure_points(m, box, 1.0, 64, every=4)
+    gx, gy, gz = grid_points(box)
+    c, s = np.cos(-spin), np.sin(-spin)                 # back by the angle turned
+    np.testing.assert_allclose(x, 0.5 + c * (gx - 0.5) - s * (gy - 0.5), atol=1e-6)
+    np.testing.assert_allclose(y, 0.5 + s * (gx - 0.5) + c * (gy - 0.5), atol=1e-6)
+    np.testing.assert_allclose(z, gz, atol=1e-12)
+
+
+def test_the_training_cli_writes_count_series_and_an_index_and_skips_them_next_time(tmp_path):
+    from stsr_core.io import read_series
+    from examples.data.training_families import main, sample
+    out = str(tmp_path)
+    assert main(["--out", out, "--count", "2", "--first-seed", "3"]) == 0
+    with open(os.path.join(out, "index.json")) as fh:
+        index = json.load(fh)
+    assert sorted(index) == ["3", "4"]
+    written = read_series(os.path.join(out, index["3"]["path"]))
+    np.testing.assert_array_equal(written.variables[written.names[0]],
+                                  sample(3).variables[written.names[0]])
+    before = os.path.getmtime(os.path.join(out, "family_3.h5"))
+    assert main(["--out", out, "--count", "2", "--first-seed", "3"]) == 0
+    assert os.path.getmtime(os.path.join(out, "family_3.h5")) == before
