@@ -13,7 +13,7 @@ sys.path.insert(0, ROOT)
 
 from examples.data.generated import KINDS, generate  # noqa: E402
 from examples.data.generated.__main__ import write  # noqa: E402
-from examples.data.generated.measure import linear_in_time_psnr  # noqa: E402
+from examples.data.generated.measure import block_shifts, linear_in_time_psnr  # noqa: E402
 
 N, STEPS = 33, 9
 
@@ -56,6 +56,18 @@ def test_features_move_so_that_linear_in_time_loses_between_kept_steps(made, kin
         assert row["between"] < 30.0, (n, row)
     first, fifth = (s.variables[s.names[0]][i] for i in (0, 4))
     assert np.abs(fifth - first).max() > 0.1 * np.abs(first).max()
+    # and not in place: some block of step 4 is found shifted in step 0
+    assert np.abs(block_shifts(first, fifth, block=16, reach=6)).max() > 0
+
+
+def test_block_shifts_find_a_known_translation():
+    rng = np.random.default_rng(0)
+    from scipy.ndimage import gaussian_filter
+    f = gaussian_filter(rng.standard_normal((40, 40, 40)), 3)
+    g = np.roll(f, (2, -3, 5), axis=(0, 1, 2))        # g[z] = f[z - 2]: moved by +2, -3, +5
+    shifts = block_shifts(f, g, block=16, reach=8)
+    assert len(shifts) > 10
+    np.testing.assert_array_equal(np.median(shifts, axis=0), [2, -3, 5])
 
 
 def test_another_seed_makes_another_series(made):

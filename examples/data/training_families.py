@@ -44,7 +44,7 @@ import numpy as np
 from stsr_core.series import VolumeSeries
 
 from .generated.carried import Points, departure_points, grid_points
-from .generated.grid import Box
+from .generated.grid import Box, mode_sum, random_modes
 
 FIELD_TYPES = ("blobs", "noise", "edges", "flashes")
 SUBSTEPS = 2            # RK4 sub-steps per step of the series when tracing back
@@ -118,9 +118,8 @@ def _unit(rng: np.random.Generator) -> np.ndarray:
 
 
 def _modes(rng: np.random.Generator, count: int, k_min: float, k_max: float) -> Dict[str, list]:
-    k = np.array([_unit(rng) * rng.uniform(k_min, k_max) for _ in range(count)])
-    return {"k": k.tolist(), "amp": (1 / np.linalg.norm(k, axis=1)).tolist(),
-            "phase": rng.uniform(0, 2 * np.pi, count).tolist()}
+    k, amp, phase = random_modes(rng, count, k_min, k_max)
+    return {"k": k.tolist(), "amp": amp.tolist(), "phase": phase.tolist()}
 
 
 def _blob_params(rng: np.random.Generator, count: int) -> Dict[str, list]:
@@ -243,23 +242,18 @@ def _blobs(p: Dict[str, list], x0: Points, t: float, window=None) -> np.ndarray:
     return out
 
 
-def _sum_modes(p: Dict[str, list], x0: Points) -> np.ndarray:
-    out = 0.0
-    for k, a, ph in zip(p["k"], p["amp"], p["phase"]):
-        out = out + a * np.cos(2 * np.pi * (k[0] * x0[0] + k[1] * x0[1] + k[2] * x0[2]) + ph)
-    return out / np.sqrt(0.5 * np.sum(np.square(p["amp"])))       # unit RMS
-
-
 def evaluate(spec: FieldSpec, x0: Points, t: float) -> np.ndarray:
     """Variable ``spec`` at material points ``x0`` (departure points) at time t in [0, 1]."""
     p = spec.params
     if spec.kind == "blobs":
         return _blobs(p, x0, t)
     if spec.kind == "noise":
-        return _sum_modes(p, x0) * (1 + p["contrast_change"][0] * t)
+        return mode_sum((p["k"], p["amp"], p["phase"]), *x0) * \
+            (1 + p["contrast_change"][0] * t)
     if spec.kind == "edges":
         level = p["level"][0] + p["level"][1] * t
-        return np.tanh((_sum_modes(p, x0) - level) / p["width"][0])
+        g = mode_sum((p["k"], p["amp"], p["phase"]), *x0)
+        return np.tanh((g - level) / p["width"][0])
     if spec.kind == "flashes":
         def window(i: int) -> float:
             on, off, r = p["on"][i], p["on"][i] + p["duration"][i], p["ramp"][i]

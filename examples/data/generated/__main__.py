@@ -48,10 +48,10 @@ def write(kind: str, out: str, n: int = 65, steps: int = 25, seed: int = 0,
     stamp = dict(wanted, path=path, files=len(files), generate_seconds=round(seconds, 2),
                  variables=series.names)
     if report:
-        from .measure import linear_in_time_psnr, normal_speed
+        from .measure import linear_in_time_psnr, motion_per_interval
         stamp["linear_in_time_psnr_k4"] = linear_in_time_psnr(series, 4)
-        stamp["normal_speed_cells_per_step"] = {v: normal_speed(series, v)
-                                                for v in series.names}
+        stamp["motion_cells_per_4_steps"] = {v: motion_per_interval(series, v, 4)
+                                             for v in series.names}
     tmp = stamp_path + ".tmp"
     with open(tmp, "w") as fh:
         json.dump(stamp, fh, indent=2)
@@ -71,7 +71,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--format", choices=("h5", "pvd"), default="h5")
     p.add_argument("--force", action="store_true", help="regenerate even if stamped")
     p.add_argument("--report", action="store_true",
-                   help="also measure linear-in-time PSNR and feature speed (slower)")
+                   help="also measure linear-in-time PSNR and how far features move (slower)")
     a = p.parse_args(argv)
     stamp = write(a.kind, a.out, a.n, a.steps, a.seed, a.format, a.force, a.report)
     print(json.dumps(stamp, indent=2))

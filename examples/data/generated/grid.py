@@ -3,7 +3,7 @@ same function at any grid size, and the 7-point Laplacian the simulations step w
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Tuple
+from typing import Callable, Iterator, Sequence, Tuple
 
 import numpy as np
 
@@ -39,15 +39,34 @@ def random_modes(rng: np.random.Generator, count: int, k_min: float, k_max: floa
     return k, amp, phase
 
 
-def smooth_field(box: Box, modes: Tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
-    """The sum of ``modes`` on the box's points, scaled to unit RMS over the modes
-    (independent of the grid): float64 ``[Z, Y, X]``."""
-    z, y, x = box.axes()
-    k, amp, phase = modes
-    out = np.zeros((box.n,) * 3)
+def mode_sum(modes: Tuple[np.ndarray, np.ndarray, np.ndarray], x: np.ndarray, y: np.ndarray,
+             z: np.ndarray) -> np.ndarray:
+    """The sum of ``modes`` at points (x, y, z) (broadcastable), scaled to unit RMS over the
+    modes (independent of where it is sampled): float64."""
+    k, amp, phase = (np.asarray(v, dtype=np.float64) for v in modes)
+    out = 0.0
     for (kx, ky, kz), a, p in zip(k, amp, phase):
-        out += a * np.cos(2 * np.pi * (kx * x + ky * y + kz * z) + p)
+        out = out + a * np.cos(2 * np.pi * (kx * x + ky * y + kz * z) + p)
     return out / np.sqrt(0.5 * np.sum(amp ** 2))
+
+
+def smooth_field(box: Box, modes: Tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
+    """:func:`mode_sum` on the box's points: float64 ``[Z, Y, X]``."""
+    z, y, x = box.axes()
+    return np.broadcast_to(mode_sum(modes, x, y, z), (box.n,) * 3)
+
+
+def advance(times: Sequence[float], dt_max: float, step: Callable[[float], None],
+            start: float = 0.0) -> Iterator[int]:
+    """March a simulation from ``start`` through ``times``: ``step(dt)`` as often as needed
+    with equal steps of at most ``dt_max`` per gap; yields each output's index on arrival."""
+    t = start
+    for i, target in enumerate(times):
+        m = int(np.ceil((target - t) / dt_max - 1e-9))
+        for _ in range(m):
+            step((target - t) / m)
+        t = target
+        yield i
 
 
 def laplacian(f: np.ndarray, h: float, out: np.ndarray) -> np.ndarray:
