@@ -119,7 +119,7 @@ def test_a_training_series_is_small_finite_multivariate_and_moves(seed):
     assert 2 <= len(s.names) <= 5 and np.all(np.diff(s.times) > 0)
     for n, a in s.variables.items():
         assert np.isfinite(a).all(), n
-    assert 0.5 <= recipe.cells_per_step <= 4.5
+    assert 0.5 <= recipe.cells_per_step <= 9.0        # rigid part 0.5-4.5, a flow adds
     scores = linear_in_time_psnr(s, 4)
     assert min(row["between"] for row in scores.values()) < 30.0, scores
 
