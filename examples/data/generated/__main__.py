@@ -17,10 +17,14 @@ from . import KINDS, generate
 
 
 def source_hash(kind: str) -> str:
-    """sha256 of the code that makes ``kind`` (its module and the shared ones)."""
+    """sha256 of the code that makes ``kind``: its module and the shared ones (all but the
+    other kinds', this CLI's and measure.py)."""
     here = os.path.dirname(os.path.abspath(__file__))
+    others = {f"{m}.py" for m, _ in KINDS.values()} - {f"{KINDS[kind][0]}.py"}
     h = hashlib.sha256()
-    for f in (f"{KINDS[kind][0]}.py", "grid.py", "__init__.py"):
+    for f in sorted(set(os.listdir(here)) - others - {"__main__.py", "measure.py"}):
+        if not f.endswith(".py"):
+            continue
         with open(os.path.join(here, f), "rb") as fh:
             h.update(fh.read())
     return h.hexdigest()

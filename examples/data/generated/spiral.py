@@ -9,20 +9,18 @@ Physics (Barkley 1991), in the model's own units (diffusion 1):
 with a = 0.75, b = 0.06, eps = 0.02 (rigidly rotating spirals, period ~5.1, wave length ~15),
 zero-flux walls, explicit 7-point diffusion and Barkley's semi-implicit reaction step.
 Initial condition: in the (rho, zeta) half-plane around a slightly tilted, off-centre, oval
-ring of radius ~8 (+-10-20 %) (rho: distance from the ring's axis minus the radius, zeta: along the axis), an
-excited band above zeta = 0 and a refractory region below it; its free edge (the ring) curls
-into a spiral in every half-plane. The first 4 time units are left out (the wave forms).
+ring of radius ~8 (+-10-20 %) (rho: distance from the ring, outwards; zeta: along its axis),
+an excited band above zeta = 0 and a refractory region below it; its free edge (the ring)
+curls into a spiral in every half-plane. The first 4 time units are left out (the wave forms).
 
 Variables: ``u`` (sharp fronts, 0..1), ``v`` (smooth, lagging), ``excitation`` = the reaction
 term u (1 - u) (u - (v + b) / a) / eps (a thin signed sheet at the wave fronts, derived).
 Box [0, 32]^3 (the model's lengths), times 4 ... 11.2: at the default 65^3 x 25 steps the
-waves move ~2 cells per step, a quarter of a wave length per 4 steps (one turn of the spiral
-in ~15 steps). The model needs a spacing of at
-most 0.5 (65 points): smaller n are simulated at 65 (or finer) and subsampled.
+waves move ~7 cells per 4 steps, a quarter of a wave length (one turn of the spiral in ~18
+steps). The model needs a spacing of at most 0.5 (65 points): smaller n are simulated at 65
+(or finer) and subsampled.
 """
 from __future__ import annotations
-
-from typing import Dict
 
 import numpy as np
 
