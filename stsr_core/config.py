@@ -27,6 +27,9 @@ PRESET_DESCRIPTIONS: Dict[str, str] = {
 }
 DEVICES: Tuple[str, ...] = ("auto", "cpu", "cuda")     # "cuda:N" also names one GPU
 BASE_TIME_DESCRIPTIONS: Dict[str, str] = {
+    "select": "per array the best of still (linear/cubic) and motion-compensated along "
+              "straight or bent paths (linear/cubic along them), chosen on input steps "
+              "held out at the real gap",
     "auto": "motion-compensated, plus per array the share of cubic that best predicts "
             "held-out input steps",
     "linear": "linear in time (like ParaView's Temporal Interpolator)",
@@ -134,8 +137,11 @@ class FastNetConfig:
     # the base between kept steps: "linear", "cubic" (natural spline), "flow" (motion-
     # compensated: a displacement field per interval fitted to all variables at once) or
     # "auto": flow plus, per variable, the share of cubic that best predicts held-out kept
-    # steps (held-out steps, at twice the real gap, under-rate flow: see time_basis.py)
-    base_time: str = "auto"
+    # steps (held-out steps, at twice the real gap, under-rate flow: see time_basis.py);
+    # "select" (the default): per variable still or moving, the paths straight or bent and
+    # linear or cubic along them, chosen on held-out steps coarsened in space as in time
+    # (time_select.py)
+    base_time: str = "select"
     flow_coarsen: int = 2        # displacement grid: this many times coarser than the data
     flow_max_points: int = 32    # larger data is resampled to this many points per axis for
                                  # the displacement fit, which bounds its cost

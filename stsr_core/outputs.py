@@ -85,8 +85,14 @@ def error_names(info: ModelInfo) -> Tuple[List[str], Dict[str, List[str]]]:
 
 
 def has_error_estimate(tm: TrainedModel) -> bool:
-    """Whether the model carries a learned correction, and so an error estimate."""
-    return getattr(tm.model, "correction", None) is not None
+    """Whether the model has an error estimate: a learned correction's, or the fast base's
+    own (every fit of the base alone since issue 25; not with a network on top, whose
+    values the base's estimate does not describe)."""
+    if getattr(tm.model, "correction", None) is not None:
+        return True
+    base = getattr(tm.model, "base", None)
+    return (base is not None and not getattr(tm.model, "has_network", True)
+            and base.has_error_estimate())
 
 
 def output_arrays(tm: TrainedModel, error: bool) -> Tuple[List[str], Dict[str, List[str]]]:

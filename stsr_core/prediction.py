@@ -78,6 +78,8 @@ def predict_timestep(tm: TrainedModel, t: float, grid: Grid, chunk: int = DEFAUL
         vals = tm.model.base.evaluate_grid(plan, tn)                    # [V, Z, Y, X]
         if corr is not None:
             vals.add_(corr)
+        elif error and tm.model.base.has_error_estimate():    # the base's own (every fit)
+            err = tm.model.base.error_grid(plan, tn)
         for i, n in enumerate(info.variables):    # to physical units where computed, in place
             st = info.stats[n]
             if st.hi > st.lo:

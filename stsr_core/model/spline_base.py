@@ -18,7 +18,7 @@ import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -26,13 +26,18 @@ from torch import nn
 
 from .encodings import bspline_coefficients, bspline_sample, slot_weights
 from .. import distributed
+from .paths import accelerations, bend_shift, end_weights, slope_weights
 from .time_basis import (cross_validated_mix, displacement_grid_dims, fit_displacement,
                          held_out_pairs, hermite_correction, natural_spline_slopes)
+from .error_estimate import combine, lattice_axes, off_lattice, scale_for, thinned_axes
+from .time_select import Scores, chain_options, chain_pairs, chains, decide, half_series
 
-BASE_TIMES = ("auto", "linear", "cubic", "flow")
+BASE_TIMES = ("select", "auto", "linear", "cubic", "flow")
+MOVING = ("select", "auto", "flow")     # the base_time choices with displacements
 MIN_FIT_SECONDS = 0.05       # a displacement fit with less time than this is skipped
 WARP_FIELD_VALUES = 1 << 26  # values of one slot on the warps' grid when finer than 2x
 WARP_SLAB_POINTS = 1 << 20    # output points per warp call: bounds its coordinate tensors
+PATH_SLOPE_POINTS = 1 << 18   # data points per step of the slopes along the path
 
 
 class FitStopped(Exception):
@@ -77,11 +82,20 @@ class SplineBase(nn.Module):
             self.register_buffer("slope_matrix", natural_spline_slopes(
                 self.slot_times.tolist()).to(torch.float32), persistent=False)   # [T, T]
             self.register_buffer("time_mix", torch.zeros(self.n_vars))
-        self.has_flow = self.hermite and base_time in ("auto", "flow") and self.n_slots > 1
+        self.has_flow = self.hermite and base_time in MOVING and self.n_slots > 1
         if self.has_flow:
             low = displacement_grid_dims((z, y, x), int(flow_coarsen), flow_max_points)
             self.register_buffer("flow", torch.zeros(self.n_slots - 1, 3, *low))
             self.register_buffer("flow_mix", torch.zeros(self.n_vars))
+            # paths.py: the share of the cubic along the path per variable, and whether the
+            # paths bend (1) or run straight through each interval (0); model files written
+            # before paths could bend hold neither and load as straight and linear
+            self.register_buffer("path_mix", torch.zeros(self.n_vars))
+            self.register_buffer("path_bend", torch.zeros(()))
+        self._path_slopes: Dict[int, torch.Tensor] = {}     # slot -> slopes along the path
+        # error_estimate.py: per variable the scales of the indicators in space and in time
+        # (0: no estimate; model files written before it hold none)
+        self.register_buffer("error_scale", torch.zeros(2, self.n_vars))
 
     # --- model files written before the base had its own module ----------------------------
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
@@ -91,6 +105,11 @@ class SplineBase(nn.Module):
             state_dict[prefix + "coef"] = grid[:, :self.n_vars]
             if self.hermite and self.trainable:
                 state_dict[prefix + "slopes"] = grid[:, self.n_vars:]
+        if self.has_flow and prefix + "flow" in state_dict:      # written before paths.py
+            state_dict.setdefault(prefix + "path_mix", torch.zeros(self.n_vars))
+            state_dict.setdefault(prefix + "path_bend", torch.zeros(()))
+        state_dict.setdefault(prefix + "error_scale", torch.zeros(2, self.n_vars))
+        self._path_slopes = {}
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def slopes_at(self, k: int) -> torch.Tensor:
@@ -103,48 +122,70 @@ class SplineBase(nn.Module):
 
     # --- fitting -----------------------------------------------------------------------------
     @torch.no_grad()
+    def fit_coefficients(self, data: torch.Tensor) -> None:
+        """The spline through ``data`` [V, T, Z, Y, X] (normalised): the prefilter per slot
+        and, where kept apart from them, the natural spline's slopes in time."""
+        for t in range(self.n_slots):          # one slot at a time: bounded memory
+            self.coef[t].copy_(bspline_coefficients(data[:, t].to(torch.float32)))
+        if self.hermite and self.slopes is not None:
+            self.slopes.copy_(torch.tensordot(self.slope_matrix.to(self.coef), self.coef,
+                                              dims=([1], [0])))
+        self._path_slopes = {}
+
+    @torch.no_grad()
     def fit(self, data: torch.Tensor, flow_options: Dict[str, object],
             progress: Optional[Callable[[float], Optional[bool]]] = None,
             budget_s: Optional[float] = None) -> Optional[bool]:
         """Solve the base from ``data`` [V, T, Z, Y, X] (normalised): the spline prefilter
-        per slot, the natural-spline slopes in time, then the displacement fits and the time
-        mix. ``progress(fraction)`` hears of each displacement fit; when it returns False the
-        fits stop, the mixes stay 0 (linear in time: a valid base) and this returns False.
-        ``budget_s`` bounds the displacement fits: each gets an equal share of what is left
-        and stops there; fits with no time left are skipped (no motion compensation for that
-        interval); :attr:`fit_notes` says what was cut. In a group of processes
-        (distributed.py) each fits its share of the displacements within the budget and all
-        end with the same base (the results are exchanged; ``progress`` must then not stop
-        one process alone)."""
+        per slot, the natural-spline slopes in time, then the displacement fits and the
+        choice in time (``select``: time_select.py; ``auto``: the cubic share from held-out
+        steps with full motion). ``progress(fraction)`` hears of each displacement fit; when
+        it returns False the fits stop, the mixes stay 0 (linear in time: a valid base) and
+        this returns False. ``budget_s`` bounds the displacement fits: each gets an equal
+        share of what is left and stops there; fits with no time left are skipped (no
+        motion compensation for that interval); :attr:`fit_notes` says what was cut. In a
+        group of processes (distributed.py) each fits its share of the displacements within
+        the budget and all end with the same base (the results are exchanged; ``progress``
+        must then not stop one process alone)."""
         t_start = time.perf_counter()
         self.fit_notes: List[str] = []
-        for t in range(self.n_slots):          # one slot at a time: bounded memory
-            self.coef[t].copy_(bspline_coefficients(data[:, t].to(torch.float32)))
+        self.selection: Dict[str, object] = {}
+        self.fit_coefficients(data)
         if not self.hermite:
             return None
-        if self.slopes is not None:
-            self.slopes.copy_(torch.tensordot(self.slope_matrix.to(self.coef), self.coef,
-                                              dims=([1], [0])))
         self.time_mix.zero_()
+        times = self.slot_times.tolist()
+        n = len(times)
+        # held out at the real gap (time_select.py): the half series' chains, for the choice
+        # in time (select) and the error estimate's scale in time (every kind)
+        half = half_series(data) if len(chains(n)) else None
+        half_opts = chain_options(flow_options)
         if not self.has_flow:
             if self.base_time == "cubic":
                 self.time_mix.fill_(1.0)
             else:
-                self.time_mix.copy_(cross_validated_mix(data, self.slot_times.tolist())[:, 0])
+                self.time_mix.copy_(cross_validated_mix(data, times)[:, 0])
+            self._calibrate_error(data, half, {}, half_opts)
             return None
         self.flow_mix.zero_()
-        times = self.slot_times.tolist()
+        self.path_mix.zero_()
+        self.path_bend.zero_()
         # the displacement fits: one per interval, then (auto) one per held-out case of the
-        # cross-validation; independent of each other, so with several processes
-        # (distributed.py) each fits its share and all get every result
-        pairs = [(j, j + 1) for j in range(len(times) - 1)]
+        # cross-validation, and one per pair of neighbours on the half series;
+        # independent of each other, so with several processes (distributed.py) each fits
+        # its share and all get every result
+        jobs = [(data, j, j + 1, flow_options) for j in range(n - 1)]
         if self.base_time == "auto":
-            pairs += held_out_pairs(len(times))
-        n_fits = len(pairs)
+            jobs += [(data, k0, k1, flow_options) for k0, k1 in held_out_pairs(n)]
+        n_main = len(jobs)
+        if half is not None:
+            jobs += [(half, k0, k1, half_opts) for k0, k1 in chain_pairs(n)]
+        n_fits = len(jobs)
         mine = distributed.share(n_fits)
         state = {"done": 0, "cut": 0, "skipped": 0}
 
-        def fit_one(f0: torch.Tensor, f1: torch.Tensor) -> Optional[torch.Tensor]:
+        def fit_one(src: torch.Tensor, k0: int, k1: int, opts: Dict[str, object]
+                    ) -> Optional[torch.Tensor]:
             """One displacement fit within an equal share of the budget left (None: none
             left; a fit whose share runs out stops where it is)."""
             left = len(mine) - state["done"]
@@ -156,7 +197,7 @@ class SplineBase(nn.Module):
                     state["skipped"] += 1
                     return None
                 deadline = time.perf_counter() + share
-            disp = fit_displacement(f0, f1, **flow_options, deadline=deadline)
+            disp = fit_displacement(src[:, k0], src[:, k1], **opts, deadline=deadline)
             if deadline is not None and time.perf_counter() >= deadline:
                 state["cut"] += 1
             return disp
@@ -164,8 +205,7 @@ class SplineBase(nn.Module):
         try:
             local: Dict[int, Optional[torch.Tensor]] = {}
             for i in mine:
-                k0, k1 = pairs[i]
-                local[i] = fit_one(data[:, k0], data[:, k1])
+                local[i] = fit_one(*jobs[i])
                 if progress is not None and \
                         progress(state["done"] / max(1, len(mine))) is False:
                     raise FitStopped
@@ -174,17 +214,26 @@ class SplineBase(nn.Module):
         fits = distributed.gather_shares(local, n_fits)
         counts = distributed.all_gather_objects((state["cut"], state["skipped"]))
         state["cut"], state["skipped"] = (sum(c[k] for c in counts) for k in (0, 1))
-        for j in range(len(times) - 1):
+        for j in range(n - 1):
             if fits[j] is not None:
                 self.flow[j].copy_(fits[j])
+        self._path_slopes = {}
+        chain_fits = {(k0, k1): f for (_, k0, k1, _), f in zip(jobs[n_main:], fits[n_main:])}
         if self.base_time == "flow":
             self.flow_mix.fill_(1.0)
-        else:
-            held = iter(fits[len(times) - 1:])
+        elif self.base_time == "auto":
+            held = iter(fits[n - 1:n_main])
             mix = cross_validated_mix(data, times, with_flow=True, flow_share=1.0,
                                       fit_flow=lambda f0, f1: next(held), **flow_options)
             self.time_mix.copy_(mix[:, 0])
             self.flow_mix.copy_(mix[:, 1])
+        elif half is not None:
+            self._choose(half, chain_fits, half_opts)
+        else:                         # two kept steps: nothing to hold out
+            self.flow_mix.fill_(1.0)
+            self.selection = {"reason": "2 kept steps: nothing to hold out; "
+                                        "motion-compensated, linear along straight paths"}
+        self._calibrate_error(data, half, chain_fits, half_opts)
         if state["cut"]:
             self.fit_notes.append(f"{state['cut']} of {n_fits} displacement fits stopped "
                                   f"before their {flow_options.get('iters')} Adam steps to "
@@ -195,6 +244,105 @@ class SplineBase(nn.Module):
                                   "compensation)")
         return None
 
+    def _half_chains(self, half: torch.Tensor,
+                     fits: Dict[Tuple[int, int], Optional[torch.Tensor]],
+                     opts: Dict[str, object]) -> Iterator[Tuple["SplineBase", "GridPlan",
+                                                                List[Tuple[int, float]]]]:
+        """Per chain of the half series (time_select.chains) a base of its steps alone, with
+        their displacements, planned on its own grid, and its held-out steps (index, time):
+        what each held-out step is predicted from never includes it."""
+        times = self.slot_times.tolist()
+        dims = tuple(half.shape[-1:-4:-1])                                # x, y, z
+        kind = "flow" if self.has_flow else ("cubic" if self.hermite else "linear")
+        for chain in chains(len(times)):
+            sub = SplineBase(dims, self.n_vars, [times[i] for i in chain], base_time=kind,
+                             flow_coarsen=int(opts["coarsen"]),
+                             flow_max_points=int(opts["max_points"]), trainable=False
+                             ).to(self.coef.device)
+            sub.fit_coefficients(half[:, chain])
+            if sub.has_flow:
+                for i in range(len(chain) - 1):
+                    f = fits.get((chain[i], chain[i + 1]))
+                    if f is not None:
+                        sub.flow[i].copy_(f)
+            plan = sub.plan_grid(lattice_axes(half.shape[-3:], self.coef.device))
+            yield sub, plan, [(chain[i] + 1, times[chain[i] + 1])
+                              for i in range(len(chain) - 1)]
+
+    @torch.no_grad()
+    def _choose(self, half: torch.Tensor,
+                fits: Dict[Tuple[int, int], Optional[torch.Tensor]],
+                opts: Dict[str, object]) -> None:
+        """``select``: score every candidate in time on the half series' held-out steps
+        (through this class's own evaluation) and set the shares from
+        :func:`time_select.decide`."""
+        scores = Scores(self.n_vars)
+        for sub, plan, held in self._half_chains(half, fits, opts):
+            bends = (0.0, 1.0) if sub.n_slots > 2 else (0.0,)
+            for k, t in held:
+                target = half[:, k]
+                sub.flow_mix.zero_()
+                sub.time_mix.zero_()
+                p0 = sub.evaluate_grid(plan, t).clone()
+                sub.time_mix.fill_(1.0)
+                scores.add("still", p0, sub.evaluate_grid(plan, t), target)
+                sub.time_mix.zero_()
+                sub.flow_mix.fill_(1.0)
+                for bend in bends:
+                    sub.path_bend.fill_(bend)
+                    sub.path_mix.zero_()
+                    p0 = sub.evaluate_grid(plan, t).clone()
+                    sub.path_mix.fill_(1.0)
+                    scores.add(f"moving{int(bend)}", p0, sub.evaluate_grid(plan, t), target)
+        rng = (half.amax(dim=(1, 2, 3, 4)) - half.amin(dim=(1, 2, 3, 4))).cpu()
+        choice = decide(scores, rng)
+        self.time_mix.copy_(choice.still_share)
+        self.flow_mix.copy_(choice.moving)
+        self.path_mix.copy_(choice.path_share)
+        self.path_bend.fill_(choice.bend)
+        self._path_slopes = {}
+        self.selection = choice.report
+
+    @torch.no_grad()
+    def _calibrate_error(self, data: torch.Tensor, half: Optional[torch.Tensor],
+                         fits: Dict[Tuple[int, int], Optional[torch.Tensor]],
+                         opts: Dict[str, object]) -> None:
+        """The error estimate's scales (error_estimate.py): in space from kept steps thinned
+        to every other point, in time from the half series' held-out steps predicted with
+        this base's own choice in time."""
+        gen = torch.Generator().manual_seed(0)
+        dev = self.coef.device
+        dims = tuple(data.shape[-3:])
+        axes = thinned_axes(dims, dev)
+        if all(n == 1 for _, n, _ in axes):
+            return                                 # a single point: nothing to hold out
+        mats = [spline_matrix(a, m) for a, _, m in axes]
+        lins = [linear_matrix(a, m) for a, _, m in axes]
+        span = [n for _, n, _ in axes]                                  # x, y, z
+        off = off_lattice((span[2], span[1], span[0]), dev)
+        res, ind = [], []
+        for k in sorted({0, self.n_slots // 2, self.n_slots - 1}):
+            thin = data[:, k, ::2, ::2, ::2].to(torch.float32)
+            spline = separable(bspline_coefficients(thin), mats)
+            true = data[:, k, :span[2], :span[1], :span[0]].to(torch.float32)
+            res.append((true - spline)[:, off])
+            ind.append((spline - separable(thin, lins)).abs()[:, off])
+        self.error_scale[0].copy_(scale_for(torch.cat(res, 1), torch.cat(ind, 1), gen))
+        if half is None:
+            return
+        res, ind = [], []
+        for sub, plan, held in self._half_chains(half, fits, opts):
+            for name in ("time_mix", "flow_mix", "path_mix", "path_bend"):
+                if hasattr(sub, name) and hasattr(self, name):
+                    getattr(sub, name).copy_(getattr(self, name))
+            sub._path_slopes = {}
+            for k, t in held:
+                res.append((half[:, k] - sub.evaluate_grid(plan, t)).flatten(1))
+                ends = sub.end_values(plan, t)
+                ind.append((ends[0] - ends[1]).abs().flatten(1))
+        if res:
+            self.error_scale[1].copy_(scale_for(torch.cat(res, 1), torch.cat(ind, 1), gen))
+
     def mixes(self) -> Dict[str, Tuple[float, ...]]:
         """Per variable the cubic share c and the motion-compensated share m (for stsr info)."""
         out: Dict[str, Tuple[float, ...]] = {}
@@ -202,7 +350,66 @@ class SplineBase(nn.Module):
             out["time_mix"] = tuple(float(v) for v in self.time_mix)
         if self.has_flow:
             out["flow_mix"] = tuple(float(v) for v in self.flow_mix)
+            out["path_mix"] = tuple(float(v) for v in self.path_mix)
+            out["path_bend"] = (float(self.path_bend),)
         return out
+
+    # --- paths (paths.py) --------------------------------------------------------------------
+    def _bends(self) -> bool:
+        return self.has_flow and float(self.path_bend) != 0.0
+
+    def accelerations(self) -> torch.Tensor:
+        """[T-1, 3, ...] the change of displacement per interval (paths.py), on the
+        displacements' grid; times the bend share."""
+        return accelerations(self.flow, self.slot_times.tolist()) * self.path_bend
+
+    def path_slope_coef(self, k: int) -> torch.Tensor:
+        """Slot ``k``'s slopes in time along the paths through it, as spline coefficients
+        [V, Z+2, Y+2, X+2] like ``coef[k]``: at each data point the derivative of the
+        parabola through the values at three kept steps where the path through that point
+        is (each step of the way carried by the interval's displacement, looked up at the
+        step's middle); computed from the coefficients and displacements when first asked
+        for and kept (not stored in model files)."""
+        d = self._path_slopes.get(k)
+        if d is not None:
+            return d
+        x, y, z = self.dims
+        dev = self.coef.device
+        axes = [torch.linspace(-1.0, 1.0, n, device=dev) if n > 1 else
+                torch.zeros(1, device=dev) for n in (z, y, x)]
+        steps, wts = slope_weights(self.slot_times.tolist(), k)
+        coef = self.coef.detach()
+        vals = torch.empty(self.n_vars, z, y, x, device=dev)
+        rows = max(1, PATH_SLOPE_POINTS // max(1, x * y))
+        for z0 in range(0, z, rows):             # a slab at a time: bounded memory
+            zz, yy, xx = torch.meshgrid(axes[0][z0:z0 + rows], axes[1], axes[2],
+                                        indexing="ij")
+            pts = torch.stack([xx, yy, zz], dim=-1).reshape(-1, 3)       # [N, 3]
+            acc = torch.zeros(pts.shape[0], self.n_vars, device=dev)
+            for i, wt in zip(steps, wts):
+                acc += wt * bspline_sample(coef[i:i + 1], self._carry(pts, k, i))
+            vals[:, z0:z0 + rows] = acc.t().reshape(self.n_vars, -1, y, x)
+        d = self._path_slopes[k] = bspline_coefficients(vals)
+        return d
+
+    def _carry(self, pts: torch.Tensor, k: int, i: int) -> torch.Tensor:
+        """Where the paths through ``pts`` [N, 3] at slot ``k`` are at slot ``i``: interval
+        by interval along its displacement, looked up half-way (the fit is symmetric)."""
+        p = pts
+        step = 1 if i > k else -1
+        for s in range(k, i, step):
+            j = s if step > 0 else s - 1
+            u = self._flow_at(j, p)
+            p = (p + step * self._flow_at(j, (p + 0.5 * step * u).clamp(-1.0, 1.0))
+                 ).clamp(-1.0, 1.0)
+        return p
+
+    def _flow_at(self, j: int, p: torch.Tensor, field: Optional[torch.Tensor] = None
+                 ) -> torch.Tensor:
+        """Interval ``j``'s displacement (or ``field`` [3, ...] on its grid) at ``p`` [N, 3]."""
+        f = self.flow[j] if field is None else field
+        return F.grid_sample(f[None], p.view(1, 1, 1, -1, 3), align_corners=True,
+                             padding_mode="border")[0, :, 0, 0].t()       # [N, 3]
 
     # --- evaluation at points ----------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -224,7 +431,7 @@ class SplineBase(nn.Module):
                     d1 = bspline_sample(self.slopes_at(jj + 1)[None], p)
                     h = float(self.slot_times[jj + 1] - self.slot_times[jj])
                     line = line + self.time_mix * hermite_correction(a, b, d0, d1, wj, h)
-                    if self.has_flow:
+                    if self.has_flow and bool((self.flow_mix != 0).any()):
                         line = line + self.flow_mix * (self._warped(jj, p, wj) -
                                                        (a + wj * (b - a)))
                 a = line
@@ -267,7 +474,10 @@ class SplineBase(nn.Module):
             return GridPlan(spline, linear, sub, warp)
         reach = [0.0, 0.0, 0.0]            # the largest displacement per axis (local units)
         if self.has_flow and self.flow.numel():
-            reach = self.flow.abs().amax(dim=(0, 2, 3, 4)).tolist()
+            reach = self.flow.abs().amax(dim=(0, 2, 3, 4))
+            if self._bends():           # a bent path's ends shift by up to |a| / 8 more
+                reach = reach + self.accelerations().abs().amax(dim=(0, 2, 3, 4)) / 8
+            reach = reach.tolist()
         cut, spans = [], []
         for k, f in enumerate(fine):
             m = f.numel()
@@ -323,10 +533,51 @@ class SplineBase(nn.Module):
             else:
                 out = plan.buffer("out", coef, shape).zero_().index_copy_(
                     0, idx, separable(comb, plan.spline))
-        if bool((m != 0).any()):
+        moving = m != 0
+        if bool(moving.all()):
             moved = self._warped_grid(plan, j, w).mul_(m.view(-1, 1, 1, 1))
             out = moved if out is None else out.add_(moved)
+        elif bool(moving.any()):         # some variables still (select): only the others move
+            idx = moving.nonzero(as_tuple=True)[0]
+            moved = self._warped_grid(plan, j, w, idx).mul_(m[idx].view(-1, 1, 1, 1))
+            out.index_add_(0, idx, moved)
         return out
+
+    # --- the error estimate (error_estimate.py) ---------------------------------------------
+    def has_error_estimate(self) -> bool:
+        """Whether the fit calibrated an error estimate (model files from before it: no)."""
+        return bool((self.error_scale[0] > 0).any())
+
+    @torch.no_grad()
+    def error_grid(self, plan: "GridPlan", t: float) -> torch.Tensor:
+        """The error estimate at normalised time ``t`` on a planned grid [V, Zo, Yo, Xo], in
+        the base's normalised units."""
+        j, w = self._slot(t)
+        if self.n_slots == 1 or w <= 0.0 or w >= 1.0:
+            k = j if self.n_slots == 1 or w <= 0.0 else j + 1
+            return combine(self._space_indicator(plan, k).clone(), None, 0.0,
+                           self.error_scale)
+        s0, s1 = self._space_indicator(plan, j), self._space_indicator(plan, j + 1)
+        space = torch.lerp(s0, s1, w)
+        if plan.data_plan is None:        # the sides' disagreement on the data's own grid
+            plan.data_plan = self.plan_grid(lattice_axes(self.dims[::-1], self.coef.device))
+        ends = self.end_values(plan.data_plan, t)
+        apart = (ends[0] - ends[1]).abs_()
+        mats = [linear_matrix(a, n) for a, n in zip(plan.axes, self.dims)]
+        return combine(space, separable(apart, mats), w, self.error_scale)
+
+    def _space_indicator(self, plan: "GridPlan", k: int) -> torch.Tensor:
+        """Slot ``k``'s |spline - trilinear| on the planned grid, kept like the slot fields."""
+        f = plan.error_fields.get(k)
+        if f is None:
+            plan.error_fields = {i: v for i, v in plan.error_fields.items() if abs(i - k) == 1}
+            coef = self.coef[k].detach()
+            own = [spline_matrix(a, n) for a, n in
+                   zip(lattice_axes(self.dims[::-1], coef.device), self.dims)]
+            lins = [linear_matrix(a, n) for a, n in zip(plan.axes, self.dims)]
+            f = separable(coef, plan.spline).sub_(separable(separable(coef, own), lins)).abs_()
+            plan.error_fields[k] = f
+        return f
 
     def _slot(self, t: float) -> Tuple[int, float]:
         """The interval (its first slot) holding normalised time ``t``, and the fraction, as
@@ -344,34 +595,114 @@ class SplineBase(nn.Module):
             f = plan.fields[k] = separable(self.coef[k].detach(), plan.warp_spline)
         return f
 
-    def _warped_grid(self, plan: "GridPlan", j: int, w: float) -> torch.Tensor:
-        """Motion-compensated blend of slots j and j + 1 on the planned grid [V, Zo, Yo, Xo]:
-        both slots are evaluated on the grid once per interval, the displacement in x and y
-        too (on its own few z-planes), and in z slab by slab."""
-        mx, my, mz = plan.linear
-        if plan.interval != j:           # [3, Zd, Yo, Xo]: x and y done, z per slab
+    def _path_field(self, plan: "GridPlan", k: int) -> torch.Tensor:
+        """Slot ``k``'s slopes along the path on the warps' grid, kept like the values."""
+        f = plan.slope_fields.get(k)
+        if f is None:
+            plan.slope_fields = {i: v for i, v in plan.slope_fields.items() if abs(i - k) == 1}
+            f = plan.slope_fields[k] = separable(self.path_slope_coef(k), plan.warp_spline)
+        return f
+
+    def _interval_paths(self, plan: "GridPlan", j: int) -> None:
+        """Interval ``j``'s displacement (and bent paths' acceleration) on the planned grid,
+        in x and y ([3, Zd, Yo, Xo]; z is done slab by slab), once per interval."""
+        if plan.interval != j:
+            mx, my, _ = plan.linear
             plan.disp = my @ (self.flow[j] @ mx.t())
+            plan.accel = my @ (self.accelerations()[j] @ mx.t()) if self._bends() else None
             plan.interval = j
-        ends, disp = (self._slot_field(plan, j), self._slot_field(plan, j + 1)), plan.disp
+
+    def _warped_grid(self, plan: "GridPlan", j: int, w: float,
+                     idx: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Motion-compensated values of interval j at fraction w on the planned grid
+        [V, Zo, Yo, Xo] (or of the variables ``idx`` alone): both slots are evaluated on the
+        grid once per interval, the displacement (and the paths' acceleration) in x and y
+        too (on its own few z-planes), and in z slab by slab. Linear along the path, both
+        ends are looked up and blended; with a cubic share the two ends' values and slopes
+        are first combined per variable (paths.end_weights), so each end is still one
+        lookup."""
+        self._interval_paths(plan, j)
+        k0, k1 = self._slot_field(plan, j), self._slot_field(plan, j + 1)
+        cubic = self.path_mix if idx is None else self.path_mix[idx]
+        if idx is None and not bool((cubic != 0).any()):
+            ends, weights = (k0, k1), (1.0 - w, w)
+        else:                            # per-variable end weights folded into the fields
+            h = float(self.slot_times[j + 1] - self.slot_times[j])
+            alpha, g0, beta, g1 = (t.view(-1, 1, 1, 1)
+                                   for t in end_weights(w, h, cubic.to(k0)))
+            sel = (lambda f: f) if idx is None else (lambda f: f.index_select(0, idx))
+            e0 = plan.buffer("end0", k0, (len(cubic),) + tuple(k0.shape[1:]))
+            e1 = plan.buffer("end1", k1, (len(cubic),) + tuple(k1.shape[1:]))
+            torch.mul(sel(k0), alpha, out=e0)
+            torch.mul(sel(k1), beta, out=e1)
+            if bool((cubic != 0).any()):
+                e0.addcmul_(sel(self._path_field(plan, j)), g0)
+                e1.addcmul_(sel(self._path_field(plan, j + 1)), g1)
+            ends, weights = (e0, e1), (1.0, 1.0)
+        out = plan.buffer("warp", ends[0], (ends[0].shape[0],) + plan.shape)
+        return self._look_up_ends(plan, ends, w, out, weights)
+
+    @torch.no_grad()
+    def end_values(self, plan: "GridPlan", t: float) -> Optional[torch.Tensor]:
+        """The two kept steps around normalised time ``t``, each looked up where the path
+        through each planned point is at that step (still variables: at the point itself),
+        unblended: [2, V, Zo, Yo, Xo]; None at a kept step. What the blend's two sides
+        say, and how far they disagree (the error estimate's term in time)."""
+        j, w = self._slot(t)
+        if self.n_slots == 1 or w <= 0.0 or w >= 1.0:
+            return None
+        k0 = self._slot_field(plan, j)
+        out = k0.new_empty((2, self.n_vars) + plan.shape)
+        m = self.flow_mix if self.has_flow else torch.zeros(self.n_vars)
+        moving = (m != 0).nonzero(as_tuple=True)[0]
+        still = (m == 0).nonzero(as_tuple=True)[0]
+        if len(still):
+            coef = self.coef.detach()
+            for side in (0, 1):
+                out[side, still] = separable(coef[j + side, still], plan.spline)
+        if len(moving):
+            self._interval_paths(plan, j)
+            ends = tuple(self._slot_field(plan, j + side).index_select(0, moving)
+                         for side in (0, 1))
+            both = self._look_up_ends(plan, ends, w, None, None)
+            out[:, moving] = both
+        return out
+
+    def _look_up_ends(self, plan: "GridPlan", ends: Sequence[torch.Tensor], w: float,
+                      out: Optional[torch.Tensor],
+                      weights: Optional[Tuple[float, float]]) -> torch.Tensor:
+        """Look ``ends`` (the interval's two slots on the warps' grid) up along the paths of
+        the current interval at fraction ``w``: blended with ``weights`` into ``out``
+        [V, Zo, Yo, Xo], or (``weights`` None) both returned [2, V, Zo, Yo, Xo]."""
+        mz = plan.linear[2]
+        disp, accel, bend = plan.disp, plan.accel, bend_shift(w)
         zo, yo, xo = plan.shape
         gx, gy = plan.axes[0].view(1, 1, -1), plan.axes[1].view(1, -1, 1)
-        out = plan.buffer("warp", ends[0], (ends[0].shape[0], zo, yo, xo))
+        if weights is None:
+            out = ends[0].new_empty((2, ends[0].shape[0], zo, yo, xo))
         slab = max(1, WARP_SLAB_POINTS // max(1, yo * xo))
 
         def warp_slab(z0: int) -> None:
             z1 = min(zo, z0 + slab)
             d = (mz[z0:z1] @ disp.reshape(3, disp.shape[1], -1)).view(3, -1, yo, xo)
+            if accel is not None:        # a bent path: both ends shift by the same
+                a = (mz[z0:z1] @ accel.reshape(3, accel.shape[1], -1)).view(3, -1, yo, xo)
             gz = plan.axes[2][z0:z1].view(-1, 1, 1)
             acc = None
             for k, shift in ((0, -w), (1, 1.0 - w)):
-                pts = torch.stack([plan.to_lookup(0, (gx + shift * d[0]).clamp_(-1, 1)),
-                                   plan.to_lookup(1, (gy + shift * d[1]).clamp_(-1, 1)),
-                                   plan.to_lookup(2, (gz + shift * d[2]).clamp_(-1, 1))],
+                s = shift * d if accel is None else shift * d + bend * a
+                pts = torch.stack([plan.to_lookup(0, (gx + s[0]).clamp_(-1, 1)),
+                                   plan.to_lookup(1, (gy + s[1]).clamp_(-1, 1)),
+                                   plan.to_lookup(2, (gz + s[2]).clamp_(-1, 1))],
                                   dim=-1)
                 v = F.grid_sample(ends[k][None], pts[None], align_corners=True,
                                   padding_mode="border")[0]                 # [V, s, Yo, Xo]
-                acc = v.mul_(1 - w) if k == 0 else acc.add_(v, alpha=w)
-            out[:, z0:z1] = acc
+                if weights is None:
+                    out[k, :, z0:z1] = v
+                else:
+                    acc = v.mul_(weights[0]) if k == 0 else acc.add_(v, alpha=weights[1])
+            if weights is not None:
+                out[:, z0:z1] = acc
 
         starts = range(0, zo, slab)
         if out.device.type == "cpu" and torch.get_num_threads() > 1 and len(starts) > 1:
@@ -384,15 +715,26 @@ class SplineBase(nn.Module):
         return out
 
     def _warped(self, jj: int, p: torch.Tensor, wj: torch.Tensor) -> torch.Tensor:
-        """Motion-compensated blend of slots jj and jj + 1 at the points ``p`` [n, 3]: look
-        back along the interval's displacement into slot jj and ahead into slot jj + 1."""
-        disp = F.grid_sample(self.flow[jj:jj + 1], p.view(1, 1, 1, -1, 3),
-                             align_corners=True, padding_mode="border")[0, :, 0, 0].t()  # [n, 3]
-        back = (p - wj * disp).clamp(-1.0, 1.0)
-        ahead = (p + (1 - wj) * disp).clamp(-1.0, 1.0)
+        """Motion-compensated value in interval jj at the points ``p`` [n, 3] (fractions
+        ``wj`` [n, 1]): look back along the path into slot jj and ahead into slot jj + 1,
+        and blend linearly, or as the cubic along the path for the ``path_mix`` share."""
+        disp = self._flow_at(jj, p)                                        # [n, 3]
+        shift = 0.0
+        if self._bends():
+            shift = 0.5 * wj * (1 - wj) * self._flow_at(jj, p, self.accelerations()[jj])
+        back = (p - wj * disp + shift).clamp(-1.0, 1.0)
+        ahead = (p + (1 - wj) * disp + shift).clamp(-1.0, 1.0)
         v0 = bspline_sample(self.coef[jj:jj + 1], back)
         v1 = bspline_sample(self.coef[jj + 1:jj + 2], ahead)
-        return (1 - wj) * v0 + wj * v1
+        out = (1 - wj) * v0 + wj * v1
+        if bool((self.path_mix != 0).any()):
+            h = float(self.slot_times[jj + 1] - self.slot_times[jj])
+            w2 = wj * wj
+            h10, h11 = w2 * wj - 2 * w2 + wj, w2 * wj - w2
+            d0 = bspline_sample(self.path_slope_coef(jj)[None], back)
+            d1 = bspline_sample(self.path_slope_coef(jj + 1)[None], ahead)
+            out = out + self.path_mix * ((h10 + h11) * (v0 - v1) + h * (h10 * d0 + h11 * d1))
+        return out
 
 
 # --- evaluation on a regular grid (queries: separable, no per-point lookups) --------------
@@ -453,9 +795,16 @@ class GridPlan:
     warp_spline: List[torch.Tensor]       # x, y, z: [fine, in + 2], the warps' lookup grid
     interval: int = -1
     disp: Optional[torch.Tensor] = None   # [3, Zd, Yo, Xo] the interval's displacement
+    accel: Optional[torch.Tensor] = None  # [3, Zd, Yo, Xo] its paths' acceleration (bent)
     # slot -> its field on the warps' grid [V, Zf, Yf, Xf]: the current interval's two, each
     # evaluated once for all the steps that use it (and, on the output grid, the kept step)
     fields: Dict[int, torch.Tensor] = field(default_factory=dict)
+    # slot -> its slopes along the path on the warps' grid (a cubic share along the path)
+    slope_fields: Dict[int, torch.Tensor] = field(default_factory=dict)
+    # the error estimate: slot -> its indicator in space on this grid, and a plan of the
+    # data's own grid for the indicator in time
+    error_fields: Dict[int, torch.Tensor] = field(default_factory=dict)
+    data_plan: Optional["GridPlan"] = None
     # reuse two output-sized buffers from step to step (a caller that is done with each
     # step before asking for the next, as the streaming upscale is): fresh memory of that
     # size costs as much as the arithmetic on this machine's first touch of its pages
