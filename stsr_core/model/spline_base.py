@@ -26,7 +26,7 @@ from torch import nn
 
 from .encodings import bspline_coefficients, bspline_sample, slot_weights
 from .. import distributed
-from .paths import accelerations, bend_shift, end_weights, slope_weights
+from .paths import accelerations, bend_shift, end_weights, hermite_terms, slope_weights
 from .time_basis import (cross_validated_mix, displacement_grid_dims, fit_displacement,
                          held_out_pairs, hermite_correction, natural_spline_slopes)
 from .error_estimate import combine, lattice_axes, off_lattice, scale_for, thinned_axes
@@ -93,6 +93,10 @@ class SplineBase(nn.Module):
             self.register_buffer("path_mix", torch.zeros(self.n_vars))
             self.register_buffer("path_bend", torch.zeros(()))
         self._path_slopes: Dict[int, torch.Tensor] = {}     # slot -> slopes along the path
+        # a network weighing the two sides per point (visibility): None, or a module
+        # ``(ends [2, V, Z, Y, X], w) -> [V, Z, Y, X]`` weight of the earlier side, applied on
+        # the data's own grid and carried to the output grid (see _weighted_sides)
+        self.side_weights: Optional[nn.Module] = None
         # error_estimate.py: per variable the scales of the indicators in space and in time
         # (0: no estimate; model files written before it hold none)
         self.register_buffer("error_scale", torch.zeros(2, self.n_vars))
@@ -622,6 +626,8 @@ class SplineBase(nn.Module):
         are first combined per variable (paths.end_weights), so each end is still one
         lookup."""
         self._interval_paths(plan, j)
+        if self.side_weights is not None:
+            return self._weighted_sides(plan, j, w, idx)
         k0, k1 = self._slot_field(plan, j), self._slot_field(plan, j + 1)
         cubic = self.path_mix if idx is None else self.path_mix[idx]
         if idx is None and not bool((cubic != 0).any()):
@@ -651,6 +657,10 @@ class SplineBase(nn.Module):
         j, w = self._slot(t)
         if self.n_slots == 1 or w <= 0.0 or w >= 1.0:
             return None
+        return self._end_values_at(plan, j, w)
+
+    def _end_values_at(self, plan: "GridPlan", j: int, w: float) -> torch.Tensor:
+        """:meth:`end_values` at fraction ``w`` of interval ``j``."""
         k0 = self._slot_field(plan, j)
         out = k0.new_empty((2, self.n_vars) + plan.shape)
         m = self.flow_mix if self.has_flow else torch.zeros(self.n_vars)
@@ -666,6 +676,31 @@ class SplineBase(nn.Module):
                          for side in (0, 1))
             both = self._look_up_ends(plan, ends, w, None, None)
             out[:, moving] = both
+        return out
+
+    def _weighted_sides(self, plan: "GridPlan", j: int, w: float,
+                        idx: Optional[torch.Tensor]) -> torch.Tensor:
+        """The motion-compensated values with the two sides weighed per point by
+        ``side_weights`` (instead of 1 - w and w), plus the cubic share along the path:
+        the network sees both sides on the data's own grid, its weights are carried to the
+        planned grid trilinearly, where both sides are looked up apart and blended."""
+        sel = (lambda f: f) if idx is None else (lambda f: f.index_select(0, idx))
+        k0, k1 = self._slot_field(plan, j), self._slot_field(plan, j + 1)
+        if plan.data_plan is None:
+            plan.data_plan = self.plan_grid(lattice_axes(self.dims[::-1], self.coef.device))
+        ends = self._end_values_at(plan.data_plan, j, w)                 # [2, V, Z, Y, X]
+        weight = self.side_weights(sel(ends.transpose(0, 1)).transpose(0, 1), w)
+        weight = separable(weight, [linear_matrix(a, n) for a, n in zip(plan.axes, self.dims)])
+        both = self._look_up_ends(plan, (sel(k0), sel(k1)), w, None, None)
+        out = torch.lerp(both[1], both[0], weight.clamp_(0.0, 1.0))
+        cubic = self.path_mix if idx is None else self.path_mix[idx]
+        if bool((cubic != 0).any()):     # the cubic's share along the path, as in _warped_grid
+            h = float(self.slot_times[j + 1] - self.slot_times[j])
+            g, g0, g1 = hermite_terms(w, h)
+            c = cubic.to(k0).view(-1, 1, 1, 1)
+            e0 = sel(k0).mul(c * g).addcmul_(sel(self._path_field(plan, j)), c * g0)
+            e1 = sel(k1).mul(-c * g).addcmul_(sel(self._path_field(plan, j + 1)), c * g1)
+            out.add_(self._look_up_ends(plan, (e0, e1), w, torch.empty_like(out), (1.0, 1.0)))
         return out
 
     def _look_up_ends(self, plan: "GridPlan", ends: Sequence[torch.Tensor], w: float,
