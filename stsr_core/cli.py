@@ -424,6 +424,12 @@ def cmd_info(a: argparse.Namespace) -> int:
         d["base_time_mix"] = dict(zip(info.variables, mix))
     if flow is not None:
         d["base_flow_mix"] = dict(zip(info.variables, flow))
+        d["base_path_mix"] = dict(zip(info.variables, mixes["path_mix"]))
+        d["base_path_bend"] = bool(mixes["path_bend"][0])
+    if base is not None and base.has_error_estimate():
+        scale = base.error_scale.tolist()
+        d["error_scale"] = {n: {"space": scale[0][i], "time": scale[1][i]}
+                            for i, n in enumerate(info.variables)}
     learned = info.history.get("learned")
     if learned:
         d["learned"] = learned
@@ -444,10 +450,7 @@ def cmd_info(a: argparse.Namespace) -> int:
     for n in info.variables:
         s = info.stats[n]
         print(f"  {n:<20s} range [{s.lo:.6g}, {s.hi:.6g}]"
-              + (f"; between steps: linear + {d['base_time_mix'][n]:.2f} (cubic - linear)"
-                 if mix is not None else "")
-              + (f" + {d['base_flow_mix'][n]:.2f} (motion-compensated - linear)"
-                 if flow is not None else ""))
+              + (f"; between steps: {_between_steps(d, n)}" if mix is not None else ""))
     if info.components:
         print("components   " + "; ".join(f"{k} = {', '.join(v)}"
                                           for k, v in info.components.items()))
@@ -467,10 +470,42 @@ def cmd_info(a: argparse.Namespace) -> int:
               f"{float(h.get('batch_psnr', float('nan'))):.2f} dB ({h.get('stopped', '')})")
     for note in h.get("init_notes", []):
         print(f"             {note}")
+    if h.get("time_choice"):
+        _print_time_choice(h["time_choice"], info.variables)
+    if "error_scale" in d:
+        print("error        NAME_error arrays: the estimate's scales per variable, in space "
+              "(kept steps thinned to every other point) and in time (held-out steps of the "
+              "half series), made for 90 % of points below it:")
+        for n, e in d["error_scale"].items():
+            print(f"  {n:<20s} space {e['space']:.3g}, time {e['time']:.3g}")
     if learned:
         _print_learned(learned, info.variables)
     return 0
 
+
+def _between_steps(d: dict, n: str) -> str:
+    """How the fast base interpolates variable ``n`` between kept steps, in words."""
+    c = d["base_time_mix"][n]
+    m = d.get("base_flow_mix", {}).get(n, 0.0)
+    if m == 0.0:
+        return f"still, linear + {c:.2f} (cubic - linear)"
+    path = "bent" if d.get("base_path_bend") else "straight"
+    text = f"{'moving' if m == 1.0 else f'{m:.2f} moving'} along {path} paths, " \
+           f"linear + {d['base_path_mix'][n]:.2f} (cubic - linear) along them"
+    return text + (f", plus {c:.2f} (cubic - linear) in time" if c else "")
+
+
+def _print_time_choice(r: dict, names: List[str]) -> None:
+    """What the held-out steps of the half series said (base_time select)."""
+    if "held_out_db" not in r:
+        print(f"time choice  {r.get('reason', '')}")
+        return
+    db = r["held_out_db"]
+    print(f"time choice  on held-out steps of the half series (dB per variable): common "
+          f"choice {r.get('common')}, paths {'bent' if r.get('bend') else 'straight'}")
+    for i, n in enumerate(names):
+        cells = ", ".join(f"{k} {v[i]:.2f}" for k, v in db.items() if i < len(v))
+        print(f"  {n:<20s} {cells}")
 
 def _print_learned(r: dict, names: List[str]) -> None:
     """The learned correction's measured shares, held-out gains and error calibration."""

@@ -41,6 +41,8 @@ CHOICES: Dict[str, Tuple[str, ...]] = {
     "grid_interp": ("cubic", "linear"),
     "base": ("spline", "none"),
     "base_time": tuple(BASE_TIME_DESCRIPTIONS),
+    "flow_path": ("auto", "straight", "bent"),
+    "path_values": ("auto", "linear", "cubic"),
     "schedule": ("constant", "cosine"),
     "learn_pairs": ("all", "space", "time"),
     "device": DEVICES,
@@ -142,6 +144,11 @@ class FastNetConfig:
     # linear or cubic along them, chosen on held-out steps coarsened in space as in time
     # (time_select.py)
     base_time: str = "select"
+    # the paths between kept steps (model/paths.py): straight through each interval or bent
+    # through three kept steps, and the values along them linear or cubic; "auto": chosen on
+    # the held-out steps with base_time select, straight and linear with auto and flow
+    flow_path: str = "auto"
+    path_values: str = "auto"
     flow_coarsen: int = 2        # displacement grid: this many times coarser than the data
     flow_max_points: int = 32    # larger data is resampled to this many points per axis for
                                  # the displacement fit, which bounds its cost

@@ -122,6 +122,9 @@ def _start_run(series: VolumeSeries, preset: str, tcfg: TrainConfig,
         budget_s=None if budget is None else INIT_BUDGET_SHARE * budget) is False
     info.history["init_notes"] = (list(getattr(getattr(model, "base", None), "fit_notes", []))
                                   + list(getattr(model, "learn_notes", [])))
+    choice = getattr(getattr(model, "base", None), "selection", None)
+    if choice:                 # base_time select: what the held-out steps said (stsr info)
+        info.history["time_choice"] = dict(choice)
     if getattr(model, "correction", None) is not None:
         info.history["learned"] = dict(model.correction.report)
     tm = TrainedModel(model, info, mcfg, tcfg)

@@ -57,7 +57,8 @@ class CorrectedFastNet(FastNet):
         left = None if budget_s is None else max(0.0, budget_s - (time.perf_counter() - t0))
         pair_s = None if left is None else LEARN_PAIR_SHARE * left
         kw = {"base_time": cfg.base_time, "flow_coarsen": cfg.flow_coarsen,
-              "flow_max_points": cfg.flow_max_points}
+              "flow_max_points": cfg.flow_max_points, "flow_path": cfg.flow_path,
+              "path_values": cfg.path_values}
         kinds = {"all": KINDS, "space": ("space",),
                  "time": ("space_time", "time")}[cfg.learn_pairs]
         pairs = build_pairs(data, self.base.slot_times.tolist(), kw, opts,

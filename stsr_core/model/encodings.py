@@ -10,6 +10,7 @@
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import List, Optional, Sequence, Tuple
 
@@ -71,6 +72,7 @@ def bspline_sample(grid: torch.Tensor, local: torch.Tensor) -> torch.Tensor:
     return (vals * w[None]).sum(1).t()
 
 
+@functools.lru_cache(maxsize=64)
 def _bspline_solve_matrix(n: int) -> torch.Tensor:
     """[n + 2, n] matrix taking n samples on an axis to the n + 2 cubic B-spline coefficients
     (one padding point each side) that interpolate them exactly, with zero second difference

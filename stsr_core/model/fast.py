@@ -52,6 +52,7 @@ class FastNet(FieldModel):
                                    torch.linspace(-1, 1, spec.n_times).tolist(),
                                    base_time=cfg.base_time, flow_coarsen=cfg.flow_coarsen,
                                    flow_max_points=cfg.flow_max_points,
+                                   flow_path=cfg.flow_path, path_values=cfg.path_values,
                                    trainable=cfg.base_trainable and self.has_network)
             if self.has_network:
                 with torch.no_grad():  # start as the base alone; the network learns corrections

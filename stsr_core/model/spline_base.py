@@ -38,6 +38,8 @@ MIN_FIT_SECONDS = 0.05       # a displacement fit with less time than this is sk
 WARP_FIELD_VALUES = 1 << 26  # values of one slot on the warps' grid when finer than 2x
 WARP_SLAB_POINTS = 1 << 20    # output points per warp call: bounds its coordinate tensors
 PATH_SLOPE_POINTS = 1 << 18   # data points per step of the slopes along the path
+MAX_HELD_OUT = 8              # held-out steps of the half series scored (evenly spread)
+HELD_OUT_SHARE = 0.2          # of the time budget kept for scoring them (select)
 
 
 class FitStopped(Exception):
@@ -59,11 +61,14 @@ class SplineBase(nn.Module):
 
     def __init__(self, dims: Sequence[int], n_vars: int, slot_times: Sequence[float],
                  base_time: str = "auto", flow_coarsen: int = 2, flow_max_points: int = 32,
-                 trainable: bool = True):
+                 trainable: bool = True, flow_path: str = "auto", path_values: str = "auto"):
         super().__init__()
         if base_time not in BASE_TIMES:
             raise ValueError(f"unknown base_time {base_time!r}: use {', '.join(BASE_TIMES)}")
         self.base_time = base_time
+        # paths.py, forced or chosen: "auto" leaves it to the held-out steps (select) or
+        # keeps paths straight and linear along them (auto, flow: as before paths could bend)
+        self.flow_path, self.path_values = flow_path, path_values
         self.n_vars = int(n_vars)
         self.n_slots = max(1, len(slot_times))
         self.dims = tuple(int(d) for d in dims)                     # x, y, z
@@ -169,7 +174,8 @@ class SplineBase(nn.Module):
                 self.time_mix.fill_(1.0)
             else:
                 self.time_mix.copy_(cross_validated_mix(data, times)[:, 0])
-            self._calibrate_error(data, half, {}, half_opts)
+            self._calibrate_error(data, half, [] if half is None else
+                                  list(self._half_chains(half, {}, half_opts)))
             return None
         self.flow_mix.zero_()
         self.path_mix.zero_()
@@ -187,12 +193,18 @@ class SplineBase(nn.Module):
         n_fits = len(jobs)
         mine = distributed.share(n_fits)
         state = {"done": 0, "cut": 0, "skipped": 0}
+        # with select the half series' fits decide the model and share the budget with the
+        # others; otherwise they only calibrate the error estimate and get what is left
+        first = n_fits if self.base_time == "select" else n_main
+        end = None if budget_s is None else t_start + budget_s
+        if budget_s is not None and half is not None:  # room to score the held-out steps
+            budget_s = budget_s * (1.0 - HELD_OUT_SHARE)
 
-        def fit_one(src: torch.Tensor, k0: int, k1: int, opts: Dict[str, object]
+        def fit_one(i: int, src: torch.Tensor, k0: int, k1: int, opts: Dict[str, object]
                     ) -> Optional[torch.Tensor]:
             """One displacement fit within an equal share of the budget left (None: none
             left; a fit whose share runs out stops where it is)."""
-            left = len(mine) - state["done"]
+            left = sum(1 for m in mine[state["done"]:] if (m < first) == (i < first))
             state["done"] += 1
             deadline = None
             if budget_s is not None:
@@ -209,7 +221,7 @@ class SplineBase(nn.Module):
         try:
             local: Dict[int, Optional[torch.Tensor]] = {}
             for i in mine:
-                local[i] = fit_one(*jobs[i])
+                local[i] = fit_one(i, *jobs[i])
                 if progress is not None and \
                         progress(state["done"] / max(1, len(mine))) is False:
                     raise FitStopped
@@ -223,6 +235,7 @@ class SplineBase(nn.Module):
                 self.flow[j].copy_(fits[j])
         self._path_slopes = {}
         chain_fits = {(k0, k1): f for (_, k0, k1, _), f in zip(jobs[n_main:], fits[n_main:])}
+        chains_built: List = []
         if self.base_time == "flow":
             self.flow_mix.fill_(1.0)
         elif self.base_time == "auto":
@@ -232,12 +245,19 @@ class SplineBase(nn.Module):
             self.time_mix.copy_(mix[:, 0])
             self.flow_mix.copy_(mix[:, 1])
         elif half is not None:
-            self._choose(half, chain_fits, half_opts)
+            chains_built = list(self._half_chains(half, chain_fits, half_opts))
+            self._choose(half, chains_built, None if end is None else
+                         end - 0.5 * (end - time.perf_counter()))
         else:                         # two kept steps: nothing to hold out
             self.flow_mix.fill_(1.0)
             self.selection = {"reason": "2 kept steps: nothing to hold out; "
                                         "motion-compensated, linear along straight paths"}
-        self._calibrate_error(data, half, chain_fits, half_opts)
+        if self.base_time != "select":      # forced parts of the paths (auto, flow)
+            self.path_bend.fill_(1.0 if self.flow_path == "bent" and n > 2 else 0.0)
+            self.path_mix.copy_(self.flow_mix * (1.0 if self.path_values == "cubic" else 0.0))
+        if half is not None and not chains_built:
+            chains_built = list(self._half_chains(half, chain_fits, half_opts))
+        self._calibrate_error(data, half, chains_built, end)
         if state["cut"]:
             self.fit_notes.append(f"{state['cut']} of {n_fits} displacement fits stopped "
                                   f"before their {flow_options.get('iters')} Adam steps to "
@@ -269,37 +289,40 @@ class SplineBase(nn.Module):
                     f = fits.get((chain[i], chain[i + 1]))
                     if f is not None:
                         sub.flow[i].copy_(f)
-            plan = sub.plan_grid(lattice_axes(half.shape[-3:], self.coef.device))
+            plan = sub.plan_grid(lattice_axes(half.shape[-3:], self.coef.device),
+                                 factors=(4, 2))
             yield sub, plan, [(chain[i] + 1, times[chain[i] + 1])
                               for i in range(len(chain) - 1)]
 
     @torch.no_grad()
-    def _choose(self, half: torch.Tensor,
-                fits: Dict[Tuple[int, int], Optional[torch.Tensor]],
-                opts: Dict[str, object]) -> None:
+    def _choose(self, half: torch.Tensor, built: List[Tuple["SplineBase", "GridPlan",
+                                                            List[Tuple[int, float]]]],
+                deadline: Optional[float] = None) -> None:
         """``select``: score every candidate in time on the half series' held-out steps
-        (through this class's own evaluation) and set the shares from
-        :func:`time_select.decide`."""
+        (through this class's own evaluation; up to MAX_HELD_OUT of them, and past
+        ``deadline`` no more than one) and set the shares from :func:`time_select.decide`."""
         scores = Scores(self.n_vars)
-        for sub, plan, held in self._half_chains(half, fits, opts):
-            bends = (0.0, 1.0) if sub.n_slots > 2 else (0.0,)
-            for k, t in held:
-                target = half[:, k]
-                sub.flow_mix.zero_()
-                sub.time_mix.zero_()
+        for n, (sub, plan, k, t) in enumerate(held_out_cases(built)):
+            if n and deadline is not None and time.perf_counter() > deadline:
+                self.fit_notes.append(f"scored {n} held-out steps of the half series for "
+                                      "the choice in time, to keep within the time budget")
+                break
+            target = half[:, k]
+            sub.flow_mix.zero_()
+            sub.time_mix.zero_()
+            p0 = sub.evaluate_grid(plan, t).clone()
+            sub.time_mix.fill_(1.0)
+            scores.add("still", p0, sub.evaluate_grid(plan, t), target)
+            sub.time_mix.zero_()
+            sub.flow_mix.fill_(1.0)
+            for bend in ((0.0, 1.0) if sub.n_slots > 2 else (0.0,)):
+                sub.path_bend.fill_(bend)
+                sub.path_mix.zero_()
                 p0 = sub.evaluate_grid(plan, t).clone()
-                sub.time_mix.fill_(1.0)
-                scores.add("still", p0, sub.evaluate_grid(plan, t), target)
-                sub.time_mix.zero_()
-                sub.flow_mix.fill_(1.0)
-                for bend in bends:
-                    sub.path_bend.fill_(bend)
-                    sub.path_mix.zero_()
-                    p0 = sub.evaluate_grid(plan, t).clone()
-                    sub.path_mix.fill_(1.0)
-                    scores.add(f"moving{int(bend)}", p0, sub.evaluate_grid(plan, t), target)
+                sub.path_mix.fill_(1.0)
+                scores.add(f"moving{int(bend)}", p0, sub.evaluate_grid(plan, t), target)
         rng = (half.amax(dim=(1, 2, 3, 4)) - half.amin(dim=(1, 2, 3, 4))).cpu()
-        choice = decide(scores, rng)
+        choice = decide(scores, rng, self.flow_path, self.path_values)
         self.time_mix.copy_(choice.still_share)
         self.flow_mix.copy_(choice.moving)
         self.path_mix.copy_(choice.path_share)
@@ -309,8 +332,9 @@ class SplineBase(nn.Module):
 
     @torch.no_grad()
     def _calibrate_error(self, data: torch.Tensor, half: Optional[torch.Tensor],
-                         fits: Dict[Tuple[int, int], Optional[torch.Tensor]],
-                         opts: Dict[str, object]) -> None:
+                         built: List[Tuple["SplineBase", "GridPlan",
+                                           List[Tuple[int, float]]]],
+                         deadline: Optional[float] = None) -> None:
         """The error estimate's scales (error_estimate.py): in space from kept steps thinned
         to every other point, in time from the half series' held-out steps predicted with
         this base's own choice in time."""
@@ -332,18 +356,19 @@ class SplineBase(nn.Module):
             res.append((true - spline)[:, off])
             ind.append((spline - separable(thin, lins)).abs()[:, off])
         self.error_scale[0].copy_(scale_for(torch.cat(res, 1), torch.cat(ind, 1), gen))
-        if half is None:
+        if half is None or not built:
             return
         res, ind = [], []
-        for sub, plan, held in self._half_chains(half, fits, opts):
+        for sub, _, _ in built:
             for name in ("time_mix", "flow_mix", "path_mix", "path_bend"):
                 if hasattr(sub, name) and hasattr(self, name):
                     getattr(sub, name).copy_(getattr(self, name))
-            sub._path_slopes = {}
-            for k, t in held:
-                res.append((half[:, k] - sub.evaluate_grid(plan, t)).flatten(1))
-                ends = sub.end_values(plan, t)
-                ind.append((ends[0] - ends[1]).abs().flatten(1))
+        for n, (sub, plan, k, t) in enumerate(held_out_cases(built)):
+            if n and deadline is not None and time.perf_counter() > deadline:
+                break
+            res.append((half[:, k] - sub.evaluate_grid(plan, t)).flatten(1))
+            ends = sub.end_values(plan, t)
+            ind.append((ends[0] - ends[1]).abs().flatten(1))
         if res:
             self.error_scale[1].copy_(scale_for(torch.cat(res, 1), torch.cat(ind, 1), gen))
 
@@ -444,7 +469,8 @@ class SplineBase(nn.Module):
 
     # --- evaluation on a regular grid ---------------------------------------------------------
     def plan_grid(self, axes: Sequence[torch.Tensor],
-                  box: Optional[Sequence[int]] = None) -> "GridPlan":
+                  box: Optional[Sequence[int]] = None,
+                  factors: Sequence[int] = (8, 4, 2)) -> "GridPlan":
         """Prepare :meth:`evaluate_grid` on the grid whose points have the local coordinates
         ``axes`` (x, y, z; each [n] in [-1, 1], the grid spanning the data's bounds), or on
         the sub-box ``box`` of it (x0, x1, y0, y1, z0, z1, inclusive indices: an MPI piece,
@@ -465,10 +491,10 @@ class SplineBase(nn.Module):
         # few cells), else at least twice (the output's own grid when it is that fine);
         # chosen from the whole grid, so that every piece of it looks up the same values
         fine = None
-        for factor in (8, 4, 2):
+        for factor in factors:
             want = [max(a.numel(), factor * (n - 1) + 1) if n > 1 else a.numel()
                     for a, n in zip(full, self.dims)]
-            if factor == 2 or self.n_vars * math.prod(want) <= WARP_FIELD_VALUES:
+            if factor == factors[-1] or self.n_vars * math.prod(want) <= WARP_FIELD_VALUES:
                 fine = [a if a.numel() == m else torch.linspace(-1.0, 1.0, m, device=a.device)
                         for a, m in zip(full, want)]
                 break
@@ -564,7 +590,8 @@ class SplineBase(nn.Module):
         s0, s1 = self._space_indicator(plan, j), self._space_indicator(plan, j + 1)
         space = torch.lerp(s0, s1, w)
         if plan.data_plan is None:        # the sides' disagreement on the data's own grid
-            plan.data_plan = self.plan_grid(lattice_axes(self.dims[::-1], self.coef.device))
+            plan.data_plan = self.plan_grid(lattice_axes(self.dims[::-1], self.coef.device),
+                                            factors=(2,))
         ends = self.end_values(plan.data_plan, t)
         apart = (ends[0] - ends[1]).abs_()
         mats = [linear_matrix(a, n) for a, n in zip(plan.axes, self.dims)]
@@ -687,7 +714,8 @@ class SplineBase(nn.Module):
         sel = (lambda f: f) if idx is None else (lambda f: f.index_select(0, idx))
         k0, k1 = self._slot_field(plan, j), self._slot_field(plan, j + 1)
         if plan.data_plan is None:
-            plan.data_plan = self.plan_grid(lattice_axes(self.dims[::-1], self.coef.device))
+            plan.data_plan = self.plan_grid(lattice_axes(self.dims[::-1], self.coef.device),
+                                            factors=(2,))
         ends = self._end_values_at(plan.data_plan, j, w)                 # [2, V, Z, Y, X]
         weight = self.side_weights(sel(ends.transpose(0, 1)).transpose(0, 1), w)
         weight = separable(weight, [linear_matrix(a, n) for a, n in zip(plan.axes, self.dims)])
@@ -770,6 +798,19 @@ class SplineBase(nn.Module):
             d1 = bspline_sample(self.path_slope_coef(jj + 1)[None], ahead)
             out = out + self.path_mix * ((h10 + h11) * (v0 - v1) + h * (h10 * d0 + h11 * d1))
         return out
+
+
+def held_out_cases(built: Sequence[Tuple["SplineBase", "GridPlan", List[Tuple[int, float]]]]
+                   ) -> List[Tuple["SplineBase", "GridPlan", int, float]]:
+    """The held-out steps of the half series' chains as (base, plan, step, time): up to
+    MAX_HELD_OUT, evenly spread over them, in the chains' order (so each chain's slot
+    fields are evaluated once)."""
+    cases = [(sub, plan, k, t) for sub, plan, held in built for k, t in held]
+    if len(cases) <= MAX_HELD_OUT:
+        return cases
+    keep = sorted({round(i * (len(cases) - 1) / (MAX_HELD_OUT - 1))
+                   for i in range(MAX_HELD_OUT)})
+    return [cases[i] for i in keep]
 
 
 # --- evaluation on a regular grid (queries: separable, no per-point lookups) --------------

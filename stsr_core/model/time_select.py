@@ -118,9 +118,12 @@ class Choice:
     report: Dict[str, object]
 
 
-def decide(scores: Scores, variable_range: torch.Tensor) -> Choice:
+def decide(scores: Scores, variable_range: torch.Tensor, path: str = "auto",
+           values: str = "auto") -> Choice:
     """The choice from the held-out scores (see the module docstring); ``variable_range``
-    [V] is each variable's range on the half series (for dB)."""
+    [V] is each variable's range on the half series (for dB). ``path`` ("straight",
+    "bent") and ``values`` ("linear", "cubic") force those parts of the choice; "auto"
+    leaves them to the scores."""
     still_share, still_err = scores.best("still")
     cands = {"still": still_err}
     bends = [k for k in ("moving0", "moving1") if k in scores.sums]
@@ -130,8 +133,14 @@ def decide(scores: Scores, variable_range: torch.Tensor) -> Choice:
                       {"held_out_db": _db({"still": still_err}, variable_range),
                        "reason": "no displacement for the held-out steps"})
     best = {k: scores.best(k) for k in bends}
+    if values != "auto":          # the share along the path forced: its error at that share
+        for k in bends:
+            e0, b, a = scores.sums[k].unbind(1)
+            share = torch.full_like(e0, 1.0 if values == "cubic" else 0.0)
+            err = (e0 - 2 * share * b + share * share * a).clamp_min(0) / scores.counts[k]
+            best[k] = (share.float(), err.float())
     for k in bends:
-        cands[k] = best[k][1]
+        cands["bent" if k == "moving1" else "straight"] = best[k][1]
     # the path's bend is one for all variables (the displacement is shared): bent unless
     # straight paths predict the held-out steps better by BEND_MARGIN_DB on average. The
     # half series' intervals turn twice as far as the data's (a rotation's angle does not
@@ -139,7 +148,9 @@ def decide(scores: Scores, variable_range: torch.Tensor) -> Choice:
     # the benchmark's fronts and reaction-diffusion patterns the held-out steps preferred
     # straight paths while bent ones gained 0.45 and 0.9 dB between the real steps
     bend_key = bends[-1]
-    if len(bends) == 2:
+    if path == "straight" or (path == "bent" and "moving1" not in bends):
+        bend_key = "moving0"
+    elif len(bends) == 2 and path == "auto":
         edge = 10 * torch.log10(best["moving1"][1].clamp_min(1e-30) /
                                 best["moving0"][1].clamp_min(1e-30))
         if float(edge.mean()) > BEND_MARGIN_DB:
