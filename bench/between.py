@@ -52,17 +52,18 @@ S, K = 2, 4
 # the ablation: today's default, then each new part added one at a time
 VARIANTS: Dict[str, Dict[str, object]] = {
     "today": {"base_time": "auto"},
-    "choice": {"base_time": "select", "flow_path": "straight", "path_values": "linear"},
-    "bent": {"base_time": "select", "path_values": "linear"},
+    "bent": {"base_time": "auto", "flow_path": "bent"},
+    "cubic_path": {"base_time": "auto", "flow_path": "bent", "path_values": "cubic"},
     "default": {"base_time": "select"},
 }
 DESCRIBE = {
-    "today": "today's default (motion-compensated, straight paths, cubic share from "
-             "held-out steps at twice the gap)",
-    "choice": "+ the choice still/moving per variable on held-out steps coarsened in space "
-              "as in time",
+    "today": "today's default (motion-compensated along straight paths, linear along them, "
+             "plus the cubic share in time chosen on held-out steps at twice the gap)",
     "bent": "+ paths bent through three kept steps",
-    "default": "+ cubic along the path (the new default)",
+    "cubic_path": "+ cubic along the path (every variable moving, full share)",
+    "default": "+ the choice on held-out steps coarsened in space as in time: still or moving "
+               "per variable, bent unless straight wins clearly, the shares by least squares "
+               "(the new default)",
     "network": "+ the network weighing the two sides per point",
 }
 # the candidates forced on the default's fit to find the truth's choice:

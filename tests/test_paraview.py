@@ -62,8 +62,10 @@ def test_filter_and_model_source(prog, series_file, tmp_path):
     assert np.allclose(res["origin"], [1, 2, 3])
     # every input time plus one in-between step per interval
     assert np.allclose(res["times"], [1.5, 1.75, 2.0, 2.25, 2.5, 2.75, 3.0, 3.25, 3.5])
-    assert set(res["arrays"]) == {"temperature", "rho", "v"}
-    assert res["arrays"]["v"] == [13 * 11 * 9, 3]
+    # the default preset's error estimate (issue 25) comes with the values, a vector's as one
+    assert set(res["arrays"]) == {"temperature", "rho", "v", "temperature_error", "rho_error",
+                                  "v_error"}
+    assert res["arrays"]["v"] == res["arrays"]["v_error"] == [13 * 11 * 9, 3]
     # the fast default is its base alone: fitted to the data, no network steps to take
     assert res["training"]["stopped"] == "fitted" and res["training"]["steps"] == 0
     assert res["cache_hit"]
@@ -110,7 +112,11 @@ def test_the_model_source_shows_the_error_estimate_as_arrays_to_colour_by(tmp_pa
         "temperature": [n, 1], "rho": [n, 1], "v": [n, 3], "temperature_error": [n, 1],
         "rho_error": [n, 1], "v_error": [n, 3]}
     assert min(res["liif_on"]["temperature_error"][2]) >= 0
-    assert set(res["liif_off"]) == set(res["fast_on"]) == {"temperature", "rho", "v"}
+    assert set(res["liif_off"]) == set(res["fast_off"]) == {"temperature", "rho", "v"}
+    # the default preset has an error estimate too (issue 25): the same arrays as liif's
+    assert {k: v[:2] for k, v in res["fast_on"].items()} == \
+        {k: v[:2] for k, v in res["liif_on"].items()}
+    assert min(res["fast_on"]["rho_error"][2]) > 0
 
 
 def _error_text(r):
@@ -287,7 +293,11 @@ def test_pvpython_examples_run_as_they_are(tmp_path):
     from stsr_core.io import read_series
     up = read_series(str(out / "tornado_upscaled.pvd"))
     assert up.dims == (33, 33, 33) and up.n_times == 33
-    assert set(up.components) == {"velocity"}
+    # the filter's default writes the error estimate beside the values (a vector's as one)
+    assert set(up.components) == {"velocity", "velocity_error"}
+    scalars = {"velocity_magnitude", "vorticity_magnitude"}
+    assert set(up.variables) == scalars | {f"{n}_error" for n in scalars} | {
+        f"velocity{e}_{c}" for e in ("", "_error") for c in range(3)}
     r = subprocess.run(["pvpython", os.path.join(ROOT, "examples", "open_model.py"),
                         str(out / "tornado.stsr"), "--out", str(out / "m")],
                        capture_output=True, text=True, env=env, timeout=600)

@@ -1,6 +1,6 @@
 """Run by tests/test_paraview.py under pvpython:
     error_estimate_check.py PLUGIN LIIF_MODEL FAST_MODEL OUT.json
-Opens a liif model (which has an error estimate) and a fast one (which has none) with the
+Opens a liif model and a model of the default preset (both have an error estimate) with the
 STSR-INR Model source, with the ErrorEstimate check box on and off; writes the arrays (name:
 tuples, components) each output had, and their ranges, to OUT.json."""
 import json
@@ -23,7 +23,8 @@ def arrays(model, error):
             for i in range(pd.GetNumberOfArrays())}
 
 
-res = {"liif_on": arrays(liif, 1), "liif_off": arrays(liif, 0), "fast_on": arrays(fast, 1)}
+res = {"liif_on": arrays(liif, 1), "liif_off": arrays(liif, 0), "fast_on": arrays(fast, 1),
+       "fast_off": arrays(fast, 0)}
 with open(out, "w") as f:
     json.dump(res, f)
 print("error_estimate_check done")
