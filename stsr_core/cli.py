@@ -426,7 +426,8 @@ def cmd_info(a: argparse.Namespace) -> int:
         d["base_flow_mix"] = dict(zip(info.variables, flow))
         d["base_path_mix"] = dict(zip(info.variables, mixes["path_mix"]))
         d["base_path_bend"] = bool(mixes["path_bend"][0])
-    if base is not None and base.has_error_estimate():
+    if base is not None and api.has_error_estimate(tm) and \
+            getattr(tm.model, "correction", None) is None:
         scale = base.error_scale.tolist()
         d["error_scale"] = {n: {"space": scale[0][i], "time": scale[1][i]}
                             for i, n in enumerate(info.variables)}

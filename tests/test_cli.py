@@ -78,7 +78,8 @@ def test_info_and_blend(workdir):
     flow = info["base_flow_mix"]
     assert set(flow) == {"temperature", "rho"} and all(0 <= m <= 1 for m in flow.values())
     r = run("info", "m.stsr", cwd=workdir)
-    assert r.returncode == 0 and "motion-compensated" in r.stdout, r.stdout + r.stderr
+    assert r.returncode == 0 and "between steps: " in r.stdout, r.stdout + r.stderr
+    assert "time choice  on held-out steps of the half series" in r.stdout, r.stdout
     r = run("blend", "m.stsr", "--from", "temperature", "--to", "rho", "--steps", "3",
             "--time", "2", "-o", "b.pvd", cwd=workdir)
     assert r.returncode == 0, r.stderr

@@ -56,7 +56,7 @@ def test_set_texts_are_typed_like_the_preset_defaults():
                                              ("lr", "5e-3"), ("betas", "0.8,0.9"),
                                              ("steps", "12")], "preset 'fast'")
     assert (m.base_time, m.flow_iters, t.lr, t.betas) == ("cubic", 10, 0.005, (0.8, 0.9))
-    assert t.steps == 12 and preset("fast")[0].base_time == "auto"
+    assert t.steps == 12 and preset("fast")[0].base_time == "select"
     model, train = settings_overrides(*preset("fast"), [("width", "8"), ("seed", "4")], "x")
     assert model == {"width": 8} and train == {"seed": 4}
 
@@ -65,7 +65,9 @@ def test_set_texts_are_typed_like_the_preset_defaults():
     (("bogus", "1"), "no such setting of preset 'fast'; model settings: kind, network, latent_dim"),
     (("kind", "siren"), "use --preset"),
     (("flow_iters", "many"), "--set flow_iters=many: expected an integer"),
-    (("base_time", "flw"), "unknown base_time 'flw'; allowed: auto, linear, cubic, flow"),
+    (("base_time", "flw"), "unknown base_time 'flw'; allowed: select, auto, linear, cubic, "
+                           "flow"),
+    (("flow_path", "curved"), "unknown flow_path 'curved'; allowed: auto, straight, bent"),
 ])
 def test_bad_set_texts_say_what_is_wrong(pair, message):
     with pytest.raises(StsrError) as err:
