@@ -17,7 +17,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from ..model.spline_base import GridPlan, SplineBase, separable
+from ..model.grid_plan import GridPlan, separable
+from ..model.spline_base import SplineBase
 from .decoder import DecoderConfig, LocalImplicitDecoder
 from .pairs import Pair, group_of, residual_rms
 

@@ -25,7 +25,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from ..model.spline_base import GridPlan, SplineBase
+from ..model.grid_plan import GridPlan
+from ..model.spline_base import SplineBase
 
 KINDS = ("space", "space_time", "time")
 MIN_LATTICE_POINTS = 4     # an axis is coarsened only when its lattice keeps this many points

@@ -25,9 +25,14 @@ the share measured against the truth.
 """
 from __future__ import annotations
 
-from typing import List, Sequence
+import time
+from typing import Any, Optional, Sequence
 
 import torch
+
+from .encodings import bspline_coefficients
+from .grid_plan import GridPlan, lattice_axes, linear_matrix, separable, spline_matrix
+from .time_select import Chain, held_out_cases
 
 LEVEL = 0.9             # the share of points whose error the estimate is made to exceed
 FLOOR = 1e-3            # added to both indicators, in normalised units (range 2)
@@ -45,12 +50,6 @@ def scale_for(residual: torch.Tensor, indicator: torch.Tensor,
     if ratio.shape[1] == 0:
         return torch.zeros(ratio.shape[0])
     return torch.quantile(ratio, LEVEL, dim=1).cpu()
-
-
-def lattice_axes(dims_zyx: Sequence[int], device: torch.device) -> List[torch.Tensor]:
-    """Local coordinates (x, y, z) of a grid's own points."""
-    return [torch.linspace(-1.0, 1.0, n, device=device) if n > 1 else
-            torch.zeros(1, device=device) for n in reversed(tuple(dims_zyx))]
 
 
 def thinned_axes(dims_zyx: Sequence[int], device: torch.device):
@@ -89,3 +88,76 @@ def combine(space: torch.Tensor, time_term: torch.Tensor, w: float,
     kt = scales[1].to(space).view(-1, *([1] * (space.dim() - 1)))
     t_part = time_term.add_(FLOOR).mul_(kt * (4.0 * w * (1.0 - w)))
     return e.pow_(2).add_(t_part.pow_(2)).sqrt_()
+
+
+@torch.no_grad()
+def calibrate(base: Any, data: torch.Tensor, half: Optional[torch.Tensor],
+              built: Sequence[Chain], deadline: Optional[float] = None) -> None:
+    """``base.error_scale`` (a SplineBase's [2, V]) from ``data`` [V, T, Z, Y, X]: in space
+    from kept steps thinned to every other point, in time from the half series' held-out
+    steps (time_select.half_chains) predicted with the base's own choice in time."""
+    gen = torch.Generator().manual_seed(0)
+    dev = base.coef.device
+    axes = thinned_axes(tuple(data.shape[-3:]), dev)
+    if all(n == 1 for _, n, _ in axes):
+        return                                     # a single point: nothing to hold out
+    mats = [spline_matrix(a, m) for a, _, m in axes]
+    lins = [linear_matrix(a, m) for a, _, m in axes]
+    span = [n for _, n, _ in axes]                                      # x, y, z
+    off = off_lattice((span[2], span[1], span[0]), dev)
+    res, ind = [], []
+    for k in sorted({0, base.n_slots // 2, base.n_slots - 1}):
+        thin = data[:, k, ::2, ::2, ::2].to(torch.float32)
+        spline = separable(bspline_coefficients(thin), mats)
+        true = data[:, k, :span[2], :span[1], :span[0]].to(torch.float32)
+        res.append((true - spline)[:, off])
+        ind.append((spline - separable(thin, lins)).abs()[:, off])
+    base.error_scale[0].copy_(scale_for(torch.cat(res, 1), torch.cat(ind, 1), gen))
+    if half is None or not built:
+        return
+    for sub, _, _ in built:
+        for name in ("time_mix", "flow_mix", "path_mix", "path_bend"):
+            if hasattr(sub, name) and hasattr(base, name):
+                getattr(sub, name).copy_(getattr(base, name))
+    res, ind = [], []
+    for n, (sub, plan, k, t) in enumerate(held_out_cases(built)):
+        if n and deadline is not None and time.perf_counter() > deadline:
+            break
+        res.append((half[:, k] - sub.evaluate_grid(plan, t)).flatten(1))
+        ends = sub.end_values(plan, t)
+        ind.append((ends[0] - ends[1]).abs().flatten(1))
+    base.error_scale[1].copy_(scale_for(torch.cat(res, 1), torch.cat(ind, 1), gen))
+
+
+@torch.no_grad()
+def error_grid(base: Any, plan: GridPlan, t: float) -> torch.Tensor:
+    """E at normalised time ``t`` on ``base``'s (a SplineBase's) planned grid
+    [V, Zo, Yo, Xo], in the base's normalised units."""
+    j, w = base._slot(t)
+    if base.n_slots == 1 or w <= 0.0 or w >= 1.0:
+        k = j if base.n_slots == 1 or w <= 0.0 else j + 1
+        return combine(space_indicator(base, plan, k).clone(), None, 0.0, base.error_scale)
+    space = torch.lerp(space_indicator(base, plan, j), space_indicator(base, plan, j + 1), w)
+    if plan.data_plan is None:        # the sides' disagreement on the data's own grid
+        plan.data_plan = base.plan_grid(lattice_axes(base.dims[::-1], base.coef.device),
+                                        factors=(2,))
+    ends = base.end_values(plan.data_plan, t)
+    apart = (ends[0] - ends[1]).abs_()
+    mats = [linear_matrix(a, n) for a, n in zip(plan.axes, base.dims)]
+    return combine(space, separable(apart, mats), w, base.error_scale)
+
+
+def space_indicator(base: Any, plan: GridPlan, k: int) -> torch.Tensor:
+    """Slot ``k``'s |spline - trilinear| on the planned grid [V, Zo, Yo, Xo], kept in the
+    plan while its interval is in use."""
+    f = plan.error_fields.get(k)
+    if f is None:
+        plan.error_fields = {i: v for i, v in plan.error_fields.items() if abs(i - k) == 1}
+        coef = base.coef[k].detach()
+        own = [spline_matrix(a, n) for a, n in
+               zip(lattice_axes(base.dims[::-1], coef.device), base.dims)]
+        lins = [linear_matrix(a, n) for a, n in zip(plan.axes, base.dims)]
+        spline = (base._slot_field(plan, k).clone() if plan.warp_on_output and base.has_flow
+                  else separable(coef, plan.spline))
+        f = plan.error_fields[k] = spline.sub_(separable(separable(coef, own), lins)).abs_()
+    return f

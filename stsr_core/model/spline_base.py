@@ -17,8 +17,7 @@ from __future__ import annotations
 import math
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -29,8 +28,9 @@ from .. import distributed
 from .paths import accelerations, bend_shift, end_weights, hermite_terms, slope_weights
 from .time_basis import (cross_validated_mix, displacement_grid_dims, fit_displacement,
                          held_out_pairs, hermite_correction, natural_spline_slopes)
-from .error_estimate import combine, lattice_axes, off_lattice, scale_for, thinned_axes
-from .time_select import Scores, chain_options, chain_pairs, chains, decide, half_series
+from .error_estimate import calibrate, error_grid
+from .grid_plan import GridPlan, lattice_axes, linear_matrix, separable, spline_matrix
+from .time_select import chain_options, chain_pairs, chains, choose, half_chains, half_series
 
 BASE_TIMES = ("select", "auto", "linear", "cubic", "flow")
 MOVING = ("select", "auto", "flow")     # the base_time choices with displacements
@@ -39,8 +39,7 @@ WARP_FIELD_VALUES = 1 << 26  # values of one slot on the warps' grid when finer 
 WARP_SLAB_POINTS = 1 << 20    # output points per warp call: bounds its coordinate tensors
 PATH_SLOPE_POINTS = 1 << 18   # data points per step of the slopes along the path
 PATH_SLOPE_SPLINE = True      # look the neighbours up in the spline (else trilinearly)
-MAX_HELD_OUT = 8              # held-out steps of the half series scored (evenly spread)
-HELD_OUT_SHARE = 0.2          # of the time budget kept for scoring them (select)
+HELD_OUT_SHARE = 0.2          # of the time budget kept for scoring held-out steps (select)
 
 
 class FitStopped(Exception):
@@ -175,8 +174,8 @@ class SplineBase(nn.Module):
                 self.time_mix.fill_(1.0)
             else:
                 self.time_mix.copy_(cross_validated_mix(data, times)[:, 0])
-            self._calibrate_error(data, half, [] if half is None else
-                                  list(self._half_chains(half, {}, half_opts)))
+            calibrate(self, data, half, [] if half is None else
+                      list(half_chains(self, half, {}, half_opts)))
             return None
         self.flow_mix.zero_()
         self.path_mix.zero_()
@@ -246,9 +245,9 @@ class SplineBase(nn.Module):
             self.time_mix.copy_(mix[:, 0])
             self.flow_mix.copy_(mix[:, 1])
         elif half is not None:
-            chains_built = list(self._half_chains(half, chain_fits, half_opts))
-            self._choose(half, chains_built, None if end is None else
-                         end - 0.5 * (end - time.perf_counter()))
+            chains_built = list(half_chains(self, half, chain_fits, half_opts))
+            choose(self, half, chains_built, None if end is None else
+                   end - 0.5 * (end - time.perf_counter()))
         else:                         # two kept steps: nothing to hold out
             self.flow_mix.fill_(1.0)
             self.selection = {"reason": "2 kept steps: nothing to hold out; "
@@ -257,8 +256,8 @@ class SplineBase(nn.Module):
             self.path_bend.fill_(1.0 if self.flow_path == "bent" and n > 2 else 0.0)
             self.path_mix.copy_(self.flow_mix * (1.0 if self.path_values == "cubic" else 0.0))
         if half is not None and not chains_built:
-            chains_built = list(self._half_chains(half, chain_fits, half_opts))
-        self._calibrate_error(data, half, chains_built, end)
+            chains_built = list(half_chains(self, half, chain_fits, half_opts))
+        calibrate(self, data, half, chains_built, end)
         if state["cut"]:
             self.fit_notes.append(f"{state['cut']} of {n_fits} displacement fits stopped "
                                   f"before their {flow_options.get('iters')} Adam steps to "
@@ -268,110 +267,6 @@ class SplineBase(nn.Module):
                                   "for the time budget (those intervals: no motion "
                                   "compensation)")
         return None
-
-    def _half_chains(self, half: torch.Tensor,
-                     fits: Dict[Tuple[int, int], Optional[torch.Tensor]],
-                     opts: Dict[str, object]) -> Iterator[Tuple["SplineBase", "GridPlan",
-                                                                List[Tuple[int, float]]]]:
-        """Per chain of the half series (time_select.chains) a base of its steps alone, with
-        their displacements, planned on its own grid, and its held-out steps (index, time):
-        what each held-out step is predicted from never includes it."""
-        times = self.slot_times.tolist()
-        dims = tuple(half.shape[-1:-4:-1])                                # x, y, z
-        kind = "flow" if self.has_flow else ("cubic" if self.hermite else "linear")
-        for chain in chains(len(times)):
-            sub = SplineBase(dims, self.n_vars, [times[i] for i in chain], base_time=kind,
-                             flow_coarsen=int(opts["coarsen"]),
-                             flow_max_points=int(opts["max_points"]), trainable=False
-                             ).to(self.coef.device)
-            sub.fit_coefficients(half[:, chain])
-            if sub.has_flow:
-                for i in range(len(chain) - 1):
-                    f = fits.get((chain[i], chain[i + 1]))
-                    if f is not None:
-                        sub.flow[i].copy_(f)
-            plan = sub.plan_grid(lattice_axes(half.shape[-3:], self.coef.device),
-                                 factors=(4, 2))
-            yield sub, plan, [(chain[i] + 1, times[chain[i] + 1])
-                              for i in range(len(chain) - 1)]
-
-    @torch.no_grad()
-    def _choose(self, half: torch.Tensor, built: List[Tuple["SplineBase", "GridPlan",
-                                                            List[Tuple[int, float]]]],
-                deadline: Optional[float] = None) -> None:
-        """``select``: score every candidate in time on the half series' held-out steps
-        (through this class's own evaluation; up to MAX_HELD_OUT of them, and past
-        ``deadline`` no more than one) and set the shares from :func:`time_select.decide`."""
-        scores = Scores(self.n_vars)
-        for n, (sub, plan, k, t) in enumerate(held_out_cases(built)):
-            if n and deadline is not None and time.perf_counter() > deadline:
-                self.fit_notes.append(f"scored {n} held-out steps of the half series for "
-                                      "the choice in time, to keep within the time budget")
-                break
-            target = half[:, k]
-            sub.flow_mix.zero_()
-            sub.time_mix.zero_()
-            p0 = sub.evaluate_grid(plan, t).clone()
-            sub.time_mix.fill_(1.0)
-            scores.add("still", p0, sub.evaluate_grid(plan, t), target)
-            sub.time_mix.zero_()
-            sub.flow_mix.fill_(1.0)
-            for bend in ((0.0, 1.0) if sub.n_slots > 2 else (0.0,)):
-                sub.path_bend.fill_(bend)
-                sub.path_mix.zero_()
-                p0 = sub.evaluate_grid(plan, t).clone()
-                sub.path_mix.fill_(1.0)
-                scores.add(f"moving{int(bend)}", p0, sub.evaluate_grid(plan, t), target)
-        rng = (half.amax(dim=(1, 2, 3, 4)) - half.amin(dim=(1, 2, 3, 4))).cpu()
-        choice = decide(scores, rng, self.flow_path, self.path_values)
-        self.time_mix.copy_(choice.still_share)
-        self.flow_mix.copy_(choice.moving)
-        self.path_mix.copy_(choice.path_share)
-        self.path_bend.fill_(choice.bend)
-        self._path_slopes = {}
-        self.selection = choice.report
-
-    @torch.no_grad()
-    def _calibrate_error(self, data: torch.Tensor, half: Optional[torch.Tensor],
-                         built: List[Tuple["SplineBase", "GridPlan",
-                                           List[Tuple[int, float]]]],
-                         deadline: Optional[float] = None) -> None:
-        """The error estimate's scales (error_estimate.py): in space from kept steps thinned
-        to every other point, in time from the half series' held-out steps predicted with
-        this base's own choice in time."""
-        gen = torch.Generator().manual_seed(0)
-        dev = self.coef.device
-        dims = tuple(data.shape[-3:])
-        axes = thinned_axes(dims, dev)
-        if all(n == 1 for _, n, _ in axes):
-            return                                 # a single point: nothing to hold out
-        mats = [spline_matrix(a, m) for a, _, m in axes]
-        lins = [linear_matrix(a, m) for a, _, m in axes]
-        span = [n for _, n, _ in axes]                                  # x, y, z
-        off = off_lattice((span[2], span[1], span[0]), dev)
-        res, ind = [], []
-        for k in sorted({0, self.n_slots // 2, self.n_slots - 1}):
-            thin = data[:, k, ::2, ::2, ::2].to(torch.float32)
-            spline = separable(bspline_coefficients(thin), mats)
-            true = data[:, k, :span[2], :span[1], :span[0]].to(torch.float32)
-            res.append((true - spline)[:, off])
-            ind.append((spline - separable(thin, lins)).abs()[:, off])
-        self.error_scale[0].copy_(scale_for(torch.cat(res, 1), torch.cat(ind, 1), gen))
-        if half is None or not built:
-            return
-        res, ind = [], []
-        for sub, _, _ in built:
-            for name in ("time_mix", "flow_mix", "path_mix", "path_bend"):
-                if hasattr(sub, name) and hasattr(self, name):
-                    getattr(sub, name).copy_(getattr(self, name))
-        for n, (sub, plan, k, t) in enumerate(held_out_cases(built)):
-            if n and deadline is not None and time.perf_counter() > deadline:
-                break
-            res.append((half[:, k] - sub.evaluate_grid(plan, t)).flatten(1))
-            ends = sub.end_values(plan, t)
-            ind.append((ends[0] - ends[1]).abs().flatten(1))
-        if res:
-            self.error_scale[1].copy_(scale_for(torch.cat(res, 1), torch.cat(ind, 1), gen))
 
     def mixes(self) -> Dict[str, Tuple[float, ...]]:
         """Per variable the cubic share c and the motion-compensated share m (for stsr info)."""
@@ -587,39 +482,10 @@ class SplineBase(nn.Module):
         """Whether the fit calibrated an error estimate (model files from before it: no)."""
         return bool((self.error_scale[0] > 0).any())
 
-    @torch.no_grad()
     def error_grid(self, plan: "GridPlan", t: float) -> torch.Tensor:
         """The error estimate at normalised time ``t`` on a planned grid [V, Zo, Yo, Xo], in
-        the base's normalised units."""
-        j, w = self._slot(t)
-        if self.n_slots == 1 or w <= 0.0 or w >= 1.0:
-            k = j if self.n_slots == 1 or w <= 0.0 else j + 1
-            return combine(self._space_indicator(plan, k).clone(), None, 0.0,
-                           self.error_scale)
-        s0, s1 = self._space_indicator(plan, j), self._space_indicator(plan, j + 1)
-        space = torch.lerp(s0, s1, w)
-        if plan.data_plan is None:        # the sides' disagreement on the data's own grid
-            plan.data_plan = self.plan_grid(lattice_axes(self.dims[::-1], self.coef.device),
-                                            factors=(2,))
-        ends = self.end_values(plan.data_plan, t)
-        apart = (ends[0] - ends[1]).abs_()
-        mats = [linear_matrix(a, n) for a, n in zip(plan.axes, self.dims)]
-        return combine(space, separable(apart, mats), w, self.error_scale)
-
-    def _space_indicator(self, plan: "GridPlan", k: int) -> torch.Tensor:
-        """Slot ``k``'s |spline - trilinear| on the planned grid, kept like the slot fields."""
-        f = plan.error_fields.get(k)
-        if f is None:
-            plan.error_fields = {i: v for i, v in plan.error_fields.items() if abs(i - k) == 1}
-            coef = self.coef[k].detach()
-            own = [spline_matrix(a, n) for a, n in
-                   zip(lattice_axes(self.dims[::-1], coef.device), self.dims)]
-            lins = [linear_matrix(a, n) for a, n in zip(plan.axes, self.dims)]
-            spline = (self._slot_field(plan, k).clone() if plan.warp_on_output and
-                      self.has_flow else separable(coef, plan.spline))
-            f = spline.sub_(separable(separable(coef, own), lins)).abs_()
-            plan.error_fields[k] = f
-        return f
+        the base's normalised units (error_estimate.py)."""
+        return error_grid(self, plan, t)
 
     def _slot(self, t: float) -> Tuple[int, float]:
         """The interval (its first slot) holding normalised time ``t``, and the fraction, as
@@ -809,121 +675,3 @@ class SplineBase(nn.Module):
             d1 = bspline_sample(self.path_slope_coef(jj + 1)[None], ahead)
             out = out + self.path_mix * ((h10 + h11) * (v0 - v1) + h * (h10 * d0 + h11 * d1))
         return out
-
-
-def held_out_cases(built: Sequence[Tuple["SplineBase", "GridPlan", List[Tuple[int, float]]]]
-                   ) -> List[Tuple["SplineBase", "GridPlan", int, float]]:
-    """The held-out steps of the half series' chains as (base, plan, step, time): up to
-    MAX_HELD_OUT, evenly spread over them, in the chains' order (so each chain's slot
-    fields are evaluated once)."""
-    cases = [(sub, plan, k, t) for sub, plan, held in built for k, t in held]
-    if len(cases) <= MAX_HELD_OUT:
-        return cases
-    keep = sorted({round(i * (len(cases) - 1) / (MAX_HELD_OUT - 1))
-                   for i in range(MAX_HELD_OUT)})
-    return [cases[i] for i in keep]
-
-
-# --- evaluation on a regular grid (queries: separable, no per-point lookups) --------------
-def spline_matrix(local: torch.Tensor, n: int) -> torch.Tensor:
-    """[m, n + 2] weights taking the padded cubic B-spline coefficients of an axis of ``n``
-    samples to the spline's values at local coordinates ``local`` [m] in [-1, 1], as
-    :func:`bspline_sample` weighs them (4 non-zeros a row)."""
-    idx = (local.to(torch.float64) + 1) * 0.5 * (n - 1) + 1
-    i = idx.floor().clamp(1, max(1, n - 1))
-    f = idx - i
-    f2, f3 = f * f, f * f * f
-    w = torch.stack([(1 - f) ** 3 / 6, (3 * f3 - 6 * f2 + 4) / 6,
-                     (-3 * f3 + 3 * f2 + 3 * f + 1) / 6, f3 / 6], dim=1)
-    taps = (i.long()[:, None] + torch.arange(-1, 3, device=local.device)[None]).clamp(0, n + 1)
-    out = torch.zeros(local.shape[0], n + 2, dtype=torch.float64, device=local.device)
-    return out.scatter_add_(1, taps, w).to(torch.float32)
-
-
-def linear_matrix(local: torch.Tensor, n: int) -> torch.Tensor:
-    """[m, n] weights of linear interpolation between ``n`` points spanning [-1, 1] (as
-    ``grid_sample`` with align_corners=True and border padding)."""
-    if n == 1:
-        return torch.ones(local.shape[0], 1, device=local.device)
-    idx = ((local.to(torch.float64) + 1) * 0.5 * (n - 1)).clamp(0, n - 1)
-    i = idx.floor().clamp(0, n - 2)
-    f = idx - i
-    out = torch.zeros(local.shape[0], n, dtype=torch.float64, device=local.device)
-    out.scatter_add_(1, i.long()[:, None], (1 - f)[:, None])
-    out.scatter_add_(1, i.long()[:, None] + 1, f[:, None])
-    return out.to(torch.float32)
-
-
-def separable(a: torch.Tensor, mats: Sequence[torch.Tensor],
-              out: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """``a`` [C, Z, Y, X] filtered along x, y and z by the matrices ``mats`` (x, y, z; each
-    [out, in]) -> [C, Zo, Yo, Xo] (into ``out`` when given): three matrix products, coarse
-    axes first, so the cost per output value is a few dozen multiply-adds done by BLAS."""
-    mx, my, mz = mats
-    c, z, y, _ = a.shape
-    a = a @ mx.t()                                               # [C, Z, Y, Xo]
-    a = my @ a                                                   # [C, Z, Yo, Xo]
-    xo, yo = a.shape[3], a.shape[2]
-    if out is None:
-        return (mz @ a.reshape(c, z, yo * xo)).reshape(c, -1, yo, xo)   # [C, Zo, Yo, Xo]
-    torch.matmul(mz, a.reshape(c, z, yo * xo), out=out.view(c, -1, yo * xo))
-    return out
-
-
-@dataclass
-class GridPlan:
-    """What evaluating the base on one output grid needs, computed once per grid: the
-    spline and displacement matrices per axis, the grid's points for the warps, and the
-    fine fields of the current interval (reused by every step inside it)."""
-
-    spline: List[torch.Tensor]            # x, y, z: [out, in + 2]
-    linear: List[torch.Tensor]            # x, y, z: [out, flow points]
-    axes: List[torch.Tensor]              # x, y, z local coordinates [out]
-    warp_spline: List[torch.Tensor]       # x, y, z: [fine, in + 2], the warps' lookup grid
-    interval: int = -1
-    disp: Optional[torch.Tensor] = None   # [3, Zd, Yo, Xo] the interval's displacement
-    accel: Optional[torch.Tensor] = None  # [3, Zd, Yo, Xo] its paths' acceleration (bent)
-    # slot -> its field on the warps' grid [V, Zf, Yf, Xf]: the current interval's two, each
-    # evaluated once for all the steps that use it (and, on the output grid, the kept step)
-    fields: Dict[int, torch.Tensor] = field(default_factory=dict)
-    # slot -> its slopes along the path on the warps' grid (a cubic share along the path)
-    slope_fields: Dict[int, torch.Tensor] = field(default_factory=dict)
-    # the error estimate: slot -> its indicator in space on this grid, and a plan of the
-    # data's own grid for the indicator in time
-    error_fields: Dict[int, torch.Tensor] = field(default_factory=dict)
-    data_plan: Optional["GridPlan"] = None
-    # reuse two output-sized buffers from step to step (a caller that is done with each
-    # step before asking for the next, as the streaming upscale is): fresh memory of that
-    # size costs as much as the arithmetic on this machine's first touch of its pages
-    reuse: bool = False
-    buffers: Dict[str, torch.Tensor] = field(default_factory=dict)
-    # a piece: per axis the local coordinates (first, last) the warps' lookup grid is cut
-    # to; None: the whole [-1, 1]
-    warp_spans: Optional[List[Tuple[float, float]]] = None
-
-    def to_lookup(self, axis: int, local: torch.Tensor) -> torch.Tensor:
-        """Local coordinates along ``axis`` as ``grid_sample`` addresses the warps' lookup
-        grid (in place; unchanged when that grid spans [-1, 1])."""
-        if self.warp_spans is None or self.warp_spans[axis] == (-1.0, 1.0):
-            return local
-        lo, hi = self.warp_spans[axis]
-        return local.sub_(lo).mul_(2.0 / (hi - lo)).sub_(1.0)
-
-    def buffer(self, name: str, like: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
-        """An output-sized scratch tensor: the same one each call when ``reuse``."""
-        if not self.reuse:
-            return like.new_empty(tuple(shape))
-        b = self.buffers.get(name)
-        if b is None or tuple(b.shape) != tuple(shape):
-            b = self.buffers[name] = like.new_empty(tuple(shape))
-        return b
-
-    @property
-    def shape(self) -> Tuple[int, int, int]:
-        """(Zo, Yo, Xo) of the output grid."""
-        return (len(self.axes[2]), len(self.axes[1]), len(self.axes[0]))
-
-    @property
-    def warp_on_output(self) -> bool:
-        return all(w is s for w, s in zip(self.warp_spline, self.spline))
-

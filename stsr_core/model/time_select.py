@@ -24,15 +24,21 @@ a variable leaves the common choice only when its own scores disagree by ``OWN_M
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 
+from .grid_plan import GridPlan, lattice_axes
+
 STILL_MARGIN_DB = 1.0      # the still family must win by this much on average
 OWN_MARGIN_DB = 3.0        # a variable leaves the common family when its own scores say so
 BEND_MARGIN_DB = 0.5       # straight paths must win by this much on average
+MAX_HELD_OUT = 8           # held-out steps of the half series scored (evenly spread)
+# a base of a chain's steps alone, its plan on the half series' grid, its held-out steps
+Chain = Tuple[Any, GridPlan, List[Tuple[int, float]]]
 
 
 def half_series(data: torch.Tensor) -> torch.Tensor:
@@ -177,3 +183,76 @@ def _db(errs: Dict[str, torch.Tensor], rng: torch.Tensor) -> Dict[str, List[floa
         out[k] = [float(20 * math.log10(max(float(r), 1e-30)) -
                         10 * math.log10(max(float(x), 1e-30))) for r, x in zip(rng, e)]
     return out
+
+
+def half_chains(base: Any, half: torch.Tensor,
+                fits: Dict[Tuple[int, int], Optional[torch.Tensor]],
+                opts: Dict[str, object]) -> Iterator[Chain]:
+    """Per chain of the half series a base of the same kind as ``base`` (a SplineBase) of
+    the chain's steps alone, with their displacements ``fits`` (keyed by the steps' pair),
+    planned on its own grid, and its held-out steps (index, normalised time): what each
+    held-out step is predicted from never includes it."""
+    times = base.slot_times.tolist()
+    dims = tuple(half.shape[-1:-4:-1])                                    # x, y, z
+    kind = "flow" if base.has_flow else ("cubic" if base.hermite else "linear")
+    for chain in chains(len(times)):
+        sub = type(base)(dims, base.n_vars, [times[i] for i in chain], base_time=kind,
+                         flow_coarsen=int(opts["coarsen"]),
+                         flow_max_points=int(opts["max_points"]), trainable=False
+                         ).to(base.coef.device)
+        sub.fit_coefficients(half[:, chain])
+        if sub.has_flow:
+            for i in range(len(chain) - 1):
+                f = fits.get((chain[i], chain[i + 1]))
+                if f is not None:
+                    sub.flow[i].copy_(f)
+        # the warps look up a grid 4x (2x where large) finer than the half series
+        plan = sub.plan_grid(lattice_axes(half.shape[-3:], base.coef.device), factors=(4, 2))
+        yield sub, plan, [(chain[i] + 1, times[chain[i] + 1]) for i in range(len(chain) - 1)]
+
+
+def held_out_cases(built: Sequence[Chain]) -> List[Tuple[Any, GridPlan, int, float]]:
+    """The chains' held-out steps as (base, plan, step, time): up to MAX_HELD_OUT, evenly
+    spread over them, in the chains' order (so each chain's slot fields are evaluated
+    once)."""
+    cases = [(sub, plan, k, t) for sub, plan, held in built for k, t in held]
+    if len(cases) <= MAX_HELD_OUT:
+        return cases
+    keep = sorted({round(i * (len(cases) - 1) / (MAX_HELD_OUT - 1))
+                   for i in range(MAX_HELD_OUT)})
+    return [cases[i] for i in keep]
+
+
+@torch.no_grad()
+def choose(base: Any, half: torch.Tensor, built: Sequence[Chain],
+           deadline: Optional[float] = None) -> None:
+    """Score every candidate on the held-out steps of ``built`` (through the bases' own
+    whole-grid evaluation; past ``deadline`` no more than one) and set ``base``'s shares
+    from :func:`decide`; what was scored goes to ``base.selection`` (for stsr info)."""
+    scores = Scores(base.n_vars)
+    for n, (sub, plan, k, t) in enumerate(held_out_cases(built)):
+        if n and deadline is not None and time.perf_counter() > deadline:
+            base.fit_notes.append(f"scored {n} held-out steps of the half series for the "
+                                  "choice in time, to keep within the time budget")
+            break
+        target = half[:, k]
+        sub.flow_mix.zero_()
+        sub.time_mix.zero_()
+        p0 = sub.evaluate_grid(plan, t).clone()
+        sub.time_mix.fill_(1.0)
+        scores.add("still", p0, sub.evaluate_grid(plan, t), target)
+        sub.time_mix.zero_()
+        sub.flow_mix.fill_(1.0)
+        for bend in ((0.0, 1.0) if sub.n_slots > 2 else (0.0,)):
+            sub.path_bend.fill_(bend)
+            sub.path_mix.zero_()
+            p0 = sub.evaluate_grid(plan, t).clone()
+            sub.path_mix.fill_(1.0)
+            scores.add(f"moving{int(bend)}", p0, sub.evaluate_grid(plan, t), target)
+    rng = (half.amax(dim=(1, 2, 3, 4)) - half.amin(dim=(1, 2, 3, 4))).cpu()
+    choice = decide(scores, rng, base.flow_path, base.path_values)
+    base.time_mix.copy_(choice.still_share)
+    base.flow_mix.copy_(choice.moving)
+    base.path_mix.copy_(choice.path_share)
+    base.path_bend.fill_(choice.bend)
+    base.selection = choice.report

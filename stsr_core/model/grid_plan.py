@@ -1,0 +1,120 @@
+"""What evaluating the fast base on a regular grid needs, computed once per grid: per-axis
+matrices (the cubic B-spline's 4 weights a row, linear interpolation's 2), separable
+filtering by them (three matrix products instead of per-point lookups), and the plan that
+holds them with the fields each interval reuses. No state of the model lives here."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+
+
+def lattice_axes(dims_zyx: Sequence[int], device: torch.device) -> List[torch.Tensor]:
+    """Local coordinates (x, y, z) of a grid's own points, each [n] in [-1, 1]."""
+    return [torch.linspace(-1.0, 1.0, n, device=device) if n > 1 else
+            torch.zeros(1, device=device) for n in reversed(tuple(dims_zyx))]
+
+
+def spline_matrix(local: torch.Tensor, n: int) -> torch.Tensor:
+    """[m, n + 2] weights taking the padded cubic B-spline coefficients of an axis of ``n``
+    samples to the spline's values at local coordinates ``local`` [m] in [-1, 1], as
+    :func:`bspline_sample` weighs them (4 non-zeros a row)."""
+    idx = (local.to(torch.float64) + 1) * 0.5 * (n - 1) + 1
+    i = idx.floor().clamp(1, max(1, n - 1))
+    f = idx - i
+    f2, f3 = f * f, f * f * f
+    w = torch.stack([(1 - f) ** 3 / 6, (3 * f3 - 6 * f2 + 4) / 6,
+                     (-3 * f3 + 3 * f2 + 3 * f + 1) / 6, f3 / 6], dim=1)
+    taps = (i.long()[:, None] + torch.arange(-1, 3, device=local.device)[None]).clamp(0, n + 1)
+    out = torch.zeros(local.shape[0], n + 2, dtype=torch.float64, device=local.device)
+    return out.scatter_add_(1, taps, w).to(torch.float32)
+
+
+def linear_matrix(local: torch.Tensor, n: int) -> torch.Tensor:
+    """[m, n] weights of linear interpolation between ``n`` points spanning [-1, 1] (as
+    ``grid_sample`` with align_corners=True and border padding)."""
+    if n == 1:
+        return torch.ones(local.shape[0], 1, device=local.device)
+    idx = ((local.to(torch.float64) + 1) * 0.5 * (n - 1)).clamp(0, n - 1)
+    i = idx.floor().clamp(0, n - 2)
+    f = idx - i
+    out = torch.zeros(local.shape[0], n, dtype=torch.float64, device=local.device)
+    out.scatter_add_(1, i.long()[:, None], (1 - f)[:, None])
+    out.scatter_add_(1, i.long()[:, None] + 1, f[:, None])
+    return out.to(torch.float32)
+
+
+def separable(a: torch.Tensor, mats: Sequence[torch.Tensor],
+              out: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``a`` [C, Z, Y, X] filtered along x, y and z by the matrices ``mats`` (x, y, z; each
+    [out, in]) -> [C, Zo, Yo, Xo] (into ``out`` when given): three matrix products, coarse
+    axes first, so the cost per output value is a few dozen multiply-adds done by BLAS."""
+    mx, my, mz = mats
+    c, z, y, _ = a.shape
+    a = a @ mx.t()                                               # [C, Z, Y, Xo]
+    a = my @ a                                                   # [C, Z, Yo, Xo]
+    xo, yo = a.shape[3], a.shape[2]
+    if out is None:
+        return (mz @ a.reshape(c, z, yo * xo)).reshape(c, -1, yo, xo)   # [C, Zo, Yo, Xo]
+    torch.matmul(mz, a.reshape(c, z, yo * xo), out=out.view(c, -1, yo * xo))
+    return out
+
+
+@dataclass
+class GridPlan:
+    """What evaluating the base on one output grid needs, computed once per grid: the
+    spline and displacement matrices per axis, the grid's points for the warps, and the
+    fine fields of the current interval (reused by every step inside it)."""
+
+    spline: List[torch.Tensor]            # x, y, z: [out, in + 2]
+    linear: List[torch.Tensor]            # x, y, z: [out, flow points]
+    axes: List[torch.Tensor]              # x, y, z local coordinates [out]
+    warp_spline: List[torch.Tensor]       # x, y, z: [fine, in + 2], the warps' lookup grid
+    interval: int = -1
+    disp: Optional[torch.Tensor] = None   # [3, Zd, Yo, Xo] the interval's displacement
+    accel: Optional[torch.Tensor] = None  # [3, Zd, Yo, Xo] its paths' acceleration (bent)
+    # slot -> its field on the warps' grid [V, Zf, Yf, Xf]: the current interval's two, each
+    # evaluated once for all the steps that use it (and, on the output grid, the kept step)
+    fields: Dict[int, torch.Tensor] = field(default_factory=dict)
+    # slot -> its slopes along the path on the warps' grid (a cubic share along the path)
+    slope_fields: Dict[int, torch.Tensor] = field(default_factory=dict)
+    # the error estimate: slot -> its indicator in space on this grid, and a plan of the
+    # data's own grid for the indicator in time
+    error_fields: Dict[int, torch.Tensor] = field(default_factory=dict)
+    data_plan: Optional["GridPlan"] = None
+    # reuse two output-sized buffers from step to step (a caller that is done with each
+    # step before asking for the next, as the streaming upscale is): fresh memory of that
+    # size costs as much as the arithmetic on this machine's first touch of its pages
+    reuse: bool = False
+    buffers: Dict[str, torch.Tensor] = field(default_factory=dict)
+    # a piece: per axis the local coordinates (first, last) the warps' lookup grid is cut
+    # to; None: the whole [-1, 1]
+    warp_spans: Optional[List[Tuple[float, float]]] = None
+
+    def to_lookup(self, axis: int, local: torch.Tensor) -> torch.Tensor:
+        """Local coordinates along ``axis`` as ``grid_sample`` addresses the warps' lookup
+        grid (in place; unchanged when that grid spans [-1, 1])."""
+        if self.warp_spans is None or self.warp_spans[axis] == (-1.0, 1.0):
+            return local
+        lo, hi = self.warp_spans[axis]
+        return local.sub_(lo).mul_(2.0 / (hi - lo)).sub_(1.0)
+
+    def buffer(self, name: str, like: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+        """An output-sized scratch tensor: the same one each call when ``reuse``."""
+        if not self.reuse:
+            return like.new_empty(tuple(shape))
+        b = self.buffers.get(name)
+        if b is None or tuple(b.shape) != tuple(shape):
+            b = self.buffers[name] = like.new_empty(tuple(shape))
+        return b
+
+    @property
+    def shape(self) -> Tuple[int, int, int]:
+        """(Zo, Yo, Xo) of the output grid."""
+        return (len(self.axes[2]), len(self.axes[1]), len(self.axes[0]))
+
+    @property
+    def warp_on_output(self) -> bool:
+        return all(w is s for w, s in zip(self.warp_spline, self.spline))
+
