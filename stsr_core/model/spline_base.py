@@ -567,6 +567,7 @@ class SplineBase(nn.Module):
         space = torch.lerp(s0, s1, w)
         if plan.data_plan is None:        # the sides' disagreement on the data's own grid
             plan.data_plan = self.plan_grid(lattice_axes(self.dims[::-1], self.coef.device))
+        share_fields(plan, plan.data_plan)
         ends = self.end_values(plan.data_plan, t)
         apart = (ends[0] - ends[1]).abs_()
         mats = [linear_matrix(a, n) for a, n in zip(plan.axes, self.dims)]
@@ -695,6 +696,7 @@ class SplineBase(nn.Module):
             stride = int(getattr(self.side_weights, "stride", 1))
             lattice = [(n - 2) // stride + 2 if n > 1 else 1 for n in self.dims[::-1]]
             plan.side_plan = self.plan_grid(lattice_axes(lattice, self.coef.device))
+        share_fields(plan, plan.side_plan)
         ends = self._end_values_at(plan.side_plan, j, w)               # [2, V, Z', Y', X']
         weight = self.side_weights(sel(ends.transpose(0, 1)).transpose(0, 1), w,
                                    self.side_outside(plan.side_plan, j, w))
@@ -861,6 +863,15 @@ def separable(a: torch.Tensor, mats: Sequence[torch.Tensor],
         return (mz @ a.reshape(c, z, yo * xo)).reshape(c, -1, yo, xo)   # [C, Zo, Yo, Xo]
     torch.matmul(mz, a.reshape(c, z, yo * xo), out=out.view(c, -1, yo * xo))
     return out
+
+
+def share_fields(plan: "GridPlan", lattice: "GridPlan") -> None:
+    """Let ``lattice`` (a plan of the data's lattice or a coarser one, for the sides'
+    values there) use ``plan``'s slot fields where both look up on the same warps' grid
+    (whole grids: the usual case), instead of evaluating each slot once more per interval."""
+    if plan.warp_spans is None and lattice.warp_spans is None and all(
+            a.shape == b.shape for a, b in zip(plan.warp_spline, lattice.warp_spline)):
+        lattice.fields = plan.fields
 
 
 @dataclass
