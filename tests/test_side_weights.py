@@ -149,3 +149,18 @@ def test_the_plugin_install_carries_the_shipped_weights(tmp_path):
     installed = next(prefix.rglob("side_weights_v1.pt"))
     assert installed.parent.parent.name == "model"
     assert installed.read_bytes() == open(side_weights.WEIGHTS_PATH, "rb").read()
+
+
+def test_a_piece_of_the_grid_weighs_its_sides_as_the_whole_grid_does():
+    """MPI ranks and streamed pieces plan a box of the output grid; the weights come from
+    the whole lattice, so a piece holds the whole grid's numbers there (some variables
+    still, paths bent, a cubic share along them)."""
+    base = moving_base(1.0, 0.5)
+    with torch.no_grad():
+        base.flow_mix.copy_(torch.tensor([1.0, 0.0, 1.0]))
+        base.time_mix.fill_(0.5)
+    base.side_weights = load_weights()
+    axes = [torch.linspace(-1.0, 1.0, n) for n in (33, 29, 25)]
+    whole = base.evaluate_grid(base.plan_grid(axes), -0.5).clone()
+    piece = base.evaluate_grid(base.plan_grid(axes, box=(3, 20, 0, 28, 5, 14)), -0.5)
+    assert float((piece - whole[:, 5:15, 0:29, 3:21]).abs().max()) < 1e-5
