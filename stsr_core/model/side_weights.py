@@ -23,7 +23,9 @@ Trained offline by bench/train_side_weights.py on generated series with their fu
 truth (examples/data/training_families.py: kinds unlike the benchmark's); the weights ship
 inside the package (``weights/side_weights_v1.pt``, provenance beside it in JSON) and load
 without any download. A model that uses them keeps its own copy in its model file, so it
-predicts the same after the shipped weights change.
+predicts the same after the shipped weights change. The weights apply where the base is
+evaluated on whole grids over the data's bounds (upscale, predict, the filter); queries point
+by point (other grids) still blend 1 - w and w.
 """
 from __future__ import annotations
 
