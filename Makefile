@@ -4,7 +4,8 @@
 PY := .venv/bin/python
 STSR := .venv/bin/stsr
 
-.PHONY: setup demo test pytest fuzz bench bench-quick bench-scale bench-learning clean
+.PHONY: setup demo test pytest fuzz bench bench-quick bench-scale bench-learning \
+	train-side-weights clean
 
 setup:
 	bash scripts/setup.sh
@@ -40,6 +41,13 @@ bench-scale: setup
 # (about 45 minutes on 2 cores; ARGS="--datasets tornado --scales 2 --budgets 2=1" etc.)
 bench-learning: setup
 	$(PY) -m bench.learning $(ARGS)
+
+# Issue 25's prior weighing the two sides between kept steps: trains and rewrites the
+# shipped stsr_core/model/weights/side_weights_v1.pt (+ .json, its provenance) from generated
+# series (about 45 minutes on 2 cores, most of it fitting the series' bases once: cached in
+# bench/data/side_cache); ARGS="--out /tmp/w.pt" etc. leaves the shipped weights alone
+train-side-weights: setup
+	$(PY) -m bench.train_side_weights $(ARGS)
 
 clean:
 	rm -rf build build-configure.log demo-output

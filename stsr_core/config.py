@@ -45,6 +45,7 @@ CHOICES: Dict[str, Tuple[str, ...]] = {
     "path_values": ("auto", "linear", "cubic"),
     "schedule": ("constant", "cosine"),
     "learn_pairs": ("all", "space", "time"),
+    "side_net": ("off", "prior"),
     "device": DEVICES,
 }
 
@@ -156,6 +157,10 @@ class FastNetConfig:
     flow_smooth: float = 0.1     # smoothness penalty of the displacement
     flow_levels: int = 2         # coarse-to-fine levels of the displacement fit (finds
                                  # moves of several cells)
+    # between kept steps the weight of each moved variable's two sides per point: "off"
+    # (1 - w and w, everywhere) or "prior" (a small network trained offline on generated
+    # series and shipped with the package, model/side_weights.py; a model keeps its copy)
+    side_net: str = "off"
     base_trainable: bool = True  # with a network: training may change the base too
     base_out_init: float = 0.0   # scale of the output layer's initial weights with a base
     # regularisation

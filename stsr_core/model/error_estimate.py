@@ -31,7 +31,8 @@ from typing import Any, Optional, Sequence
 import torch
 
 from .encodings import bspline_coefficients
-from .grid_plan import GridPlan, lattice_axes, linear_matrix, separable, spline_matrix
+from .grid_plan import (GridPlan, lattice_axes, linear_matrix, separable, share_fields,
+                        spline_matrix)
 from .time_select import Chain, held_out_cases
 
 LEVEL = 0.9             # the share of points whose error the estimate is made to exceed
@@ -139,8 +140,8 @@ def error_grid(base: Any, plan: GridPlan, t: float) -> torch.Tensor:
         return combine(space_indicator(base, plan, k).clone(), None, 0.0, base.error_scale)
     space = torch.lerp(space_indicator(base, plan, j), space_indicator(base, plan, j + 1), w)
     if plan.data_plan is None:        # the sides' disagreement on the data's own grid
-        plan.data_plan = base.plan_grid(lattice_axes(base.dims[::-1], base.coef.device),
-                                        factors=(2,))
+        plan.data_plan = base.plan_grid(lattice_axes(base.dims[::-1], base.coef.device))
+    share_fields(plan, plan.data_plan)   # the same warps' grid as the output's: its fields
     ends = base.end_values(plan.data_plan, t)
     apart = (ends[0] - ends[1]).abs_()
     mats = [linear_matrix(a, n) for a, n in zip(plan.axes, base.dims)]

@@ -12,7 +12,9 @@ adds a cubic B-spline through its kept data (one slot per input step), solved be
 by :meth:`FastNet.init_from_data`: the model starts exactly at the input and the network learns
 corrections. Between kept steps the base follows moving features (motion-compensated
 interpolation) and adds, per variable, the share of natural-cubic interpolation chosen by
-cross-validation on the kept steps (``base_time = "auto"``). With ``learn = true`` the model is
+cross-validation on the kept steps (``base_time = "auto"``). With ``side_net = "prior"`` the
+two sides of each interval are weighed per point by a small network shipped with the package
+(side_weights.py) instead of 1 - w and w. With ``learn = true`` the model is
 learned/corrected.py's subclass, which adds a correction learned across scales.
 """
 from __future__ import annotations
@@ -26,7 +28,8 @@ from ..config import FastNetConfig
 from . import FieldModel, FieldSpec
 from .encodings import FourierFeatures, Identity, SpaceTimeGrid
 from .siren import SineLayer
-from .spline_base import SplineBase
+from .side_weights import load_weights
+from .spline_base import MOVING, SplineBase
 
 
 class FastNet(FieldModel):
@@ -54,10 +57,25 @@ class FastNet(FieldModel):
                                    flow_max_points=cfg.flow_max_points,
                                    flow_path=cfg.flow_path, path_values=cfg.path_values,
                                    trainable=cfg.base_trainable and self.has_network)
+            if cfg.side_net != "off":
+                self._attach_side_weights(cfg)
             if self.has_network:
                 with torch.no_grad():  # start as the base alone; the network learns corrections
                     self.out.weight.mul_(cfg.base_out_init)
                     self.out.bias.zero_()
+
+    def _attach_side_weights(self, cfg: FastNetConfig) -> None:
+        """The shipped network weighing the two sides between kept steps (side_weights.py),
+        a frozen part of the base: saved in the model file with it, so a loaded model uses
+        its own copy (a model file's weights replace these when it is loaded)."""
+        if self.has_network:     # training evaluates the base point by point, without it
+            raise ValueError(f"side_net={cfg.side_net} weighs the base's sides on whole "
+                             "grids: set network=false")
+        if cfg.base_time not in MOVING:
+            raise ValueError(f"side_net={cfg.side_net} weighs the motion-compensated sides: "
+                             f"set base_time to one of {', '.join(MOVING)}")
+        if self.base.has_flow:           # one kept step has no in-between steps
+            self.base.side_weights = load_weights()
 
     def _build_network(self, cfg: FastNetConfig, spec: FieldSpec) -> None:
         """The encoding, the modulated sine decoder and the variables' latent codes."""

@@ -61,6 +61,15 @@ def separable(a: torch.Tensor, mats: Sequence[torch.Tensor],
     return out
 
 
+def share_fields(plan: "GridPlan", lattice: "GridPlan") -> None:
+    """Let ``lattice`` (a plan of the data's lattice or a coarser one, for the sides'
+    values there) use ``plan``'s slot fields where both look up on the same warps' grid
+    (whole grids: the usual case), instead of evaluating each slot once more per interval."""
+    if plan.warp_spans is None and lattice.warp_spans is None and all(
+            a.shape == b.shape for a, b in zip(plan.warp_spline, lattice.warp_spline)):
+        lattice.fields = plan.fields
+
+
 @dataclass
 class GridPlan:
     """What evaluating the base on one output grid needs, computed once per grid: the
@@ -83,6 +92,8 @@ class GridPlan:
     # data's own grid for the indicator in time
     error_fields: Dict[int, torch.Tensor] = field(default_factory=dict)
     data_plan: Optional["GridPlan"] = None
+    # the lattice the network weighing the two sides works on (side_weights.py)
+    side_plan: Optional["GridPlan"] = None
     # reuse two output-sized buffers from step to step (a caller that is done with each
     # step before asking for the next, as the streaming upscale is): fresh memory of that
     # size costs as much as the arithmetic on this machine's first touch of its pages

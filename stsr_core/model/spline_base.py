@@ -29,7 +29,8 @@ from .paths import accelerations, bend_shift, end_weights, hermite_terms, slope_
 from .time_basis import (cross_validated_mix, displacement_grid_dims, fit_displacement,
                          held_out_pairs, hermite_correction, natural_spline_slopes)
 from .error_estimate import calibrate, error_grid
-from .grid_plan import GridPlan, lattice_axes, linear_matrix, separable, spline_matrix
+from .grid_plan import (GridPlan, lattice_axes, linear_matrix, separable, share_fields,
+                        spline_matrix)
 from .time_select import chain_options, chain_pairs, chains, choose, half_chains, half_series
 
 BASE_TIMES = ("select", "auto", "linear", "cubic", "flow")
@@ -99,8 +100,10 @@ class SplineBase(nn.Module):
             self.register_buffer("path_bend", torch.zeros(()))
         self._path_slopes: Dict[int, torch.Tensor] = {}     # slot -> slopes along the path
         # a network weighing the two sides per point (visibility): None, or a module
-        # ``(ends [2, V, Z, Y, X], w) -> [V, Z, Y, X]`` weight of the earlier side, applied on
-        # the data's own grid and carried to the output grid (see _weighted_sides)
+        # ``(ends [2, V, Z', Y', X'], w, outside [2, Z', Y', X']) -> [V, Z', Y', X']`` weight
+        # of the earlier side (outside: side_outside), applied on the data's lattice or one
+        # ``stride`` (its attribute) times coarser and carried to the output grid (see
+        # _weighted_sides; side_weights.py)
         self.side_weights: Optional[nn.Module] = None
         # error_estimate.py: per variable the scales of the indicators in space and in time
         # (0: no estimate; model files written before it hold none)
@@ -576,28 +579,36 @@ class SplineBase(nn.Module):
                 out[side, still] = separable(coef[j + side, still], plan.spline)
         if len(moving):
             self._interval_paths(plan, j)
-            ends = tuple(self._slot_field(plan, j + side).index_select(0, moving)
-                         for side in (0, 1))
-            both = self._look_up_ends(plan, ends, w, None, None)
-            out[:, moving] = both
+            ends = tuple(self._slot_field(plan, j + side) for side in (0, 1))
+            if len(moving) < self.n_vars:    # a copy of the moved variables' fields only
+                ends = tuple(e.index_select(0, moving) for e in ends)
+                out[:, moving] = self._look_up_ends(plan, ends, w, None, None)
+            else:
+                out = self._look_up_ends(plan, ends, w, None, None)
         return out
 
     def _weighted_sides(self, plan: "GridPlan", j: int, w: float,
                         idx: Optional[torch.Tensor]) -> torch.Tensor:
         """The motion-compensated values with the two sides weighed per point by
         ``side_weights`` (instead of 1 - w and w), plus the cubic share along the path:
-        the network sees both sides on the data's own grid, its weights are carried to the
-        planned grid trilinearly, where both sides are looked up apart and blended."""
+        the network sees both sides on the data's lattice (or one ``stride`` times coarser:
+        its cost), its weights are carried to the planned grid trilinearly, where both sides
+        are looked up apart and blended."""
         sel = (lambda f: f) if idx is None else (lambda f: f.index_select(0, idx))
         k0, k1 = self._slot_field(plan, j), self._slot_field(plan, j + 1)
-        if plan.data_plan is None:
-            plan.data_plan = self.plan_grid(lattice_axes(self.dims[::-1], self.coef.device),
-                                            factors=(2,))
-        ends = self._end_values_at(plan.data_plan, j, w)                 # [2, V, Z, Y, X]
-        weight = self.side_weights(sel(ends.transpose(0, 1)).transpose(0, 1), w)
-        weight = separable(weight, [linear_matrix(a, n) for a, n in zip(plan.axes, self.dims)])
-        both = self._look_up_ends(plan, (sel(k0), sel(k1)), w, None, None)
-        out = torch.lerp(both[1], both[0], weight.clamp_(0.0, 1.0))
+        if plan.side_plan is None:       # the data's lattice, or one `stride` times coarser
+            stride = int(getattr(self.side_weights, "stride", 1))
+            lattice = [(n - 2) // stride + 2 if n > 1 else 1 for n in self.dims[::-1]]
+            plan.side_plan = self.plan_grid(lattice_axes(lattice, self.coef.device))
+        share_fields(plan, plan.side_plan)
+        ends = self._end_values_at(plan.side_plan, j, w)               # [2, V, Z', Y', X']
+        weight = self.side_weights(sel(ends.transpose(0, 1)).transpose(0, 1), w,
+                                   self.side_outside(plan.side_plan, j, w))
+        mx, my, mz = [linear_matrix(a, n) for a, n in zip(plan.axes, weight.shape[:0:-1])]
+        carried = (my @ (weight @ mx.t()), mz)      # in x and y here, in z slab by slab
+        ends = (sel(k0), sel(k1))
+        out = plan.buffer("warp", k0, (ends[0].shape[0],) + plan.shape)
+        self._look_up_ends(plan, ends, w, out, None, carried)
         cubic = self.path_mix if idx is None else self.path_mix[idx]
         if bool((cubic != 0).any()):     # the cubic's share along the path, as in _warped_grid
             h = float(self.slot_times[j + 1] - self.slot_times[j])
@@ -608,17 +619,45 @@ class SplineBase(nn.Module):
             out.add_(self._look_up_ends(plan, (e0, e1), w, torch.empty_like(out), (1.0, 1.0)))
         return out
 
+    @torch.no_grad()
+    def side_outside(self, plan: "GridPlan", j: int, w: float) -> torch.Tensor:
+        """How far each side's lookup at fraction ``w`` of interval ``j`` lies outside the
+        data's box, per planned point of a whole grid, in data cells (the most over the
+        axes; 0 inside) -> [2, Zo, Yo, Xo]: there the side sees the border's values, not what
+        was or will be there (what enters or leaves the box is seen by one side only)."""
+        self._interval_paths(plan, j)
+        zo, yo, xo = plan.shape
+        mz = plan.linear[2]
+        d = (mz @ plan.disp.reshape(3, plan.disp.shape[1], -1)).view(3, zo, yo, xo)
+        bent = None
+        if plan.accel is not None:
+            bent = bend_shift(w) * (mz @ plan.accel.reshape(3, plan.accel.shape[1], -1)
+                                    ).view(3, zo, yo, xo)
+        grid = (plan.axes[0].view(1, 1, -1), plan.axes[1].view(1, -1, 1),
+                plan.axes[2].view(-1, 1, 1))
+        out = d.new_empty((2, zo, yo, xo))
+        for k, shift in ((0, -w), (1, 1.0 - w)):
+            s = shift * d if bent is None else shift * d + bent
+            out[k] = torch.stack([((g + s[i]).abs() - 1.0).clamp_min(0.0) * (0.5 * (n - 1))
+                                  for i, (g, n) in enumerate(zip(grid, self.dims))]).amax(0)
+        return out
+
     def _look_up_ends(self, plan: "GridPlan", ends: Sequence[torch.Tensor], w: float,
                       out: Optional[torch.Tensor],
-                      weights: Optional[Tuple[float, float]]) -> torch.Tensor:
+                      weights: Optional[Tuple[float, float]],
+                      per_point: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
+                      ) -> torch.Tensor:
         """Look ``ends`` (the interval's two slots on the warps' grid) up along the paths of
         the current interval at fraction ``w``: blended with ``weights`` into ``out``
-        [V, Zo, Yo, Xo], or (``weights`` None) both returned [2, V, Zo, Yo, Xo]."""
+        [V, Zo, Yo, Xo], or with ``per_point`` = (the earlier side's weight carried in x and
+        y [V, Z', Yo, Xo], the z carry [Zo, Z']) carried and applied slab by slab, or (both
+        None) both returned [2, V, Zo, Yo, Xo]."""
         mz = plan.linear[2]
         disp, accel, bend = plan.disp, plan.accel, bend_shift(w)
         zo, yo, xo = plan.shape
         gx, gy = plan.axes[0].view(1, 1, -1), plan.axes[1].view(1, -1, 1)
-        if weights is None:
+        both = weights is None and per_point is None
+        if both:
             out = ends[0].new_empty((2, ends[0].shape[0], zo, yo, xo))
         slab = max(1, WARP_SLAB_POINTS // max(1, yo * xo))
 
@@ -637,11 +676,18 @@ class SplineBase(nn.Module):
                                   dim=-1)
                 v = F.grid_sample(ends[k][None], pts[None], align_corners=True,
                                   padding_mode="border")[0]                 # [V, s, Yo, Xo]
-                if weights is None:
+                if both:
                     out[k, :, z0:z1] = v
+                elif per_point is not None:
+                    if k == 0:
+                        acc = v
+                    else:
+                        wxy, mzw = per_point
+                        ws = (mzw[z0:z1] @ wxy.reshape(wxy.shape[0], wxy.shape[1], -1))
+                        acc = torch.lerp(v, acc, ws.view(v.shape).clamp_(0.0, 1.0))
                 else:
                     acc = v.mul_(weights[0]) if k == 0 else acc.add_(v, alpha=weights[1])
-            if weights is not None:
+            if not both:
                 out[:, z0:z1] = acc
 
         starts = range(0, zo, slab)
