@@ -229,7 +229,7 @@ class _Progress:
 def _check_new_output(path: str, overwrite: bool) -> None:
     """Before any work: refuse an existing output (unless ``overwrite``), then create
     missing folders."""
-    from .io.stream import make_output_folder
+    from .io.base import make_output_folder
     if os.path.exists(path) and not overwrite:
         raise StsrError(f"'{path}' exists; pass --overwrite to replace it")
     make_output_folder(path)

@@ -12,7 +12,7 @@ import numpy as np
 from ..errors import StsrError
 from ..grid import Grid
 from ..series import VolumeSeries, arrays_holding, split_components
-from .stream import SeriesReader, SeriesWriter, discard_file, fsync_file, keep_arrays
+from .base import SeriesReader, SeriesWriter, discard_file, fsync_file, keep_arrays
 
 
 def _h5py():

@@ -31,8 +31,8 @@ import numpy as np
 from ..errors import StsrError
 from ..grid import Grid
 from ..series import VolumeSeries, arrays_holding, split_components
+from .base import SeriesReader, SeriesWriter, discard_file, fsync_file, remove_quietly
 from .hdf5 import slab_chunks
-from .stream import SeriesReader, SeriesWriter, discard_file, fsync_file, remove_quietly
 
 ROLES = ("t", "z", "y", "x")
 AXIS_OF_ROLE = {"t": 0, "z": 1, "y": 2, "x": 3}     # in [T, Z, Y, X]

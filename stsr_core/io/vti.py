@@ -20,7 +20,8 @@ from ..errors import StsrError
 from ..files import apply_umask
 from ..grid import Grid
 from ..series import Frame, VolumeSeries, arrays_holding, merged_arrays, series_from_frames
-from .stream import SeriesWriter, fsync_file, make_output_folder, remove_quietly
+from .base import (SeriesReader, SeriesWriter, fsync_file, keep_arrays, make_output_folder,
+                   remove_quietly, split_merged)
 from .vtkxml_check import check_image_file
 
 NON_IMAGE = {".vtu": "unstructured grid", ".vtp": "polygonal data", ".vts": "structured grid",
@@ -460,3 +461,68 @@ class VtiWriter(SeriesWriter):
 
     def _discard(self) -> None:
         pass
+
+
+# --- reading one step at a time --------------------------------------------------------------
+def vti_time(path: str) -> Optional[float]:
+    """A .vti's TimeValue with its point arrays left unread."""
+    if not os.path.isfile(path):
+        raise StsrError(f"file '{path}' does not exist")
+    check_image_file(path)                  # VTK crashes on some damaged files: not on these
+    r = _vtk()[3]()
+    r.SetFileName(path)
+    r.UpdateInformation()
+    r.GetPointDataArraySelection().DisableAllArrays()
+    r.GetCellDataArraySelection().DisableAllArrays()
+    r.Update()
+    fd = r.GetOutput().GetFieldData()
+    a = fd.GetArray("TimeValue") if fd is not None else None
+    return None if a is None or a.GetNumberOfTuples() < 1 else float(a.GetTuple1(0))
+
+
+class VtiStepReader(SeriesReader):
+    """Step by step over a ``.pvd``, a folder of ``.vti`` or one ``.vti`` (see
+    :meth:`at`): opening reads the first file's grid and names; each ``read_step`` reads
+    that step's file alone."""
+
+    def __init__(self, path: str, files: List[str], times: Sequence[float],
+                 arrays: Optional[Sequence[str]]) -> None:
+        first = read_vti(files[0], arrays)          # VTK reads only the asked arrays' data
+        self.arrays = arrays
+        # every array the file holds (read or not) names the choices in an error
+        self.keep = keep_arrays(list(first.stored or first.arrays), arrays, files[0])
+        self.files = files
+        variables, comps = split_merged({n: first.arrays[n] for n in self.keep})
+        super().__init__(path, first.grid, times, list(variables), comps)
+
+    @classmethod
+    def at(cls, path: str, arrays: Optional[Sequence[str]] = None) -> "VtiStepReader":
+        """The reader of a ``.pvd`` (its times), a folder of ``.vti`` (ordered by the last
+        number in their names; TimeValue times, else 0, 1, ...) or one ``.vti``."""
+        if path.lower().endswith(".pvd") and not os.path.isdir(path):
+            entries = pvd_steps(path)
+            return cls(path, [f for _, f in entries], [t for t, _ in entries], arrays)
+        if not os.path.isdir(path):
+            tv = vti_time(path)
+            return cls(path, [path], [0.0 if tv is None else tv], arrays)
+        names = sorted((f for f in os.listdir(path) if f.lower().endswith(".vti")),
+                       key=_natural_key)
+        if not names:
+            raise StsrError(f"folder '{path}' has no .vti files")
+        files = [os.path.join(path, f) for f in names]
+        tvs = [vti_time(f) for f in files]
+        times = [float(i) for i in range(len(files))] if any(t is None for t in tvs) else tvs
+        return cls(path, files, times, arrays)  # type: ignore[arg-type]
+
+    def read_step(self, i: int) -> Dict[str, np.ndarray]:
+        i = self._check(i)
+        frame = read_vti(self.files[i], self.arrays)
+        diffs = self.grid.differences(frame.grid)
+        if diffs:
+            raise StsrError(f"timesteps have different grids: '{self.files[i]}' differs from "
+                            f"'{self.files[0]}' ({'; '.join(diffs)})")
+        missing = [n for n in self.keep if n not in frame.arrays]
+        if missing:
+            raise StsrError(f"array {missing} is missing at a timestep: not in "
+                            f"'{self.files[i]}' (it is in '{self.files[0]}')")
+        return split_merged({n: frame.arrays[n] for n in self.keep})[0]
