@@ -1,12 +1,12 @@
 """VTK image data: ``.vti`` files, ``.pvd`` collections of them, and folders of ``.vti``.
 
-Reading and writing go through the ``vtkmodules`` that ParaView provides (VTK 9.2 on
-Debian), so what is written opens in ParaView and what ParaView writes is read here.
+Reading goes through the ``vtkmodules`` that ParaView provides (VTK 9.2 on Debian), so what
+ParaView writes is read here; writing goes through io/vtifile.py, which writes the layout
+VTK's own XML writer writes (ParaView opens it) with a step's blocks compressed on all cores.
 """
 from __future__ import annotations
 
 import dataclasses
-import errno
 import math
 import os
 import re
@@ -22,6 +22,7 @@ from ..grid import Grid
 from ..series import Frame, VolumeSeries, arrays_holding, merged_arrays, series_from_frames
 from .base import (SeriesReader, SeriesWriter, fsync_file, keep_arrays, make_output_folder,
                    remove_quietly, split_merged)
+from .vtifile import write_vti
 from .vtkxml_check import check_image_file
 
 NON_IMAGE = {".vtu": "unstructured grid", ".vtp": "polygonal data", ".vts": "structured grid",
@@ -217,46 +218,6 @@ def image_from_series(series: VolumeSeries, t: int):
     return image_from_arrays(series.grid, merged_arrays(series, t), float(series.times[t]))
 
 
-def write_image(img, path: str, compression: str = "zlib") -> None:
-    """One XML .vti at ``path`` (callers write a temporary name and rename it): appended raw
-    binary (no base64), 64-bit headers (arrays over 4 GB), ``zlib``/``lz4`` compressed per
-    block or ``none`` (the values as they are in memory, the fastest to write and read)."""
-    _, _, _, _, Writer = _vtk()
-    w = Writer()
-    w.SetFileName(path)
-    w.SetInputData(img)
-    w.SetDataModeToAppended()
-    w.EncodeAppendedDataOff()
-    w.SetHeaderTypeToUInt64()
-    if compression == "none":
-        w.SetCompressorTypeToNone()
-    elif compression == "lz4":
-        w.SetCompressorTypeToLZ4()
-    elif compression == "zlib":
-        # level 1 in 1 MiB blocks: on a 129^3 field about twice VTK's default (level 5,
-        # 32 KiB) in speed and no bigger (docs/formats.md, bench/write_rates.py)
-        w.SetCompressorTypeToZLib()
-        w.SetCompressionLevel(1)
-        w.SetBlockSize(1 << 20)
-    else:
-        raise StsrError(f"cannot write '{path}': unknown .vti compression '{compression}' "
-                        "(none, zlib, lz4)")
-    from vtkmodules.vtkCommonCore import vtkCommand
-    from vtkmodules.vtkCommonMisc import vtkErrorCode
-    errors: List[str] = []        # observed, VTK's multi-line messages are not printed
-    for obj in (w, w.GetExecutive()):
-        obj.AddObserver(vtkCommand.ErrorEvent, lambda o, e: errors.append(e))
-    ok = w.Write()
-    code = w.GetErrorCode()       # a full disk: Write() returns 1 but sets the errno here
-    if code == vtkErrorCode.OutOfDiskSpaceError:
-        code = errno.ENOSPC
-    if 0 < code < vtkErrorCode.FileNotFoundError:          # a system errno
-        raise OSError(code, os.strerror(code), path)        # SeriesWriter says what is kept
-    if not ok or code or errors:
-        raise StsrError(f"could not write '{path}' ("
-                        f"{vtkErrorCode.GetStringFromErrorCode(code) if code else 'VTK failed'})")
-
-
 def _replace_with(tmp: str, path: str) -> None:
     """Flush ``tmp`` to the disk and rename it to ``path`` (atomic on one filesystem)."""
     fsync_file(tmp)
@@ -345,8 +306,7 @@ class PvdWriter(SeriesWriter):
         tmp = os.path.join(self.dir, f".{name}.tmp")
         final = os.path.join(self.dir, name)
         try:
-            write_image(image_from_arrays(self.grid, arrays, float(self.times[i])), tmp,
-                        self.compression)
+            write_vti(tmp, self.grid, arrays, float(self.times[i]), self.compression)
             _replace_with(tmp, final)
         except BaseException:
             remove_quietly(tmp)
@@ -449,8 +409,7 @@ class VtiWriter(SeriesWriter):
     def _write(self, i: int, arrays: Dict[str, np.ndarray]) -> None:
         tmp = os.path.join(os.path.dirname(self.path), f".{os.path.basename(self.path)}.tmp")
         try:
-            write_image(image_from_arrays(self.grid, arrays, float(self.times[i])), tmp,
-                        self.compression)
+            write_vti(tmp, self.grid, arrays, float(self.times[i]), self.compression)
             _replace_with(tmp, self.path)
         except BaseException:
             remove_quietly(tmp)
