@@ -131,12 +131,16 @@ class SeriesWriter:
     def write_step(self, i: int, arrays: Dict[str, np.ndarray]) -> None:
         """Write step ``i`` (time ``times[i]``): ``arrays`` maps each scalar variable to its
         float32 ``[Z, Y, X]`` values. Wrong names or shapes raise before anything is written."""
+        self.store_step(i, self.checked_step(i, arrays))
+
+    def checked_step(self, i: int, arrays: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        """``write_step``'s checks alone: the arrays as float32 C-ordered ``[Z, Y, X]`` (no
+        copy when they are), or a StsrError naming what is wrong; nothing is written."""
         if self.state != "open":
             raise StsrError(f"'{self.path}': the writer is {self.state}; no step can be added")
         if not 0 <= int(i) < self.n_times or int(i) != i:
             raise StsrError(f"'{self.path}': step {i} is outside 0..{self.n_times - 1}")
-        i = int(i)
-        if i in self.done:
+        if int(i) in self.done:
             raise StsrError(f"'{self.path}': step {i} was already written")
         missing = [n for n in self.variables if n not in arrays]
         extra = [n for n in arrays if n not in self.variables]
@@ -152,6 +156,12 @@ class SeriesWriter:
                 raise StsrError(f"'{self.path}': array '{n}' of step {i} has shape {a.shape}; "
                                 f"the grid {self.grid.text()} needs [Z, Y, X] = {shape}")
             step[n] = np.ascontiguousarray(a, dtype=np.float32)    # [Z, Y, X]
+        return step
+
+    def store_step(self, i: int, step: Dict[str, np.ndarray]) -> None:
+        """Write step ``i`` whose arrays passed :meth:`checked_step` (vectors are put
+        together here, on the thread that writes)."""
+        i = int(i)
         try:
             self._write(i, merge_components(step, self.variables, self.components)
                         if self.merge else step)
