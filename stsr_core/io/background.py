@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from typing import Callable, Dict, List, Optional, Set
 
 import numpy as np
@@ -33,7 +34,9 @@ DEPTH = 1
 class BackgroundWriter:
     """``writer``'s steps written on a thread (see the module's docstring). ``on_written(n)``
     is called on that thread after each step with the number written so far (a progress
-    bar counts steps written, not computed)."""
+    bar counts steps written, not computed). ``write_s``: seconds the thread spent writing;
+    ``wait_s``: seconds the caller waited for it (a full queue, then :meth:`close`) -- near
+    0 when writing hides behind computing."""
 
     def __init__(self, writer: SeriesWriter, depth: int = DEPTH,
                  on_written: Optional[Callable[[int], None]] = None) -> None:
@@ -42,6 +45,8 @@ class BackgroundWriter:
         self.writer = writer
         self.on_written = on_written
         self.written = 0
+        self.write_s = 0.0
+        self.wait_s = 0.0
         self._queue: "queue.Queue" = queue.Queue(maxsize=depth)
         self._queued: Set[int] = set()
         self._error: Optional[BaseException] = None
@@ -61,7 +66,9 @@ class BackgroundWriter:
                 if self._error is None and not self._stop:
                     if ready is not None:
                         ready()              # e.g. a CUDA copy to host memory has landed
+                    t0 = time.perf_counter()
                     self.writer.store_step(i, step)
+                    self.write_s += time.perf_counter() - t0
                     self.written += 1
                     if self.on_written is not None:
                         self.on_written(self.written)
@@ -85,17 +92,33 @@ class BackgroundWriter:
         arrays are read, ``release()`` once they are no longer needed (written or dropped):
         the caller may then reuse their memory."""
         self._raise()
+        if not self._thread.is_alive():
+            raise StsrError(f"'{self.writer.path}': the background writer has finished; no "
+                            "step can be added")
         step = self.writer.checked_step(i, arrays)
         if int(i) in self._queued:
             raise StsrError(f"'{self.writer.path}': step {i} was already written")
         self._queued.add(int(i))
+        t0 = time.perf_counter()
         self._queue.put((int(i), step, ready, release))
+        self.wait_s += time.perf_counter() - t0
+
+    def finish(self) -> None:
+        """Wait for every queued step to be written (raising the writer's error, if any);
+        the writer stays open."""
+        t0 = time.perf_counter()
+        self._finish_thread()
+        self.wait_s += time.perf_counter() - t0
+        self._raise()
 
     def close(self) -> List[str]:
-        """Wait for every queued step to be written, then close the writer (its files)."""
-        self._finish_thread()
-        self._raise()
-        return self.writer.close()
+        """:meth:`finish`, then close the writer; returns its files."""
+        self.finish()
+        t0 = time.perf_counter()
+        files = self.writer.close()               # e.g. an .h5 flushed and renamed
+        self.write_s += time.perf_counter() - t0
+        self.wait_s += time.perf_counter() - t0
+        return files
 
     def abort(self) -> None:
         """Stop: the step being written is finished, queued ones are dropped (their

@@ -36,6 +36,9 @@ FORMAT_BY_EXT = {".pvd": "vti", ".vti": "vti", ".h5": "h5", ".hdf5": "h5", ".jso
 # Accepted ``compression`` per format (first = what "zlib" means for it, see docs/formats.md).
 COMPRESSIONS = {"vti": ("zlib", "none", "lz4"), "h5": ("zlib", "none", "gzip", "lzf"),
                 "netcdf": ("zlib", "none"), "raw": ("none",)}
+# What an output gets when no ``compression`` is asked for, per format: chosen by measurement
+# (bench/output.py, docs/formats.md) among what ParaView 5.11 opens as it is.
+DEFAULT_COMPRESSION = {"vti": "lz4", "h5": "zlib", "netcdf": "zlib", "raw": "none"}
 # Extensions read as netCDF (classic or netCDF-4).
 NETCDF_EXTS = (".nc", ".nc4", ".cdf", ".netcdf")
 # Free space asked beyond the expected size: file headers, the .pvd, filesystem slack.
@@ -108,7 +111,7 @@ def process_group() -> Any:
 
 def open_series_writer(path: str, grid: Grid, times: Sequence[float],
                        variables: Sequence[str], components: Dict[str, List[str]],
-                       format: Optional[str] = None, compression: str = "zlib",
+                       format: Optional[str] = None, compression: Optional[str] = None,
                        overwrite: bool = False,
                        metadata: Optional[Dict[str, Any]] = None,
                        steps: Optional[Sequence[int]] = None) -> SeriesWriter:
@@ -117,8 +120,8 @@ def open_series_writer(path: str, grid: Grid, times: Sequence[float],
     ``.hdf5`` (one chunked dataset per array ``[T, Z, Y, X(, C)]``), ``.nc`` (netCDF-4, time
     along an unlimited dimension, the source's attributes from ``metadata``) or ``.json``
     (raw files).
-    ``compression``: ``zlib`` (default) or ``none`` for every format; ``lz4`` for .vti,
-    ``gzip``/``lzf`` for HDF5. Checks everything (format, existing output, disk space) and
+    ``compression``: ``zlib`` or ``none`` for every format; ``lz4`` for .vti, ``gzip``/``lzf``
+    for HDF5; None: the format's DEFAULT_COMPRESSION. Checks everything (format, existing output, disk space) and
     creates missing folders before it writes a byte.
 
     ``steps``: in a group of processes (distributed.py), the steps this one writes; every
@@ -131,7 +134,8 @@ def open_series_writer(path: str, grid: Grid, times: Sequence[float],
     check = lambda: _check_output(path, grid, times, variables, components,  # noqa: E731
                                   format, compression, overwrite, split)
     # in a group every process checks, and all fail together before any creates anything
-    path, fmt, ext = group.together(check, "checking the output") if split else check()
+    path, fmt, ext, compression = (group.together(check, "checking the output") if split
+                                   else check())
     times, variables = [float(t) for t in times], list(variables)
     if split:
         from .vti import PvdWriter
@@ -152,16 +156,19 @@ def open_series_writer(path: str, grid: Grid, times: Sequence[float],
 
 
 def _check_output(path: str, grid: Grid, times: Sequence[float], variables: Sequence[str],
-                  components: Dict[str, List[str]], format: Optional[str], compression: str,
-                  overwrite: bool, split: bool = False) -> Tuple[str, str, str]:
+                  components: Dict[str, List[str]], format: Optional[str],
+                  compression: Optional[str], overwrite: bool, split: bool = False
+                  ) -> Tuple[str, str, str, str]:
     """open_series_writer's checks (``split``: the output of a group of processes);
-    returns the output's path (a .pvd added where needed), its format and extension."""
+    returns the output's path (a .pvd added where needed), its format, extension and
+    compression."""
     path = os.path.abspath(os.fspath(path))
     fmt = output_format(path, format)
     if split and (fmt != "vti" or os.path.splitext(path)[1].lower() == ".vti"):
         raise StsrError(f"cannot split '{path}' among processes: with several processes "
                         "each writes its own steps' .vti files, so the output must be a "
                         ".pvd (convert it afterwards if you need one .h5 file)")
+    compression = compression or DEFAULT_COMPRESSION[fmt]
     if compression not in COMPRESSIONS[fmt]:
         raise StsrError(f"cannot write '{path}': compression '{compression}' is not one of "
                         f"{', '.join(COMPRESSIONS[fmt])} for {fmt} output")
@@ -197,7 +204,7 @@ def _check_output(path: str, grid: Grid, times: Sequence[float], variables: Sequ
         if os.path.exists(data_dir) and not overwrite:
             raise StsrError(f"'{data_dir}' exists; pass --overwrite to replace it")
     check_disk_space(path, expected_bytes(grid, len(times), len(variables)))
-    return path, fmt, ext
+    return path, fmt, ext, compression
 
 
 # --- reading one step at a time ----------------------------------------------------------------
