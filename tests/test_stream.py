@@ -145,7 +145,7 @@ def test_an_output_the_disk_cannot_hold_is_refused_before_anything(tmp_path):
 
 def test_h5_is_chunked_by_z_slabs_and_read_step_reads_one(tmp_path):
     s = vector_series(nt=3)
-    stream(s, tmp_path / "c.h5")
+    stream(s, tmp_path / "c.h5", compression="zlib")
     with h5py.File(tmp_path / "c.h5", "r") as fh:
         assert fh["temperature"].chunks == (1, 4, 5, 6)        # [1, nz, Y, X] (small grid)
         assert fh["vel"].chunks == (1, 4, 5, 6, 3) and fh["vel"].compression == "gzip"

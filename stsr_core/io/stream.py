@@ -36,9 +36,12 @@ FORMAT_BY_EXT = {".pvd": "vti", ".vti": "vti", ".h5": "h5", ".hdf5": "h5", ".jso
 # Accepted ``compression`` per format (first = what "zlib" means for it, see docs/formats.md).
 COMPRESSIONS = {"vti": ("zlib", "none", "lz4"), "h5": ("zlib", "none", "gzip", "lzf"),
                 "netcdf": ("zlib", "none"), "raw": ("none",)}
-# What an output gets when no ``compression`` is asked for, per format: chosen by measurement
-# (bench/output.py, docs/formats.md) among what ParaView 5.11 opens as it is.
-DEFAULT_COMPRESSION = {"vti": "lz4", "h5": "zlib", "netcdf": "zlib", "raw": "none"}
+# What an output gets when no ``compression`` is asked for, per format, chosen by measurement
+# (bench/output.py, docs/formats.md): the smallest file that still writes at the speed of
+# computing on 2 cores. lz4 costs a .pvd next to nothing and saves a little (ParaView reads
+# it); zlib halves the write rate of every format, so .h5 and .nc are uncompressed unless
+# asked (zlib there: about 40 % smaller).
+DEFAULT_COMPRESSION = {"vti": "lz4", "h5": "none", "netcdf": "none", "raw": "none"}
 # Extensions read as netCDF (classic or netCDF-4).
 NETCDF_EXTS = (".nc", ".nc4", ".cdf", ".netcdf")
 # Free space asked beyond the expected size: file headers, the .pvd, filesystem slack.
