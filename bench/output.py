@@ -117,9 +117,11 @@ json.dump({"import_cli_s": t1 - t0, "import_torch_s": t2 - t1, "import_api_s": t
 COMPUTE = r"""
 import json, sys, time
 from stsr_core import api
-tm = api.load_model(sys.argv[1], device="cpu")
-grid = api.output_grid(tm.info.grid, scale=%d)
-times = api.output_times(tm.info.times, time_scale=%d)
+model, scale, k, first, out = sys.argv[1:6]
+tm = api.load_model(model, device="cpu")
+grid = api.output_grid(tm.info.grid, scale=float(scale))
+times = api.output_times(tm.info.times, time_scale=int(k))
+times = times[:int(first)] if int(first) else times
 plan = api._grid_plan(tm, grid)
 if plan is not None:
     plan.reuse = True                     # as stsr upscale computes
@@ -127,8 +129,8 @@ t0 = time.perf_counter()
 for t in times:
     api.predict_timestep(tm, float(t), grid)
 json.dump({"compute_s": time.perf_counter() - t0, "steps": len(times),
-           "points_per_step": grid.n_points}, open(sys.argv[2], "w"))
-""" % (SPACE, TIME)
+           "points_per_step": grid.n_points}, open(out, "w"))
+"""
 
 
 def prepare(n: int, data: str, logs: str, fit_minutes: Optional[float]) -> Dict[str, Any]:
@@ -184,12 +186,17 @@ def pv_read(path: str, work: str, tag: str) -> Optional[float]:
 
 
 def upscale_case(data: Dict[str, Any], fmt: str, ext: str, comp: Optional[str], work: str,
-                 scratch: str, read_back: bool) -> Dict[str, Any]:
+                 scratch: str, read_back: bool, which: Sequence[str] = ("--scale", str(SPACE),
+                                                                      "--time-scale", str(TIME))
+                 ) -> Dict[str, Any]:
+    """``stsr upscale`` of ``data["model"]`` (``which``: the output grid and times) into
+    ``fmt``; with ``read_back`` also ParaView's read time, and for the default output the
+    PSNR against ``data["fine"]`` when there is one."""
     tag = f"{fmt}-{comp or 'default'}"
     out = os.path.join(scratch, "up" + ext)
     timings = os.path.join(work, f"timings-{tag}-{os.path.basename(scratch)}.json")
-    cmd = stsr("upscale", data["model"], "-o", out, "--scale", str(SPACE), "--time-scale",
-               str(TIME), "--device", "cpu", "--quiet", "--overwrite", "--timings", timings)
+    cmd = stsr("upscale", data["model"], "-o", out, *which, "--device", "cpu", "--quiet",
+               "--overwrite", "--timings", timings)
     if comp is not None:
         cmd += ["--compression", comp]
     r = run(cmd, os.path.join(work, f"upscale-{tag}-{os.path.basename(scratch)}.log"))
@@ -199,7 +206,7 @@ def upscale_case(data: Dict[str, Any], fmt: str, ext: str, comp: Optional[str], 
         r["bytes"] = size_of(out)
         if read_back and fmt in ("vti", "netcdf"):
             r["paraview_read_s"] = pv_read(out, work, tag)
-        if comp is None:
+        if comp is None and "fine" in data:
             r["psnr"] = psnr(out, data, work, f"stsr-{os.path.basename(scratch)}")
     remove_output(out)
     print(f"[output] {tag}: {r['seconds']:.1f} s, {r.get('bytes', 0) / 1e6:.0f} MB, "
@@ -385,6 +392,53 @@ def plot(res: Dict[str, Any], path: str) -> None:
     fig.savefig(path, dpi=100)
 
 
+def model_mode(a: argparse.Namespace, out: str, work: str) -> int:
+    """``--model``: computing alone against ``stsr upscale`` end to end for a model fitted
+    elsewhere (the scale cases: bench.scale fits them), on the first ``--first-steps``
+    output steps (all with 0); writes output-<tag>.json."""
+    scratch = os.path.join(out, "tmp", f"scratch-{a.tag}")
+    os.makedirs(scratch, exist_ok=True)
+    which = ["--scale", str(a.scale), "--time-scale", str(a.time_scale)]
+    if a.first_steps:
+        code = ("import sys; from stsr_core import api; tm = api.load_model(sys.argv[1]); "
+                "print(','.join(repr(float(t)) for t in api.output_times(tm.info.times, "
+                "time_scale=int(sys.argv[2]))[:int(sys.argv[3])]))")
+        times = subprocess.run([sys.executable, "-c", code, a.model, str(a.time_scale),
+                                str(a.first_steps)], capture_output=True, text=True, env=env(),
+                               check=True).stdout.strip()
+        which = ["--scale", str(a.scale), "--times", times]
+    res: Dict[str, Any] = {"date": dt.date.today().isoformat(), "model": a.model,
+                           "scale": a.scale, "time_scale": a.time_scale,
+                           "first_steps": a.first_steps, "load_start": os.getloadavg()[0],
+                           "compute": python_child(COMPUTE, [a.model, str(a.scale),
+                                                             str(a.time_scale),
+                                                             str(a.first_steps)],
+                                                   work, f"compute-{a.tag}"),
+                           "cases": []}
+    path = os.path.join(out, f"output-{a.tag}.json")
+    for comp in [None] + [c for c in (a.compare or "").split(",") if c]:
+        free = shutil.disk_usage(scratch).free
+        need = res["compute"]["points_per_step"] * res["compute"]["steps"] * 4 * 8 \
+            if res["compute"] else 0
+        if need > free:
+            res["cases"].append({"skipped": f"{free / 1e9:.1f} GB free, {need / 1e9:.1f} "
+                                            "GB needed"})
+            break
+        r = upscale_case({"model": a.model}, "vti", ".pvd", comp, work, scratch, False, which)
+        if res["compute"] and r["rc"] == 0:
+            r["over_computing_alone"] = r["seconds"] / res["compute"]["compute_s"]
+        res["cases"].append(r)
+        with open(path, "w") as fh:
+            json.dump(res, fh, indent=1)
+    shutil.rmtree(scratch, ignore_errors=True)
+    print(json.dumps({"compute_s": (res["compute"] or {}).get("compute_s"),
+                      "cases": [{k: c.get(k) for k in ("compression", "seconds", "rss_mb",
+                                                       "bytes", "over_computing_alone",
+                                                       "load", "timings")}
+                                for c in res["cases"]]}, indent=1))
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes", default="65,129", help="fine grid sizes n (n^3 x 17 steps)")
@@ -396,6 +450,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--data", help="folder for the tornado data and models (kept; default "
                    "OUT/tmp/data)")
     p.add_argument("--out", help="results folder (default bench/results/<date>)")
+    p.add_argument("--model", help="only computing alone against `stsr upscale` (default "
+                   "output, .pvd) for this model (e.g. a scale case's, fitted by bench.scale)")
+    p.add_argument("--tag", default="model", help="with --model: names output-<tag>.json")
+    p.add_argument("--scale", type=float, default=SPACE, help="with --model")
+    p.add_argument("--time-scale", type=int, default=TIME, help="with --model")
+    p.add_argument("--first-steps", type=int, default=0, help="with --model: only the first "
+                   "N output steps (0: all)")
+    p.add_argument("--compare", help="with --model: also these compressions, e.g. none")
     a = p.parse_args(argv)
     date = dt.date.today().isoformat()
     out = a.out or os.path.join(ROOT, "bench", "results", date)
@@ -403,6 +465,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     data_dir = a.data or os.path.join(out, "tmp", "data")
     for d in (work, data_dir):
         os.makedirs(d, exist_ok=True)
+    if a.model:
+        return model_mode(a, out, work)
     sizes = [int(s) for s in a.sizes.split(",")]
     wanted = None if not a.cases else set(a.cases.split(","))
     res: Dict[str, Any] = {"date": date, "sizes": sizes, "full_size": a.full_size,
@@ -426,7 +490,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         full = size == a.full_size
         if full:
             res["startup"] = python_child(STARTUP, [data["model"]], work, "startup")
-        r["compute"] = python_child(COMPUTE, [data["model"]], work, f"compute{size}")
+        r["compute"] = python_child(COMPUTE, [data["model"], str(SPACE), str(TIME), "0"],
+                                    work, f"compute{size}")
         r["baseline"] = baseline(data, work, scratch)
         save()
         for fmt, ext, comp in CASES if full else CASES[:1]:
