@@ -3,13 +3,15 @@ and written (io/background.py), through a few reused host buffers.
 
 The fast base evaluates a whole step into buffers of the output's size that it reuses from
 step to step (GridPlan.reuse). A step handed to the writing thread must stay untouched until
-it is written, so its values are copied into one of ``DEPTH + 2`` host buffers (the step
-being computed, the steps queued, the step being written) that go back to the pool once
-written: memory stays at a few steps whatever the output's length, and a slow disk makes
-the computing wait instead of piling steps up. On CUDA the host buffers are pinned and the
-copy is issued without waiting (``non_blocking``): it runs on the GPU's copy engine while
-the next step is computed, and the writing thread waits for that copy alone (a CUDA event)
-before it reads the buffer. (No GPU was lent while this was written: the CUDA path is
+it is written, so each step goes into one of ``DEPTH + 1`` host buffers (one being
+computed, one being written: with a queue of one step that is all the overlap needs) that
+go back to the pool once written: memory stays at two steps whatever the output's length,
+and a slow disk makes the computing wait instead of piling steps up. On the CPU the fast
+base evaluates straight into that buffer (it becomes the plan's output buffer for the
+step: no copy); on CUDA the host buffers are pinned and the copy to them is issued without
+waiting (``non_blocking``): it runs on the GPU's copy engine while the next step is
+computed, and the writing thread waits for that copy alone (a CUDA event) before it reads
+the buffer. (No GPU was lent while this was written: the CUDA path is
 written to run, and runs on CPU tests in its CPU form, but was not run on a GPU.)
 """
 from __future__ import annotations
@@ -90,7 +92,7 @@ def compute_and_write(predict: Callable[[float, Optional[torch.Tensor]],
         if callback is not None and callback(k / n) is False:
             cancelled = True
 
-    buffers = HostBuffers(shape, device, DEPTH + 2) if shape is not None else None
+    buffers = HostBuffers(shape, device, DEPTH + 1) if shape is not None else None
     compute_s = 0.0
     if not overlap:
         t_write = 0.0
@@ -108,9 +110,12 @@ def compute_and_write(predict: Callable[[float, Optional[torch.Tensor]],
                 raise StsrError("prediction cancelled")
         return {"compute_s": compute_s, "write_s": t_write, "wait_s": t_write}
     background = BackgroundWriter(writer, on_written=written)
+    waited = 0.0                  # for a host buffer the writer still holds
     try:
         for i in steps:
+            t0 = time.perf_counter()
             buf = buffers.take() if buffers is not None else None
+            waited += time.perf_counter() - t0
             t0 = time.perf_counter()
             vals = predict(float(t_out[i]), buf)
             compute_s += time.perf_counter() - t0
@@ -124,4 +129,5 @@ def compute_and_write(predict: Callable[[float, Optional[torch.Tensor]],
     except BaseException:
         background.abort()
         raise
-    return {"compute_s": compute_s, "write_s": background.write_s, "wait_s": background.wait_s}
+    return {"compute_s": compute_s, "write_s": background.write_s,
+            "wait_s": background.wait_s + waited}

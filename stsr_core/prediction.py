@@ -77,6 +77,8 @@ def predict_timestep(tm: TrainedModel, t: float, grid: Grid, chunk: int = DEFAUL
         corr, err = correction.apply(tm.model.base, tn,
                                      _local_axes(target, info.grid, tm.device))
     if plan is not None:
+        if host is not None and plan.reuse and host.device == tm.device:
+            plan.buffers["out"] = host        # evaluated straight into the caller's buffer
         vals = tm.model.base.evaluate_grid(plan, tn)                    # [V, Z, Y, X]
         if corr is not None:
             vals.add_(corr)
