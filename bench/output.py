@@ -122,7 +122,8 @@ tm = api.load_model(model, device="cpu")
 grid = api.output_grid(tm.info.grid, scale=float(scale))
 times = api.output_times(tm.info.times, time_scale=int(k))
 times = times[:int(first)] if int(first) else times
-plan = api._grid_plan(tm, grid)
+from stsr_core.prediction import grid_plan
+plan = grid_plan(tm, grid)
 if plan is not None:
     plan.reuse = True                     # as stsr upscale computes
 t0 = time.perf_counter()
