@@ -317,12 +317,13 @@ def write_markdown(res: Dict[str, Any], path: str) -> None:
             continue
         comp = (r.get("compute") or {}).get("compute_s")
         base = (r.get("baseline") or {}).get("seconds")
+        base_mb = (r.get("baseline") or {}).get("bytes", 0) / 1e6
         lines += [f"## {size}^3 x 17 steps", "",
                   f"Computing alone: {f(comp)} s. SciPy + VTK uncompressed script: "
-                  f"{f(base)} s end to end, {f((r.get('baseline') or {}).get('bytes', 0) / 1e6, '.0f')} MB.", "",
+                  f"{f(base)} s end to end, {f(base_mb, '.0f')} MB.", "",
                   "| output | compression | end to end s | / script | / computing alone | "
                   "computing s | writing s (thread) | waited s | MB | peak RSS MB | "
-                  "ParaView reads all steps s | load |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "ParaView reads all steps s | load |", "|---" * 12 + "|"]
         for c in r["cases"]:
             t = c.get("timings", {})
             lines.append(
@@ -351,8 +352,8 @@ def write_markdown(res: Dict[str, Any], path: str) -> None:
                   f"{s['first_step_s']:.2f} | {s['wall_s']:.2f} |", ""]
     if res.get("codecs"):
         lines += ["## Block compressors on one upscaled step", "",
-                  "| codec | shuffle | threads | size / raw | MB/s | ParaView 5.11 reads it | load |",
-                  "|---|---|---|---|---|---|---|"]
+                  "| codec | shuffle | threads | size / raw | MB/s | ParaView 5.11 reads it | "
+                  "load |", "|---" * 7 + "|"]
         for c in res["codecs"]:
             if "note" in c:
                 lines.append(f"| {c['codec']} | - | - | - | - | {c['note']} | - |")

@@ -52,8 +52,8 @@ class HostBuffers:
 
 def to_host(values: torch.Tensor, buf: Optional[torch.Tensor]) -> np.ndarray:
     """``values`` [V, Z, Y, X] as numpy on the host: in ``buf`` when given (on CUDA without
-    waiting: read it only after the stream got there, see :class:`StepReady`), else a
-    host tensor of its own (CPU: the same memory, no copy)."""
+    waiting: read it only after the stream got there, see :func:`step_ready`; no copy when
+    ``values`` already is ``buf``), else a host tensor of its own (CPU: the same memory)."""
     if buf is None:
         return values.cpu().numpy()
     if buf.data_ptr() != values.data_ptr():
@@ -78,12 +78,12 @@ def compute_and_write(predict: Callable[[float, Optional[torch.Tensor]],
                       callback: Optional[Callable[[float], Optional[bool]]] = None,
                       overlap: bool = True) -> Dict[str, float]:
     """Compute every step in ``steps`` with ``predict(t, host_buffer)`` (the values of time
-    ``t``, copied into the host buffer when the prediction uses one, or None when
-    cancelled) and write it with ``writer``; with ``overlap`` on a thread while the next
-    is computed, else one after the other (the same files, byte for byte). ``shape``:
-    [V, Z, Y, X] of the host buffers (None: the prediction makes new arrays each step).
-    ``callback(fraction of steps written)`` returning False cancels. Returns the seconds
-    spent computing, writing and waiting for the writer. Does not close the writer."""
+    ``t``, put in the host buffer when the prediction uses one, or None when cancelled) and
+    write it with ``writer``; with ``overlap`` on a thread while the next is computed, else
+    one after the other (the same files, byte for byte). ``shape``: [V, Z, Y, X] of the
+    host buffers (None: the prediction makes new arrays each step). ``callback(fraction of
+    steps written)`` returning False cancels. Returns the seconds spent computing, writing
+    and waiting for the writer. Does not close the writer."""
     n = max(1, len(steps))
     cancelled = False
 
@@ -92,7 +92,6 @@ def compute_and_write(predict: Callable[[float, Optional[torch.Tensor]],
         if callback is not None and callback(k / n) is False:
             cancelled = True
 
-    buffers = HostBuffers(shape, device, DEPTH + 1) if shape is not None else None
     compute_s = 0.0
     if not overlap:
         t_write = 0.0
@@ -109,6 +108,7 @@ def compute_and_write(predict: Callable[[float, Optional[torch.Tensor]],
             if cancelled:
                 raise StsrError("prediction cancelled")
         return {"compute_s": compute_s, "write_s": t_write, "wait_s": t_write}
+    buffers = HostBuffers(shape, device, DEPTH + 1) if shape is not None else None
     background = BackgroundWriter(writer, on_written=written)
     waited = 0.0                  # for a host buffer the writer still holds
     try:
@@ -120,10 +120,8 @@ def compute_and_write(predict: Callable[[float, Optional[torch.Tensor]],
             vals = predict(float(t_out[i]), buf)
             compute_s += time.perf_counter() - t0
             if vals is None or cancelled:
-                if buf is not None:
-                    buffers.give_back(buf)  # type: ignore[union-attr]
                 raise StsrError("prediction cancelled")
-            release = None if buf is None else (lambda b=buf: buffers.give_back(b))  # type: ignore[union-attr]
+            release = None if buffers is None else (lambda b=buf: buffers.give_back(b))
             background.write_step(i, vals, ready=step_ready(device), release=release)
         background.finish()
     except BaseException:

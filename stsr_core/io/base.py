@@ -259,7 +259,8 @@ def keep_arrays(names: Sequence[str], arrays: Optional[Sequence[str]], path: str
     return [n for n in names if n in arrays]
 
 
-def split_merged(merged: Dict[str, np.ndarray]) -> Tuple[Dict[str, np.ndarray], Dict[str, List[str]]]:
+def split_merged(merged: Dict[str, np.ndarray]
+                 ) -> Tuple[Dict[str, np.ndarray], Dict[str, List[str]]]:
     """``[Z, Y, X, C]`` arrays -> C scalar variables, as the whole-series readers do."""
     out: Dict[str, np.ndarray] = {}
     comps: Dict[str, List[str]] = {}

@@ -124,8 +124,8 @@ def open_series_writer(path: str, grid: Grid, times: Sequence[float],
     along an unlimited dimension, the source's attributes from ``metadata``) or ``.json``
     (raw files).
     ``compression``: ``zlib`` or ``none`` for every format; ``lz4`` for .vti, ``gzip``/``lzf``
-    for HDF5; None: the format's DEFAULT_COMPRESSION. Checks everything (format, existing output, disk space) and
-    creates missing folders before it writes a byte.
+    for HDF5; None: the format's DEFAULT_COMPRESSION. Checks everything (format, existing
+    output, disk space) and creates missing folders before it writes a byte.
 
     ``steps``: in a group of processes (distributed.py), the steps this one writes; every
     process opens the writer together (the checks pass or fail on all of them), writes its
