@@ -67,7 +67,7 @@ def step_ready(device: torch.device) -> Optional[Callable[[], None]]:
     if device.type != "cuda":
         return None
     event = torch.cuda.Event()
-    event.record()
+    event.record(torch.cuda.current_stream(device))     # the stream the copies went on
     return event.synchronize
 
 
