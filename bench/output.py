@@ -397,7 +397,9 @@ def plot(res: Dict[str, Any], path: str) -> None:
 def model_mode(a: argparse.Namespace, out: str, work: str) -> int:
     """``--model``: computing alone against ``stsr upscale`` end to end for a model fitted
     elsewhere (the scale cases: bench.scale fits them), on the first ``--first-steps``
-    output steps (all with 0); writes output-<tag>.json."""
+    output steps (all with 0); computing alone is measured before and after the upscale
+    runs and the ratio taken to their mean (the machine's load drifts); writes
+    output-<tag>.json."""
     scratch = os.path.join(out, "tmp", f"scratch-{a.tag}")
     os.makedirs(scratch, exist_ok=True)
     which = ["--scale", str(a.scale), "--time-scale", str(a.time_scale)]
@@ -432,6 +434,17 @@ def model_mode(a: argparse.Namespace, out: str, work: str) -> int:
         res["cases"].append(r)
         with open(path, "w") as fh:
             json.dump(res, fh, indent=1)
+    after = python_child(COMPUTE, [a.model, str(a.scale), str(a.time_scale),
+                                   str(a.first_steps)], work, f"compute-after-{a.tag}")
+    res["compute_after"] = after
+    if res["compute"] and after:
+        mean = (res["compute"]["compute_s"] + after["compute_s"]) / 2
+        res["compute_mean_s"] = mean
+        for r in res["cases"]:
+            if r.get("rc") == 0:
+                r["over_computing_alone"] = r["seconds"] / mean
+    with open(path, "w") as fh:
+        json.dump(res, fh, indent=1)
     shutil.rmtree(scratch, ignore_errors=True)
     print(json.dumps({"compute_s": (res["compute"] or {}).get("compute_s"),
                       "cases": [{k: c.get(k) for k in ("compression", "seconds", "rss_mb",
