@@ -333,6 +333,11 @@ def write_markdown(res: Dict[str, Any], path: str) -> None:
                 f"{f(t.get('write_s'))} | {f(t.get('wait_s'))} | "
                 f"{f(c.get('bytes', 0) / 1e6, '.0f')} | {f(c['rss_mb'], '.0f')} | "
                 f"{f(c.get('paraview_read_s'))} | {c['load']:.1f} |")
+        rp = r.get("repeats")
+        if rp:
+            lines.append("\nThe default output against the script, alternating (s): " + ", ".join(
+                f"{q['stsr']:.1f} / {q['script']:.1f} (load {q['load']:.1f})"
+                for q in rp["pairs"]) + f"; median ratio {rp['median_ratio']:.2f}")
         for name, x in (("stsr upscale (default)", next((c for c in r["cases"]
                                                          if c["compression"] == "default"), {})),
                         ("SciPy + VTK script", r.get("baseline") or {})):
@@ -460,6 +465,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--full-size", type=int, default=129, help="the size every case runs at "
                    "(the others run the default output and the script only)")
     p.add_argument("--cases", help="comma list of FORMAT-COMPRESSION (default: all)")
+    p.add_argument("--repeat", type=int, default=1, help="at the full size, run the default "
+                   "output and the script this many times, alternating (a loaded machine's "
+                   "noise; the median ratio is reported)")
     p.add_argument("--fit-minutes", type=float, help="stsr fit --max-minutes (default: the "
                    "preset's budget)")
     p.add_argument("--data", help="folder for the tornado data and models (kept; default "
@@ -513,6 +521,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             if wanted and f"{fmt}-{comp or 'default'}" not in wanted and comp is not None:
                 continue
             r["cases"].append(upscale_case(data, fmt, ext, comp, work, scratch, full))
+            save()
+        if full and a.repeat > 1:      # the default against the script, alternating
+            pairs = [{"stsr": r["cases"][0]["seconds"], "script": r["baseline"]["seconds"],
+                      "load": r["cases"][0]["load"]}]
+            for _ in range(a.repeat - 1):
+                u = upscale_case(data, *CASES[0], work, scratch, False)
+                b = baseline(data, work, scratch)
+                pairs.append({"stsr": u["seconds"], "script": b["seconds"], "load": u["load"]})
+            ratios = sorted(q["stsr"] / q["script"] for q in pairs)
+            r["repeats"] = {"pairs": pairs, "median_ratio": ratios[len(ratios) // 2]}
             save()
         if full:       # one uncompressed step for the compressor table
             step_dir = os.path.join(scratch, "step")
