@@ -283,6 +283,8 @@ def test_a_signal_during_upscale_leaves_only_complete_steps(workdir, tmp_path, s
         in err, err
     left = sorted(os.listdir(out.parent))
     assert not [f for f in left if f.startswith(".")], left          # no partial file
+    if (out.parent / "up").exists():   # nor one the writing thread was writing
+        assert not [f for f in os.listdir(out.parent / "up") if f.startswith(".")]
     if out.exists():                   # some steps were complete: those, readable
         listed = read_series(str(out))
         assert 0 < listed.n_times < 17 and listed.dims == (200, 200, 200)
