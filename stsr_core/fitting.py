@@ -115,6 +115,8 @@ def _start_run(series: VolumeSeries, preset: str, tcfg: TrainConfig,
     cancelled = model.init_from_data(
         data, progress=init_progress if callback is not None else None,
         budget_s=None if budget is None else INIT_BUDGET_SHARE * budget) is False
+    if distributed.active():     # one rank stopped (a signal to it alone): none trains
+        cancelled = distributed.any_rank(cancelled, "agreeing whether the fit was stopped")
     info.history["init_notes"] = (list(getattr(getattr(model, "base", None), "fit_notes", []))
                                   + list(getattr(model, "learn_notes", [])))
     if getattr(model, "correction", None) is not None:

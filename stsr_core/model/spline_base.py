@@ -35,10 +35,6 @@ WARP_FIELD_VALUES = 1 << 26  # values of one slot on the warps' grid when finer 
 WARP_SLAB_POINTS = 1 << 20    # output points per warp call: bounds its coordinate tensors
 
 
-class FitStopped(Exception):
-    """The progress callback asked :meth:`SplineBase.fit` to stop."""
-
-
 class SplineBase(nn.Module):
     """Per-variable spline through the kept data (see the module docstring).
 
@@ -108,14 +104,15 @@ class SplineBase(nn.Module):
             budget_s: Optional[float] = None) -> Optional[bool]:
         """Solve the base from ``data`` [V, T, Z, Y, X] (normalised): the spline prefilter
         per slot, the natural-spline slopes in time, then the displacement fits and the time
-        mix. ``progress(fraction)`` hears of each displacement fit; when it returns False the
-        fits stop, the mixes stay 0 (linear in time: a valid base) and this returns False.
-        ``budget_s`` bounds the displacement fits: each gets an equal share of what is left
-        and stops there; fits with no time left are skipped (no motion compensation for that
-        interval); :attr:`fit_notes` says what was cut. In a group of processes
-        (distributed.py) each fits its share of the displacements within the budget and all
-        end with the same base (the results are exchanged; ``progress`` must then not stop
-        one process alone)."""
+        mix. ``progress(fraction)`` hears of each displacement fit; when it returns False
+        (ParaView's abort, Ctrl-C or SIGTERM in ``stsr fit``) the fits done so far are kept,
+        the rest skipped as a spent time budget would leave them, the mixes chosen as usual,
+        and this returns False. ``budget_s`` bounds the displacement fits: each gets an equal
+        share of what is left and stops there; fits with no time left are skipped (no motion
+        compensation for that interval); :attr:`fit_notes` says what was cut. In a group of
+        processes (distributed.py) each fits its share of the displacements within the
+        budget (or until stopped) and all end with the same base (the results are
+        exchanged)."""
         t_start = time.perf_counter()
         self.fit_notes: List[str] = []
         for t in range(self.n_slots):          # one slot at a time: bounded memory
@@ -142,7 +139,7 @@ class SplineBase(nn.Module):
             pairs += held_out_pairs(len(times))
         n_fits = len(pairs)
         mine = distributed.share(n_fits)
-        state = {"done": 0, "cut": 0, "skipped": 0}
+        state = {"done": 0, "cut": 0, "skipped": 0, "stopped": 0}
 
         def fit_one(f0: torch.Tensor, f1: torch.Tensor) -> Optional[torch.Tensor]:
             """One displacement fit within an equal share of the budget left (None: none
@@ -161,19 +158,21 @@ class SplineBase(nn.Module):
                 state["cut"] += 1
             return disp
 
-        try:
-            local: Dict[int, Optional[torch.Tensor]] = {}
-            for i in mine:
-                k0, k1 = pairs[i]
-                local[i] = fit_one(data[:, k0], data[:, k1])
-                if progress is not None and \
-                        progress(state["done"] / max(1, len(mine))) is False:
-                    raise FitStopped
-        except FitStopped:            # mixes stay 0: linear in time, a valid model
-            return False
+        local: Dict[int, Optional[torch.Tensor]] = {}
+        stop = False
+        for i in mine:
+            if stop:                  # not fitted: no motion compensation there
+                local[i] = None
+                state["stopped"] += 1
+                continue
+            k0, k1 = pairs[i]
+            local[i] = fit_one(data[:, k0], data[:, k1])
+            stop = progress is not None and \
+                progress(state["done"] / max(1, len(mine))) is False
         fits = distributed.gather_shares(local, n_fits)
-        counts = distributed.all_gather_objects((state["cut"], state["skipped"]))
-        state["cut"], state["skipped"] = (sum(c[k] for c in counts) for k in (0, 1))
+        counts = distributed.all_gather_objects(
+            (state["cut"], state["skipped"], state["stopped"]))
+        cut, skipped, stopped = (sum(c[k] for c in counts) for k in (0, 1, 2))
         for j in range(len(times) - 1):
             if fits[j] is not None:
                 self.flow[j].copy_(fits[j])
@@ -185,15 +184,17 @@ class SplineBase(nn.Module):
                                       fit_flow=lambda f0, f1: next(held), **flow_options)
             self.time_mix.copy_(mix[:, 0])
             self.flow_mix.copy_(mix[:, 1])
-        if state["cut"]:
-            self.fit_notes.append(f"{state['cut']} of {n_fits} displacement fits stopped "
-                                  f"before their {flow_options.get('iters')} Adam steps to "
-                                  "keep within the time budget")
-        if state["skipped"]:
-            self.fit_notes.append(f"{state['skipped']} of {n_fits} displacement fits skipped "
-                                  "for the time budget (those intervals: no motion "
-                                  "compensation)")
-        return None
+        if cut:
+            self.fit_notes.append(f"{cut} of {n_fits} displacement fits stopped before "
+                                  f"their {flow_options.get('iters')} Adam steps to keep "
+                                  "within the time budget")
+        if skipped:
+            self.fit_notes.append(f"{skipped} of {n_fits} displacement fits skipped for the "
+                                  "time budget (those intervals: no motion compensation)")
+        if stopped:
+            self.fit_notes.append(f"the fit was stopped: {stopped} of {n_fits} displacement "
+                                  "fits skipped (those intervals: no motion compensation)")
+        return False if stop else None
 
     def mixes(self) -> Dict[str, Tuple[float, ...]]:
         """Per variable the cubic share c and the motion-compensated share m (for stsr info)."""
