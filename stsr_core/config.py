@@ -109,6 +109,9 @@ COUNT0 = Range(0, integer=True)          # step counts and thresholds, 0 allowed
 POSITIVE = Range(0, open_lo=True)        # rates, scales, frequencies, seconds
 WEIGHT = Range(0)                        # penalty weights: 0 turns the term off
 SHARE = Range(0, 1)
+# a sine layer's frequency: its initial weights are bounded by 1/omega (a tiny omega
+# overflows them), and far above the presets' 1 to 30 every input aliases
+OMEGA = Range(0.001, 1000)
 
 # Every numeric setting's range, beside its choices (a tuple setting: each of its numbers);
 # each config's __post_init__ checks them, so --set, the plugin's properties and model files
@@ -117,8 +120,8 @@ RANGES: Dict[str, Range] = {
     # the networks
     "latent_dim": COUNT, "trunk_widths": COUNT, "head_widths": COUNT, "width": COUNT,
     "depth": COUNT, "n_res_blocks": COUNT0,
-    "omega_first": POSITIVE, "omega_trunk": POSITIVE, "omega_res": POSITIVE,
-    "omega_head": POSITIVE, "omega_hidden": POSITIVE, "omega_0": POSITIVE,
+    "omega_first": OMEGA, "omega_trunk": OMEGA, "omega_res": OMEGA, "omega_head": OMEGA,
+    "omega_hidden": OMEGA, "omega_0": OMEGA,
     "grid_levels": COUNT, "grid_features": COUNT, "grid_max_res_factor": POSITIVE,
     "fourier_features": COUNT, "fourier_sigma": POSITIVE,
     "base_out_init": Range(), "tv_weight": WEIGHT,
@@ -140,18 +143,26 @@ RANGES: Dict[str, Range] = {
 }
 
 
+def out_of_range(name: str, value: Any, allowed: Range) -> Optional[str]:
+    """The one line that says ``value`` of the setting (or property) ``name`` lies outside
+    ``allowed``, naming the range; None when it lies inside."""
+    if allowed.holds(value):
+        return None
+    items = value if isinstance(value, tuple) else (value,)
+    each = " each" if isinstance(value, tuple) else ""
+    wide = allowed.hi is None and any(isinstance(v, int) and abs(v) >= INT64 for v in items)
+    return (f"{name} {value!r} is out of range; allowed: {allowed.text()}{each}"
+            f"{' (64-bit)' if wide else ''}")
+
+
 def check_ranges(cfg: Any) -> None:
     """Raise StsrError naming the setting, its value and its range when a field of ``cfg``
     listed in :data:`RANGES` holds a value outside it (NaN and infinity included)."""
     for f in dataclasses.fields(cfg):
         allowed = RANGES.get(f.name)
-        value = getattr(cfg, f.name)
-        if allowed is not None and not allowed.holds(value):
-            each = " each" if isinstance(value, tuple) else ""
-            wide = allowed.hi is None and any(isinstance(v, int) and abs(v) >= INT64 for v in
-                                              (value if isinstance(value, tuple) else (value,)))
-            raise StsrError(f"{f.name} {value!r} is out of range; allowed: "
-                            f"{allowed.text()}{each}{' (64-bit)' if wide else ''}")
+        message = allowed and out_of_range(f.name, getattr(cfg, f.name), allowed)
+        if message:
+            raise StsrError(message)
 
 
 def check_choices(cfg: Any) -> None:
