@@ -3,8 +3,6 @@
 Real processes where the process is what is tested (signals, the lock, kill -9, a whole
 protocol); `stsr_core.cli.main` in this process where only its answer is (error lines,
 --set, --help): the same code, without paying torch's import for each."""
-import contextlib
-import io
 import json
 import os
 import select
@@ -16,8 +14,9 @@ import time
 import numpy as np
 import pytest
 
-from stsr_core import api, cli
+from stsr_core import api
 from stsr_core.io import read_series, write_series
+from stsr_run import main_here
 from test_engine import smooth_series
 
 STSR = os.path.join(os.path.dirname(sys.executable), "stsr")
@@ -34,22 +33,6 @@ def env():
 def run(*args, cwd=None):
     return subprocess.run([STSR, *args], capture_output=True, text=True, cwd=cwd, env=env(),
                           timeout=300)
-
-
-def main_here(*args, cwd):
-    """``stsr ARGS`` run by cli.main in this process: (exit status, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    here = os.getcwd()
-    os.chdir(cwd)
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                code = cli.main(list(args))
-            except SystemExit as exc:           # argparse: --help, a bad option
-                code = exc.code
-    finally:
-        os.chdir(here)
-    return code, out.getvalue(), err.getvalue()
 
 
 def here(*args, cwd=None):
