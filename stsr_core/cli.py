@@ -27,10 +27,10 @@ DEVICE_HELP = f"where to compute: {', '.join(DEVICES)} (auto: CUDA when availabl
 # every writer's compressions, first the ones every format has
 COMPRESSION_CHOICES = list(dict.fromkeys(c for cs in COMPRESSIONS.values() for c in cs))
 EPILOG = ("Formats: .pvd, a folder of .vti, .vti, .h5/.hdf5, .nc (netCDF), .json (raw layout). "
-          "See README.md.")
+          "See README.md and docs/.")
 DISTRIBUTED_HELP = ("run as one of the processes torchrun, srun or mpiexec started (on by "
                     "itself when their environment says there are several): {work}; "
-                    "README: Running on a cluster")
+                    "docs/cluster.md")
 
 
 def _floats(text: str) -> List[float]:

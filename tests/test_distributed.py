@@ -51,7 +51,7 @@ def stsr(*args, cwd, launcher=PYTHON_M, timeout=180, **extra):
 
 
 def torchrun(n):
-    """torchrun as the README gives it (--standalone: a free port of its own)."""
+    """torchrun as docs/cluster.md gives it (--standalone: a free port of its own)."""
     return [TORCHRUN, "--standalone", "--nproc-per-node", str(n), "-m"]
 
 
