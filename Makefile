@@ -15,7 +15,7 @@ demo: setup
 test: setup
 	cmake -S . -B build -DCMAKE_BUILD_TYPE=Release > build-configure.log || (cat build-configure.log; exit 1)
 	cmake --build build
-	ctest --test-dir build --output-on-failure
+	ctest --test-dir build --output-on-failure -j $$(nproc)
 
 pytest: setup
 	$(PY) -m pytest -q tests
