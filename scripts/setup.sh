@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES="paraview python3-paraview xvfb xauth libgl1-mesa-dri python3-venv python3-h5py \
-python3-netcdf4 python3-scipy python3-matplotlib python3-tqdm cmake make"
+python3-netcdf4 python3-lz4 python3-scipy python3-matplotlib python3-tqdm cmake make"
 
 missing=""
 for p in $APT_PACKAGES; do
@@ -44,5 +44,5 @@ SITE=$($PY -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
 cp scripts/stsr_getargspec_shim.py "$SITE/stsr_getargspec_shim.py"
 echo "import stsr_getargspec_shim" > "$SITE/stsr_getargspec_shim.pth"
 
-$PY -c "import torch, stsr_core, vtkmodules, h5py, netCDF4; print('[setup] ok: torch', torch.__version__, \
+$PY -c "import torch, stsr_core, vtkmodules, h5py, netCDF4, lz4.block; print('[setup] ok: torch', torch.__version__, \
 'stsr_core', stsr_core.__version__)"

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Iterator, List, Optional, Sequence
 from .config import (DEFAULT_PRESET, DEVICES, PRESET_DESCRIPTIONS, apply_settings,
                      preset as get_preset, settings_overrides)
 from .errors import StsrError
-from .io.stream import COMPRESSIONS
+from .io.stream import COMPRESSIONS, DEFAULT_COMPRESSION
 
 if TYPE_CHECKING:
     from . import api
@@ -136,9 +136,11 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--times", type=_floats, metavar="t1,t2,...", help="explicit output times")
     u.add_argument("--format", choices=["vti", "h5", "netcdf"],
                    help="output format (default: from the extension)")
-    u.add_argument("--compression", default="zlib", choices=COMPRESSION_CHOICES,
-                   help="zlib (default, level 1) or none for every format; lz4 for .vti, "
-                        "gzip/lzf for .h5 (docs/formats.md has measured rates)")
+    u.add_argument("--compression", choices=COMPRESSION_CHOICES,
+                   help="zlib (level 1) or none for every format; lz4 for .vti, gzip/lzf for "
+                        ".h5; default: " + ", ".join(f"{c} for {f}" for f, c in
+                                                     DEFAULT_COMPRESSION.items() if f != "raw")
+                        + " (docs/formats.md has measured rates and sizes)")
     u.add_argument("--timings", metavar="FILE.json",
                    help="also write the seconds spent computing and writing as JSON")
     u.add_argument("--no-error", dest="error", action="store_false",
@@ -229,7 +231,7 @@ class _Progress:
 def _check_new_output(path: str, overwrite: bool) -> None:
     """Before any work: refuse an existing output (unless ``overwrite``), then create
     missing folders."""
-    from .io.stream import make_output_folder
+    from .io.base import make_output_folder
     if os.path.exists(path) and not overwrite:
         raise StsrError(f"'{path}' exists; pass --overwrite to replace it")
     make_output_folder(path)
@@ -382,18 +384,19 @@ def _upscale(a: argparse.Namespace, main: bool) -> int:
     steps = sum(x["steps"] for x in ranks)
     compute_s = max(x["compute_s"] for x in ranks)     # the slowest process's
     write_s = max(x["write_s"] for x in ranks)
+    wait_s = max(x["wait_s"] for x in ranks)
     voxels = r["points_per_step"] * steps
     by = f" by {len(ranks)} processes" if len(ranks) > 1 else ""
     print(f"wrote {a.output}: grid {g.text()}, {steps} timestep(s){by}, "
           f"{len(r['files'])} file(s); computed "
           f"{voxels / max(compute_s, 1e-9) / 1e6:.1f} M points/s ({compute_s:.1f} s"
-          f"{', the slowest process' if by else ''}), wrote in {write_s:.1f} s",
-          file=sys.stderr)
+          f"{', the slowest process' if by else ''}), wrote in {write_s:.1f} s while "
+          f"computing, then waited {wait_s:.1f} s for the writer", file=sys.stderr)
     if a.timings:
         timings = {k: v for k, v in r.items() if k not in ("grid", "files")}
         timings.update(dims=list(g.dims), n_files=len(r["files"]),
                        variables=list(tm.info.variables), steps=steps,
-                       compute_s=compute_s, write_s=write_s)
+                       compute_s=compute_s, write_s=write_s, wait_s=wait_s)
         _write_json(a.timings, timings)
     return 0
 

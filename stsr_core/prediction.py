@@ -3,7 +3,6 @@ or the network in chunks, plus a learned correction and its error estimate), eve
 step written to a file (upscale) or kept in memory (predict), and the latent blend."""
 from __future__ import annotations
 
-import time
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -16,6 +15,7 @@ from .infer import DEFAULT_CHUNK, predict_grid
 from .normalize import VariableStats
 from .outputs import (Extent, check_extent, error_names, has_error_estimate, output_arrays,
                       output_grid, output_times, sub_grid)
+from .overlap import compute_and_write, to_host
 from .series import VolumeSeries
 from .trained import TrainedModel
 
@@ -53,8 +53,8 @@ def _local_axes(grid: Grid, grid_in: Grid, device: torch.device) -> List[torch.T
 
 def predict_timestep(tm: TrainedModel, t: float, grid: Grid, chunk: int = DEFAULT_CHUNK,
                      progress: Optional[Callable[[float], Optional[bool]]] = None,
-                     extent: Optional[Sequence[int]] = None, error: bool = False
-                     ) -> Optional[Dict[str, np.ndarray]]:
+                     extent: Optional[Sequence[int]] = None, error: bool = False,
+                     host: Optional[torch.Tensor] = None) -> Optional[Dict[str, np.ndarray]]:
     """Physical values of every variable at time ``t`` on ``grid``: name -> float32
     [Z, Y, X]; with ``extent`` (x0, x1, y0, y1, z0, z1, inclusive indices of ``grid``) on that
     box of it alone (an MPI or streamed piece: the same numbers as that region of the whole
@@ -62,7 +62,9 @@ def predict_timestep(tm: TrainedModel, t: float, grid: Grid, chunk: int = DEFAUL
     estimate ``<name>_error`` (same units). Returns None if ``progress`` returned False. The
     fast base alone on a grid over the data's bounds (or a box of one) is evaluated whole
     (tens of millions of points a second); other models and grids go through the model in
-    chunks of ``chunk`` points. A learned correction is added on any grid or box."""
+    chunks of ``chunk`` points. A learned correction is added on any grid or box. ``host``:
+    a [V, Z, Y, X] host buffer the fast base's values are copied into (overlap.py; on CUDA
+    without waiting) instead of its reused evaluation buffer."""
     info = tm.info
     tn = info.normalised_time(t)
     ext = check_extent(grid, extent)
@@ -75,6 +77,8 @@ def predict_timestep(tm: TrainedModel, t: float, grid: Grid, chunk: int = DEFAUL
         corr, err = correction.apply(tm.model.base, tn,
                                      _local_axes(target, info.grid, tm.device))
     if plan is not None:
+        if host is not None and plan.reuse and host.device == tm.device:
+            plan.buffers["out"] = host        # evaluated straight into the caller's buffer
         vals = tm.model.base.evaluate_grid(plan, tn)                    # [V, Z, Y, X]
         if corr is not None:
             vals.add_(corr)
@@ -84,7 +88,7 @@ def predict_timestep(tm: TrainedModel, t: float, grid: Grid, chunk: int = DEFAUL
                 vals[i].add_(1.0).mul_(st.half_range).add_(st.lo)
             else:
                 vals[i].fill_(st.lo)
-        host = vals.cpu().numpy()
+        host = to_host(vals, host)
         if progress is not None and progress(1.0) is False:
             return None
         out = {n: host[i] for i, n in enumerate(info.variables)}
@@ -125,13 +129,17 @@ def _each_step(tm: TrainedModel, grid: Grid, t_out: np.ndarray, chunk: int,
 def upscale(tm: TrainedModel, path: str, *, scale: Optional[float] = None,
             dims: Optional[Sequence[int]] = None, time_scale: Optional[int] = None,
             times: Optional[Sequence[float]] = None, format: Optional[str] = None,
-            compression: str = "zlib", overwrite: bool = False, error: bool = True,
-            callback: Optional[Callable[[float], Optional[bool]]] = None) -> Dict[str, Any]:
+            compression: Optional[str] = None, overwrite: bool = False, error: bool = True,
+            callback: Optional[Callable[[float], Optional[bool]]] = None,
+            overlap: bool = True) -> Dict[str, Any]:
     """The model on an output grid at output times, written to ``path`` one step at a time
     (io/stream.py: checked for disk space first, each step complete before it is listed),
     so memory stays bounded whatever the output size; with ``error`` (the default) and a
-    model that has one, the error estimate's arrays too. Returns the timings: seconds spent
-    computing and writing, steps, points per step, files.
+    model that has one, the error estimate's arrays too. With ``overlap`` each step is
+    written on a thread while the next is computed (overlap.py; the same files as without);
+    ``callback`` hears the fraction of steps written. ``compression``: None is the format's
+    default (io/stream.py DEFAULT_COMPRESSION). Returns the timings: seconds spent
+    computing, writing and waiting for the writer, steps, points per step, files.
 
     In a group of processes (:mod:`stsr_core.distributed`) every rank calls this alike: the
     output steps are shared out round-robin, each rank writes its steps' ``.vti`` files and
@@ -142,7 +150,6 @@ def upscale(tm: TrainedModel, path: str, *, scale: Optional[float] = None,
     t_out = output_times(tm.info.times, time_scale, times)
     several = distributed.world_size() > 1
     mine = distributed.share(len(t_out)) if several else None
-    compute_s = write_s = 0.0
     error = error and has_error_estimate(tm)
     names, comps = output_arrays(tm, error)
     with open_series_writer(path, grid, t_out, names, comps,
@@ -150,27 +157,27 @@ def upscale(tm: TrainedModel, path: str, *, scale: Optional[float] = None,
                             overwrite=overwrite, metadata=tm.info.metadata,
                             steps=mine) as writer:
         plan = grid_plan(tm, grid)
-        if plan is not None:     # each step is written before the next is computed
+        if plan is not None:     # its buffers are reused: each step is copied out (overlap.py)
             plan.reuse = True
         try:
-            t0 = time.perf_counter()
-            for i, vals in _each_step(tm, grid, t_out, DEFAULT_CHUNK, callback, mine,
-                                      error):
-                t1 = time.perf_counter()
-                compute_s += t1 - t0
-                writer.write_step(i, vals)
-                t0 = time.perf_counter()
-                write_s += t0 - t1
+            timings = compute_and_write(
+                lambda t, buf: predict_timestep(tm, t, grid, DEFAULT_CHUNK, error=error,
+                                                host=buf),
+                t_out, writer.steps, writer, None if plan is None else
+                (len(tm.info.variables),) + grid.shape, tm.device, callback, overlap)
             files = writer.close()
         finally:
             tm.plan = None       # its buffers are reused: no later query may see them
     n_mine = len(t_out) if mine is None else len(mine)
-    out = {"compute_s": compute_s, "write_s": write_s, "steps": n_mine,
+    compute_s, write_s = timings["compute_s"], timings["write_s"]
+    out = {"compute_s": compute_s, "write_s": write_s, "wait_s": timings["wait_s"],
+           "steps": n_mine,
            "points_per_step": grid.n_points, "grid": grid, "files": files,
            "processes": distributed.world_size()}
     if several:
         out["ranks"] = distributed.all_gather_objects(
-            {"compute_s": compute_s, "write_s": write_s, "steps": n_mine}, "gathering timings")
+            {"compute_s": compute_s, "write_s": write_s, "wait_s": timings["wait_s"],
+             "steps": n_mine}, "gathering timings")
     return out
 
 

@@ -369,9 +369,11 @@ def test_a_signal_during_upscale_leaves_only_complete_steps(base_model, tmp_path
         in err, err
     left = sorted(os.listdir(out.parent))
     assert not [f for f in left if f.startswith(".")], left          # no partial file
+    steps = os.listdir(out.parent / "up")    # nor one the writing thread was writing
+    assert not [f for f in steps if f.startswith(".")], steps
     listed = read_series(str(out))                 # the complete steps, readable
     assert 0 < listed.n_times < 17 and listed.dims == (200, 200, 200)
-    assert len(os.listdir(out.parent / "up")) == listed.n_times
+    assert len(steps) == listed.n_times
 
 
 def test_a_diverging_fit_stops_with_a_message_and_keeps_the_previous_model(workdir, tmp_path):

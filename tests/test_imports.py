@@ -12,13 +12,6 @@ import stsr_core
 
 PACKAGE_DIR = os.path.dirname(os.path.abspath(stsr_core.__file__))
 
-# Issue 23: io/stream.py holds both the readers'/writers' base classes and the dispatch by
-# file type, so it imports the formats, which import it back. Removed when io/ is split (the
-# base in a module of its own, the dispatch above the formats): delete this exception then.
-KNOWN_CYCLE = {"stsr_core.io.stream", "stsr_core.io.vti", "stsr_core.io.hdf5",
-               "stsr_core.io.netcdf", "stsr_core.io.raw"}
-
-
 def engine_modules() -> Dict[str, str]:
     """Module name -> file of every .py file under stsr_core (a package by its __init__)."""
     modules = {}
@@ -145,7 +138,7 @@ def test_the_import_graph_sees_lazy_and_relative_imports_of_the_engine():
 
 def test_no_module_of_the_engine_imports_one_that_imports_it_back():
     graph = import_graph()
-    found = [g for g in circles(graph) if not g <= KNOWN_CYCLE]
+    found = circles(graph)
     assert not found, "import circles in stsr_core:\n" + "\n".join(
         "  " + " -> ".join(cycle_in(graph, g)) + f"  (group: {sorted(g)})" for g in found)
 

@@ -162,6 +162,10 @@ def test_step_reader_gives_each_step_as_the_whole_reader(tmp_path):
 
 
 def test_a_series_from_another_format_round_trips_with_its_vectors(tmp_path):
+    """A vector is written as one variable per component (ParaView's CF reader takes no
+    fourth spatial dimension) naming its vector, and read back as one vector; the spatial
+    coordinates carry no axis attribute (the CF reader would make them longitude and
+    latitude), time keeps axis T (how the CF reader finds it)."""
     s = smooth_series(nx=6, ny=5, nz=4, nt=3)
     s.variables.update({f"vel_{i}": s.variables["rho"] * (i + 1) for i in range(3)})
     s.components = {"vel": ["vel_0", "vel_1", "vel_2"]}
@@ -169,12 +173,21 @@ def test_a_series_from_another_format_round_trips_with_its_vectors(tmp_path):
     p = str(tmp_path / "s.nc")
     write_series(s, p, compression="none")
     with netCDF4.Dataset(p) as d:
-        assert d["vel"].dimensions == ("time", "z", "y", "x", "vel_component")
+        for i in range(3):
+            assert d[f"vel_{i}"].dimensions == ("time", "z", "y", "x")
+            assert d[f"vel_{i}"].stsr_vector == "vel"
+        assert "vel" not in d.variables
         np.testing.assert_allclose(d["x"][:], 1 + 0.5 * np.arange(6))
+        assert all("axis" not in d[c].ncattrs() for c in ("x", "y", "z"))
+        assert d["time"].axis == "T"
     back = read_series(p)
     assert not back.same_grid(s) and back.components == {"vel": ["vel_0", "vel_1", "vel_2"]}
     for n in s.variables:
         np.testing.assert_allclose(back.variables[n], s.variables[n], rtol=1e-6)
+    assert read_series(p, arrays=["vel"]).names == ["vel_0", "vel_1", "vel_2"]
+    step = open_series_reader(p, arrays=["vel"])
+    assert step.components == {"vel": ["vel_0", "vel_1", "vel_2"]}
+    np.testing.assert_array_equal(step.read_step(2)["vel_1"], back.variables["vel_1"][2])
 
 
 def test_an_aborted_writer_leaves_no_file_behind(tmp_path):

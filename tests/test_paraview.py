@@ -143,6 +143,45 @@ def test_the_model_source_shows_the_error_estimate_as_arrays_to_colour_by(plugin
     assert set(res["liif_off"]) == set(res["fast_on"]) == {"temperature", "rho", "v"}
 
 
+def test_paraview_reads_every_upscale_output_with_its_readers_defaults(tmp_path):
+    """What `stsr upscale` writes for ParaView -- .pvd with each compression, .nc with each --
+    read back in pvpython by ParaView's own readers with their default settings (OpenDataFile
+    for the .pvd; the NetCDF CF reader for the .nc, which OpenDataFile does not pick): image
+    data with point arrays only, the output times, every array (the vector as one
+    3-component array in a .pvd, as its three components in a .nc) and the engine's values
+    to the bit. (.h5 is not among them: ParaView 5.11 has no reader for its layout.)"""
+    model = tmp_path / "m.stsr"
+    api.fit(vector_series(), device="cpu", checkpoint_path=str(model),
+            model_overrides={"flow_iters": 20})
+    tm = api.load_model(str(model), device="cpu")
+    outs = [tmp_path / f"{comp}{ext}" for ext, comps in ((".pvd", ("none", "lz4", "zlib")),
+                                                          (".nc", ("none", "zlib")))
+            for comp in comps]
+    for out in outs:
+        api.upscale(tm, str(out), scale=2, time_scale=2, compression=out.stem)
+    r = run_pv("pvpython", "readers_check.py", tmp_path / "pv.npz", *outs)
+    assert r.returncode == 0 and "readers_check done" in r.stdout, r.stdout + r.stderr
+    seen = np.load(tmp_path / "pv.npz")
+    info = json.loads((tmp_path / "pv.npz.json").read_text())
+    want = api.predict(tm, scale=2, time_scale=2)
+    g = want.grid
+    bounds = [v for o, s, n in zip(g.origin, g.spacing, g.dims) for v in (o, o + s * (n - 1))]
+    for k, (out, got) in enumerate(zip(outs, info)):
+        assert got["kinds"] == ["vtkImageData"], (out.name, got)
+        assert np.allclose(got["times"], want.times) and got["dims"] == list(g.dims)
+        assert np.allclose(got["bounds"], bounds), (out.name, got["bounds"])
+        names = {key.split("/")[2] for key in seen.files if key.startswith(f"{k}/")}
+        vector = {"v"} if out.suffix == ".pvd" else {"v_0", "v_1", "v_2"}
+        assert names == {"temperature", "rho"} | vector, (out.name, names)
+        for i in range(want.n_times):
+            for n in ("temperature", "rho"):
+                np.testing.assert_array_equal(seen[f"{k}/{i}/{n}"],
+                                              want.variables[n][i].ravel(), f"{out.name} {n}")
+            for c in range(3):
+                v = seen[f"{k}/{i}/v"][:, c] if out.suffix == ".pvd" else seen[f"{k}/{i}/v_{c}"]
+                np.testing.assert_array_equal(v, want.variables[f"v_{c}"][i].ravel())
+
+
 def one_error(r, text):
     """The plugin's path ended in one ParaView error of its own saying ``text`` in one line
     (for each request of the pipeline's update), no traceback, and the proxy gave no

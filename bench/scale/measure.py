@@ -100,31 +100,20 @@ def score_steps(gen: Any, case: Any, coarse: Dict[str, np.ndarray], coarse_times
 
 def write_rates(values: Dict[str, np.ndarray], grid: Any, t: float, work: str
                 ) -> Dict[str, Any]:
-    """Seconds to write one output step in each format, with this project's writers' settings
-    (.vti appended raw, zlib as the CLI writes; .h5 chunked per z-slab, raw or gzip)."""
+    """Seconds to write one output step in each format: .vti by this project's writer
+    (io/vtifile.py, uncompressed or zlib level 1 on all cores); .h5 with h5py, chunked per
+    z-slab, raw or gzip (level 4, one thread)."""
     import h5py
-    from stsr_core.io.vti import _vtk, image_from_series
-    from stsr_core.series import VolumeSeries
+    from stsr_core.io.vtifile import write_vti
     os.makedirs(work, exist_ok=True)
-    series = VolumeSeries(times=np.array([t]), variables={n: a[None] for n, a in values.items()},
-                          origin=grid.origin, spacing=grid.spacing)
     raw_bytes = 4 * grid.n_points * len(values)
     out: Dict[str, Any] = {}
     for fmt in WRITE_FORMATS:
         path = os.path.join(work, f"w.{fmt.split('-')[0]}")
         t0 = time.perf_counter()
         if fmt.startswith("vti"):
-            Writer = _vtk()[4]
-            w = Writer()
-            w.SetFileName(path)
-            w.SetInputData(image_from_series(series, 0))
-            w.SetDataModeToAppended()
-            w.EncodeAppendedDataOff()
-            if fmt == "vti-zlib":
-                w.SetCompressorTypeToZLib()
-            else:
-                w.SetCompressorTypeToNone()
-            ok = bool(w.Write())
+            write_vti(path, grid, values, t, "zlib" if fmt == "vti-zlib" else "none")
+            ok = True
         else:
             nz, ny, nx = grid.shape
             rows = max(1, min(nz, (1 << 20) // (ny * nx)))

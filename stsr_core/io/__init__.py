@@ -69,12 +69,12 @@ def write_series(series: VolumeSeries, path: str, format: Optional[str] = None,
     Refuses to replace existing output unless ``overwrite``, creates missing folders, checks
     the disk space first; one step at a time through :func:`open_series_writer`, so every
     format has one writing path and its guarantees (docs/formats.md). ``compression``
-    defaults to zlib (none for raw)."""
+    None: the format's default (io/stream.py DEFAULT_COMPRESSION)."""
     path = os.path.abspath(os.fspath(path))
     fmt = output_format(path, format)
     with open_series_writer(path, series.grid, series.times, series.names, series.components,
                             format=fmt, overwrite=overwrite,
-                            compression=compression or ("none" if fmt == "raw" else "zlib"),
+                            compression=compression,
                             metadata=series.metadata) as writer:
         for t in range(series.n_times):
             writer.write_step(t, {n: v[t] for n, v in series.variables.items()})  # [Z, Y, X]

@@ -12,7 +12,8 @@ import numpy as np
 from ..errors import StsrError
 from ..grid import Grid
 from ..series import VolumeSeries, arrays_holding, split_components
-from .stream import SeriesReader, SeriesWriter, discard_file, fsync_file, keep_arrays
+from .base import SeriesReader, SeriesWriter, discard_file, fsync_file, keep_arrays
+from .compress import codec, compress_all, shuffled
 
 
 def _h5py():
@@ -134,15 +135,19 @@ def _read_h5(fh, path: str, arrays: Optional[Sequence[str]]) -> VolumeSeries:
                         spacing=spacing, components=components, source=path)  # type: ignore
 
 
-# ``compression`` -> h5py filter arguments. "zlib" (the default, as for .vti) is deflate at
-# level 1 with the byte shuffle: measured on a smooth 129^3 field (docs/formats.md) it
-# keeps most of level 4's saving at a fraction of its time; "gzip" is h5py's level 4.
+# ``compression`` -> h5py filter arguments. "zlib" is deflate at level 1 with the byte
+# shuffle: measured on a smooth 129^3 field (docs/formats.md) it keeps most of level 4's
+# saving at a fraction of its time; "gzip" is h5py's level 4.
 H5_FILTERS: Dict[str, Dict[str, object]] = {
     "none": {},
     "zlib": {"compression": "gzip", "compression_opts": 1, "shuffle": True},
     "gzip": {"compression": "gzip", "compression_opts": 4, "shuffle": True},
     "lzf": {"compression": "lzf", "shuffle": True},
 }
+# The deflate level of the compressions whose chunks this module filters itself (shuffle,
+# then deflate, on all cores: io/compress.py) and hands to HDF5 as they are stored (direct
+# chunk write); HDF5 filters the others on one thread.
+DEFLATE_LEVEL = {"zlib": 1, "gzip": 4}
 # Target bytes of one chunk: whole z-slabs of one step, a few MB (one read of a z range
 # touches only its slabs; HDF5 caps a chunk at 4 GB).
 CHUNK_BYTES = 4 * 1024 ** 2
@@ -160,11 +165,27 @@ def slab_chunks(shape: Sequence[int]) -> tuple:
     return (1, nz) + tuple(int(v) for v in shape[2:])
 
 
+def _slabs(a: np.ndarray, nz: int) -> List[tuple]:
+    """(first z, chunk) of each z-slab chunk of one step ``[Z, Y, X(, C)]``; a last partial
+    slab padded with zeros to ``nz`` planes (HDF5 stores edge chunks whole)."""
+    out = []
+    for z0 in range(0, a.shape[0], nz):
+        chunk = a[z0:z0 + nz]
+        if chunk.shape[0] < nz:
+            chunk = np.concatenate([chunk, np.zeros((nz - chunk.shape[0],) + chunk.shape[1:],
+                                                    dtype=chunk.dtype)])
+        out.append((z0, np.ascontiguousarray(chunk, dtype=np.float32)))
+    return out
+
+
 class H5Writer(SeriesWriter):
     """One HDF5 file, one dataset per array ``[T, Z, Y, X(, C)]`` chunked by z-slabs, filled
     step by step in a hidden temporary file beside the target that ``close()`` flushes and
     renames over it. ``abort()`` deletes the temporary file; an old file at the target is
-    never touched before ``close()``."""
+    never touched before ``close()``. ``threads``: how many compress a step's chunks (None:
+    io/compress.py's default; the bytes are the same for any number)."""
+
+    threads: Optional[int] = None
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -189,8 +210,19 @@ class H5Writer(SeriesWriter):
             raise
 
     def _write(self, i: int, arrays: Dict[str, np.ndarray]) -> None:
-        for n in self.merged:                 # an OSError (disk full): SeriesWriter says
-            self.fh[n][i] = arrays[n]                              # [Z, Y, X(, C)]
+        level = DEFLATE_LEVEL.get(self.compression)
+        if level is None:
+            for n in self.merged:             # an OSError (disk full): SeriesWriter says
+                self.fh[n][i] = arrays[n]                          # [Z, Y, X(, C)]
+            return
+        # every chunk of the step (one z-slab of one array), shuffled and deflated at once
+        slabs = [(n, z0, chunk) for n in self.merged
+                 for z0, chunk in _slabs(arrays[n], self.fh[n].chunks[1])]
+        packed = compress_all([shuffled(c) for _, _, c in slabs], codec("zlib", level),
+                              self.threads)
+        for (n, z0, chunk), data in zip(slabs, packed):
+            corner = (i, z0) + (0,) * (chunk.ndim - 1)
+            self.fh[n].id.write_direct_chunk(corner, data, filter_mask=0)
 
     def _finish(self) -> List[str]:
         self.fh.close()

@@ -7,7 +7,8 @@ single z layer), in any dimension order the coordinates make clear. Each dimensi
 comes from its coordinate variable (``axis``, ``standard_name``, ``units`` such as
 "days since ...", ``positive``), else from its name (time/t, z/lev/depth..., y/lat...,
 x/lon...), else from its place (the last unknown dimension is x, then y, z, time). A last
-dimension named ``*component`` holds the components of a vector. Coordinates must be
+dimension named ``*component`` holds the components of a vector, and so do scalar
+variables that name it in their ``stsr_vector`` attribute (as stsr writes them). Coordinates must be
 regularly spaced (a descending one, such as latitude from north to south, is flipped and
 written back descending); times come from the ``time`` coordinate, in its units (kept,
 with the calendar, for writing back). Missing values (``_FillValue``/``missing_value``)
@@ -18,6 +19,12 @@ variable float32 chunked by z-slabs; the source's global, variable and coordinat
 attributes and dimension names come back from the series' ``metadata["netcdf"]`` (attributes
 that describe the stored values rather than the field, such as ``_FillValue``,
 ``scale_factor`` or ``valid_range``, are dropped), with a line added to ``history``.
+Written so that ParaView's NetCDF CF reader ("NetCDF Reader") opens every array with its
+default settings, as image data with point arrays: a vector is one variable per component
+(``v_0``, ``v_1``, ... with ``stsr_vector = "v"``; the CF reader refuses a fourth spatial
+dimension), and the spatial coordinates carry no ``axis`` attribute (with ``axis = X/Y``
+the CF reader takes them for longitude and latitude and makes a spherical grid of cells);
+time keeps ``axis = T``, which is how the CF reader finds it.
 """
 from __future__ import annotations
 
@@ -31,8 +38,8 @@ import numpy as np
 from ..errors import StsrError
 from ..grid import Grid
 from ..series import VolumeSeries, arrays_holding, split_components
+from .base import SeriesReader, SeriesWriter, discard_file, fsync_file, remove_quietly
 from .hdf5 import slab_chunks
-from .stream import SeriesReader, SeriesWriter, discard_file, fsync_file, remove_quietly
 
 ROLES = ("t", "z", "y", "x")
 AXIS_OF_ROLE = {"t": 0, "z": 1, "y": 2, "x": 3}     # in [T, Z, Y, X]
@@ -59,6 +66,8 @@ DROPPED_ATTRS = {"_FillValue", "missing_value", "scale_factor", "add_offset", "v
                  "coordinates", "grid_mapping", "cell_measures", "chunksizes"}
 # Coordinates regular to this fraction of their step (plus float rounding of the values).
 REGULAR_RTOL = 1e-4
+# The attribute that makes scalar variables the components of one vector (its name).
+VECTOR_ATTR = "stsr_vector"
 # What ``compression`` means for netCDF-4 variables (as for HDF5: deflate level 1 + shuffle).
 NC_FILTERS: Dict[str, Dict[str, Any]] = {
     "none": {"zlib": False},
@@ -255,6 +264,8 @@ class NetCDFLayout:
     descending: List[str] = field(default_factory=list)
     metadata: Dict[str, Any] = field(default_factory=dict)
     n_components: Dict[str, int] = field(default_factory=dict)
+    # vectors stored one variable per component: vector -> its variables, in order
+    vectors: Dict[str, List[str]] = field(default_factory=dict)
 
     @property
     def variables(self) -> List[str]:
@@ -266,8 +277,9 @@ class NetCDFLayout:
 
     @property
     def components(self) -> Dict[str, List[str]]:
-        return {lay.name: [f"{lay.name}_{c}" for c in range(self.n_components[lay.name])]
-                for lay in self.layouts if lay.component is not None}
+        split = {lay.name: [f"{lay.name}_{c}" for c in range(self.n_components[lay.name])]
+                 for lay in self.layouts if lay.component is not None}
+        return {**split, **self.vectors}
 
     def values(self, ds, lay: _VarLayout, step: Optional[int] = None) -> np.ndarray:
         """One variable as float32 ``[T, Z, Y, X(, C)]`` (all steps, or ``[1, ...]`` for
@@ -315,8 +327,14 @@ def inspect_netcdf(ds, path: str, arrays: Optional[Sequence[str]] = None) -> Net
         raise StsrError(f"'{path}' has no variable on a 2-D or 3-D grid (dimensions such as "
                         "(time, z, y, x) or (time, lat, lon)); its variables: "
                         + ", ".join(f"{n}{tuple(v.dimensions)}" for n, v in ds.variables.items()))
+    vectors: Dict[str, List[str]] = {}
+    for n in layouts:                  # scalar variables that are one vector's components
+        owner = ds.variables[n].__dict__.get(VECTOR_ATTR)
+        if isinstance(owner, str) and owner and owner not in layouts:
+            vectors.setdefault(owner, []).append(n)
     if arrays:
-        names = arrays_holding(arrays, list(layouts), f" in '{path}'")
+        asked = [p for a in arrays for p in vectors.get(a, [a])]
+        names = arrays_holding(asked, list(layouts), f" in '{path}'")
     else:    # the grid with time and the most points, its variables in file order
         def size(lay: _VarLayout) -> Tuple[bool, int]:
             return (lay.key()[0] is not None,
@@ -352,8 +370,11 @@ def inspect_netcdf(ds, path: str, arrays: Optional[Sequence[str]] = None) -> Net
             "variables": {lay.name: _attrs(ds.variables[lay.name]) for lay in chosen},
             "component_dims": {lay.name: lay.component for lay in chosen
                                if lay.component is not None}}
+    vectors = {v: parts for v, parts in vectors.items()     # whole vectors among the chosen
+               if len(parts) > 1 and all(p in names for p in parts)}
     return NetCDFLayout(path, chosen, Grid(tuple(counts), tuple(origin), tuple(spacing)),
-                        _times(ds, dims["t"], path), descending, {"netcdf": meta}, n_comp)
+                        _times(ds, dims["t"], path), descending, {"netcdf": meta}, n_comp,
+                        vectors)
 
 
 def read_netcdf(path: str, arrays: Optional[Sequence[str]] = None) -> VolumeSeries:
@@ -410,6 +431,8 @@ class NetCDFWriter(SeriesWriter):
     target is never touched before ``close()``). Time is an unlimited dimension: each
     ``write_step`` appends its time value and its slab of every variable."""
 
+    merge = False          # a vector's components are variables of their own (module doc)
+
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         nc = _netcdf4()
@@ -420,7 +443,6 @@ class NetCDFWriter(SeriesWriter):
         self.flat = bool(src_dims) and src_dims.get("z") is None and self.grid.dims[2] == 1
         self.descending = [r for r in meta.get("descending", []) if not (r == "z" and self.flat)]
         self.tmp = self._temp_beside()
-        self.merged = self._merged_names()
         try:
             self.ds = nc.Dataset(self.tmp, "w", format="NETCDF4")
             self._define(meta)
@@ -439,30 +461,30 @@ class NetCDFWriter(SeriesWriter):
             ds.createDimension(self.dims[r], counts[r])
         coords = meta.get("coords", {})
         time = ds.createVariable(self.dims["t"], "f8", (self.dims["t"],))
-        time.setncatts(_kept(coords.get("t", {"axis": "T", "long_name": "time"})))
+        # axis T: how ParaView's CF reader finds time when its units do not say "since"
+        time.setncatts({"axis": "T", **_kept(coords.get("t", {"long_name": "time"}))})
         for r in spatial:
             axis = "xyz".index(r)
             n, o, s = counts[r], g.origin[axis], g.spacing[axis]
             values = o + s * np.arange(n, dtype=np.float64)
             v = ds.createVariable(self.dims[r], "f8", (self.dims[r],))
-            v.setncatts(_kept(coords.get(r, {"axis": r.upper()})))
+            # no axis: ParaView's CF reader takes axis X/Y for longitude/latitude
+            v.setncatts({k: a for k, a in _kept(coords.get(r, {})).items() if k != "axis"})
             v[:] = values[::-1] if r in self.descending else values
-        shape3 = (self.n_times, g.dims[2], g.dims[1], g.dims[0])
-        for n in self.merged:
-            dims = [self.dims["t"]] + [self.dims[r] for r in spatial]
-            shape = list(shape3)
-            if n in self.components:
-                cdim = meta.get("component_dims", {}).get(n) or f"{n}_component"
-                if cdim not in ds.dimensions:
-                    ds.createDimension(cdim, len(self.components[n]))
-                dims.append(cdim)
-                shape.append(len(self.components[n]))
-            chunks = list(slab_chunks(shape))
-            if self.flat:
-                del chunks[1]
-            var = ds.createVariable(n, "f4", tuple(dims), chunksizes=chunks,
+        chunks = list(slab_chunks((self.n_times, g.dims[2], g.dims[1], g.dims[0])))
+        if self.flat:
+            del chunks[1]
+        dims = tuple([self.dims["t"]] + [self.dims[r] for r in spatial])
+        owner = {p: v for v, parts in self.components.items() for p in parts}
+        attrs_of = meta.get("variables", {})
+        for n in self.variables:
+            var = ds.createVariable(n, "f4", dims, chunksizes=chunks,
                                     **NC_FILTERS[self.compression])
-            var.setncatts(_kept(meta.get("variables", {}).get(n, {})))
+            attrs = _kept(attrs_of.get(n) or attrs_of.get(owner.get(n, n)) or {})
+            attrs.pop(VECTOR_ATTR, None)
+            if n in owner:
+                attrs[VECTOR_ATTR] = owner[n]
+            var.setncatts(attrs)
         attrs = _kept(meta.get("global", {}))
         stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         line = f"{stamp}: stsr (STSR-INR) wrote {g.text()} points x {self.n_times} steps"
@@ -472,8 +494,8 @@ class NetCDFWriter(SeriesWriter):
 
     def _write(self, i: int, arrays: Dict[str, np.ndarray]) -> None:
         try:
-            for n in self.merged:
-                a = arrays[n]                                        # [Z, Y, X(, C)]
+            for n in self.variables:
+                a = arrays[n]                                        # [Z, Y, X]
                 for r in self.descending:
                     a = np.flip(a, AXIS_OF_ROLE[r] - 1)
                 self.ds.variables[n][i] = a[0] if self.flat else a

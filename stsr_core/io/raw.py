@@ -21,7 +21,7 @@ import numpy as np
 from ..errors import StsrError
 from ..grid import Grid
 from ..series import VolumeSeries
-from .stream import SeriesReader, SeriesWriter, fsync_file, keep_arrays, remove_quietly
+from .base import SeriesReader, SeriesWriter, fsync_file, keep_arrays, remove_quietly
 
 DEFAULT_PATTERN = "{variable}/{variable}-{index:04d}.raw"
 

@@ -1,12 +1,12 @@
 """VTK image data: ``.vti`` files, ``.pvd`` collections of them, and folders of ``.vti``.
 
-Reading and writing go through the ``vtkmodules`` that ParaView provides (VTK 9.2 on
-Debian), so what is written opens in ParaView and what ParaView writes is read here.
+Reading goes through the ``vtkmodules`` that ParaView provides (VTK 9.2 on Debian), so what
+ParaView writes is read here; writing goes through io/vtifile.py, which writes the layout
+VTK's own XML writer writes (ParaView opens it) with a step's blocks compressed on all cores.
 """
 from __future__ import annotations
 
 import dataclasses
-import errno
 import math
 import os
 import re
@@ -20,7 +20,9 @@ from ..errors import StsrError
 from ..files import apply_umask
 from ..grid import Grid
 from ..series import Frame, VolumeSeries, arrays_holding, merged_arrays, series_from_frames
-from .stream import SeriesWriter, fsync_file, make_output_folder, remove_quietly
+from .base import (SeriesReader, SeriesWriter, fsync_file, keep_arrays, make_output_folder,
+                   remove_quietly, split_merged)
+from .vtifile import write_vti
 from .vtkxml_check import check_image_file
 
 NON_IMAGE = {".vtu": "unstructured grid", ".vtp": "polygonal data", ".vts": "structured grid",
@@ -216,46 +218,6 @@ def image_from_series(series: VolumeSeries, t: int):
     return image_from_arrays(series.grid, merged_arrays(series, t), float(series.times[t]))
 
 
-def write_image(img, path: str, compression: str = "zlib") -> None:
-    """One XML .vti at ``path`` (callers write a temporary name and rename it): appended raw
-    binary (no base64), 64-bit headers (arrays over 4 GB), ``zlib``/``lz4`` compressed per
-    block or ``none`` (the values as they are in memory, the fastest to write and read)."""
-    _, _, _, _, Writer = _vtk()
-    w = Writer()
-    w.SetFileName(path)
-    w.SetInputData(img)
-    w.SetDataModeToAppended()
-    w.EncodeAppendedDataOff()
-    w.SetHeaderTypeToUInt64()
-    if compression == "none":
-        w.SetCompressorTypeToNone()
-    elif compression == "lz4":
-        w.SetCompressorTypeToLZ4()
-    elif compression == "zlib":
-        # level 1 in 1 MiB blocks: on a 129^3 field about twice VTK's default (level 5,
-        # 32 KiB) in speed and no bigger (docs/formats.md, bench/write_rates.py)
-        w.SetCompressorTypeToZLib()
-        w.SetCompressionLevel(1)
-        w.SetBlockSize(1 << 20)
-    else:
-        raise StsrError(f"cannot write '{path}': unknown .vti compression '{compression}' "
-                        "(none, zlib, lz4)")
-    from vtkmodules.vtkCommonCore import vtkCommand
-    from vtkmodules.vtkCommonMisc import vtkErrorCode
-    errors: List[str] = []        # observed, VTK's multi-line messages are not printed
-    for obj in (w, w.GetExecutive()):
-        obj.AddObserver(vtkCommand.ErrorEvent, lambda o, e: errors.append(e))
-    ok = w.Write()
-    code = w.GetErrorCode()       # a full disk: Write() returns 1 but sets the errno here
-    if code == vtkErrorCode.OutOfDiskSpaceError:
-        code = errno.ENOSPC
-    if 0 < code < vtkErrorCode.FileNotFoundError:          # a system errno
-        raise OSError(code, os.strerror(code), path)        # SeriesWriter says what is kept
-    if not ok or code or errors:
-        raise StsrError(f"could not write '{path}' ("
-                        f"{vtkErrorCode.GetStringFromErrorCode(code) if code else 'VTK failed'})")
-
-
 def _replace_with(tmp: str, path: str) -> None:
     """Flush ``tmp`` to the disk and rename it to ``path`` (atomic on one filesystem)."""
     fsync_file(tmp)
@@ -344,8 +306,7 @@ class PvdWriter(SeriesWriter):
         tmp = os.path.join(self.dir, f".{name}.tmp")
         final = os.path.join(self.dir, name)
         try:
-            write_image(image_from_arrays(self.grid, arrays, float(self.times[i])), tmp,
-                        self.compression)
+            write_vti(tmp, self.grid, arrays, float(self.times[i]), self.compression)
             _replace_with(tmp, final)
         except BaseException:
             remove_quietly(tmp)
@@ -448,8 +409,7 @@ class VtiWriter(SeriesWriter):
     def _write(self, i: int, arrays: Dict[str, np.ndarray]) -> None:
         tmp = os.path.join(os.path.dirname(self.path), f".{os.path.basename(self.path)}.tmp")
         try:
-            write_image(image_from_arrays(self.grid, arrays, float(self.times[i])), tmp,
-                        self.compression)
+            write_vti(tmp, self.grid, arrays, float(self.times[i]), self.compression)
             _replace_with(tmp, self.path)
         except BaseException:
             remove_quietly(tmp)
@@ -460,3 +420,68 @@ class VtiWriter(SeriesWriter):
 
     def _discard(self) -> None:
         pass
+
+
+# --- reading one step at a time --------------------------------------------------------------
+def vti_time(path: str) -> Optional[float]:
+    """A .vti's TimeValue with its point arrays left unread."""
+    if not os.path.isfile(path):
+        raise StsrError(f"file '{path}' does not exist")
+    check_image_file(path)                  # VTK crashes on some damaged files: not on these
+    r = _vtk()[3]()
+    r.SetFileName(path)
+    r.UpdateInformation()
+    r.GetPointDataArraySelection().DisableAllArrays()
+    r.GetCellDataArraySelection().DisableAllArrays()
+    r.Update()
+    fd = r.GetOutput().GetFieldData()
+    a = fd.GetArray("TimeValue") if fd is not None else None
+    return None if a is None or a.GetNumberOfTuples() < 1 else float(a.GetTuple1(0))
+
+
+class VtiStepReader(SeriesReader):
+    """Step by step over a ``.pvd``, a folder of ``.vti`` or one ``.vti`` (see
+    :meth:`at`): opening reads the first file's grid and names; each ``read_step`` reads
+    that step's file alone."""
+
+    def __init__(self, path: str, files: List[str], times: Sequence[float],
+                 arrays: Optional[Sequence[str]]) -> None:
+        first = read_vti(files[0], arrays)          # VTK reads only the asked arrays' data
+        self.arrays = arrays
+        # every array the file holds (read or not) names the choices in an error
+        self.keep = keep_arrays(list(first.stored or first.arrays), arrays, files[0])
+        self.files = files
+        variables, comps = split_merged({n: first.arrays[n] for n in self.keep})
+        super().__init__(path, first.grid, times, list(variables), comps)
+
+    @classmethod
+    def at(cls, path: str, arrays: Optional[Sequence[str]] = None) -> "VtiStepReader":
+        """The reader of a ``.pvd`` (its times), a folder of ``.vti`` (ordered by the last
+        number in their names; TimeValue times, else 0, 1, ...) or one ``.vti``."""
+        if path.lower().endswith(".pvd") and not os.path.isdir(path):
+            entries = pvd_steps(path)
+            return cls(path, [f for _, f in entries], [t for t, _ in entries], arrays)
+        if not os.path.isdir(path):
+            tv = vti_time(path)
+            return cls(path, [path], [0.0 if tv is None else tv], arrays)
+        names = sorted((f for f in os.listdir(path) if f.lower().endswith(".vti")),
+                       key=_natural_key)
+        if not names:
+            raise StsrError(f"folder '{path}' has no .vti files")
+        files = [os.path.join(path, f) for f in names]
+        tvs = [vti_time(f) for f in files]
+        times = [float(i) for i in range(len(files))] if any(t is None for t in tvs) else tvs
+        return cls(path, files, times, arrays)  # type: ignore[arg-type]
+
+    def read_step(self, i: int) -> Dict[str, np.ndarray]:
+        i = self._check(i)
+        frame = read_vti(self.files[i], self.arrays)
+        diffs = self.grid.differences(frame.grid)
+        if diffs:
+            raise StsrError(f"timesteps have different grids: '{self.files[i]}' differs from "
+                            f"'{self.files[0]}' ({'; '.join(diffs)})")
+        missing = [n for n in self.keep if n not in frame.arrays]
+        if missing:
+            raise StsrError(f"array {missing} is missing at a timestep: not in "
+                            f"'{self.files[i]}' (it is in '{self.files[0]}')")
+        return split_merged({n: frame.arrays[n] for n in self.keep})[0]
