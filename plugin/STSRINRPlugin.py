@@ -158,6 +158,33 @@ def _model_path(name, attr, retrain, doc):
     return smproperty.xml(xml)(_setter(name, attr, lambda v: v or "", retrain))
 
 
+# The numeric properties' ranges (stsr_core.config.Range keywords, or the name of the engine
+# setting a property sets), checked before each update: out of range is one error naming the
+# property, its value and its range. (The XML range domains only shape the GUI's sliders.)
+PROPERTY_RANGES = {
+    "SpatialScale": ("_scale", {"lo": 0, "open_lo": True}),
+    "OutputDimensions": ("_dims", {"lo": 0, "integer": True}),     # 0 0 0: SpatialScale
+    "TemporalScale": ("_time_scale", {"lo": 1, "integer": True}),
+    "TrainingMinutes": ("_minutes", {"lo": 0}),                     # 0: no time limit
+    "TrainingSteps": ("_steps", {"lo": 0, "integer": True}),        # 0: no step limit
+    "Seed": ("_seed", "seed"),
+}
+OUTPUT_PROPERTIES = ("SpatialScale", "OutputDimensions", "TemporalScale")
+
+
+def _check_ranges(algorithm, names):
+    """Raise naming the first of the properties ``names`` whose value is out of range."""
+    from stsr_core.config import RANGES, Range, out_of_range
+    for name in names:
+        attr, allowed = PROPERTY_RANGES[name]
+        allowed = RANGES[allowed] if isinstance(allowed, str) else Range(**allowed)
+        value = getattr(algorithm, attr)
+        message = out_of_range(name, tuple(value) if isinstance(value, list) else value,
+                               allowed)
+        if message:
+            raise RuntimeError(message)
+
+
 def _output_properties(scale, min_scale):
     """SpatialScale (default ``scale``), OutputDimensions, TemporalScale and ErrorEstimate:
     the output grid, times and arrays, the same for both proxies."""
@@ -450,9 +477,10 @@ class STSRINRUpscale(VTKPythonAlgorithmBase):
     # --- pipeline ----------------------------------------------------------------------
     @_reports_errors
     def RequestInformation(self, request, inInfoVec, outInfoVec):
-        from stsr_core.grid import Grid
         inInfo = inInfoVec[0].GetInformationObject(0)
-        api = _engine()
+        api = _engine()            # first: without the engine, its message says what to do
+        from stsr_core.grid import Grid
+        _check_ranges(self, PROPERTY_RANGES)
         ext = inInfo.Get(SDDP.WHOLE_EXTENT())
         dims = (ext[1] - ext[0] + 1, ext[3] - ext[2] + 1, ext[5] - ext[4] + 1)
         spacing = inInfo.Get(vtkDataObject.SPACING()) or (1.0, 1.0, 1.0)
@@ -485,7 +513,8 @@ class STSRINRUpscale(VTKPythonAlgorithmBase):
     @_reports_errors
     def RequestData(self, request, inInfoVec, outInfoVec):
         api = _engine()
-        if self._model is None:
+        _check_ranges(self, PROPERTY_RANGES)  # (the pipeline asks for data after a failed
+        if self._model is None:               # RequestInformation too: no output then)
             if not self._gathered(request, inInfoVec):
                 return 1
             self._obtain_model(api)
@@ -632,6 +661,7 @@ class STSRINRModel(VTKPythonAlgorithmBase):
     @_reports_errors
     def RequestInformation(self, request, inInfoVec, outInfoVec):
         api = _engine()
+        _check_ranges(self, OUTPUT_PROPERTIES)
         info = self._load(api).info
         g, times = _output_layout(api, info.grid, info.times, self._scale, self._dims,
                                   self._time_scale)
@@ -642,4 +672,5 @@ class STSRINRModel(VTKPythonAlgorithmBase):
     @_reports_errors
     def RequestData(self, request, inInfoVec, outInfoVec):
         api = _engine()
+        _check_ranges(self, OUTPUT_PROPERTIES)
         return _output_at_requested_time(self, api, self._load(api), outInfoVec)

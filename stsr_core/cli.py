@@ -27,10 +27,10 @@ DEVICE_HELP = f"where to compute: {', '.join(DEVICES)} (auto: CUDA when availabl
 # every writer's compressions, first the ones every format has
 COMPRESSION_CHOICES = list(dict.fromkeys(c for cs in COMPRESSIONS.values() for c in cs))
 EPILOG = ("Formats: .pvd, a folder of .vti, .vti, .h5/.hdf5, .nc (netCDF), .json (raw layout). "
-          "See README.md.")
+          "See README.md and docs/.")
 DISTRIBUTED_HELP = ("run as one of the processes torchrun, srun or mpiexec started (on by "
                     "itself when their environment says there are several): {work}; "
-                    "README: Running on a cluster")
+                    "docs/cluster.md")
 
 
 def _floats(text: str) -> List[float]:
@@ -252,6 +252,7 @@ def _process_group(a: argparse.Namespace) -> Iterator[bool]:
         yield True
         return
     a.device = distributed.device_for(a.device, launch)
+    a.joined_a_group = True              # main() ends this process itself (see there)
     with distributed.session(a.device, launch=launch):
         if launch.rank != 0:
             a.quiet = True
@@ -309,37 +310,46 @@ def _fit(a: argparse.Namespace, main: bool, series: "VolumeSeries",
          resume: Optional["api.TrainedModel"], model_overrides: dict, overrides: dict) -> int:
     from . import api
     bar = _Progress(a.quiet, "training")
+    stop = _StopDuringTheFit(main)
 
-    def on_progress(p: "api.TrainProgress") -> None:
+    def on_progress(p: "api.TrainProgress") -> Optional[bool]:
         if p.phase == "init":
             bar.update(p.fraction, f"fitting the base to the data: {p.init_fraction:.0%}")
-        else:
-            bar.update(p.fraction,
-                       f"step {p.step} loss {p.loss:.3g} PSNR(kept) {p.psnr:.2f} dB")
+            return stop.signum is None       # a signal came: the fit ends as a budget would
+        stop.training_started()
+        bar.update(p.fraction,
+                   f"step {p.step} loss {p.loss:.3g} PSNR(kept) {p.psnr:.2f} dB")
+        return None
 
     overrides.setdefault("log_every", 10)
     try:
-        tm = api.fit(series, a.preset, steps=a.steps, max_minutes=a.max_minutes,
-                     device=a.device, seed=a.seed, callback=on_progress,
-                     checkpoint_path=a.output, resume=resume, train_overrides=overrides,
-                     model_overrides=model_overrides or None)
+        with stop.handling():
+            tm = api.fit(series, a.preset, steps=a.steps, max_minutes=a.max_minutes,
+                         device=a.device, seed=a.seed, callback=on_progress,
+                         checkpoint_path=a.output, resume=resume, train_overrides=overrides,
+                         model_overrides=model_overrides or None)
     finally:
         bar.close()
     h = tm.info.history
+    code = 0 if stop.signum is None else _stopped(stop.signum)[1]
     if not main:
-        return 0
+        return code
     if h.get("processes", 1) > 1:
         print(f"stsr: {h['processes']} processes", file=sys.stderr)
     for note in h.get("init_notes", []):
         print(f"stsr: note: {note}", file=sys.stderr)
-    if h["stopped"] == "fitted":
+    if code:
+        print(f"stsr: {_stopped(stop.signum)[0]}; the model file holds the model fitted so "
+              f"far (saved {a.output}: it loads; the notes above say what the stop skipped)",
+              file=sys.stderr)
+    elif h["stopped"] == "fitted":
         print(f"fitted the base to the data in {h['elapsed_s']:.1f} s on {h['device']} (no "
               f"network to train); saved {a.output}", file=sys.stderr)
     else:
         print(f"trained {h['steps']} steps in {h['elapsed_s']:.1f} s on {h['device']}; "
               f"PSNR on kept data (last batch) {h['batch_psnr']:.2f} dB; saved {a.output}",
               file=sys.stderr)
-    return 0
+    return code
 
 
 def cmd_upscale(a: argparse.Namespace) -> int:
@@ -465,9 +475,12 @@ def cmd_info(a: argparse.Namespace) -> int:
           f"{' ...' if len(t) > 8 else ''}")
     h = info.history
     procs = f" x {h['processes']} processes" if int(h.get("processes", 1)) > 1 else ""
-    if h.get("stopped") == "fitted":
+    if h.get("stopped") == "fitted" or (h.get("stopped") == "cancelled"
+                                        and not h.get("steps")):
         print(f"fit          to the data in {float(h.get('elapsed_s', 0)):.1f} s on "
-              f"{h.get('device', '?')}{procs} (nothing to train)")
+              f"{h.get('device', '?')}{procs} ("
+              + ("nothing to train)" if h["stopped"] == "fitted" else
+                 "stopped before its end, nothing trained)"))
     elif h:
         print(f"training     {h.get('steps', '?')} steps, {float(h.get('elapsed_s', 0)):.1f} s "
               f"on {h.get('device', '?')}{procs}, last batch PSNR "
@@ -566,6 +579,53 @@ def _on_sigterm(signum: int, frame: object) -> None:
     raise Terminated()
 
 
+def _stopped(signum: int) -> tuple:
+    """What the exit message says of a signal, and the exit status (128 + its number)."""
+    return ("terminated", 143) if signum == signal.SIGTERM else ("interrupted", 130)
+
+
+class _StopDuringTheFit:
+    """Ctrl-C and SIGTERM during ``stsr fit``. While the model is fitted to the data (the
+    base's displacement fits: seconds to minutes) the first one is noted and the fit ends as
+    a spent time budget ends it: the fits done so far kept, the rest skipped, the model
+    saved (as ParaView's abort does). Once training has started, or at a second signal,
+    they stop at once as before (a network writes its last checkpoint)."""
+
+    def __init__(self, main: bool) -> None:
+        self.main = main
+        self.signum: Optional[int] = None
+        self.deferring = True
+
+    def __call__(self, signum: int, frame: object) -> None:
+        if not self.deferring or self.signum is not None:
+            raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+        self.signum = signum
+        if self.main:
+            print(f"\nstsr: {_stopped(signum)[0]}: ending the fit with the work done so far "
+                  "and saving it (again to stop at once, leaving the model file as it was)",
+                  file=sys.stderr)
+
+    def training_started(self) -> None:
+        """From here a signal stops at once; one that came just before stops now."""
+        self.deferring = False
+        if self.signum is not None:
+            raise Terminated() if self.signum == signal.SIGTERM else KeyboardInterrupt()
+
+    @contextlib.contextmanager
+    def handling(self) -> Iterator[None]:
+        """This handler for SIGTERM and SIGINT (unless SIGINT is ignored, as a background
+        job's is) while the block runs; the previous ones after it."""
+        names = [signal.SIGTERM] + ([signal.SIGINT] if signal.getsignal(signal.SIGINT)
+                                    is not signal.SIG_IGN else [])
+        previous = {n: signal.signal(n, self) for n in names}
+        try:
+            yield
+        finally:
+            self.deferring = False
+            for n, handler in previous.items():
+                signal.signal(n, handler)
+
+
 INTERRUPTED = {
     "fit": "the model file holds the last checkpoint (or, if none was written, is unchanged)",
     "upscale": "the output lists only complete steps; partial files were removed",
@@ -575,6 +635,21 @@ INTERRUPTED = {
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    code = _run(args)
+    if getattr(args, "joined_a_group", False):
+        # One of several processes, its work done, saved and the group left: it ends here.
+        # At the interpreter's exit torch 2.13 sometimes aborts such a process ("terminate
+        # called without an active exception", SIGABRT, after all Python code ran: 2 of 40
+        # two-process fits on the busy 2-core machine, never with one process), which
+        # would turn a finished run into a failed one; os._exit skips that exit.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The command, with its user errors and signals as one line and an exit status."""
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return COMMANDS[args.command](args)
@@ -582,10 +657,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"stsr: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
-        what = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        what, code = _stopped(signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT)
         detail = INTERRUPTED.get(args.command)
         print(f"stsr: {what}" + (f"; {detail}" if detail else ""), file=sys.stderr)
-        return 143 if isinstance(exc, Terminated) else 130
+        return code
     finally:
         signal.signal(signal.SIGTERM, previous)
 

@@ -8,6 +8,8 @@ preset table for the trade-offs). Configs are stored in model files as plain dic
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Sequence, Tuple
 
@@ -36,7 +38,7 @@ BASE_TIME_DESCRIPTIONS: Dict[str, str] = {
     "cubic": "natural cubic spline in time",
     "flow": "motion-compensated (follows features that move between steps)",
 }
-CHOICES: Dict[str, Tuple[str, ...]] = {
+CHOICES: Dict[str, Tuple[Any, ...]] = {
     "encoding": ("grid", "fourier", "none"),
     "grid_interp": ("cubic", "linear"),
     "base": ("spline", "none"),
@@ -47,13 +49,133 @@ CHOICES: Dict[str, Tuple[str, ...]] = {
     "learn_pairs": ("all", "space", "time"),
     "side_net": ("off", "prior"),
     "device": DEVICES,
+    "heads": (1, 8),                 # 1: one output per point; 8: one per octant block
 }
+
+
+INT64 = 2 ** 63      # integer settings are 64-bit in torch: |value| < 2^63 whatever the range
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric setting allows: finite numbers from ``lo`` to ``hi`` (None:
+    unbounded; ``open_lo`` / ``open_hi``: that end itself excluded), whole ones when
+    ``integer`` (and 64-bit); a tuple setting holds such numbers each; ``none``: None is
+    allowed too (no limit)."""
+
+    lo: Optional[float] = None
+    hi: Optional[float] = None
+    integer: bool = False
+    open_lo: bool = False
+    open_hi: bool = False
+    none: bool = False
+
+    def holds(self, value: Any) -> bool:
+        if value is None:
+            return self.none
+        if isinstance(value, tuple):
+            return all(self._holds_one(v) for v in value)
+        return self._holds_one(value)
+
+    def _holds_one(self, v: Any) -> bool:
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral if self.integer
+                                                 else numbers.Real):
+            return False
+        if self.integer and not -INT64 <= v < INT64:
+            return False
+        if not self.integer:       # (an integer is compared as it is: no float overflow)
+            try:
+                v = float(v)
+            except OverflowError:
+                return False
+            if not math.isfinite(v):
+                return False
+        return (self.lo is None or v > self.lo or (v == self.lo and not self.open_lo)) and \
+            (self.hi is None or v < self.hi or (v == self.hi and not self.open_hi))
+
+    def text(self) -> str:
+        """E.g. "an integer >= 1", "a number > 0", "a number in [0, 1)"."""
+        kind = "an integer" if self.integer else "a number"
+        lo, hi = (None if v is None else str(int(v)) if self.integer else f"{v:g}"
+                  for v in (self.lo, self.hi))
+        if lo is not None and hi is not None:
+            out = (f"{kind} in {'(' if self.open_lo else '['}{lo}, {hi}"
+                   f"{')' if self.open_hi else ']'}")
+        elif lo is not None:
+            out = f"{kind} {'>' if self.open_lo else '>='} {lo}"
+        elif hi is not None:
+            out = f"{kind} {'<' if self.open_hi else '<='} {hi}"
+        else:
+            out = "a finite number"
+        return out + (" or none" if self.none else "")
+
+
+COUNT = Range(1, integer=True)           # sizes, widths, levels
+COUNT0 = Range(0, integer=True)          # step counts and thresholds, 0 allowed
+POSITIVE = Range(0, open_lo=True)        # rates, scales, frequencies, seconds
+WEIGHT = Range(0)                        # penalty weights: 0 turns the term off
+SHARE = Range(0, 1)
+# a sine layer's frequency: its initial weights are bounded by 1/omega (a tiny omega
+# overflows them), and far above the presets' 1 to 30 every input aliases
+OMEGA = Range(0.001, 1000)
+
+# Every numeric setting's range, beside its choices (a tuple setting: each of its numbers);
+# each config's __post_init__ checks them, so --set, the plugin's properties and model files
+# all get one line naming the setting, the value and the range.
+RANGES: Dict[str, Range] = {
+    # the networks
+    "latent_dim": COUNT, "trunk_widths": COUNT, "head_widths": COUNT, "width": COUNT,
+    "depth": COUNT, "n_res_blocks": COUNT0,
+    "omega_first": OMEGA, "omega_trunk": OMEGA, "omega_res": OMEGA, "omega_head": OMEGA,
+    "omega_hidden": OMEGA, "omega_0": OMEGA,
+    "grid_levels": COUNT, "grid_features": COUNT, "grid_max_res_factor": POSITIVE,
+    "fourier_features": COUNT, "fourier_sigma": POSITIVE,
+    "base_out_init": Range(), "tv_weight": WEIGHT,
+    # the fast base's displacement fits (a fit needs 2 points per axis)
+    "flow_coarsen": COUNT, "flow_max_points": Range(2, integer=True), "flow_iters": COUNT0,
+    "flow_smooth": WEIGHT, "flow_levels": COUNT,
+    # the learned correction
+    "learn_share": SHARE, "learn_steps": COUNT0, "learn_min_points": COUNT0,
+    "learn_min_steps": COUNT0, "learn_features": COUNT, "learn_hidden": COUNT,
+    # training
+    "steps": Range(0, integer=True, none=True),
+    "max_minutes": Range(0, open_lo=True, none=True),
+    "batch_size": COUNT, "lr": POSITIVE, "lr_latent": POSITIVE,
+    "betas": Range(0, 1, open_hi=True),
+    "weight_decay": WEIGHT, "warmup_steps": COUNT0, "kl_weight": WEIGHT,
+    "latent_sigma": POSITIVE, "seed": Range(-INT64, INT64 - 1, integer=True),
+    "checkpoint_every": COUNT0, "checkpoint_seconds": POSITIVE, "log_every": COUNT,
+    "num_threads": Range(1, integer=True, none=True),
+}
+
+
+def out_of_range(name: str, value: Any, allowed: Range) -> Optional[str]:
+    """The one line that says ``value`` of the setting (or property) ``name`` lies outside
+    ``allowed``, naming the range; None when it lies inside."""
+    if allowed.holds(value):
+        return None
+    items = value if isinstance(value, tuple) else (value,)
+    each = " each" if isinstance(value, tuple) else ""
+    wide = allowed.hi is None and any(isinstance(v, int) and abs(v) >= INT64 for v in items)
+    return (f"{name} {value!r} is out of range; allowed: {allowed.text()}{each}"
+            f"{' (64-bit)' if wide else ''}")
+
+
+def check_ranges(cfg: Any) -> None:
+    """Raise StsrError naming the setting, its value and its range when a field of ``cfg``
+    listed in :data:`RANGES` holds a value outside it (NaN and infinity included)."""
+    for f in dataclasses.fields(cfg):
+        allowed = RANGES.get(f.name)
+        message = allowed and out_of_range(f.name, getattr(cfg, f.name), allowed)
+        if message:
+            raise StsrError(message)
 
 
 def check_choices(cfg: Any) -> None:
     """Raise StsrError naming the setting, its value and the allowed ones when a field of
-    ``cfg`` listed in :data:`CHOICES` holds anything else (called by each config's
-    ``__post_init__``, so presets, ``--set``, the plugin and model files are all checked)."""
+    ``cfg`` listed in :data:`CHOICES` holds anything else, or one in :data:`RANGES` a value
+    outside its range (called by each config's ``__post_init__``, so presets, ``--set``, the
+    plugin and model files are all checked)."""
     for f in dataclasses.fields(cfg):
         allowed = CHOICES.get(f.name)
         value = getattr(cfg, f.name)
@@ -62,9 +184,11 @@ def check_choices(cfg: Any) -> None:
         if f.name == "device" and (value is None or str(value).lower() in allowed
                                    or str(value).lower().startswith("cuda:")):
             continue                     # train.resolve_device's spellings
-        raise StsrError(f"unknown {f.name} '{value}'; allowed: {', '.join(allowed)}")
+        raise StsrError(f"unknown {f.name} '{value}'; allowed: "
+                        f"{', '.join(map(str, allowed))}")
     if getattr(cfg, "kind", None) != getattr(type(cfg), "kind", None):
         raise StsrError(f"{type(cfg).__name__} is kind '{type(cfg).kind}', not '{cfg.kind}'")
+    check_ranges(cfg)
 
 
 @dataclass

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
+import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, TypeVar
 
@@ -189,9 +190,15 @@ def init(device: str = "cpu", config: Optional[DistConfig] = None,
 
 def shutdown() -> None:
     """Leave the group (a no-op without one); safe to call twice."""
-    if dist.is_available() and dist.is_initialized():
-        with contextlib.suppress(Exception):
-            dist.destroy_process_group()
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    try:
+        dist.destroy_process_group()
+    except Exception as exc:  # noqa: BLE001 - leaving must not hide the command's result
+        # a group left undestroyed can abort the process at its exit ("terminate called
+        # without an active exception": gloo's threads outlive the interpreter): say why
+        print(f"stsr: note: rank {rank()} could not leave the process group cleanly "
+              f"({type(exc).__name__}: {_first_line(exc)})", file=sys.stderr)
 
 
 @contextlib.contextmanager

@@ -62,12 +62,7 @@ def _train_config(tcfg: TrainConfig, overrides: Optional[Dict[str, Any]],
         tcfg = dataclasses.replace(tcfg, steps=steps, max_minutes=max_minutes)
     if seed is not None:
         tcfg = dataclasses.replace(tcfg, seed=int(seed))
-    tcfg = dataclasses.replace(tcfg, device=device)
-    if tcfg.steps is not None and tcfg.steps < 0:
-        raise StsrError(f"steps must be >= 0, got {tcfg.steps}")
-    if tcfg.max_minutes is not None and tcfg.max_minutes <= 0:
-        raise StsrError(f"max minutes must be > 0, got {tcfg.max_minutes}")
-    return tcfg
+    return dataclasses.replace(tcfg, device=device)    # checks every setting's range
 
 
 def _prepare_device(tcfg: TrainConfig) -> torch.device:
@@ -120,6 +115,8 @@ def _start_run(series: VolumeSeries, preset: str, tcfg: TrainConfig,
     cancelled = model.init_from_data(
         data, progress=init_progress if callback is not None else None,
         budget_s=None if budget is None else INIT_BUDGET_SHARE * budget) is False
+    if distributed.active():     # one rank stopped (a signal to it alone): none trains
+        cancelled = distributed.any_rank(cancelled, "agreeing whether the fit was stopped")
     info.history["init_notes"] = (list(getattr(getattr(model, "base", None), "fit_notes", []))
                                   + list(getattr(model, "learn_notes", [])))
     choice = getattr(getattr(model, "base", None), "selection", None)

@@ -6,7 +6,7 @@ object with ``dimensions``, ``origin``, ``spacing`` and a ``point_data`` mapping
 VTK's point order (x fastest). PyVista is optional: it is imported only to build the
 ``pyvista.ImageData`` objects :func:`images_from_series` returns, so the engine and the
 ParaView plugin never need it (PyPI's pyvista brings PyPI's vtk, which must not shadow
-ParaView's; see README, "Formats").
+ParaView's; see docs/formats.md).
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def _pyvista():
         import pyvista
     except ImportError:
         raise StsrError("pyvista is needed to return pyvista.ImageData (pip install pyvista, "
-                        "in a venv without ParaView: see README, 'Formats'); "
+                        "in a venv without ParaView: see docs/formats.md); "
                         "predict_series() returns the same values without it") from None
     return pyvista
 

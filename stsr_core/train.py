@@ -78,8 +78,8 @@ def resolve_device(name: str) -> torch.device:
 
 def kl_divergence(mu: torch.Tensor, sigma: float) -> torch.Tensor:
     """KL(N(mu, sigma^2) || N(0, 1)), summed over code dimensions, averaged over variables."""
-    var = sigma * sigma
-    return 0.5 * (mu.pow(2) + var - 1.0 - math.log(var)).sum(dim=-1).mean()
+    var = sigma * sigma     # log(var) as 2 log(sigma): a tiny sigma's square underflows to 0
+    return 0.5 * (mu.pow(2) + var - 1.0 - 2.0 * math.log(sigma)).sum(dim=-1).mean()
 
 
 def make_optimizer(model: FieldModel, cfg: TrainConfig) -> torch.optim.Optimizer:

@@ -7,6 +7,7 @@ after the other in one process (imports are paid once), with an address-space li
 test process sends a request per case as a JSON line and reads the outcome back:
 
     {"op": "series" | "stream" | "vti" | "model", "path": "...", "arrays": null | [...]}
+    {"op": "fit", "path": "a series", "args": ["--set", "KEY=VALUE", ...]}
  -> {"outcome": "ok" | "error" | "bug" | "invalid", ...}
 
 ``error``: the project's StsrError (its message); ``bug``: any other exception (its
@@ -96,13 +97,38 @@ def _model(path: str, arrays: Optional[Sequence[str]]) -> Dict[str, Any]:
     return {"variables": list(tm.info.variables), "preset": tm.info.preset}
 
 
+def _fit(path: str, args: Sequence[str]) -> Dict[str, Any]:
+    """``stsr fit PATH -o MODEL ARGS`` through the CLI's own main: exit status 0 and a model
+    that loads and answers (ok), or 2 with one last line ``stsr: error: ...`` (raised here
+    as that error); anything else is invalid (a traceback would have come as an exception)."""
+    import contextlib
+    import io
+    import tempfile
+    from stsr_core import cli
+    from stsr_core.errors import StsrError
+    with tempfile.TemporaryDirectory() as d:
+        model = os.path.join(d, "m.stsr")
+        text = io.StringIO()
+        with contextlib.redirect_stdout(text), contextlib.redirect_stderr(text):
+            code = cli.main(["fit", path, "-o", model, *args])
+        lines = text.getvalue().strip().splitlines()
+        if code == 2 and lines and lines[-1].startswith("stsr: error: "):
+            raise StsrError(lines[-1][len("stsr: error: "):])
+        if code != 0:
+            return {"outcome": "invalid", "why": f"exit status {code}: {lines[-3:]}"}
+        return _model(model, None)
+
+
 OPS = {"series": _series, "stream": _stream, "vti": _vti, "model": _model}
 
 
 def handle(request: Dict[str, Any]) -> Dict[str, Any]:
     from stsr_core.errors import StsrError
     try:
-        result = OPS[request["op"]](request["path"], request.get("arrays"))
+        if request["op"] == "fit":
+            result = _fit(request["path"], request["args"])
+        else:
+            result = OPS[request["op"]](request["path"], request.get("arrays"))
     except StsrError as exc:
         return {"outcome": "error", "message": str(exc)}
     except Exception as exc:  # noqa: BLE001 - what the fuzz tests are looking for

@@ -15,6 +15,7 @@ import pytest
 
 from stsr_core import StsrError, api
 from stsr_core.io import read_series, write_series
+from stsr_run import main_here
 from test_engine import smooth_series
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,8 +55,9 @@ def data(tmp_path_factory):
     """A coarse series and a model of it, made once."""
     d = tmp_path_factory.mktemp("diskfull")
     write_series(smooth_series(nx=5, ny=5, nz=5, nt=3), str(d / "coarse.pvd"))
-    r = stsr("fit", d / "coarse.pvd", "-o", d / "model.stsr", "--quiet", *QUICK)
-    assert r.returncode == 0, r.stderr
+    code, _, err = main_here("fit", d / "coarse.pvd", "-o", d / "model.stsr", "--quiet", *QUICK,
+                             cwd=d)
+    assert code == 0, err
     return d
 
 
@@ -77,8 +79,9 @@ def test_a_disk_full_during_upscale_keeps_the_previous_output_or_complete_steps(
         data, tmp_path, previous):
     out = tmp_path / "up.pvd"
     if previous:
-        r = stsr("upscale", data / "model.stsr", "-o", out, "--scale", "2", "--quiet")
-        assert r.returncode == 0, r.stderr
+        code, _, err = main_here("upscale", data / "model.stsr", "-o", out, "--scale", "2",
+                                 "--quiet", cwd=tmp_path)
+        assert code == 0, err
         old = read_series(str(out))
         files = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     # 9 steps; the disk is full after 3 flushes (a new output flushes each step and its .pvd)
@@ -134,9 +137,11 @@ def test_fit_into_a_full_filesystem_keeps_the_previous_model(data, small_disk):
     shutil.copy(data / "model.stsr", model)
     before = model.read_bytes()
     fill(leave=8192)                # room for the lock file, not for a model
-    r = stsr("fit", data / "coarse.pvd", "-o", model, "--overwrite", "--quiet", *QUICK,
-             "--set", "network=true", "--steps", "1")
-    one_line_error(r, f"cannot write '{model}': the disk is full")
+    code, out, err = main_here("fit", data / "coarse.pvd", "-o", model, "--overwrite",
+                               "--quiet", *QUICK, "--set", "network=true", "--steps", "1",
+                               cwd=disk)
+    one_line_error(subprocess.CompletedProcess([], code, out, err),
+                   f"cannot write '{model}': the disk is full")
     assert model.read_bytes() == before and sorted(os.listdir(disk)) == ["filler", "m.stsr"]
     assert api.load_model(str(model)).info.history["stopped"] == "fitted"
 

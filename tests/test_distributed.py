@@ -16,6 +16,7 @@ import torch
 from stsr_core import api, distributed
 from stsr_core.errors import StsrError
 from stsr_core.io import read_series, write_series
+from stsr_run import main_here
 from test_engine import smooth_series
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -51,7 +52,7 @@ def stsr(*args, cwd, launcher=PYTHON_M, timeout=180, **extra):
 
 
 def torchrun(n):
-    """torchrun as the README gives it (--standalone: a free port of its own)."""
+    """torchrun as docs/cluster.md gives it (--standalone: a free port of its own)."""
     return [TORCHRUN, "--standalone", "--nproc-per-node", str(n), "-m"]
 
 
@@ -180,8 +181,9 @@ def test_a_killed_rank_stops_the_other_with_an_error_and_the_checkpoint_stays_va
     tm = api.load_model(str(model))                # the last checkpoint: complete, valid
     assert tm.info.history["steps"] >= 5 and tm.info.history["stopped"] == "checkpoint"
     # --resume with another number of processes than the run that wrote it
-    stsr("fit", "coarse.pvd", "-o", str(model), "--resume", "--steps", "5", "--quiet",
-         "--device", "cpu", cwd=work)
+    code, _, err = main_here("fit", "coarse.pvd", "-o", model, "--resume", "--steps", "5",
+                             "--quiet", "--device", "cpu", cwd=work)
+    assert code == 0, err
     assert api.load_model(str(model)).info.history["steps"] == tm.info.history["steps"] + 5
 
 
@@ -191,7 +193,8 @@ def test_upscale_with_two_mpiexec_ranks_writes_the_same_files_as_one(work):
     if not (work / "one.stsr").exists():
         one_process_fit(work, "one.stsr")
     args = ["--scale", "2", "--time-scale", "2", "--quiet"]
-    stsr("upscale", "one.stsr", "-o", "a/up.pvd", *args, cwd=work)
+    code, _, err = main_here("upscale", "one.stsr", "-o", "a/up.pvd", *args, cwd=work)
+    assert code == 0, err
     r = stsr("upscale", "one.stsr", "-o", "b/up.pvd", *args, "--distributed", "--timings",
              "t.json", cwd=work, launcher=MPIEXEC, MASTER_PORT=str(free_port()), **MPI_ROOT)
     assert "by 2 processes" in r.stderr

@@ -36,8 +36,9 @@ def trained(tmp_path_factory):
     checkpoints, resume and latent codes to blend."""
     s = smooth_series()
     path = str(tmp_path_factory.mktemp("m") / "model.stsr")
-    tm = api.fit(s, "fast", steps=300, device="cpu", seed=1, checkpoint_path=path,
-                 model_overrides=WITH_NETWORK)
+    tm = api.fit(s, "fast", steps=40, device="cpu", seed=1, checkpoint_path=path,
+                 model_overrides={**WITH_NETWORK, "flow_iters": 30},
+                 train_overrides={"batch_size": 2048})
     return s, tm, path
 
 

@@ -6,21 +6,20 @@ The files are made here (valid ones from the project's writers, then mutated by 
 strategies below) and read in tests/fuzz_worker.py, a separate process, so that a crash in
 VTK, HDF5 or torch, or a hang, is reported as a failing case instead of ending the run.
 
-Hypothesis profiles (STSR_FUZZ_PROFILE): ``ci`` (default, in ``make test``): a few hundred
-cases per reader, derandomized (the same cases every run); ``long`` (``make fuzz``): 20x as
-many, a new random draw each run. STSR_FUZZ_REPORT=FILE writes the cases tried per reader.
-Each bug found is pinned by an ``@example`` on its test.
+Also ``stsr fit --set KEY=VALUE`` with values in and out of each setting's range: a model, or
+one ``stsr: error:`` line naming the setting.
+
+Hypothesis profiles and the worker: tests/fuzzing.py (``make test`` runs a few hundred
+cases per reader, the same every run; ``make fuzz`` 20x as many, a new draw each run).
+STSR_FUZZ_REPORT=FILE writes the cases tried per reader. Each bug found is pinned by an
+``@example`` on its test.
 """
 from __future__ import annotations
 
-import collections
 import json
 import os
 import re
-import select
 import shutil
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -29,79 +28,15 @@ import numpy as np
 import pytest
 
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, example, given, settings  # noqa: E402
+from hypothesis import example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
+
+from fuzzing import Worker, cases, write_report  # noqa: E402
 
 from stsr_core.io import write_series  # noqa: E402
 from test_engine import smooth_series  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-WORKER = Path(__file__).resolve().parent / "fuzz_worker.py"
-
-_COMMON = dict(deadline=None, database=None, print_blob=True,
-               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                      HealthCheck.filter_too_much])
-settings.register_profile("ci", derandomize=True, **_COMMON)
-settings.register_profile("long", derandomize=False, **_COMMON)
-PROFILE = os.environ.get("STSR_FUZZ_PROFILE", "ci")
-settings.load_profile(PROFILE)
-SCALE = {"ci": 1, "long": 20}[PROFILE]
-# a case that takes longer than this in the worker is a hang (the first one pays imports)
-CASE_TIMEOUT_S = 60
-
-
-def cases(n: int) -> int:
-    """Examples per test: ``n`` in make test, SCALE times that in make fuzz."""
-    return n * SCALE
-
-
-# --- the worker process ----------------------------------------------------------------------
-class Worker:
-    """tests/fuzz_worker.py, restarted after a crash or a hang; counts the cases per reader."""
-
-    def __init__(self, log: Path) -> None:
-        self.log = log
-        self.proc: Optional[subprocess.Popen] = None
-        self.cases: Dict[str, int] = collections.Counter()       # per reader
-        self.seen: Dict[str, set] = {}                            # its case folders
-        self.outcomes: Dict[str, int] = collections.Counter()    # per reader, call, outcome
-
-    def _start(self) -> subprocess.Popen:
-        path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
-        env = dict(os.environ, PYTHONPATH=path, OMP_NUM_THREADS="1")
-        with open(self.log, "ab") as log:
-            return subprocess.Popen([sys.executable, str(WORKER)], stdin=subprocess.PIPE,
-                                    stdout=subprocess.PIPE, stderr=log, env=env, text=True)
-
-    def ask(self, op: str, path: Path, arrays: Optional[Sequence[str]] = None
-            ) -> Dict[str, Any]:
-        if self.proc is None or self.proc.poll() is not None:
-            self.proc = self._start()
-        proc = self.proc
-        assert proc.stdin is not None and proc.stdout is not None
-        try:
-            proc.stdin.write(json.dumps({"op": op, "path": str(path), "arrays": arrays}) + "\n")
-            proc.stdin.flush()
-        except BrokenPipeError:
-            pass
-        ready, _, _ = select.select([proc.stdout], [], [], CASE_TIMEOUT_S)
-        if not ready:
-            self.stop()
-            return {"outcome": "hang", "why": f"no answer in {CASE_TIMEOUT_S} s"}
-        line = proc.stdout.readline()
-        if not line:
-            rc = proc.wait()
-            self.proc = None
-            tail = self.log.read_text(errors="replace")[-1500:]
-            return {"outcome": "crash", "why": f"the reader's process died (exit status "
-                                               f"{rc}); its stderr ends: {tail}"}
-        return json.loads(line)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait()
-            self.proc = None
 
 
 @pytest.fixture(scope="module")
@@ -109,10 +44,7 @@ def worker(tmp_path_factory):
     w = Worker(tmp_path_factory.mktemp("fuzzlog") / "worker-stderr.txt")
     yield w
     w.stop()
-    report = os.environ.get("STSR_FUZZ_REPORT")
-    if report:                        # tests/fuzz_report.py prints it
-        Path(report).write_text(json.dumps({"cases": w.cases, "outcomes": w.outcomes},
-                                           indent=1, sort_keys=True))
+    write_report(w)
 
 
 @pytest.fixture(scope="module")
@@ -678,3 +610,125 @@ def test_a_damaged_or_crafted_model_file_loads_or_fails_with_one_clear_error(
         path = case.dir / "model.stsr"
         path.write_bytes(raw)
         check(worker, "model", case, "model", path)
+
+
+# --- stsr fit --set KEY=VALUE: every setting in and out of its range --------------------------
+# each preset with settings that keep a fit of the tiny series below a second; the fuzzed
+# settings come after them (the last --set of a key wins)
+QUICK_BASE = ["--set", "flow_iters=2"]
+FIT_PRESETS = {
+    "fast": QUICK_BASE,
+    "fast network": [*QUICK_BASE, "--set", "network=true"],
+    "liif": ["--preset", "liif", *QUICK_BASE, "--set", "learn_steps=3"],
+    "siren": ["--preset", "siren", "--set", "width=8"],
+    "paper": ["--preset", "paper", "--set", "trunk_widths=8,8,8", "--set", "latent_dim=8",
+              "--set", "head_widths=8,8"],
+}
+FIT_ARGS = ["--quiet", "--device", "cpu", "--steps", "2", "--batch-size", "64"]
+# text no user types into a shell (a newline in a value would split its error line)
+TYPED = st.text(st.characters(blacklist_categories=("Cc", "Cs")), max_size=12)
+
+
+def _number_text(x: Any) -> str:
+    return repr(x) if isinstance(x, float) else str(x)
+
+
+def setting_values(name: str, default: Any, inside: bool) -> st.SearchStrategy[str]:
+    """Texts for ``--set name=TEXT``: values the setting allows (small ones: a fit of each
+    must stay quick) or values it does not (below or above its range, the wrong type, NaN
+    and infinity, another word than its choices)."""
+    from stsr_core.config import CHOICES, RANGES
+    if name in CHOICES:
+        allowed = [str(c) for c in CHOICES[name]]
+        return st.sampled_from(allowed) if inside else TYPED.filter(
+            lambda t: t.strip() not in allowed)
+    if isinstance(default, bool):
+        words = ["true", "false", "yes", "no", "1", "0"]
+        return st.sampled_from(words) if inside else TYPED.filter(
+            lambda t: t.strip().lower() not in words)
+    r = RANGES.get(name)
+    if r is None:                      # kind: the preset's, never set
+        return TYPED
+    if isinstance(default, tuple):
+        items = [setting_values(name, default[0], True)] * len(default)
+        if inside:
+            return st.tuples(*items).map(",".join)
+        bad = st.integers(0, len(default) - 1)
+        return st.tuples(bad, setting_values(name, default[0], False), st.tuples(*items)).map(
+            lambda b: ",".join(b[1] if i == b[0] else v for i, v in enumerate(b[2])))
+    if r.integer:
+        lo = -(2 ** 63) if r.lo is None else int(r.lo)
+        if inside:
+            top = int(r.hi) if r.hi is not None else lo + 3
+            return st.integers(lo, min(top, lo + 3) if name != "seed" else top).map(str)
+        below = st.integers(max_value=lo - 1) if r.lo is not None else st.nothing()
+        return st.one_of(below.map(str), st.sampled_from(["2.5", "1e3", "nan", "inf", "x",
+                                                          str(2 ** 64)]))
+    lo = -2.0 if r.lo is None else float(r.lo)
+    hi = float(r.hi) if r.hi is not None else lo + 2.0
+    if inside:
+        return st.floats(lo, hi, exclude_min=r.open_lo, exclude_max=r.open_hi).map(_number_text)
+    outside = [st.sampled_from(["nan", "inf", "-inf", "1e400", "x"])]
+    if r.lo is not None:
+        outside.append(st.floats(max_value=lo, exclude_max=not r.open_lo,
+                                 allow_nan=False, allow_infinity=False).map(_number_text))
+    if r.hi is not None:
+        outside.append(st.floats(min_value=hi, exclude_min=not r.open_hi,
+                                 allow_nan=False, allow_infinity=False).map(_number_text))
+    return st.one_of(outside)
+
+
+@st.composite
+def fit_settings(draw) -> Tuple[str, List[Tuple[str, str, bool]]]:
+    """A preset and one to three settings of its configs, each in its range or not."""
+    import dataclasses
+
+    from stsr_core.config import TrainConfig, preset
+    name = draw(st.sampled_from(sorted(FIT_PRESETS)))
+    mcfg, tcfg = preset("liif" if name == "liif" else name.split()[0])
+    fields = [(f.name, getattr(cfg, f.name)) for cfg in (mcfg, tcfg)
+              for f in dataclasses.fields(cfg)]
+    picked = draw(st.lists(st.sampled_from(fields), min_size=1, max_size=3,
+                           unique_by=lambda f: f[0]))
+    out = []
+    for key, default in picked:
+        inside = key != "kind" and draw(st.booleans())
+        out.append((key, draw(setting_values(key, default, inside)), inside))
+    assert isinstance(tcfg, TrainConfig)
+    return name, out
+
+
+@pytest.fixture(scope="module")
+def fit_series(case_root) -> Path:
+    path = case_root / "fit-series.pvd"
+    write_series(smooth_series(nx=5, ny=5, nz=5, nt=3), str(path))
+    return path
+
+
+@settings(max_examples=cases(40))
+# (make fuzz) the decoder's sizes were not passed to its training: any but the defaults failed
+@example(case=("liif", [("learn_features", "1", True)]))
+# (make fuzz) a latent_sigma whose square underflows: the KL term took log(0)
+@example(case=("paper", [("latent_sigma", "5e-324", True)]))
+# (make fuzz) a sine layer's frequency so small that its initial weights overflowed: the
+# omegas' range is [0.001, 1000] now
+@example(case=("paper", [("omega_trunk", "5e-324", False)]))
+@given(case=fit_settings())
+def test_every_set_value_fits_or_is_one_error_line_naming_the_setting(worker, fit_series,
+                                                                      case):
+    name, chosen = case
+    args = [*FIT_ARGS, *FIT_PRESETS[name]]
+    for key, text, _ in chosen:
+        args += ["--set", f"{key}={text}"]
+    worker.cases["--set"] += 1
+    r = worker.ask("fit", fit_series, args=args)
+    worker.outcomes[f"--set fit: {r['outcome']}"] += 1
+    bad = [key for key, _, inside in chosen if not inside]
+    what = f"stsr fit {' '.join(args)}"
+    if bad or r["outcome"] != "ok":
+        # out of range: refused; in range: a model, or a combination refused (heads=8 with
+        # the spline base, learn with a network), naming what to change
+        named = bad or [key for key, _, _ in chosen]
+        assert r["outcome"] == "error", f"{what}: {r}"
+        assert "\n" not in r["message"].strip(), f"{what}: a multi-line error {r}"
+        assert any(k in r["message"] for k in named), f"{what}: names none of {named}: {r}"

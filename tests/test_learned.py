@@ -1,10 +1,6 @@
 """The learned correction (preset liif): pairs made from the coarse series alone, a local
 implicit decoder that answers at any scale, a share that falls to 0 where it does not help,
 a calibrated error estimate, and the model file, CLI and outputs that carry it."""
-import os
-import subprocess
-import sys
-
 import dataclasses
 
 import numpy as np
@@ -19,8 +15,8 @@ from stsr_core.learned.correction import (CorrectionConfig, learn_across_scales,
 from stsr_core.learned.decoder import DecoderConfig
 from stsr_core.learned.pairs import Pair, build_pairs, left_out_steps
 from stsr_core.series import VolumeSeries
+from stsr_run import main_here
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # short fits for tiny tests, trusting what the probe measures whatever the data's size
 TINY = {"flow_iters": 30, "learn_steps": 30, "learn_min_points": 0, "learn_min_steps": 0}
 BASE_KW = {"base_time": "auto", "flow_coarsen": 2, "flow_max_points": 32}
@@ -162,14 +158,11 @@ def test_a_liif_model_round_trips_through_its_file_with_its_error_arrays(tmp_pat
 def test_stsr_upscale_writes_the_error_arrays_unless_told_not_to(tmp_path):
     series = tmp_path / "in.pvd"
     write_series(front_series(), str(series))
-    env = dict(os.environ, PYTHONPATH=ROOT)
-    cli = [sys.executable, "-m", "stsr_core.cli"]
 
     def run(*args):
-        r = subprocess.run(cli + list(args), capture_output=True, text=True, env=env,
-                           timeout=300)
-        assert r.returncode == 0, r.stdout + r.stderr
-        return r.stdout + r.stderr
+        code, out, err = main_here(*args, cwd=tmp_path)
+        assert code == 0, out + err
+        return out + err
 
     model = str(tmp_path / "m.stsr")
     run("fit", str(series), "-o", model, "--preset", "liif", "--steps", "1", "--device", "cpu",

@@ -2,21 +2,18 @@
 netCDF4 library itself (netCDF-4 and classic), read back through stsr's reader, and the
 upscaled output checked with the library again (attributes, dimension names, time units)."""
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from stsr_core import StsrError
 from stsr_core.io import open_series_reader, open_series_writer, read_series, write_series
+from stsr_run import main_here
 from test_engine import smooth_series
 
 netCDF4 = pytest.importorskip("netCDF4", reason="netCDF4 is not installed (Debian: "
                               "python3-netcdf4; make setup installs it)")
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-STSR = os.path.join(os.path.dirname(sys.executable), "stsr")
 LAT = np.array([30.0, 20.0, 10.0, 0.0])            # north to south, as many files store it
 
 
@@ -203,21 +200,14 @@ def test_an_aborted_writer_leaves_no_file_behind(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
-def run_stsr(*args, cwd):
-    path = os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p)
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=path)
-    return subprocess.run([STSR, *args], capture_output=True, text=True, cwd=cwd, env=env,
-                          timeout=300)
-
-
 def test_cli_fits_a_netcdf_file_and_upscales_to_netcdf_with_its_attributes(tmp_path):
     write_ocean_file(str(tmp_path / "ocean.nc"))
-    r = run_stsr("fit", "ocean.nc", "-o", "m.stsr", "--quiet", "--device", "cpu",
-                 cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
-    r = run_stsr("upscale", "m.stsr", "-o", "out/up.nc", "--scale", "2", "--time-scale", "2",
-                 "--quiet", "--device", "cpu", cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
+    code, out, err = main_here("fit", "ocean.nc", "-o", "m.stsr", "--quiet", "--device", "cpu",
+                               "--set", "flow_iters=30", cwd=tmp_path)
+    assert code == 0, err
+    code, out, err = main_here("upscale", "m.stsr", "-o", "out/up.nc", "--scale", "2",
+                               "--time-scale", "2", "--quiet", "--device", "cpu", cwd=tmp_path)
+    assert code == 0, err
     with netCDF4.Dataset(tmp_path / "out" / "up.nc") as d:
         assert d["temp"].dimensions == ("time", "lev", "lat", "lon")
         assert d["temp"].shape == (7, 5, 7, 9)

@@ -12,6 +12,11 @@ from stsr_core import api, config
 from stsr_core.io import write_series
 from test_engine import smooth_series
 
+hypothesis = pytest.importorskip("hypothesis")
+from fuzzing import Worker, cases, write_report  # noqa: E402
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PLUGIN = os.path.join(ROOT, "plugin", "STSRINRPlugin.py")
 PV = os.path.join(ROOT, "tests", "pv")
@@ -94,18 +99,43 @@ def test_filter_and_model_source(prog, series_file, tmp_path):
     np.testing.assert_allclose(filt["v"], v, rtol=1e-5, atol=1e-6)
 
 
-def test_the_model_source_shows_the_error_estimate_as_arrays_to_colour_by(tmp_path):
+@pytest.fixture(scope="module")
+def plugin(tmp_path_factory):
+    """One pvpython with the plugin loaded, for the checks that can share it (its errors,
+    the error estimate's arrays, the numeric properties fuzzed): tests/pv/plugin_worker.py."""
+    w = Worker(tmp_path_factory.mktemp("pvlog") / "pvpython-stderr.txt",
+               ["pvpython", os.path.join(PV, "plugin_worker.py"), PLUGIN], pv_env())
+    yield w
+    w.stop()
+    write_report(w)
+
+
+def ask(worker, op, path, **request):
+    r = worker.ask(op, path, **request)
+    assert r["outcome"] == "ok", r
+    return r
+
+
+@pytest.fixture(scope="module")
+def base_model(tmp_path_factory):
+    """The default model (the base alone) of the vector series, fitted quickly."""
+    path = tmp_path_factory.mktemp("pvmodel") / "fast.stsr"
+    api.fit(vector_series(), "fast", device="cpu", checkpoint_path=str(path),
+            model_overrides={"flow_iters": 20})
+    return path
+
+
+def test_the_model_source_shows_the_error_estimate_as_arrays_to_colour_by(plugin, base_model,
+                                                                           tmp_path):
     """A liif model's NAME_error arrays (a vector's as one vector) appear in ParaView with
-    the ErrorEstimate box on and not with it off; a model without an estimate just has its
-    variables (no error)."""
-    s = vector_series()
-    liif, fast = str(tmp_path / "liif.stsr"), str(tmp_path / "fast.stsr")
-    api.fit(s, "liif", steps=1, device="cpu", checkpoint_path=liif,
+    the ErrorEstimate box on and not with it off; so do those of a model of the default
+    preset, which has its own estimate since issue 25."""
+    liif = str(tmp_path / "liif.stsr")
+    api.fit(vector_series(), "liif", steps=1, device="cpu", checkpoint_path=liif,
             model_overrides={"flow_iters": 20, "learn_steps": 10})
-    api.fit(s, "fast", device="cpu", checkpoint_path=fast, model_overrides={"flow_iters": 20})
-    r = run_pv("pvpython", "error_estimate_check.py", PLUGIN, liif, fast, tmp_path / "e.json")
-    assert r.returncode == 0 and "error_estimate_check done" in r.stdout, r.stdout + r.stderr
-    res = json.loads((tmp_path / "e.json").read_text())
+    res = {name: ask(plugin, "arrays", path, error=error)["arrays"]
+           for name, path, error in (("liif_on", liif, 1), ("liif_off", liif, 0),
+                                     ("fast_on", base_model, 1), ("fast_off", base_model, 0))}
     n = res["liif_on"]["rho"][0]
     assert n >= 7 * 6 * 5
     assert {k: v[:2] for k, v in res["liif_on"].items()} == {
@@ -158,27 +188,32 @@ def test_paraview_reads_every_upscale_output_with_its_readers_defaults(tmp_path)
                 np.testing.assert_array_equal(v, want.variables[f"v_{c}"][i].ravel())
 
 
-def _error_text(r):
-    return r.stdout + r.stderr
+def one_error(r, text):
+    """The plugin's path ended in one ParaView error of its own saying ``text`` in one line
+    (for each request of the pipeline's update), no traceback, and the proxy gave no
+    output."""
+    mine = {m for m in r["errors"] if m.startswith("ERROR: STSRINR")}
+    assert len(mine) == 1 and text in mine.pop().rstrip("\n").split("\n")[0], r
+    assert not any("Traceback" in m for m in r["errors"]) and r["points"] == 0, r
 
 
-def test_error_non_image_input():
-    r = run_pv("pvpython", "errors_check.py", PLUGIN, "non-image")
-    assert "script finished without crashing" in r.stdout, _error_text(r)
-    assert "vtkImageData" in _error_text(r) or "image" in _error_text(r)
+def test_error_non_image_input(plugin):
+    """ParaView refuses to connect a non-image input, naming the type required."""
+    r = ask(plugin, "error", "non-image")
+    assert r["points"] == 0 and any("a vtkImageData is required" in m for m in r["errors"]), r
+    assert not any("Traceback" in m for m in r["errors"]), r
 
 
-def test_error_model_file_does_not_match(series_file, tmp_path):
+def test_error_model_file_does_not_match(plugin, series_file, tmp_path):
     other = smooth_series(nx=5, ny=5, nz=5, nt=2)
-    tm = api.fit(other, "fast", steps=1, device="cpu")
+    tm = api.fit(other, "fast", steps=1, device="cpu", model_overrides={"flow_iters": 5})
     api.save_model(tm, str(tmp_path / "other.stsr"))
-    r = run_pv("pvpython", "errors_check.py", PLUGIN, "model-mismatch", series_file,
-               tmp_path / "other.stsr")
-    assert "script finished without crashing" in r.stdout, _error_text(r)
-    assert "the model does not match the data" in _error_text(r)
+    r = ask(plugin, "error", "model-mismatch", args=[str(series_file),
+                                                     str(tmp_path / "other.stsr")])
+    one_error(r, "the model does not match the data")
 
 
-def test_error_array_missing_at_a_timestep(tmp_path):
+def test_error_array_missing_at_a_timestep(plugin, tmp_path):
     a, b = smooth_series(nt=2), smooth_series(nt=2)
     write_series(a.select(["temperature", "rho"]), str(tmp_path / "a.pvd"))
     b2 = b.select(["temperature"])
@@ -190,9 +225,9 @@ def test_error_array_missing_at_a_timestep(tmp_path):
     (tmp_path / "mix.pvd").write_text(
         '<?xml version="1.0"?>\n<VTKFile type="Collection" version="0.1">\n<Collection>\n'
         + "\n".join(files) + "\n</Collection>\n</VTKFile>\n")
-    r = run_pv("pvpython", "errors_check.py", PLUGIN, "missing-array", tmp_path / "mix.pvd")
-    assert "script finished without crashing" in r.stdout, _error_text(r)
-    assert "missing at time" in _error_text(r) and "rho" in _error_text(r)
+    r = ask(plugin, "error", "missing-array", args=[str(tmp_path / "mix.pvd")])
+    one_error(r, "missing at time")
+    assert "rho" in " ".join(r["errors"])
 
 
 def test_error_no_engine_available(series_file, tmp_path):
@@ -204,40 +239,114 @@ def test_error_no_engine_available(series_file, tmp_path):
     site.mkdir()
     (site / "sitecustomize.py").write_text(
         "import inspect\ninspect.getargspec = inspect.getfullargspec\n")
-    r = run_pv("pvpython", "errors_check.py", lone / "STSRINRPlugin.py", "no-engine",
-               series_file, env=pv_env(PYTHONPATH=str(site)))
-    assert "script finished without crashing" in r.stdout, _error_text(r)
-    assert "STSR-INR needs PyTorch and the stsr_core package" in _error_text(r)
+    alone = Worker(tmp_path / "stderr.txt", ["pvpython", os.path.join(PV, "plugin_worker.py"),
+                                             str(lone / "STSRINRPlugin.py")],
+                   pv_env(PYTHONPATH=str(site)))
+    try:
+        r = ask(alone, "error", "no-engine", args=[str(series_file)])
+    finally:
+        alone.stop()
+    one_error(r, "STSR-INR needs PyTorch and the stsr_core package")
 
 
-def test_error_time_interpolation_on_a_preset_without_it(series_file):
-    r = run_pv("pvpython", "errors_check.py", PLUGIN, "time-interpolation-wrong-preset",
-               series_file)
-    assert "script finished without crashing" in r.stdout, _error_text(r)
-    assert ("TimeInterpolation 'flow' applies to the fast preset only; set it to auto for "
-            "preset 'siren'") in _error_text(r)
+def test_error_time_interpolation_on_a_preset_without_it(plugin, series_file):
+    r = ask(plugin, "error", "time-interpolation-wrong-preset", args=[str(series_file)])
+    one_error(r, "TimeInterpolation 'flow' applies to the fast preset only; set it to auto "
+                 "for preset 'siren'")
 
 
-def test_error_damaged_model_file(tmp_path):
+def test_error_damaged_model_file(plugin, tmp_path):
     bad = tmp_path / "bad.stsr"
     bad.write_bytes(b"not a model")
-    r = run_pv("pvpython", "errors_check.py", PLUGIN, "bad-model-file", bad)
-    assert "script finished without crashing" in r.stdout, _error_text(r)
-    assert "is damaged or not an stsr model file" in _error_text(r)
+    one_error(ask(plugin, "error", "bad-model-file", args=[str(bad)]),
+              "is damaged or not an stsr model file")
+
+
+# --- the numeric properties, fuzzed (tests/fuzzing.py: make test a few dozen, make fuzz
+# 20x as many): in range they give an output and no error, out of range one error naming
+# the property, its value and its range
+def _property_values(name, inside):
+    """Values a property allows (small: each case may train) or does not."""
+    nan_inf = st.sampled_from([float("nan"), float("inf"), float("-inf")])
+    if name == "SpatialScale":         # whole numbers of points on the 7x6x5 input
+        return st.integers(1, 3).map(float) if inside else st.one_of(
+            nan_inf, st.floats(max_value=0.0, allow_nan=False, allow_infinity=False))
+    if name == "OutputDimensions":
+        if inside:
+            return st.one_of(st.just([0, 0, 0]), st.lists(st.integers(1, 9), min_size=3,
+                                                          max_size=3))
+        return st.lists(st.integers(-5, 9), min_size=3, max_size=3).filter(
+            lambda d: min(d) < 0)
+    if name == "TemporalScale":
+        return st.integers(1, 3) if inside else st.integers(-5, 0)
+    if name == "TrainingMinutes":      # (with TrainingSteps 2: whichever ends first)
+        return st.floats(0, 0.002) if inside else st.one_of(
+            nan_inf, st.floats(max_value=-1e-9, allow_nan=False, allow_infinity=False))
+    if name == "TrainingSteps":        # (with TrainingMinutes 0.002)
+        return st.integers(0, 3) if inside else st.integers(-10 ** 6, -1)
+    return st.integers(-2 ** 31, 2 ** 31 - 1)    # Seed: every VTK int is in range
+
+
+FILTER_NUMBERS = ["SpatialScale", "OutputDimensions", "TemporalScale", "TrainingMinutes",
+                  "TrainingSteps", "Seed"]
+
+
+@st.composite
+def property_cases(draw):
+    proxy = draw(st.sampled_from(["upscale", "model"]))
+    names = FILTER_NUMBERS if proxy == "upscale" else FILTER_NUMBERS[:3]
+    name = draw(st.sampled_from(names))
+    inside = name == "Seed" or draw(st.booleans())
+    return proxy, name, draw(_property_values(name, inside)), inside
+
+
+@settings(max_examples=cases(24))
+@given(case=property_cases())
+def test_each_numeric_property_gives_an_output_or_one_error_naming_its_range(
+        plugin, series_file, base_model, case):
+    proxy, name, value, inside = case
+    props = {"Preset": "siren", "TrainingSteps": 2, "TrainingMinutes": 0.002} \
+        if proxy == "upscale" else {}
+    props[name] = value
+    plugin.cases["properties"] += 1
+    r = ask(plugin, "property", series_file if proxy == "upscale" else base_model,
+            proxy=proxy, properties=props)
+    plugin.outcomes[f"properties {proxy}: {'output' if r['points'] else 'error'}"] += 1
+    if inside:
+        assert r["errors"] == [] and r["points"] > 0, (case, r)
+    else:
+        one_error(r, f"{name} ")
+        assert "is out of range; allowed: " in " ".join(r["errors"]), (case, r)
+
+
+needs_gui = pytest.mark.skipif(shutil.which("xvfb-run") is None or
+                               shutil.which("paraview") is None,
+                               reason="needs xvfb-run and the paraview GUI")
+
+
+@pytest.fixture(scope="module")
+def gui(series_file, tmp_path_factory):
+    """One GUI session under Xvfb for both GUI checks (tests/pv/gui_check.py): the folder
+    with what it wrote."""
+    out = tmp_path_factory.mktemp("gui")
+    bad = out / "bad.stsr"
+    bad.write_bytes(b"not a model")
+    env = pv_env(PV_PLUGIN_PATH=os.path.join(ROOT, "plugin"), STSR_GUI_DATA=str(series_file),
+                 STSR_GUI_OUT=str(out), STSR_GUI_BAD=str(bad))
+    wrote = [out / f for f in ("gui.json", "gui.png", "gui_errors.json")]
+    for attempt in range(2):     # rendering under Xvfb fails once in a while: retry once
+        subprocess.run(["xvfb-run", "-a", "-s", "-screen 0 1024x768x24", "paraview", "--dr",
+                        f"--script={os.path.join(PV, 'gui_check.py')}"],
+                       capture_output=True, text=True, env=env, timeout=300)
+        if all(f.exists() for f in wrote):
+            break
+    return out
 
 
 @pytest.mark.gui
-@pytest.mark.skipif(shutil.which("xvfb-run") is None or shutil.which("paraview") is None,
-                    reason="needs xvfb-run and the paraview GUI")
-def test_gui_time_keeper_and_screenshot(series_file, tmp_path):
-    env = pv_env(PV_PLUGIN_PATH=os.path.join(ROOT, "plugin"), STSR_GUI_DATA=str(series_file),
-                 STSR_GUI_OUT=str(tmp_path))
-    for attempt in range(2):     # rendering under Xvfb fails once in a while: retry once
-        r = subprocess.run(["xvfb-run", "-a", "-s", "-screen 0 1024x768x24", "paraview",
-                            "--dr", f"--script={os.path.join(PV, 'gui_check.py')}"],
-                           capture_output=True, text=True, env=env, timeout=300)
-        if (tmp_path / "gui.json").exists() and (tmp_path / "gui.png").exists():
-            break
+@needs_gui
+def test_gui_time_keeper_and_screenshot(gui):
+    tmp_path = gui
     res = json.loads((tmp_path / "gui.json").read_text())
     assert res["ok"], res
     assert np.allclose(res["timekeeper_steps"], [1.5, 1.75, 2.0, 2.25, 2.5, 2.75, 3.0, 3.25, 3.5])
@@ -270,20 +379,9 @@ def _colours(png):
 
 
 @pytest.mark.gui
-@pytest.mark.skipif(shutil.which("xvfb-run") is None or shutil.which("paraview") is None,
-                    reason="needs xvfb-run and the paraview GUI")
-def test_gui_stays_up_and_renders_after_each_error_and_an_abort_during_the_fit(series_file,
-                                                                              tmp_path):
-    bad = tmp_path / "bad.stsr"
-    bad.write_bytes(b"not a model")
-    env = pv_env(PV_PLUGIN_PATH=os.path.join(ROOT, "plugin"), STSR_GUI_DATA=str(series_file),
-                 STSR_GUI_OUT=str(tmp_path), STSR_GUI_BAD=str(bad))
-    for attempt in range(2):     # rendering under Xvfb fails once in a while: retry once
-        r = subprocess.run(["xvfb-run", "-a", "-s", "-screen 0 1024x768x24", "paraview",
-                            "--dr", f"--script={os.path.join(PV, 'gui_errors_check.py')}"],
-                           capture_output=True, text=True, env=env, timeout=300)
-        if (tmp_path / "gui_errors.json").exists():
-            break
+@needs_gui
+def test_gui_stays_up_and_renders_after_each_error_and_an_abort_during_the_fit(gui):
+    tmp_path = gui
     res = json.loads((tmp_path / "gui_errors.json").read_text())
     assert res["ok"], res.get("error")
     points = 13 * 11 * 9                        # the working filter's output, every time
@@ -310,6 +408,7 @@ def test_gui_stays_up_and_renders_after_each_error_and_an_abort_during_the_fit(s
     # the model the fit had made when it was stopped: saved, valid, and the filter shows it
     tm = api.load_model(str(tmp_path / "aborted.stsr"), device="cpu")
     assert tm.info.history["stopped"] == "cancelled"
+    assert any(n.startswith("the fit was stopped: ") for n in tm.info.history["init_notes"])
     assert sorted(tm.info.variables) == ["rho", "temperature", "v_0", "v_1", "v_2"]
     assert abort["points_after"] == points and abort["points_next_time"] == points, abort
     assert _colours(tmp_path / "after-abort.png") > 50

@@ -30,10 +30,14 @@ class CorrectedFastNet(FastNet):
         if self.has_network:
             raise ValueError("the learned correction (learn) replaces the network: "
                              "set network=false")
-        self.correction = LearnedCorrection(spec.n_vars, DecoderConfig(
-            features=cfg.learn_features, hidden=cfg.learn_hidden))
+        self.correction = LearnedCorrection(spec.n_vars, self._decoder_config())
         # trained by init_from_data on pairs of its own, not by the training loop
         self.correction.requires_grad_(False)
+
+    def _decoder_config(self) -> DecoderConfig:
+        """The decoder's sizes, the config's learn_features and learn_hidden (the trained
+        one and the one kept must agree: a non-default size failed to load before)."""
+        return DecoderConfig(features=self.cfg.learn_features, hidden=self.cfg.learn_hidden)
 
     def init_from_data(self, data: torch.Tensor,
                        progress: Optional[Callable[[float], Optional[bool]]] = None,
@@ -74,7 +78,8 @@ class CorrectedFastNet(FastNet):
                                     "than 3 steps and no axis with 7 points): the base alone")
             return None
         left = None if budget_s is None else max(0.0, budget_s - (time.perf_counter() - t0))
-        trained = learn_across_scales(pairs, lower, self.n_vars, CorrectionConfig(seed=0),
+        trained = learn_across_scales(pairs, lower, self.n_vars,
+                                      CorrectionConfig(decoder=self._decoder_config(), seed=0),
                                       budget_s=left,
                                       max_steps=cfg.learn_steps if left is None else None,
                                       progress=part(0.35, 1.0))

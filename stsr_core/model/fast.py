@@ -128,7 +128,7 @@ class FastNet(FieldModel):
                        budget_s: Optional[float] = None) -> Optional[bool]:
         """The base starts as the spline interpolating the kept data (SplineBase.fit):
         training begins at interpolation quality. Returns False when ``progress`` stopped the
-        displacement fits (the base is then linear in time, still valid)."""
+        displacement fits (the base then has those done so far, a valid model)."""
         if self.base is None:
             return None
         return self.base.fit(data, self.flow_options(), progress, budget_s)

@@ -43,10 +43,6 @@ PATH_SLOPE_SPLINE = True      # look the neighbours up in the spline (else trili
 HELD_OUT_SHARE = 0.2          # of the time budget kept for scoring held-out steps (select)
 
 
-class FitStopped(Exception):
-    """The progress callback asked :meth:`SplineBase.fit` to stop."""
-
-
 class SplineBase(nn.Module):
     """Per-variable spline through the kept data (see the module docstring).
 
@@ -149,16 +145,16 @@ class SplineBase(nn.Module):
             progress: Optional[Callable[[float], Optional[bool]]] = None,
             budget_s: Optional[float] = None) -> Optional[bool]:
         """Solve the base from ``data`` [V, T, Z, Y, X] (normalised): the spline prefilter
-        per slot, the natural-spline slopes in time, then the displacement fits and the
-        choice in time (``select``: time_select.py; ``auto``: the cubic share from held-out
-        steps with full motion). ``progress(fraction)`` hears of each displacement fit; when
-        it returns False the fits stop, the mixes stay 0 (linear in time: a valid base) and
-        this returns False. ``budget_s`` bounds the displacement fits: each gets an equal
-        share of what is left and stops there; fits with no time left are skipped (no
-        motion compensation for that interval); :attr:`fit_notes` says what was cut. In a
-        group of processes (distributed.py) each fits its share of the displacements within
-        the budget and all end with the same base (the results are exchanged; ``progress``
-        must then not stop one process alone)."""
+        per slot, the natural-spline slopes in time, then the displacement fits and the time
+        mix. ``progress(fraction)`` hears of each displacement fit; when it returns False
+        (ParaView's abort, Ctrl-C or SIGTERM in ``stsr fit``) the fits done so far are kept,
+        the rest skipped as a spent time budget would leave them, the mixes chosen as usual,
+        and this returns False. ``budget_s`` bounds the displacement fits: each gets an equal
+        share of what is left and stops there; fits with no time left are skipped (no motion
+        compensation for that interval); :attr:`fit_notes` says what was cut. In a group of
+        processes (distributed.py) each fits its share of the displacements within the
+        budget (or until stopped) and all end with the same base (the results are
+        exchanged)."""
         t_start = time.perf_counter()
         self.fit_notes: List[str] = []
         self.selection: Dict[str, object] = {}
@@ -195,7 +191,7 @@ class SplineBase(nn.Module):
             jobs += [(half, k0, k1, half_opts) for k0, k1 in chain_pairs(n)]
         n_fits = len(jobs)
         mine = distributed.share(n_fits)
-        state = {"done": 0, "cut": 0, "skipped": 0}
+        state = {"done": 0, "cut": 0, "skipped": 0, "stopped": 0}
         # with select the half series' fits decide the model and share the budget with the
         # others; otherwise they only calibrate the error estimate and get what is left
         first = n_fits if self.base_time == "select" else n_main
@@ -221,18 +217,20 @@ class SplineBase(nn.Module):
                 state["cut"] += 1
             return disp
 
-        try:
-            local: Dict[int, Optional[torch.Tensor]] = {}
-            for i in mine:
-                local[i] = fit_one(i, *jobs[i])
-                if progress is not None and \
-                        progress(state["done"] / max(1, len(mine))) is False:
-                    raise FitStopped
-        except FitStopped:            # mixes stay 0: linear in time, a valid model
-            return False
+        local: Dict[int, Optional[torch.Tensor]] = {}
+        stop = False
+        for i in mine:
+            if stop:                  # not fitted: no motion compensation there
+                local[i] = None
+                state["stopped"] += 1
+                continue
+            local[i] = fit_one(i, *jobs[i])
+            stop = progress is not None and \
+                progress(state["done"] / max(1, len(mine))) is False
         fits = distributed.gather_shares(local, n_fits)
-        counts = distributed.all_gather_objects((state["cut"], state["skipped"]))
-        state["cut"], state["skipped"] = (sum(c[k] for c in counts) for k in (0, 1))
+        counts = distributed.all_gather_objects(
+            (state["cut"], state["skipped"], state["stopped"]))
+        cut, skipped, stopped = (sum(c[k] for c in counts) for k in (0, 1, 2))
         for j in range(n - 1):
             if fits[j] is not None:
                 self.flow[j].copy_(fits[j])
@@ -261,15 +259,17 @@ class SplineBase(nn.Module):
         if half is not None and not chains_built:
             chains_built = list(half_chains(self, half, chain_fits, half_opts))
         calibrate(self, data, half, chains_built, end)
-        if state["cut"]:
-            self.fit_notes.append(f"{state['cut']} of {n_fits} displacement fits stopped "
-                                  f"before their {flow_options.get('iters')} Adam steps to "
-                                  "keep within the time budget")
-        if state["skipped"]:
-            self.fit_notes.append(f"{state['skipped']} of {n_fits} displacement fits skipped "
-                                  "for the time budget (those intervals: no motion "
-                                  "compensation)")
-        return None
+        if cut:
+            self.fit_notes.append(f"{cut} of {n_fits} displacement fits stopped before "
+                                  f"their {flow_options.get('iters')} Adam steps to keep "
+                                  "within the time budget")
+        if skipped:
+            self.fit_notes.append(f"{skipped} of {n_fits} displacement fits skipped for the "
+                                  "time budget (those intervals: no motion compensation)")
+        if stopped:
+            self.fit_notes.append(f"the fit was stopped: {stopped} of {n_fits} displacement "
+                                  "fits skipped (those intervals: no motion compensation)")
+        return False if stop else None
 
     def mixes(self) -> Dict[str, Tuple[float, ...]]:
         """Per variable the cubic share c and the motion-compensated share m (for stsr info)."""
