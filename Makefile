@@ -4,7 +4,7 @@
 PY := .venv/bin/python
 STSR := .venv/bin/stsr
 
-.PHONY: setup demo test test-long pytest fuzz bench bench-quick bench-scale bench-learning \
+.PHONY: setup demo test test-long pytest fuzz bench bench-quick bench-between bench-scale bench-learning \
 	train-side-weights clean
 
 setup:
@@ -40,6 +40,11 @@ bench: setup
 
 # Issue 16's real-size benchmark (cases A, B and the cost growth; hours with today's engine):
 #   make bench-scale ARGS="--quick"   a smoke run;  ARGS="--cases A --fit-minutes 10" etc.
+# Issue 25's benchmark: in-between steps on every dataset, the previous default and each new
+# part one at a time (about 45 min on 2 cores; ARGS="--quick" checks the pipeline)
+bench-between: setup
+	$(PY) -m bench.between $(ARGS)
+
 bench-scale: setup
 	$(PY) -m bench.scale $(ARGS)
 

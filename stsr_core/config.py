@@ -1,7 +1,7 @@
 """Configurations (dataclasses with defaults) and named presets.
 
 A preset is a (model config, training config) pair. ``paper`` reproduces the reference
-implementation's *effective* settings; ``fast`` is the project's default (see the README's
+implementation's *effective* settings; ``fast`` is the project's default (see docs/method.md's
 preset table for the trade-offs). Configs are stored in model files as plain dicts
 (:func:`config_to_dict` / :func:`model_config_from_dict`).
 """

@@ -80,7 +80,7 @@ class GridPlan:
     linear: List[torch.Tensor]            # x, y, z: [out, flow points]
     axes: List[torch.Tensor]              # x, y, z local coordinates [out]
     warp_spline: List[torch.Tensor]       # x, y, z: [fine, in + 2], the warps' lookup grid
-    interval: int = -1
+    interval: Optional[Tuple[int, float]] = None   # (interval, bend) of disp and accel
     disp: Optional[torch.Tensor] = None   # [3, Zd, Yo, Xo] the interval's displacement
     accel: Optional[torch.Tensor] = None  # [3, Zd, Yo, Xo] its paths' acceleration (bent)
     # slot -> its field on the warps' grid [V, Zf, Yf, Xf]: the current interval's two, each

@@ -517,11 +517,12 @@ class SplineBase(nn.Module):
     def _interval_paths(self, plan: "GridPlan", j: int) -> None:
         """Interval ``j``'s displacement (and bent paths' acceleration) on the planned grid,
         in x and y ([3, Zd, Yo, Xo]; z is done slab by slab), once per interval."""
-        if plan.interval != j:
+        key = (j, float(self.path_bend))   # the held-out scoring switches the bend
+        if plan.interval != key:
             mx, my, _ = plan.linear
             plan.disp = my @ (self.flow[j] @ mx.t())
             plan.accel = my @ (self.accelerations()[j] @ mx.t()) if self._bends() else None
-            plan.interval = j
+            plan.interval = key
 
     def _warped_grid(self, plan: "GridPlan", j: int, w: float,
                      idx: Optional[torch.Tensor] = None) -> torch.Tensor:

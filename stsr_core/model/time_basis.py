@@ -15,8 +15,10 @@ reference data needed) by predicting held-out kept steps. Those lie twice the re
 their neighbours, where features have moved twice as far and the displacement fit fails more
 often: measured on the benchmark's data (comparing with the fine truth), held-out steps put m
 near 0 on the plume where m = 1 is better by 3.3 dB between steps, while where nothing
-travels (Taylor-Green) m = 1 changes the mean by -0.1 to +0.14 dB. So the default
-(``base_time = "auto"``) fixes m = 1 and leaves only the cubic share c to the held-out steps.
+travels (Taylor-Green) m = 1 changes the mean by -0.1 to +0.14 dB. So ``base_time =
+"auto"`` (the default until issue 25) fixes m = 1 and leaves only the cubic share c to the
+held-out steps; the default since, ``select`` (time_select.py), holds steps out of a series
+coarsened in space as well, where the gap in cells is the real one.
 The cubic is written in Hermite form: the value and the slope at each kept step, the slopes
 being the natural spline's (:func:`natural_spline_slopes`), so evaluation needs only the two
 neighbouring steps, like linear interpolation.
@@ -221,7 +223,7 @@ def warped_blend(f0: torch.Tensor, f1: torch.Tensor, disp: torch.Tensor, u: floa
 def _box_least_squares(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """argmin over m in [0, 1]^2 of m^T a m - 2 b^T m (a [2, 2] positive semi-definite).
     Only :func:`cross_validated_mix` without ``flow_share`` reaches it: the experiment of
-    choosing the flow share from held-out steps too, which the README's "time" section
+    choosing the flow share from held-out steps too, which docs/time.md
     reports (it under-rates motion compensation, so the model fixes m = 1)."""
     def cost(m):
         return float(m @ a @ m - 2 * b @ m)
