@@ -43,6 +43,8 @@ def _choices():
 
 
 PRESETS, DEVICES, TIME_INTERPOLATIONS = _choices()   # TimeInterpolation: the fast base_time
+# the first listed is the engine's default: left at it, every preset keeps its own default
+TIME_INTERPOLATION_DEFAULT = next(iter(TIME_INTERPOLATIONS))
 
 
 def _engine():
@@ -404,7 +406,7 @@ class STSRINRUpscale(VTKPythonAlgorithmBase):
         self._minutes = 1.0
         self._steps = 0
         self._preset = "fast"
-        self._time_interp = "auto"
+        self._time_interp = TIME_INTERPOLATION_DEFAULT
         self._model_file = ""
         self._device = "auto"
         self._seed = 0
@@ -603,11 +605,12 @@ class STSRINRUpscale(VTKPythonAlgorithmBase):
             raise RuntimeError("ModelFile folder '%s' does not exist"
                                % os.path.dirname(os.path.abspath(path)))
         overrides = None
-        if self._time_interp != "auto":
+        if self._time_interp != TIME_INTERPOLATION_DEFAULT:
             if not hasattr(api.get_preset(self._preset)[0], "base_time"):
                 raise RuntimeError("TimeInterpolation '%s' applies to the fast preset only; "
-                                   "set it to auto for preset '%s'"
-                                   % (self._time_interp, self._preset))
+                                   "set it to %s for preset '%s'"
+                                   % (self._time_interp, TIME_INTERPOLATION_DEFAULT,
+                                      self._preset))
             overrides = {"base_time": self._time_interp}
         tm = api.fit(self._series, self._preset, steps=steps, max_minutes=minutes,
                      device=self._device, seed=self._seed, callback=progress,

@@ -11,6 +11,7 @@ import torch
 
 from stsr_core import api
 from stsr_core.infer import predict_grid
+from stsr_core.model import time_select
 from stsr_core.io import read_series, write_series
 from test_engine import smooth_series
 from test_model import moving_blob
@@ -64,7 +65,8 @@ def test_whole_grid_evaluation_matches_the_model_point_by_point(blob, scale):
 
 def test_the_time_budget_bounds_the_fit_to_the_data_and_says_what_it_cut():
     """31 displacement fits that take minutes here without a budget, in a 6-second one: the
-    fits are cut to their shares (the notes say so). The wall-clock bound is generous (other
+    fits are cut to their shares (the notes say so) and still take part in the held-out
+    choice of still or moving. The wall-clock bound is generous (other
     work on the machine slows the parts the budget does not cut, the spline prefilter and
     the cross-validation); how close the fit keeps to its budget is for a benchmark."""
     s = read_series(os.path.join(ROOT, "examples", "data", "tornado", "tornado.pvd"))
@@ -75,7 +77,14 @@ def test_the_time_budget_bounds_the_fit_to_the_data_and_says_what_it_cut():
     notes = tm.info.history["init_notes"]
     assert notes and all("time budget" in n for n in notes), notes
     assert "of 31 displacement fits stopped before their 300 Adam steps" in notes[0], notes
-    assert float(tm.model.base.flow_mix.min()) == 1.0      # still motion-compensated
+    # the cut fits still take part in the held-out choice (still or moving per variable,
+    # model/time_select.py), and the model follows what it said
+    choice = tm.info.history["time_choice"]
+    gain = torch.tensor(choice["motion_gain_db"])              # [V] moving minus still, dB
+    common = float(gain.mean()) > -time_select.STILL_MARGIN_DB
+    assert choice["common"] == ("moving" if common else "still"), choice
+    moving = gain > (-time_select.OWN_MARGIN_DB if common else time_select.OWN_MARGIN_DB)
+    assert torch.equal(tm.model.base.flow_mix.cpu(), moving.float()), (choice, moving)
 
 
 # make test-long: the full-size variant (2.5 GB of output, minutes)

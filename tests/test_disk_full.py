@@ -70,7 +70,7 @@ def test_a_disk_full_while_fit_saves_keeps_the_previous_model(data, tmp_path):
     one_line_error(r, f"cannot write '{model}': the disk is full",
                    "it keeps its previous contents and no partial file is left")
     assert model.read_bytes() == before and os.listdir(tmp_path) == ["m.stsr"]
-    assert api.load_model(str(model)).model_config.base_time == "auto"   # the old one
+    assert api.load_model(str(model)).model_config.base_time == "select"   # the old one
     assert snapshot(data) == given                                      # the input too
 
 

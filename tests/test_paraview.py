@@ -10,6 +10,7 @@ import pytest
 
 from stsr_core import api, config
 from stsr_core.io import write_series
+from stsr_core.outputs import output_arrays
 from test_engine import smooth_series
 
 hypothesis = pytest.importorskip("hypothesis")
@@ -153,9 +154,9 @@ def test_paraview_reads_every_upscale_output_with_its_readers_defaults(tmp_path)
     """What `stsr upscale` writes for ParaView -- .pvd with each compression, .nc with each --
     read back in pvpython by ParaView's own readers with their default settings (OpenDataFile
     for the .pvd; the NetCDF CF reader for the .nc, which OpenDataFile does not pick): image
-    data with point arrays only, the output times, every array (the vector as one
-    3-component array in a .pvd, as its three components in a .nc) and the engine's values
-    to the bit. (.h5 is not among them: ParaView 5.11 has no reader for its layout.)"""
+    data with point arrays only, the output times, every array with its error estimate (a
+    vector as one 3-component array in a .pvd, as its three components in a .nc) and the
+    engine's values to the bit. (.h5 is not among them: ParaView 5.11 has no reader for its layout.)"""
     model = tmp_path / "m.stsr"
     api.fit(vector_series(), device="cpu", checkpoint_path=str(model),
             model_overrides={"flow_iters": 20})
@@ -169,7 +170,10 @@ def test_paraview_reads_every_upscale_output_with_its_readers_defaults(tmp_path)
     assert r.returncode == 0 and "readers_check done" in r.stdout, r.stdout + r.stderr
     seen = np.load(tmp_path / "pv.npz")
     info = json.loads((tmp_path / "pv.npz.json").read_text())
-    want = api.predict(tm, scale=2, time_scale=2)
+    want = api.predict(tm, scale=2, time_scale=2, error=True)
+    scalars, vectors = output_arrays(tm, True)    # the variables and their error estimates
+    assert "v_error" in vectors                   # (this model has one)
+    in_vectors = {c for comps in vectors.values() for c in comps}
     g = want.grid
     bounds = [v for o, s, n in zip(g.origin, g.spacing, g.dims) for v in (o, o + s * (n - 1))]
     for k, (out, got) in enumerate(zip(outs, info)):
@@ -177,15 +181,19 @@ def test_paraview_reads_every_upscale_output_with_its_readers_defaults(tmp_path)
         assert np.allclose(got["times"], want.times) and got["dims"] == list(g.dims)
         assert np.allclose(got["bounds"], bounds), (out.name, got["bounds"])
         names = {key.split("/")[2] for key in seen.files if key.startswith(f"{k}/")}
-        vector = {"v"} if out.suffix == ".pvd" else {"v_0", "v_1", "v_2"}
-        assert names == {"temperature", "rho"} | vector, (out.name, names)
+        expected = (set(scalars) - in_vectors) | set(vectors) if out.suffix == ".pvd" \
+            else set(scalars)
+        assert names == expected, (out.name, names)
         for i in range(want.n_times):
-            for n in ("temperature", "rho"):
+            for n in set(scalars) - in_vectors:
                 np.testing.assert_array_equal(seen[f"{k}/{i}/{n}"],
                                               want.variables[n][i].ravel(), f"{out.name} {n}")
-            for c in range(3):
-                v = seen[f"{k}/{i}/v"][:, c] if out.suffix == ".pvd" else seen[f"{k}/{i}/v_{c}"]
-                np.testing.assert_array_equal(v, want.variables[f"v_{c}"][i].ravel())
+            for vec, comps in vectors.items():
+                for c, comp in enumerate(comps):
+                    v = seen[f"{k}/{i}/{vec}"][:, c] if out.suffix == ".pvd" \
+                        else seen[f"{k}/{i}/{comp}"]
+                    np.testing.assert_array_equal(v, want.variables[comp][i].ravel(),
+                                                  f"{out.name} {comp}")
 
 
 def one_error(r, text):
@@ -251,7 +259,7 @@ def test_error_no_engine_available(series_file, tmp_path):
 
 def test_error_time_interpolation_on_a_preset_without_it(plugin, series_file):
     r = ask(plugin, "error", "time-interpolation-wrong-preset", args=[str(series_file)])
-    one_error(r, "TimeInterpolation 'flow' applies to the fast preset only; set it to auto "
+    one_error(r, "TimeInterpolation 'flow' applies to the fast preset only; set it to select "
                  "for preset 'siren'")
 
 
