@@ -104,10 +104,12 @@ def predict_timestep(tm: TrainedModel, t: float, grid: Grid, chunk: int = DEFAUL
             norm += corr.cpu().numpy()
         out = {n: info.stats[n].denormalise(norm[i]).astype(np.float32)
                for i, n in enumerate(info.variables)}
-    if error and err is not None:
-        host_err = err.cpu().numpy()
-        for i, (n, en) in enumerate(zip(info.variables, error_names(info)[0])):
-            out[en] = (host_err[i] * info.stats[n].half_range).astype(np.float32)
+    if error and err is not None:        # a tensor of this step's own: scaled in place
+        for i, n in enumerate(info.variables):
+            err[i].mul_(info.stats[n].half_range)
+        host_err = err.to(torch.float32).cpu().numpy()
+        for i, en in enumerate(error_names(info)[0]):
+            out[en] = host_err[i]
     return out
 
 

@@ -88,7 +88,7 @@ def combine(space: torch.Tensor, time_term: torch.Tensor, w: float,
         return e
     kt = scales[1].to(space).view(-1, *([1] * (space.dim() - 1)))
     t_part = time_term.add_(FLOOR).mul_(kt * (4.0 * w * (1.0 - w)))
-    return e.pow_(2).add_(t_part.pow_(2)).sqrt_()
+    return torch.hypot(e, t_part, out=e)             # one pass (sqrt(e^2 + t^2): four)
 
 
 @torch.no_grad()

@@ -311,7 +311,8 @@ class SplineBase(nn.Module):
         data = {i: separable(coef[i], own) for i in steps}           # the kept steps' values
         vals = wts[steps.index(k)] * data[k] if k in steps else torch.zeros_like(data[steps[0]])
         rows = max(1, PATH_SLOPE_POINTS // max(1, x * y))
-        for z0 in range(0, z, rows):             # a slab at a time: bounded memory
+
+        def slab(z0: int) -> None:               # a slab at a time: bounded memory
             zz, yy, xx = torch.meshgrid(axes[0][z0:z0 + rows], axes[1], axes[2],
                                         indexing="ij")
             pts = torch.stack([xx, yy, zz], dim=-1).reshape(-1, 3)       # [N, 3]
@@ -325,6 +326,16 @@ class SplineBase(nn.Module):
                     got = F.grid_sample(data[i][None], q.view(1, 1, 1, -1, 3),
                                         align_corners=True, padding_mode="border")[0, :, 0, 0]
                 vals[:, z0:z0 + rows] += wt * got.reshape(self.n_vars, -1, y, x)
+
+        starts = range(0, z, rows)
+        if dev.type == "cpu" and torch.get_num_threads() > 1 and len(starts) > 1:
+            # grid_sample runs on one core on the CPU: slabs side by side use them all (each
+            # adds into its own rows of vals: the same numbers as one after the other)
+            with ThreadPoolExecutor(torch.get_num_threads()) as pool:
+                list(pool.map(slab, starts))
+        else:
+            for z0 in starts:
+                slab(z0)
         d = self._path_slopes[k] = bspline_coefficients(vals)
         return d
 
