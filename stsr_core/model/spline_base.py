@@ -483,7 +483,10 @@ class SplineBase(nn.Module):
                     0, idx, separable(comb, plan.spline))
         moving = m != 0
         if bool(moving.all()):
-            moved = self._warped_grid(plan, j, w).mul_(m.view(-1, 1, 1, 1))
+            # nothing still (the usual case): looked up straight into the output's buffer
+            # (the caller's host buffer when streaming), not into a buffer of its own
+            moved = self._warped_grid(plan, j, w, into="warp" if out is not None else "out")
+            moved.mul_(m.view(-1, 1, 1, 1))
             out = moved if out is None else out.add_(moved)
         elif bool(moving.any()):         # some variables still (select): only the others move
             idx = moving.nonzero(as_tuple=True)[0]
@@ -536,17 +539,17 @@ class SplineBase(nn.Module):
             plan.interval = key
 
     def _warped_grid(self, plan: "GridPlan", j: int, w: float,
-                     idx: Optional[torch.Tensor] = None) -> torch.Tensor:
+                     idx: Optional[torch.Tensor] = None, into: str = "warp") -> torch.Tensor:
         """Motion-compensated values of interval j at fraction w on the planned grid
         [V, Zo, Yo, Xo] (or of the variables ``idx`` alone): both slots are evaluated on the
         grid once per interval, the displacement (and the paths' acceleration) in x and y
         too (on its own few z-planes), and in z slab by slab. Linear along the path, both
         ends are looked up and blended; with a cubic share the two ends' values and slopes
         are first combined per variable (paths.end_weights), so each end is still one
-        lookup."""
+        lookup. ``into``: the plan's buffer the values go to."""
         self._interval_paths(plan, j)
         if self.side_weights is not None:
-            return self._weighted_sides(plan, j, w, idx)
+            return self._weighted_sides(plan, j, w, idx, into)
         k0, k1 = self._slot_field(plan, j), self._slot_field(plan, j + 1)
         cubic = self.path_mix if idx is None else self.path_mix[idx]
         if idx is None and not bool((cubic != 0).any()):
@@ -564,7 +567,7 @@ class SplineBase(nn.Module):
                 e0.addcmul_(sel(self._path_field(plan, j)), g0)
                 e1.addcmul_(sel(self._path_field(plan, j + 1)), g1)
             ends, weights = (e0, e1), (1.0, 1.0)
-        out = plan.buffer("warp", ends[0], (ends[0].shape[0],) + plan.shape)
+        out = plan.buffer(into, ends[0], (ends[0].shape[0],) + plan.shape)
         return self._look_up_ends(plan, ends, w, out, weights)
 
     @torch.no_grad()
@@ -600,7 +603,7 @@ class SplineBase(nn.Module):
         return out
 
     def _weighted_sides(self, plan: "GridPlan", j: int, w: float,
-                        idx: Optional[torch.Tensor]) -> torch.Tensor:
+                        idx: Optional[torch.Tensor], into: str = "warp") -> torch.Tensor:
         """The motion-compensated values with the two sides weighed per point by
         ``side_weights`` (instead of 1 - w and w), plus the cubic share along the path:
         the network sees both sides on the data's lattice (or one ``stride`` times coarser:
@@ -619,7 +622,7 @@ class SplineBase(nn.Module):
         mx, my, mz = [linear_matrix(a, n) for a, n in zip(plan.axes, weight.shape[:0:-1])]
         carried = (my @ (weight @ mx.t()), mz)      # in x and y here, in z slab by slab
         ends = (sel(k0), sel(k1))
-        out = plan.buffer("warp", k0, (ends[0].shape[0],) + plan.shape)
+        out = plan.buffer(into, k0, (ends[0].shape[0],) + plan.shape)
         self._look_up_ends(plan, ends, w, out, None, carried)
         cubic = self.path_mix if idx is None else self.path_mix[idx]
         if bool((cubic != 0).any()):     # the cubic's share along the path, as in _warped_grid
