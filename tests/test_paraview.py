@@ -156,7 +156,8 @@ def test_paraview_reads_every_upscale_output_with_its_readers_defaults(tmp_path)
     for the .pvd; the NetCDF CF reader for the .nc, which OpenDataFile does not pick): image
     data with point arrays only, the output times, every array with its error estimate (a
     vector as one 3-component array in a .pvd, as its three components in a .nc) and the
-    engine's values to the bit. (.h5 is not among them: ParaView 5.11 has no reader for its layout.)"""
+    engine's values to the bit. (.h5 is not among them: ParaView 5.11 has no reader for its
+    layout.)"""
     model = tmp_path / "m.stsr"
     api.fit(vector_series(), device="cpu", checkpoint_path=str(model),
             model_overrides={"flow_iters": 20})

@@ -43,6 +43,19 @@ PATH_SLOPE_SPLINE = True      # look the neighbours up in the spline (else trili
 HELD_OUT_SHARE = 0.2          # of the time budget kept for scoring held-out steps (select)
 
 
+def each_slab(work: Callable[[int], None], starts: Sequence[int],
+              device: torch.device) -> None:
+    """``work(start)`` for every slab start: side by side on the CPU's threads (the lookups
+    in it, ``grid_sample``, run on one core on the CPU), one after the other elsewhere.
+    Each slab writes its own rows, so the numbers are the same either way."""
+    if device.type == "cpu" and torch.get_num_threads() > 1 and len(starts) > 1:
+        with ThreadPoolExecutor(torch.get_num_threads()) as pool:
+            list(pool.map(work, starts))
+    else:
+        for start in starts:
+            work(start)
+
+
 class SplineBase(nn.Module):
     """Per-variable spline through the kept data (see the module docstring).
 
@@ -327,15 +340,7 @@ class SplineBase(nn.Module):
                                         align_corners=True, padding_mode="border")[0, :, 0, 0]
                 vals[:, z0:z0 + rows] += wt * got.reshape(self.n_vars, -1, y, x)
 
-        starts = range(0, z, rows)
-        if dev.type == "cpu" and torch.get_num_threads() > 1 and len(starts) > 1:
-            # grid_sample runs on one core on the CPU: slabs side by side use them all (each
-            # adds into its own rows of vals: the same numbers as one after the other)
-            with ThreadPoolExecutor(torch.get_num_threads()) as pool:
-                list(pool.map(slab, starts))
-        else:
-            for z0 in starts:
-                slab(z0)
+        each_slab(slab, range(0, z, rows), dev)
         d = self._path_slopes[k] = bspline_coefficients(vals)
         return d
 
@@ -705,14 +710,7 @@ class SplineBase(nn.Module):
             if not both:
                 out[:, z0:z1] = acc
 
-        starts = range(0, zo, slab)
-        if out.device.type == "cpu" and torch.get_num_threads() > 1 and len(starts) > 1:
-            # grid_sample runs on one core on the CPU: slabs side by side use them all
-            with ThreadPoolExecutor(torch.get_num_threads()) as pool:
-                list(pool.map(warp_slab, starts))
-        else:
-            for z0 in starts:
-                warp_slab(z0)
+        each_slab(warp_slab, range(0, zo, slab), out.device)
         return out
 
     def _warped(self, jj: int, p: torch.Tensor, wj: torch.Tensor) -> torch.Tensor:
