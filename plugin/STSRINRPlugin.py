@@ -23,8 +23,10 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def _find_core():
-    """Make stsr_core importable from beside this file (installed layout) or from the
-    repository this file lives in (behind anything already on the path)."""
+    """Make stsr_core importable from beside this file's folder (the wheel's layout:
+    site-packages/stsr_paraview/STSRINRPlugin.py beside site-packages/stsr_core; CMake's:
+    STSRINR/STSRINRPlugin.py beside STSRINR/stsr_core) or from the repository this file
+    lives in, behind anything already on the path."""
     for p in (_HERE, os.path.dirname(_HERE)):
         if os.path.isdir(os.path.join(p, "stsr_core")) and p not in sys.path:
             sys.path.append(p)
@@ -49,7 +51,7 @@ TIME_INTERPOLATION_DEFAULT = next(iter(TIME_INTERPOLATIONS))
 
 def _engine():
     """Import stsr_core.api (found as _find_core finds it) with the repository's venv
-    (torch) if there is one."""
+    (torch) if there is one; without them, an error that says how to get them."""
     try:
         from stsr_core import api
         return api
@@ -67,11 +69,81 @@ def _engine():
     try:
         from stsr_core import api
     except ImportError as exc:
-        raise RuntimeError(
-            "STSR-INR needs PyTorch and the stsr_core package in ParaView's Python (%s). Run "
-            "'make setup' in the stsr-inr repository and start ParaView with "
-            "scripts/stsr-paraview, or pip-install torch==2.13.0 for /usr/bin/python3." % exc)
+        raise RuntimeError(_missing_engine(exc))
     return api
+
+
+def _venv_around(folder):
+    """The virtual environment (a folder with pyvenv.cfg) that ``folder`` lies in, or None."""
+    while True:
+        if os.path.isfile(os.path.join(folder, "pyvenv.cfg")):
+            return folder
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            return None
+        folder = parent
+
+
+def _venv_python(venv):
+    """The venv's Python version ("3.11") and interpreter, from its pyvenv.cfg."""
+    version = ""
+    try:
+        with open(os.path.join(venv, "pyvenv.cfg")) as fh:
+            for line in fh:
+                key, _, value = line.partition("=")
+                if key.strip() in ("version", "version_info"):
+                    version = ".".join(value.strip().split(".")[:2])
+    except OSError:
+        pass
+    exe = os.path.join(venv, "Scripts", "python.exe") if os.name == "nt" else \
+        os.path.join(venv, "bin", "python")
+    return version, exe
+
+
+def _missing_engine(exc):
+    """What ParaView's output window says when torch or stsr_core cannot be imported: the
+    Python that ParaView runs, where it looked, and the command that fixes it for the way
+    this plugin file was installed (a repository, a venv from the wheel, a file alone)."""
+    import paraview
+    pv = getattr(paraview, "__version__", "")
+    here = "%d.%d" % sys.version_info[:2]
+    python = os.path.join(sys.base_prefix, "bin", "python" + here)
+    if not os.path.isfile(python):      # ParaView's own Python (Kitware's binaries)
+        python = "python" + here
+
+    def start(venv):
+        """How this ParaView starts with ``venv``'s packages (--venv since 5.12)."""
+        if pv.split(".")[:2] == ["5", "11"]:
+            return "start ParaView with PYTHONPATH=%s" % os.path.join(
+                venv, "lib", "python" + here, "site-packages")
+        return "start 'paraview --venv %s'" % venv
+
+    # what pip should install: torch (or another requirement); stsr_core comes with the
+    # plugin in the wheel, which this project does not publish: 'pip wheel .' makes it
+    missing = (getattr(exc, "name", None) or "torch").split(".")[0]
+    what = "stsr_inr-*.whl (made by 'pip wheel .' in the stsr-inr repository)" \
+        if missing == "stsr_core" else missing
+    repo = os.path.dirname(_HERE)
+    venv = _venv_around(_HERE)
+    if os.path.isfile(os.path.join(repo, "scripts", "setup.sh")):
+        fix = ("run 'make setup' in %s, then start ParaView with %s"
+               % (repo, os.path.join(repo, "scripts", "stsr-paraview")))
+    elif venv and _venv_python(venv)[0] not in ("", here):
+        fix = ("the plugin's venv %s has Python %s but ParaView runs %s: make a venv with "
+               "ParaView's: '%s -m venv DIR', 'DIR/bin/pip install torch stsr_inr-*.whl', "
+               "then %s" % (venv, _venv_python(venv)[0], here, python, start("DIR")))
+    elif venv:
+        fix = "'%s' -m pip install %s, then %s" % (_venv_python(venv)[1], what, start(venv))
+    else:
+        fix = ("'%s -m venv DIR', 'DIR/bin/pip install torch stsr_inr-*.whl' (made by 'pip "
+               "wheel .' in the stsr-inr repository), then %s with PV_PLUGIN_PATH set to what "
+               "'DIR/bin/stsr plugin-path' prints" % (python, start("DIR")))
+    return ("STSR-INR needs PyTorch and the stsr_core package in ParaView's Python (%s).\n"
+            "ParaView %s runs Python %s (%s, prefix %s).\n"
+            "It looked in: %s\n"
+            "To fix: %s."
+            % (exc, pv, sys.version.split()[0], python, sys.prefix,
+               os.pathsep.join(p for p in sys.path if p), fix))
 
 
 def _error(algorithm, message):
