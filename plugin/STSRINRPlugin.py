@@ -5,8 +5,10 @@ an engine call (stsr_core.api: fit / load_model / save_model / predict_timestep)
 No training logic lives here.
 
 Loading: Tools > Manage Plugins > Load New (this file), or PV_PLUGIN_PATH=<repo>/plugin, or
-``LoadPlugin(".../STSRINRPlugin.py", ns=globals())`` in pvpython/pvbatch. ParaView 5.11 on
-Python 3.11 also needs the getargspec shim: run ParaView through ``scripts/stsr-paraview``.
+``LoadPlugin(".../STSRINRPlugin.py", ns=globals())`` in pvpython/pvbatch, or from a wheel
+(``stsr plugin-path``). ParaView 5.11 on Python 3.11 also needs the getargspec shim: run
+ParaView through ``scripts/stsr-paraview``. The same file serves ParaView 5.11 (VTK 9.2) and
+5.13 (VTK 9.3): see _panel for what changed between them.
 """
 import functools
 import os
@@ -169,8 +171,9 @@ def _reports_errors(request_method):
 
 
 # --- properties: factories of decorated setters -----------------------------------------
-# ParaView 5.11 builds a proxy's XML from each class's own __dict__, so every class assigns
-# its properties in its body (SetX = _number(...)); @_panel then lists them in that order.
+# ParaView (5.11 and 5.13) builds a proxy's XML from each class's own __dict__, so every
+# class assigns its properties in its body (SetX = _number(...)); @_panel then lists them in
+# that order.
 
 def _setter(name, attr, convert, retrain):
     """Set<name>: store convert(*values) in ``attr``; a change re-executes and, with
@@ -285,8 +288,11 @@ def _timestep_values():
 
 def _panel(*groups):
     """Class decorator (under @smproxy): the panel lists the properties in the order the class
-    body defines them (ParaView 5.11 would sort them by method name), grouped by ``groups``:
-    (label, property names) pairs."""
+    body defines them, grouped by ``groups``: (label, property names) pairs. ParaView itself
+    orders a class's decorated methods by name (5.11) or by their functions' first line
+    (5.13, where the factories' setters all share one line): taking them off the methods and
+    listing them at class level, which both versions put first as given, gives one order on
+    both."""
     def original(obj):          # ParaView's decorators wrap functions and classes alike
         while hasattr(obj, "_pv_original_func"):
             obj = obj._pv_original_func
@@ -440,7 +446,7 @@ def _output_at_requested_time(algorithm, api, tm, outInfoVec):
         img = _image(api, tm, t_query, grid, ext,
                      progress=lambda f: (algorithm.UpdateProgress(f), not abort())[1],
                      error=algorithm._error)
-        if img is None:          # aborted; VTK 9.2 keeps the flag set, and every later
+        if img is None:          # aborted; VTK 9.2/9.3 keep the flag set, and every later
             algorithm.SetAbortExecute(0)     # update would stop at once: the next one computes
             return 1
         img.SetOrigin(*grid.origin)   # the piece's place in the whole grid
@@ -691,7 +697,8 @@ class STSRINRUpscale(VTKPythonAlgorithmBase):
         self._model = tm
         if tm.info.history.get("stopped") == "cancelled":
             # the abort is honoured (the model is what the fit made so far, saved); VTK 9.2
-            # keeps the flag set, which would stop every later update of this filter at once
+            # and 9.3 (ParaView 5.11, 5.13) keep the flag set, which would stop every later
+            # update of this filter at once
             self.SetAbortExecute(0)
         self._force_train = False
 
