@@ -79,37 +79,34 @@ def pip_install(venv, wheel, *options):
 
 
 def link_torch(site):
-    """torch and every distribution it requires that the project's venv holds (not Debian's),
-    linked into ``site`` as pip would have installed them there."""
+    """torch and every distribution it requires (with the extras it asks for) that the
+    project's venv holds (not Debian's), linked into ``site`` as pip would have installed
+    them there."""
+    from packaging.requirements import Requirement
     own = Path(sys.prefix).resolve()
-    todo, seen = ["torch"], set()
+    todo, seen = [Requirement("torch")], set()
     while todo:
-        name = re.split(r"[ ;<>=!~\[(]", todo.pop(), maxsplit=1)[0].lower()
-        if name in seen:
+        req = todo.pop()
+        key = (req.name.lower().replace("_", "-"), frozenset(req.extras))
+        if key in seen:
             continue
-        seen.add(name)
+        seen.add(key)
         try:
-            dist = importlib.metadata.distribution(name)
+            dist = importlib.metadata.distribution(req.name)
         except importlib.metadata.PackageNotFoundError:
-            continue
+            continue                    # not for this platform, or none here: pip will say
         base = Path(dist.locate_file("")).resolve()
         if own not in base.parents:
             continue                    # Debian's: the venv sees it already
-        tops = {Path(str(f)).parts[0] for f in dist.files or [] if not str(f).startswith("..")}
-        for top in tops:
+        for top in {Path(str(f)).parts[0] for f in dist.files or []
+                    if not str(f).startswith("..")}:
             if not (site / top).exists():
                 (site / top).symlink_to(base / top)
-        for req in dist.requires or []:
-            marker = req.partition(";")[2]
-            if "extra ==" not in marker and _marker_holds(marker):
-                todo.append(req)
-
-
-def _marker_holds(marker):
-    if not marker.strip():
-        return True
-    from packaging.markers import Marker
-    return Marker(marker).evaluate()
+        for text in dist.requires or []:
+            r = Requirement(text)
+            if r.marker is None or any(r.marker.evaluate({"extra": e})
+                                       for e in (req.extras or {""})):
+                todo.append(r)
 
 
 def pv_run(venv, site, plugin_path, paraview, data, out, tmp_path):
