@@ -23,6 +23,16 @@ from vtkmodules.vtkCommonExecutionModel import (vtkAlgorithm,
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
+# Inside ParaView torch must not load triton. PyPI's CUDA builds of torch bring it (Debian 13
+# gets torch from there), and the first torch.optim optimiser imports torch._dynamo, which
+# imports triton to learn whether it is installed: in the GUI, where OpenGL (Mesa's llvmpipe)
+# has loaded its LLVM already, loading libtriton.so ends ParaView with a segmentation fault
+# (seen with ParaView 5.13.2 and torch 2.13.0+cu130; pvpython, which had not rendered, was
+# not hit). The engine never compiles with triton, so the plugin hides it: 'import triton'
+# then fails as it does where triton is not installed.
+if "triton" not in sys.modules:
+    sys.modules["triton"] = None
+
 
 def _find_core():
     """Make stsr_core importable from beside this file's folder (the wheel's layout:

@@ -421,6 +421,11 @@ def test_gui_stays_up_and_renders_after_each_error_and_an_abort_during_the_fit(g
     assert sorted(tm.info.variables) == ["rho", "temperature", "v_0", "v_1", "v_2"]
     assert abort["points_after"] == points and abort["points_next_time"] == points, abort
     assert _colours(tmp_path / "after-abort.png") > 50
+    # a preset with a network (torch.optim) trains in the GUI: with PyPI's CUDA torch
+    # (Debian 13) that loaded triton, which crashed ParaView, until the plugin hid it
+    network = res["network"]
+    assert network["errors"] == [] and network["points"] == points, network
+    assert network["training"]["steps"] == 2, network
 
 
 def test_pvpython_examples_run_as_they_are(tmp_path):
