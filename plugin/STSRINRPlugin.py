@@ -128,7 +128,7 @@ def _missing_engine(exc):
         if pv.split(".")[:2] == ["5", "11"]:
             return "start ParaView with PYTHONPATH=%s" % os.path.join(
                 venv, "lib", "python" + here, "site-packages")
-        return "start 'paraview --venv %s'" % venv
+        return "start 'paraview --venv=%s'" % venv
 
     # what pip should install: torch (or another requirement); stsr_core comes with the
     # plugin in the wheel, which this project does not publish: 'pip wheel .' makes it

@@ -121,7 +121,7 @@ def pv_run(venv, site, plugin_path, paraview, data, out, tmp_path):
             "import inspect\ninspect.getargspec = inspect.getfullargspec\n")
         env["PYTHONPATH"] = f"{site}{os.pathsep}{shim}"
     else:
-        argv += ["--venv", str(venv)]
+        argv += [f"--venv={venv}"]
     r = subprocess.run(argv + [str(PV / "installed_check.py"), str(data), str(out)],
                        capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
     assert r.returncode == 0 and "installed_check done" in r.stdout, r.stdout + r.stderr
