@@ -41,8 +41,8 @@ case "${1:-}" in
   *) fail "unknown option '$1' (options: --run CMD, --clean)" ;;
 esac
 
-# 1. The root: a minimal Debian 13 with make (the README's commands start with it) and the
-# CA certificates; everything else is installed by `make setup` inside it, as on a fresh
+# 1. The root: a minimal Debian 13 with make (the README's commands start with it), git (a
+# clone has it; the benchmarks record the commit) and the CA certificates; everything else is installed by `make setup` inside it, as on a fresh
 # machine. Built once; its .venv and Debian packages stay for the next run.
 if [ ! -e "$ROOT/.stsr-root-complete" ]; then
   if ! command -v debootstrap >/dev/null; then
@@ -54,17 +54,20 @@ if [ ! -e "$ROOT/.stsr-root-complete" ]; then
   remove_tree "$ROOT"
   remove_tree "$ROOT.partial"
   say "debootstrap trixie into $ROOT ($MIRROR)"
-  debootstrap --variant=minbase --include=make,ca-certificates trixie "$ROOT.partial" \
+  debootstrap --variant=minbase --include=make,git,ca-certificates trixie "$ROOT.partial" \
     "$MIRROR" > "$CACHE/debootstrap.log" 2>&1 || { tail -20 "$CACHE/debootstrap.log"; \
     fail "debootstrap failed (log: $CACHE/debootstrap.log)"; }
   touch "$ROOT.partial/.stsr-root-complete"
   mv "$ROOT.partial" "$ROOT"
 fi
 
-# 2. What the root needs from this machine: name resolution, and the certificates this
+# 2. What the root needs from this machine: name resolution (its resolver, and its own name
+# in /etc/hosts, as any installed machine has), and the certificates this
 # machine trusts (where its network passes through a proxy that signs with its own CA, pip
 # in the root would refuse PyPI with the root's bundle alone).
 cp -L /etc/resolv.conf "$ROOT/etc/resolv.conf"
+cp -L /etc/hosts "$ROOT/etc/hosts"          # this machine's name resolves (torchrun needs it)
+cp -L /etc/hostname "$ROOT/etc/hostname" 2>/dev/null || true
 HOST_CA=${PIP_CERT:-${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}}
 CA_ENV=()
 if [ -f "$HOST_CA" ]; then
@@ -73,21 +76,36 @@ if [ -f "$HOST_CA" ]; then
           REQUESTS_CA_BUNDLE=/etc/ssl/certs/stsr-host-ca.crt)
 fi
 
-# 3. The working tree (tracked and untracked files git does not ignore) copied afresh; the
-# copy's .venv and .pyvista-site from the last run stay (torch is a 4.6 GB download there).
+# 3. A clone of the repository's HEAD (as CI's fresh clone: the benchmarks' harness records
+# the commit) with the working tree's changes laid over it (tracked and untracked files git
+# does not ignore), made afresh each run; the copy's .venv and .pyvista-site from the last
+# run stay (torch is a 4.6 GB download there).
 mkdir -p "$ROOT$SRC"
 find "$ROOT$SRC" -mindepth 1 -maxdepth 1 ! -name .venv ! -name .pyvista-site \
   -exec rm -rf --one-file-system {} +
+rm -rf "$ROOT$SRC.clone"
+git clone -q --depth 1 "file://$REPO" "$ROOT$SRC.clone"
+(cd "$ROOT$SRC.clone" && tar -cf - .) | tar -C "$ROOT$SRC" -xf -
+rm -rf "$ROOT$SRC.clone"
 git -C "$REPO" ls-files -z --cached --others --exclude-standard \
   | tar -C "$REPO" --null -T - --ignore-failed-read -cf - 2>/dev/null | tar -C "$ROOT$SRC" -xf -
+git -C "$REPO" ls-files -z --deleted | (cd "$ROOT$SRC" && xargs -0 -r rm -f)
 say "copied $(git -C "$REPO" rev-parse --short HEAD)$(git -C "$REPO" diff --quiet HEAD || \
   echo ' + uncommitted changes') to $ROOT$SRC"
 
+# What a fresh machine that cloned the repository has besides Debian's minimal system:
+# make, git and the CA certificates (in the root from debootstrap; a root made before they
+# were all listed gets them here)
+PREREQ='dpkg -s make git ca-certificates >/dev/null 2>&1 || { apt-get update -qq &&
+  apt-get install -y -qq --no-install-recommends make git ca-certificates >/dev/null; }'
 if [ "$MODE" = test ]; then
-  # the README's two commands, each timed; then what the copy made that is not needed again
-  CMD='cd '"$SRC"' && s=$(date +%s) && make demo && d=$(date +%s) && make test && e=$(date +%s)
-       && echo "[test-debian13] make demo: $((d - s)) s, make test: $((e - d)) s"
-       && apt-get clean'
+  # the README's two commands, each timed; then apt's downloaded packages, not needed again
+  CMD="$PREREQ"' && cd '"$SRC"' && s=$(date +%s) && make demo && d=$(date +%s) &&
+       make test && e=$(date +%s) &&
+       echo "[test-debian13] make demo: $((d - s)) s, make test: $((e - d)) s" &&
+       apt-get clean'
+else
+  CMD="$PREREQ && $CMD"
 fi
 
 # 4. In the root, in a mount and PID namespace of its own: /proc, /sys, /dev, a fresh
