@@ -626,9 +626,15 @@ class _StopDuringTheFit:
             raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
         self.signum = signum
         if self.main:
-            print(f"\nstsr: {_stopped(signum)[0]}: ending the fit with the work done so far "
-                  "and saving it (again to stop at once, leaving the model file as it was)",
-                  file=sys.stderr)
+            # straight to the descriptor: the signal may come while the progress bar is
+            # inside a write to sys.stderr, where a print raises 'reentrant call' (seen on
+            # Debian 13's Python 3.13 in make test-debian13)
+            text = (f"\nstsr: {_stopped(signum)[0]}: ending the fit with the work done so far "
+                    "and saving it (again to stop at once, leaving the model file as it was)\n")
+            try:
+                os.write(sys.stderr.fileno(), text.encode())
+            except (OSError, ValueError):          # no descriptor (an in-memory stream)
+                print(text, end="", file=sys.stderr)
 
     def training_started(self) -> None:
         """From here a signal stops at once; one that came just before stops now."""
