@@ -87,13 +87,13 @@ def test_a_slow_writer_makes_the_computing_wait_and_memory_stays_bounded(model, 
     hold every step computed meanwhile), and the computing waited. The progress reports
     steps written, in order."""
     tm = api.load_model(model, device="cpu")
-    real, pause = vti.write_vti, [0.0]
+    real, pause = vtifile.VtiFile.add, [0.0]
 
     def throttled(*args, **kwargs):
         time.sleep(pause[0])
         pause[0] = 0.0
         return real(*args, **kwargs)
-    monkeypatch.setattr(vti, "write_vti", throttled)
+    monkeypatch.setattr(vtifile.VtiFile, "add", throttled)
     step_bytes = api.output_grid(tm.info.grid, scale=12).n_points * 5 * 4    # 12 MB
 
     def upscale(name, **kwargs):

@@ -38,7 +38,8 @@ import numpy as np
 from ..errors import StsrError
 from ..grid import Grid
 from ..series import VolumeSeries, arrays_holding, split_components
-from .base import SeriesReader, SeriesWriter, discard_file, fsync_file, remove_quietly
+from .base import (ChunkRows, SeriesReader, SeriesWriter, discard_file, fsync_file,
+                   remove_quietly)
 from .hdf5 import slab_chunks
 
 ROLES = ("t", "z", "y", "x")
@@ -426,10 +427,18 @@ def _kept(attrs: Dict[str, Any]) -> Dict[str, Any]:
 
 
 class NetCDFWriter(SeriesWriter):
-    """One netCDF-4 file, written step by step in a hidden temporary file beside the target
+    """One netCDF-4 file, written slab by slab in a hidden temporary file beside the target
     that ``close()`` flushes and renames over it (``abort()`` deletes it; an old file at the
-    target is never touched before ``close()``). Time is an unlimited dimension: each
-    ``write_step`` appends its time value and its slab of every variable."""
+    target is never touched before ``close()``). Time is an unlimited dimension: step ``i``
+    is index ``i`` along it (written in any order), its time value set when its last row is.
+
+    Each variable is chunked ``[1, z-slab, Y, X]`` as ``.h5``. Uncompressed, a slab is
+    written where it goes (fill values off and a chunk cache smaller than a chunk, so a
+    chunk spread over two slabs is not written twice); compressed (the netCDF library's
+    deflate), a chunk is written once, whole: the rows of one that spans two slabs wait in a
+    buffer of one chunk per variable and open step (:class:`ChunkRows`; none when slabs are
+    a multiple of ``row_multiple`` rows). A z axis written descending takes the slabs from
+    the file's last chunk down."""
 
     merge = False          # a vector's components are variables of their own (module doc)
 
@@ -442,9 +451,20 @@ class NetCDFWriter(SeriesWriter):
         # a source without z (2-D) is written back without it while the output is one layer
         self.flat = bool(src_dims) and src_dims.get("z") is None and self.grid.dims[2] == 1
         self.descending = [r for r in meta.get("descending", []) if not (r == "z" and self.flat)]
+        nz = self.grid.dims[2]
+        self.chunk_rows = slab_chunks((self.n_times, nz, self.grid.dims[1],
+                                       self.grid.dims[0]))[1]
+        # chunk starts in the order rows arrive (from the file's end when z is descending)
+        bounds = list(range(self.chunk_rows, nz, self.chunk_rows)) + [nz]   # in the file
+        starts = sorted(nz - b for b in bounds) if "z" in self.descending else \
+            [0] + bounds[:-1]
+        if self.compression != "none":
+            self.row_multiple = self.chunk_rows
+            self.chunks = ChunkRows(starts, nz)
         self.tmp = self._temp_beside()
         try:
             self.ds = nc.Dataset(self.tmp, "w", format="NETCDF4")
+            self.ds.set_fill_off()                  # every value is written
             self._define(meta)
         except BaseException as exc:
             self._discard()
@@ -471,15 +491,18 @@ class NetCDFWriter(SeriesWriter):
             # no axis: ParaView's CF reader takes axis X/Y for longitude/latitude
             v.setncatts({k: a for k, a in _kept(coords.get(r, {})).items() if k != "axis"})
             v[:] = values[::-1] if r in self.descending else values
-        chunks = list(slab_chunks((self.n_times, g.dims[2], g.dims[1], g.dims[0])))
+        chunks = [1, self.chunk_rows, g.dims[1], g.dims[0]]
         if self.flat:
             del chunks[1]
+        chunk_bytes = 4 * int(np.prod(chunks))
         dims = tuple([self.dims["t"]] + [self.dims[r] for r in spatial])
         owner = {p: v for v, parts in self.components.items() for p in parts}
         attrs_of = meta.get("variables", {})
         for n in self.variables:
             var = ds.createVariable(n, "f4", dims, chunksizes=chunks,
                                     **NC_FILTERS[self.compression])
+            if self.compression == "none":   # smaller than a chunk: partial ones go to disk
+                var.set_var_chunk_cache(size=max(chunk_bytes // 2, 1))
             attrs = _kept(attrs_of.get(n) or attrs_of.get(owner.get(n, n)) or {})
             attrs.pop(VECTOR_ATTR, None)
             if n in owner:
@@ -492,17 +515,45 @@ class NetCDFWriter(SeriesWriter):
         attrs["history"] = line + ("\n" + old if old else "")
         ds.setncatts(attrs)
 
-    def _write(self, i: int, arrays: Dict[str, np.ndarray]) -> None:
+    def slab_bytes(self, rows: int, steps: int = 1) -> int:
+        """A partial chunk per variable and open step (compressed, slabs not a multiple of
+        ``row_multiple``), plus the netCDF library's chunk cache (half a chunk per variable
+        uncompressed; compressed, its default per variable)."""
+        row = self.grid.dims[0] * self.grid.dims[1] * 4
+        n = len(self.variables)
+        if self.compression == "none":
+            return n * self.chunk_rows * row // 2
+        cache = _netcdf4().get_chunk_cache()[0]
+        return steps * self.chunks.rows_held(rows) * row * n + n * cache
+
+    def _write_slab(self, i: int, z0: int, arrays: Dict[str, np.ndarray]) -> None:
+        nz = self.grid.dims[2]
         try:
             for n in self.variables:
-                a = arrays[n]                                        # [Z, Y, X]
-                for r in self.descending:
-                    a = np.flip(a, AXIS_OF_ROLE[r] - 1)
-                self.ds.variables[n][i] = a[0] if self.flat else a
+                ready = [(z0, arrays[n])] if self.compression == "none" else \
+                    self.chunks.add((i, n), z0, arrays[n])
+                for first, a in ready:                               # [rows, Y, X]
+                    for r in self.descending:
+                        a = np.flip(a, AXIS_OF_ROLE[r] - 1)
+                    if self.flat:
+                        self.ds.variables[n][i] = a[0]
+                    else:
+                        at = nz - first - a.shape[0] if "z" in self.descending else first
+                        self.ds.variables[n][i, at:at + a.shape[0]] = a
+        except (OSError, RuntimeError) as exc:
+            raise StsrError(f"could not write step {i} to '{self.tmp}' (for '{self.path}'): "
+                            f"{exc}") from None
+
+    def _end_step(self, i: int) -> None:
+        try:
             self.ds.variables[self.dims["t"]][i] = self.times[i]
         except (OSError, RuntimeError) as exc:
             raise StsrError(f"could not write step {i} to '{self.tmp}' (for '{self.path}'): "
                             f"{exc}") from None
+
+    def _drop_step(self, i: int) -> None:
+        if self.compression != "none":
+            self.chunks.drop(i)
 
     def _finish(self) -> List[str]:
         try:
