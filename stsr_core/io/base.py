@@ -55,6 +55,10 @@ def discard_file(handle: Any, tmp: str) -> None:
     """Close ``handle`` (an open h5py/netCDF file, or None) whatever state it is in, and
     remove its temp file ``tmp``: what a one-file writer's abort does."""
     if handle is not None:
+        try:     # the file's space freed first: closing flushes HDF5's metadata, which on a
+            os.truncate(tmp, 0)     # full disk fails, and HDF5 then crashes at exit
+        except OSError:
+            pass
         try:
             handle.close()
         except Exception:  # noqa: BLE001 - the file is removed anyway
@@ -81,7 +85,8 @@ class SeriesWriter:
     returns the files written; ``abort()`` keeps only what the format's promise allows (see
     each writer). As a context manager an exception aborts. ``metadata`` is the source's
     (:attr:`VolumeSeries.metadata`); a format that can carry attributes writes its own part
-    back (netCDF), the others ignore it.
+    back (netCDF), the others ignore it. ``slab_rows``: the rows of the slabs to come, when
+    known (a format that chunks its file chunks it to suit them; any slabs are taken).
     """
 
     merge = True        # False: the format stores each scalar variable apart (raw)
@@ -92,8 +97,10 @@ class SeriesWriter:
 
     def __init__(self, path: str, grid: Grid, times: Sequence[float], variables: Sequence[str],
                  components: Dict[str, List[str]], compression: str, overwrite: bool,
-                 metadata: Optional[Dict[str, Any]] = None) -> None:
+                 metadata: Optional[Dict[str, Any]] = None,
+                 slab_rows: Optional[int] = None) -> None:
         self.path = path
+        self.slab_rows = slab_rows
         self.metadata = dict(metadata or {})
         self.grid = grid
         self.times = np.asarray(list(times), dtype=np.float64).reshape(-1)

@@ -154,14 +154,19 @@ DEFLATE_LEVEL = {"zlib": 1, "gzip": 4}
 CHUNK_BYTES = 4 * 1024 ** 2
 
 
-def slab_chunks(shape: Sequence[int]) -> tuple:
+def slab_chunks(shape: Sequence[int], slab_rows: Optional[int] = None) -> tuple:
     """Chunk shape for a ``[T, Z, Y, X(, C)]`` dataset: one step, whole x-y planes, as many
-    z planes as fit in ~CHUNK_BYTES."""
+    z planes as fit in ~CHUNK_BYTES. ``slab_rows``: the rows of the slabs the writer will
+    get; the chunks then divide them (the most rows that fit and divide ``slab_rows``), so
+    that no chunk spans two slabs."""
     plane = int(np.prod(shape[2:])) * 4                          # bytes of one [Y, X(, C)]
-    nz = max(1, min(int(shape[1]), CHUNK_BYTES // max(plane, 1)))
+    fit = max(1, min(int(shape[1]), CHUNK_BYTES // max(plane, 1)))
+    if slab_rows is not None and 0 < slab_rows < int(shape[1]):
+        nz = max(d for d in range(1, min(fit, slab_rows) + 1) if slab_rows % d == 0)
+        return (1, nz) + tuple(int(v) for v in shape[2:])
     # even slabs: a last partial chunk is stored at full size when uncompressed (129 planes
     # in chunks of 63 took 189 planes of disk), so split Z into equal parts instead
-    n_chunks = -(-int(shape[1]) // nz)
+    n_chunks = -(-int(shape[1]) // fit)
     nz = -(-int(shape[1]) // n_chunks)
     return (1, nz) + tuple(int(v) for v in shape[2:])
 
@@ -204,7 +209,8 @@ class H5Writer(SeriesWriter):
         nz = self.grid.shape[0]
         # every array's chunks have the rows of the widest one's (a vector's): <= ~4 MB
         widest = max([len(p) for p in self.components.values()] + [1])
-        self.chunk_rows = slab_chunks((self.n_times,) + tuple(self.grid.shape) + (widest,))[1]
+        self.chunk_rows = slab_chunks((self.n_times,) + tuple(self.grid.shape) + (widest,),
+                                      self.slab_rows)[1]
         if self.compression != "none":
             self.row_multiple = self.chunk_rows
             self.chunks = ChunkRows(range(0, nz, self.chunk_rows), nz)

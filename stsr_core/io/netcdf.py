@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import shutil
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -69,6 +70,9 @@ DROPPED_ATTRS = {"_FillValue", "missing_value", "scale_factor", "add_offset", "v
 REGULAR_RTOL = 1e-4
 # The attribute that makes scalar variables the components of one vector (its name).
 VECTOR_ATTR = "stsr_vector"
+# Free bytes under which a failed write is put down to a full disk (the netCDF library
+# reports HDF5's "No space left on device" as "HDF error").
+FULL_DISK_BYTES = 1024 ** 2
 # What ``compression`` means for netCDF-4 variables (as for HDF5: deflate level 1 + shuffle).
 NC_FILTERS: Dict[str, Dict[str, Any]] = {
     "none": {"zlib": False},
@@ -433,8 +437,8 @@ class NetCDFWriter(SeriesWriter):
     is index ``i`` along it (written in any order), its time value set when its last row is.
 
     Each variable is chunked ``[1, z-slab, Y, X]`` as ``.h5``. Uncompressed, a slab is
-    written where it goes (fill values off and a chunk cache smaller than a chunk, so a
-    chunk spread over two slabs is not written twice); compressed (the netCDF library's
+    written where it goes (fill values off and no chunk cache, so a chunk spread over two
+    slabs is not written twice); compressed (the netCDF library's
     deflate), a chunk is written once, whole: the rows of one that spans two slabs wait in a
     buffer of one chunk per variable and open step (:class:`ChunkRows`; none when slabs are
     a multiple of ``row_multiple`` rows). A z axis written descending takes the slabs from
@@ -453,7 +457,7 @@ class NetCDFWriter(SeriesWriter):
         self.descending = [r for r in meta.get("descending", []) if not (r == "z" and self.flat)]
         nz = self.grid.dims[2]
         self.chunk_rows = slab_chunks((self.n_times, nz, self.grid.dims[1],
-                                       self.grid.dims[0]))[1]
+                                       self.grid.dims[0]), self.slab_rows)[1]
         # chunk starts in the order rows arrive (from the file's end when z is descending)
         bounds = list(range(self.chunk_rows, nz, self.chunk_rows)) + [nz]   # in the file
         starts = sorted(nz - b for b in bounds) if "z" in self.descending else \
@@ -494,15 +498,15 @@ class NetCDFWriter(SeriesWriter):
         chunks = [1, self.chunk_rows, g.dims[1], g.dims[0]]
         if self.flat:
             del chunks[1]
-        chunk_bytes = 4 * int(np.prod(chunks))
         dims = tuple([self.dims["t"]] + [self.dims[r] for r in spatial])
         owner = {p: v for v, parts in self.components.items() for p in parts}
         attrs_of = meta.get("variables", {})
         for n in self.variables:
             var = ds.createVariable(n, "f4", dims, chunksizes=chunks,
                                     **NC_FILTERS[self.compression])
-            if self.compression == "none":   # smaller than a chunk: partial ones go to disk
-                var.set_var_chunk_cache(size=max(chunk_bytes // 2, 1))
+            # no chunk cache: uncompressed slabs go straight to their place in the file, and
+            # a compressed chunk (written whole) is compressed and written at once
+            var.set_var_chunk_cache(size=0)
             attrs = _kept(attrs_of.get(n) or attrs_of.get(owner.get(n, n)) or {})
             attrs.pop(VECTOR_ATTR, None)
             if n in owner:
@@ -517,14 +521,12 @@ class NetCDFWriter(SeriesWriter):
 
     def slab_bytes(self, rows: int, steps: int = 1) -> int:
         """A partial chunk per variable and open step (compressed, slabs not a multiple of
-        ``row_multiple``), plus the netCDF library's chunk cache (half a chunk per variable
-        uncompressed; compressed, its default per variable)."""
+        ``row_multiple``), plus the chunk the netCDF library compresses."""
         row = self.grid.dims[0] * self.grid.dims[1] * 4
-        n = len(self.variables)
         if self.compression == "none":
-            return n * self.chunk_rows * row // 2
-        cache = _netcdf4().get_chunk_cache()[0]
-        return steps * self.chunks.rows_held(rows) * row * n + n * cache
+            return 0
+        return (steps * self.chunks.rows_held(rows) * len(self.variables) + 2 * self.chunk_rows) \
+            * row
 
     def _write_slab(self, i: int, z0: int, arrays: Dict[str, np.ndarray]) -> None:
         nz = self.grid.dims[2]
@@ -541,15 +543,23 @@ class NetCDFWriter(SeriesWriter):
                         at = nz - first - a.shape[0] if "z" in self.descending else first
                         self.ds.variables[n][i, at:at + a.shape[0]] = a
         except (OSError, RuntimeError) as exc:
-            raise StsrError(f"could not write step {i} to '{self.tmp}' (for '{self.path}'): "
-                            f"{exc}") from None
+            raise self._error(f"step {i} of", exc) from None
 
     def _end_step(self, i: int) -> None:
         try:
             self.ds.variables[self.dims["t"]][i] = self.times[i]
         except (OSError, RuntimeError) as exc:
-            raise StsrError(f"could not write step {i} to '{self.tmp}' (for '{self.path}'): "
-                            f"{exc}") from None
+            raise self._error(f"step {i} of", exc) from None
+
+    def _error(self, what: str, exc: BaseException) -> StsrError:
+        """The netCDF library's error in one line; it says only "HDF error" when the disk
+        is full, so a disk left without room is named as the cause."""
+        folder = os.path.dirname(self.tmp)
+        full = shutil.disk_usage(folder).free < FULL_DISK_BYTES
+        why = "the disk is full (No space left on device)" if full else \
+            " ".join(str(exc).split())
+        return StsrError(f"cannot write {what} '{self.path}' (in '{self.tmp}'): {why}; "
+                         f"{self.kept()}")
 
     def _drop_step(self, i: int) -> None:
         if self.compression != "none":
@@ -559,9 +569,9 @@ class NetCDFWriter(SeriesWriter):
         try:
             self.ds.close()
         except (OSError, RuntimeError) as exc:
+            error = self._error("the end of", exc)
             remove_quietly(self.tmp)
-            raise StsrError(f"could not finish '{self.tmp}' (for '{self.path}'): {exc}") \
-                from None
+            raise error from None
         fsync_file(self.tmp)
         os.replace(self.tmp, self.path)
         return [self.path]

@@ -117,7 +117,8 @@ def open_series_writer(path: str, grid: Grid, times: Sequence[float],
                        format: Optional[str] = None, compression: Optional[str] = None,
                        overwrite: bool = False,
                        metadata: Optional[Dict[str, Any]] = None,
-                       steps: Optional[Sequence[int]] = None) -> SeriesWriter:
+                       steps: Optional[Sequence[int]] = None,
+                       slab_rows: Optional[int] = None) -> SeriesWriter:
     """A writer for ``len(times)`` steps of ``variables`` on ``grid`` at ``path``: ``.pvd``
     (one ``.vti`` per step in the folder ``NAME/`` beside it), ``.vti`` (one step), ``.h5`` /
     ``.hdf5`` (one chunked dataset per array ``[T, Z, Y, X(, C)]``), ``.nc`` (netCDF-4, time
@@ -131,7 +132,11 @@ def open_series_writer(path: str, grid: Grid, times: Sequence[float],
     process opens the writer together (the checks pass or fail on all of them), writes its
     steps' ``.vti`` files, and rank 0 writes the ``.pvd`` when all are done. Only ``.pvd``
     output is split so (an ``.h5`` or ``.json`` output is one file or one list written by
-    one process: refused with a message)."""
+    one process: refused with a message).
+
+    The writer takes whole steps (``write_step``) or z-slabs (``write_slab``, see
+    io/base.py's SeriesWriter); ``slab_rows``: the rows of the slabs to come, when known, so
+    that an ``.h5``/``.nc`` is chunked to suit them (no chunk waits for a second slab)."""
     group = process_group()
     split = steps is not None and group is not None
     check = lambda: _check_output(path, grid, times, variables, components,  # noqa: E731
@@ -155,7 +160,7 @@ def open_series_writer(path: str, grid: Grid, times: Sequence[float],
     else:
         from .raw import RawWriter as cls  # type: ignore[assignment]
     return cls(path, grid, times, variables, components, compression, overwrite,
-               metadata=metadata)
+               metadata=metadata, slab_rows=slab_rows)
 
 
 def _check_output(path: str, grid: Grid, times: Sequence[float], variables: Sequence[str],
