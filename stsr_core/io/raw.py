@@ -223,6 +223,10 @@ class RawWriter(SeriesWriter):
         for n in self.variables:
             for i in range(self.n_times):
                 remove_quietly(self._file(n, i) + ".partial")
+            try:                              # a variable's folder, if this left it empty
+                os.rmdir(os.path.dirname(self._file(n, 0)))
+            except OSError:
+                pass
 
 
 class RawReader(SeriesReader):
