@@ -383,3 +383,28 @@ def test_slab_bytes_bounds_what_a_compressed_h5_or_nc_holds_and_slab_rows_makes_
             np.testing.assert_array_equal(back.variables[n], v)
     assert max(h for hint, h in sizes if hint is None) > 0
     assert max(h for hint, h in sizes if hint == 4) == 0
+
+
+@pytest.mark.parametrize("compression", ["none", "zlib"])
+def test_a_netcdf_z_axis_written_descending_takes_the_slabs_from_its_last_chunk_down(
+        tmp_path, monkeypatch, compression):
+    """A source whose z coordinate descends (pressure levels) is written back descending:
+    the slabs, in increasing z, fill the file from its last row up, compressed chunks (6
+    rows of 11: the first one in the file partial) written whole. netCDF4 sees the values
+    flipped along z, stsr's reader the series as written."""
+    from stsr_core.io import hdf5
+    monkeypatch.setattr(hdf5, "CHUNK_BYTES", 6 * 6 * 5 * 4)
+    s = tall_series()
+    path = tmp_path / "d.nc"
+    with open_writer(s, path, compression=compression,
+                     metadata={"netcdf": {"descending": ["z"]}}) as w:
+        if compression == "zlib":
+            assert w.chunks.starts == [0, 5, 11]           # file chunks: rows 0-5, 6-10
+        write_in_slabs(w, s)
+    with netCDF4.Dataset(path) as ds:
+        z = np.asarray(ds["z"][:])
+        assert z[0] > z[-1]
+        np.testing.assert_array_equal(np.asarray(ds["rho"][:]), s.variables["rho"][:, ::-1])
+    back = read_series(str(path))
+    for n, v in s.variables.items():
+        np.testing.assert_array_equal(back.variables[n], v)
