@@ -63,8 +63,8 @@ class BackgroundWriter:
         self._items: Deque[Optional[_Item]] = collections.deque()
         self._pending = 0                     # bytes queued or being written
         self._cond = threading.Condition()
-        self._rows: Dict[int, int] = {}       # as queued: rows of each open step
-        self._complete: Set[int] = set()      # as queued: steps whose last row is queued
+        self._rows: Dict[int, int] = dict(writer.rows)   # as queued: rows of each open step
+        self._complete: Set[int] = set(writer.done)      # as queued: last row queued
         self._error: Optional[BaseException] = None
         self._stop = False
         self._thread = threading.Thread(target=self._run, name="stsr-writer", daemon=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from typing import Any, Collection, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Collection, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
@@ -91,8 +91,8 @@ class SeriesWriter:
 
     merge = True        # False: the format stores each scalar variable apart (raw)
     max_open_steps = MAX_OPEN_STEPS
-    # slabs whose first row is a multiple of this go to the file without being held back
-    # (an .h5's or .nc's compressed chunks: a partial chunk waits for its rows)
+    # slabs of a multiple of this many rows go to the file without any rows held back (an
+    # .h5's or .nc's compressed chunks: the rows of a chunk that spans two slabs wait)
     row_multiple = 1
 
     def __init__(self, path: str, grid: Grid, times: Sequence[float], variables: Sequence[str],
@@ -110,7 +110,7 @@ class SeriesWriter:
         self.overwrite = overwrite
         self.done: List[int] = []          # steps complete on disk, in order of completion
         self.rows: Dict[int, int] = {}     # open steps: rows written so far
-        self.failed: set = set()           # steps whose write failed (never complete)
+        self.failed: Set[int] = set()      # steps whose write failed (never complete)
         self.state = "open"                # open | closed | aborted
         self.files: List[str] = []
         # the steps this writer writes: all of them, or one process's share of a

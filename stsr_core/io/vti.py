@@ -282,7 +282,8 @@ class PvdWriter(VtiStepsWriter):
     """``OUT.pvd`` plus one ``.vti`` per step in the folder ``OUT/`` beside it.
 
     A new output is written in place: each ``.vti`` goes to a hidden temporary name in
-    ``OUT/`` and is renamed when complete, then ``OUT.pvd`` is rewritten atomically listing
+    ``OUT/`` (its slabs appended as they come, several steps open at once) and is renamed
+    when its last row is written, then ``OUT.pvd`` is rewritten atomically listing
     the steps complete so far, so whatever stops the run (exception, Ctrl-C, crash) the
     ``.pvd`` opens in ParaView with every step it names complete. ``abort()`` keeps those
     steps (removes everything when none was complete).

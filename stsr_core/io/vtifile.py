@@ -14,7 +14,10 @@ own files (tests/pv/readers_check.py opens every kind in pvpython).
 VTK's writer compresses on one thread and copies every array into a VTK array first; this
 one compresses a step's blocks on all cores, a few at a time, and writes the arrays from
 their memory; as VTK's does, it leaves room for each array's offset in the XML header and
-for each array's block sizes, and fills them in once they are known.
+for each array's block sizes, and fills them in once they are known. A step may also come
+in z-slabs (:class:`VtiFile`): uncompressed they go to their place in the one piece,
+compressed each is a piece of its own (``<Piece Extent>`` of its rows), which VTK's reader
+puts together.
 """
 from __future__ import annotations
 
