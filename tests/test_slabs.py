@@ -17,6 +17,7 @@ from stsr_core.grid import Grid
 from stsr_core.io import open_series_writer, read_series, vtifile
 from stsr_core.io.background import BackgroundWriter
 from stsr_core.io.base import MAX_OPEN_STEPS
+from stsr_core.io.stream import writer_bytes
 from test_disk_full import small_disk  # noqa: F401 - the real tmpfs fixture
 from test_engine import smooth_series
 
@@ -371,6 +372,8 @@ def test_slab_bytes_bounds_what_a_compressed_h5_or_nc_holds_and_slab_rows_makes_
                          slab_rows=hint) as w:
             assert w.chunk_rows == (4 if hint else 6)
             bound = w.slab_bytes(4, len(ORDER))
+            assert bound == writer_bytes(str(tmp_path / name), s.grid, s.names, s.components,
+                                         4, len(ORDER), compression="zlib", slab_rows=hint)
             for z0 in range(0, 24, 4):
                 for t in ORDER:
                     w.write_slab(t, z0, {n: v[t, z0:z0 + 4] for n, v in s.variables.items()})

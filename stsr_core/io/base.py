@@ -158,10 +158,20 @@ class SeriesWriter:
 
     def slab_bytes(self, rows: int, steps: int = 1) -> int:
         """The most bytes this writer holds beyond the caller's arrays while slabs of
-        ``rows`` rows come for ``steps`` open steps (the memory plan counts it): here the
-        copy that puts a vector's components together; formats add their own buffers."""
-        ny, nx = self.grid.shape[1:]
-        parts = sum(len(p) for p in self.components.values()) if self.merge else 0
+        ``rows`` rows come for ``steps`` open steps (the memory plan counts it)."""
+        return self.buffer_bytes(self.grid, self.variables, self.components, self.compression,
+                                 rows, steps, self.slab_rows, self.metadata)
+
+    @classmethod
+    def buffer_bytes(cls, grid: Grid, variables: Sequence[str], components: Dict[str, List[str]],
+                     compression: str, rows: int, steps: int = 1,
+                     slab_rows: Optional[int] = None,
+                     metadata: Optional[Dict[str, Any]] = None) -> int:
+        """:meth:`slab_bytes` of an output not opened yet (a memory plan is made before any
+        file): here the copy that puts a vector's components together; formats add their
+        own buffers."""
+        ny, nx = grid.shape[1:]
+        parts = sum(len(p) for p in components.values()) if cls.merge else 0
         return parts * int(rows) * ny * nx * 4
 
     # --- the interface -------------------------------------------------------------------------
@@ -356,13 +366,26 @@ class ChunkRows:
             del self.held[key]
 
     def rows_held(self, rows: int) -> int:
-        """The most rows held per (step, array) while slabs of ``rows`` rows come: none
-        when every slab starts and ends on a chunk's boundary, else one chunk's."""
-        total = self.starts[-1]
-        bounds = set(self.starts)
-        if all(z in bounds for z in range(int(rows), total, int(rows))):
-            return 0
-        return int(np.diff(self.starts).max())
+        """The most rows held per (step, array) while slabs of ``rows`` rows come."""
+        return rows_held(self.starts, rows)
+
+
+def chunk_starts(total: int, chunk_rows: int, descending: bool = False) -> List[int]:
+    """The first row of each chunk of ``chunk_rows`` rows of a file's z axis, in the order
+    slabs arrive (increasing z); ``descending``: the file stores z the other way round (its
+    chunks start at its last row), so the first chunk to arrive may be partial."""
+    bounds = list(range(chunk_rows, total, chunk_rows)) + [total]      # in the file
+    return sorted(total - b for b in bounds) if descending else [0] + bounds[:-1]
+
+
+def rows_held(starts: Sequence[int], rows: int) -> int:
+    """The most rows a (step, array) holds while slabs of ``rows`` rows come to chunks
+    starting at ``starts`` (the total rows last): none when every slab starts and ends on
+    a chunk's boundary, else one chunk's."""
+    total, bounds = starts[-1], set(starts)
+    if all(z in bounds for z in range(int(rows), total, int(rows))):
+        return 0
+    return int(np.diff(starts).max())
 
 
 # --- reading one step at a time ----------------------------------------------------------------

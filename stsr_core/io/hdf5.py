@@ -5,15 +5,15 @@
 from __future__ import annotations
 
 import os
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
 from ..errors import StsrError
 from ..grid import Grid
 from ..series import VolumeSeries, arrays_holding, split_components
-from .base import (ChunkRows, SeriesReader, SeriesWriter, discard_file, fsync_file,
-                   keep_arrays)
+from .base import (ChunkRows, SeriesReader, SeriesWriter, chunk_starts, discard_file,
+                   fsync_file, keep_arrays, rows_held)
 from .compress import THREADS, codec, compress_all, shuffled
 
 
@@ -207,13 +207,10 @@ class H5Writer(SeriesWriter):
         self.tmp = self._temp_beside()
         self.merged = self._merged_names()
         nz = self.grid.shape[0]
-        # every array's chunks have the rows of the widest one's (a vector's): <= ~4 MB
-        widest = max([len(p) for p in self.components.values()] + [1])
-        self.chunk_rows = slab_chunks((self.n_times,) + tuple(self.grid.shape) + (widest,),
-                                      self.slab_rows)[1]
+        self.chunk_rows = self.chunk_rows_for(self.grid, self.components, self.slab_rows)
         if self.compression != "none":
             self.row_multiple = self.chunk_rows
-            self.chunks = ChunkRows(range(0, nz, self.chunk_rows), nz)
+            self.chunks = ChunkRows(chunk_starts(nz, self.chunk_rows), nz)
         try:
             # no chunk cache: uncompressed slabs go straight to their place in the file
             self.fh = h5py.File(self.tmp, "w", rdcc_nbytes=0)
@@ -235,17 +232,32 @@ class H5Writer(SeriesWriter):
                 raise StsrError(f"cannot create '{self.tmp}' for '{self.path}': {exc}") from None
             raise
 
-    def slab_bytes(self, rows: int, steps: int = 1) -> int:
+    @staticmethod
+    def chunk_rows_for(grid: Grid, components: Dict[str, List[str]],
+                       slab_rows: Optional[int]) -> int:
+        """The z rows of every array's chunks: those of the widest array's (a vector's)
+        chunks of ~CHUNK_BYTES, dividing ``slab_rows`` when given."""
+        widest = max([len(p) for p in components.values()] + [1])
+        return slab_chunks((1,) + tuple(grid.shape) + (widest,), slab_rows)[1]
+
+    @classmethod
+    def buffer_bytes(cls, grid: Grid, variables: Sequence[str], components: Dict[str, List[str]],
+                     compression: str, rows: int, steps: int = 1,
+                     slab_rows: Optional[int] = None,
+                     metadata: Optional[Dict[str, Any]] = None) -> int:
         """Beyond a vector's components put together: a partial chunk per array and open
         step (compressed, slabs not a multiple of ``row_multiple``), and the chunks being
         compressed (shuffled copy and result)."""
         extra = 0
-        if self.compression != "none":
-            row = int(np.prod(self.grid.shape[1:])) * 4                  # one scalar row
-            widths = [len(self.components.get(n, [n])) for n in self.merged]
-            extra = steps * self.chunks.rows_held(rows) * row * sum(widths)
-            extra += 2 * CHUNK_GROUP * self.chunk_rows * row * max(widths)
-        return super().slab_bytes(rows, steps) + extra
+        if compression != "none":
+            nz, c = grid.shape[0], cls.chunk_rows_for(grid, components, slab_rows)
+            row = int(np.prod(grid.shape[1:])) * 4                       # one scalar row
+            widths = [len(p) for p in components.values()]
+            widths += [1] * (len(variables) - sum(widths))
+            held = rows_held(chunk_starts(nz, c) + [nz], rows)
+            extra = steps * held * row * sum(widths) + 2 * CHUNK_GROUP * c * row * max(widths)
+        return super().buffer_bytes(grid, variables, components, compression, rows, steps,
+                                    slab_rows, metadata) + extra
 
     def _write_slab(self, i: int, z0: int, arrays: Dict[str, np.ndarray]) -> None:
         if self.compression == "none":

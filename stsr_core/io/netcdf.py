@@ -39,8 +39,8 @@ import numpy as np
 from ..errors import StsrError
 from ..grid import Grid
 from ..series import VolumeSeries, arrays_holding, split_components
-from .base import (ChunkRows, SeriesReader, SeriesWriter, discard_file, fsync_file,
-                   remove_quietly)
+from .base import (ChunkRows, SeriesReader, SeriesWriter, chunk_starts, discard_file,
+                   fsync_file, remove_quietly, rows_held)
 from .hdf5 import slab_chunks
 
 ROLES = ("t", "z", "y", "x")
@@ -456,15 +456,11 @@ class NetCDFWriter(SeriesWriter):
         self.flat = bool(src_dims) and src_dims.get("z") is None and self.grid.dims[2] == 1
         self.descending = [r for r in meta.get("descending", []) if not (r == "z" and self.flat)]
         nz = self.grid.dims[2]
-        self.chunk_rows = slab_chunks((self.n_times, nz, self.grid.dims[1],
-                                       self.grid.dims[0]), self.slab_rows)[1]
-        # chunk starts in the order rows arrive (from the file's end when z is descending)
-        bounds = list(range(self.chunk_rows, nz, self.chunk_rows)) + [nz]   # in the file
-        starts = sorted(nz - b for b in bounds) if "z" in self.descending else \
-            [0] + bounds[:-1]
+        self.chunk_rows = slab_chunks((1,) + tuple(self.grid.shape), self.slab_rows)[1]
         if self.compression != "none":
             self.row_multiple = self.chunk_rows
-            self.chunks = ChunkRows(starts, nz)
+            self.chunks = ChunkRows(chunk_starts(nz, self.chunk_rows, "z" in self.descending),
+                                    nz)
         self.tmp = self._temp_beside()
         try:
             self.ds = nc.Dataset(self.tmp, "w", format="NETCDF4")
@@ -519,14 +515,20 @@ class NetCDFWriter(SeriesWriter):
         attrs["history"] = line + ("\n" + old if old else "")
         ds.setncatts(attrs)
 
-    def slab_bytes(self, rows: int, steps: int = 1) -> int:
+    @classmethod
+    def buffer_bytes(cls, grid: Grid, variables: Sequence[str], components: Dict[str, List[str]],
+                     compression: str, rows: int, steps: int = 1,
+                     slab_rows: Optional[int] = None,
+                     metadata: Optional[Dict[str, Any]] = None) -> int:
         """A partial chunk per variable and open step (compressed, slabs not a multiple of
         ``row_multiple``), plus the chunk the netCDF library compresses."""
-        row = self.grid.dims[0] * self.grid.dims[1] * 4
-        if self.compression == "none":
+        if compression == "none":
             return 0
-        return (steps * self.chunks.rows_held(rows) * len(self.variables) + 2 * self.chunk_rows) \
-            * row
+        nz, row = grid.shape[0], grid.dims[0] * grid.dims[1] * 4
+        c = slab_chunks((1,) + tuple(grid.shape), slab_rows)[1]
+        descending = "z" in ((metadata or {}).get("netcdf", {}).get("descending", []))
+        held = rows_held(chunk_starts(nz, c, descending) + [nz], rows)
+        return (steps * held * len(variables) + 2 * c) * row
 
     def _write_slab(self, i: int, z0: int, arrays: Dict[str, np.ndarray]) -> None:
         nz = self.grid.dims[2]

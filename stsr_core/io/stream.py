@@ -150,17 +150,39 @@ def open_series_writer(path: str, grid: Grid, times: Sequence[float],
         return PvdWriter.for_group(path, grid, times, variables, components, compression,
                                    overwrite).share_out(steps)  # type: ignore[arg-type]
     make_output_folder(path)
+    return writer_class(fmt, ext)(path, grid, times, variables, components, compression,
+                                  overwrite, metadata=metadata, slab_rows=slab_rows)
+
+
+def writer_class(fmt: str, ext: str) -> type:
+    """The writer of format ``fmt`` (vti|h5|netcdf|raw) for an output ending in ``ext``."""
     if fmt == "vti":
         from .vti import PvdWriter, VtiWriter
-        cls = VtiWriter if ext == ".vti" else PvdWriter
-    elif fmt == "h5":
-        from .hdf5 import H5Writer as cls  # type: ignore[assignment]
-    elif fmt == "netcdf":
-        from .netcdf import NetCDFWriter as cls  # type: ignore[assignment]
-    else:
-        from .raw import RawWriter as cls  # type: ignore[assignment]
-    return cls(path, grid, times, variables, components, compression, overwrite,
-               metadata=metadata, slab_rows=slab_rows)
+        return VtiWriter if ext == ".vti" else PvdWriter
+    if fmt == "h5":
+        from .hdf5 import H5Writer
+        return H5Writer
+    if fmt == "netcdf":
+        from .netcdf import NetCDFWriter
+        return NetCDFWriter
+    from .raw import RawWriter
+    return RawWriter
+
+
+def writer_bytes(path: str, grid: Grid, variables: Sequence[str],
+                 components: Dict[str, List[str]], rows: int, steps: int = 1,
+                 format: Optional[str] = None, compression: Optional[str] = None,
+                 slab_rows: Optional[int] = None,
+                 metadata: Optional[Dict[str, Any]] = None) -> int:
+    """The most bytes the writer of this output (as :func:`open_series_writer` would open
+    it) holds beyond the caller's arrays while slabs of ``rows`` rows come for ``steps``
+    steps open at once: its compression buffers and the partial chunks it keeps
+    (SeriesWriter.slab_bytes), known before anything is opened, for a memory plan."""
+    path = os.path.abspath(os.fspath(path))
+    fmt = output_format(path, format)
+    return writer_class(fmt, os.path.splitext(path)[1].lower()).buffer_bytes(
+        grid, list(variables), components, compression or DEFAULT_COMPRESSION[fmt], rows,
+        steps, slab_rows, metadata)
 
 
 def _check_output(path: str, grid: Grid, times: Sequence[float], variables: Sequence[str],

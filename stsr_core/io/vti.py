@@ -12,7 +12,7 @@ import os
 import re
 import tempfile
 import xml.etree.ElementTree as ET
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -240,11 +240,16 @@ class VtiStepsWriter(SeriesWriter):
     def _final(self, i: int) -> str:
         raise NotImplementedError
 
-    def slab_bytes(self, rows: int, steps: int = 1) -> int:
+    @classmethod
+    def buffer_bytes(cls, grid: Grid, variables: Sequence[str], components: Dict[str, List[str]],
+                     compression: str, rows: int, steps: int = 1,
+                     slab_rows: Optional[int] = None,
+                     metadata: Optional[Dict[str, Any]] = None) -> int:
         """Beyond a vector's components put together: the compressed blocks in flight."""
-        extra = 0 if self.compression == "none" else vtifile.GROUP_BLOCKS * (
+        extra = 0 if compression == "none" else vtifile.GROUP_BLOCKS * (
             vtifile.BLOCK_BYTES + vtifile.BLOCK_BYTES // 64 + 64)
-        return super().slab_bytes(rows, steps) + extra
+        return super().buffer_bytes(grid, variables, components, compression, rows, steps,
+                                    slab_rows, metadata) + extra
 
     def _write_slab(self, i: int, z0: int, arrays: Dict[str, np.ndarray]) -> None:
         out = self.open_files.get(i)
