@@ -207,7 +207,8 @@ class H5Writer(SeriesWriter):
         self.tmp = self._temp_beside()
         self.merged = self._merged_names()
         nz = self.grid.shape[0]
-        self.chunk_rows = self.chunk_rows_for(self.grid, self.components, self.slab_rows)
+        self.chunk_rows = self.chunk_rows_for(self.grid, self.components, self.compression,
+                                              self.slab_rows)
         if self.compression != "none":
             self.row_multiple = self.chunk_rows
             self.chunks = ChunkRows(chunk_starts(nz, self.chunk_rows), nz)
@@ -233,12 +234,15 @@ class H5Writer(SeriesWriter):
             raise
 
     @staticmethod
-    def chunk_rows_for(grid: Grid, components: Dict[str, List[str]],
+    def chunk_rows_for(grid: Grid, components: Dict[str, List[str]], compression: str,
                        slab_rows: Optional[int]) -> int:
         """The z rows of every array's chunks: those of the widest array's (a vector's)
-        chunks of ~CHUNK_BYTES, dividing ``slab_rows`` when given."""
+        chunks of ~CHUNK_BYTES, dividing ``slab_rows`` when given and compressed
+        (uncompressed slabs go where they belong whatever the chunks, and even chunks
+        store no padding)."""
         widest = max([len(p) for p in components.values()] + [1])
-        return slab_chunks((1,) + tuple(grid.shape) + (widest,), slab_rows)[1]
+        return slab_chunks((1,) + tuple(grid.shape) + (widest,),
+                           None if compression == "none" else slab_rows)[1]
 
     @classmethod
     def buffer_bytes(cls, grid: Grid, variables: Sequence[str], components: Dict[str, List[str]],
@@ -250,7 +254,7 @@ class H5Writer(SeriesWriter):
         compressed (shuffled copy and result)."""
         extra = 0
         if compression != "none":
-            nz, c = grid.shape[0], cls.chunk_rows_for(grid, components, slab_rows)
+            nz, c = grid.shape[0], cls.chunk_rows_for(grid, components, compression, slab_rows)
             row = int(np.prod(grid.shape[1:])) * 4                       # one scalar row
             widths = [len(p) for p in components.values()]
             widths += [1] * (len(variables) - sum(widths))

@@ -456,7 +456,10 @@ class NetCDFWriter(SeriesWriter):
         self.flat = bool(src_dims) and src_dims.get("z") is None and self.grid.dims[2] == 1
         self.descending = [r for r in meta.get("descending", []) if not (r == "z" and self.flat)]
         nz = self.grid.dims[2]
-        self.chunk_rows = slab_chunks((1,) + tuple(self.grid.shape), self.slab_rows)[1]
+        # dividing the slabs when compressed (uncompressed slabs go where they belong, and
+        # even chunks store no padding)
+        self.chunk_rows = slab_chunks((1,) + tuple(self.grid.shape), None if
+                                      self.compression == "none" else self.slab_rows)[1]
         if self.compression != "none":
             self.row_multiple = self.chunk_rows
             self.chunks = ChunkRows(chunk_starts(nz, self.chunk_rows, "z" in self.descending),
