@@ -246,8 +246,8 @@ class VtiStepsWriter(SeriesWriter):
                      slab_rows: Optional[int] = None,
                      metadata: Optional[Dict[str, Any]] = None) -> int:
         """Beyond a vector's components put together: the compressed blocks in flight."""
-        extra = 0 if compression == "none" else vtifile.GROUP_BLOCKS * (
-            vtifile.BLOCK_BYTES + vtifile.BLOCK_BYTES // 64 + 64)
+        extra = 0 if compression == "none" else 2 * (vtifile.GROUP_BYTES
+                                                     + vtifile.MAX_BLOCK_BYTES)
         return super().buffer_bytes(grid, variables, components, compression, rows, steps,
                                     slab_rows, metadata) + extra
 

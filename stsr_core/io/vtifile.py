@@ -6,8 +6,8 @@ used (``SetDataModeToAppended``, ``EncodeAppendedDataOff``, ``SetHeaderTypeToUIn
 the XML header, then ``<AppendedData encoding="raw">`` with, per array, a binary header and
 the values. Uncompressed, the header is the byte count (UInt64) and the values follow as
 they are in memory. Compressed (``vtkZLibDataCompressor`` or ``vtkLZ4DataCompressor``),
-the values are cut into blocks of ``BLOCK_BYTES`` and the header is ``[blocks, block
-size, size of a partial last block (0: none), compressed size of each block]`` (UInt64),
+the values are cut into blocks (whole z slices: :func:`block_bytes`) and the header is
+``[blocks, block size, size of a partial last block (0: none), compressed size of each block]`` (UInt64),
 followed by the compressed blocks. VTK's and ParaView's readers read it as they read VTK's
 own files (tests/pv/readers_check.py opens every kind in pvpython).
 
@@ -31,12 +31,21 @@ from ..errors import StsrError
 from ..grid import Grid
 from .compress import as_bytes, codec, compress_all, split_blocks
 
-# Uncompressed bytes per compressed block: 1 MiB (VTK's default is 32 KiB; bigger blocks
-# compress a little better and cost fewer headers; readers handle any size).
+# Uncompressed bytes per compressed block: whole z slices of the array, at least
+# MIN_BLOCK_BYTES of them (VTK's default block is 32 KiB; readers handle any size). VTK's
+# reader reads a piece that is not the whole extent -- every piece of a file written in
+# slabs, any piece a pvbatch rank asks a part of -- one z slice at a time and decompresses
+# each block a slice lies in anew: blocks of 1 MiB across 8 slices of a 129^2 grid read 7x
+# slower in zlib than blocks of one slice (and 3x in lz4), while one piece read whole
+# reads as fast either way.
+MIN_BLOCK_BYTES = 64 << 10
+# A slice larger than this (a 1025^2 grid's 4.2 MB) is cut into blocks of about
+# BLOCK_BYTES (those holding a slice's end are read twice when read by slices).
+MAX_BLOCK_BYTES = 4 << 20
 BLOCK_BYTES = 1 << 20
-# Blocks compressed at once before they are written: what a step costs in memory beyond its
-# arrays (a few MB), whatever the step's size.
-GROUP_BLOCKS = 8
+# Bytes of blocks compressed at once before they are written: what a step costs in memory
+# beyond its arrays, whatever the step's size.
+GROUP_BYTES = 8 << 20
 # Characters kept for each array's offset in the XML header (filled in once known).
 OFFSET_WIDTH = 20
 COMPRESSORS = {"zlib": "vtkZLibDataCompressor", "lz4": "vtkLZ4DataCompressor"}
@@ -49,6 +58,16 @@ def _numbers(values: Sequence[float]) -> str:
 def _xml_attr(text: str) -> str:
     return (text.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;")
             .replace(">", "&gt;"))
+
+
+def block_bytes(slice_bytes: int) -> int:
+    """The uncompressed size of an array's blocks, from its z slice's (see MIN_BLOCK_BYTES):
+    whole slices, at least MIN_BLOCK_BYTES; a slice over MAX_BLOCK_BYTES in equal parts of
+    about BLOCK_BYTES."""
+    if slice_bytes > MAX_BLOCK_BYTES:
+        parts = -(-slice_bytes // BLOCK_BYTES)
+        return -(-slice_bytes // parts)
+    return slice_bytes * max(1, MIN_BLOCK_BYTES // max(slice_bytes, 1))
 
 
 def _extent(x: int, y: int, z0: int, z1: int) -> str:
@@ -147,7 +166,7 @@ class VtiFile:
                 self.fh.write(np.uint64(8).tobytes())
                 self.fh.write(value)
             else:
-                self._write_compressed([value])
+                self._write_compressed([value], [8])
 
     def add(self, z0: int, arrays: Sequence[np.ndarray]) -> None:
         """Rows ``z0 .. z0 + nz - 1`` of every array (``[nz, Y, X]`` or ``[nz, Y, X, C]``
@@ -170,22 +189,29 @@ class VtiFile:
                 self.fh.write(as_bytes(a))
         else:
             self.fh.seek(0, 2)
-            offsets = self._write_compressed([as_bytes(a) for a in data])
+            offsets = self._write_compressed([as_bytes(a) for a in data],
+                                             [block_bytes(rb) for rb in self.row_bytes])
             self.pieces.append((z0, z0 + nz - 1, offsets))
         self.rows = z0 + nz
 
-    def _write_compressed(self, buffers: Sequence[memoryview]) -> List[int]:
+    def _write_compressed(self, buffers: Sequence[memoryview],
+                          blocks: Sequence[int]) -> List[int]:
         """Each buffer as a compressed array at the file's end (its header of block sizes,
-        reserved and filled in once known, then its blocks); the blocks of all of them
-        compressed GROUP_BLOCKS at a time on the pool's threads. Returns each one's offset
-        from the appended data's start."""
+        reserved and filled in once known, then its blocks of ``blocks[k]`` bytes); the
+        blocks of all of them compressed GROUP_BYTES at a time on the pool's threads.
+        Returns each one's offset from the appended data's start."""
         fh, compress = self.fh, codec(self.compression)
-        jobs = [(k, b) for k, buf in enumerate(buffers) for b in split_blocks(buf, BLOCK_BYTES)]
-        n_blocks = [-(-len(buf) // BLOCK_BYTES) for buf in buffers]
+        jobs = [(k, b) for k, buf in enumerate(buffers) for b in split_blocks(buf, blocks[k])]
+        n_blocks = [-(-len(buf) // size) for buf, size in zip(buffers, blocks)]
         heads: List[int] = [-1] * len(buffers)
         sizes: List[List[int]] = [[] for _ in buffers]
-        for g in range(0, len(jobs), GROUP_BLOCKS):
-            group = jobs[g:g + GROUP_BLOCKS]
+        groups, start, held = [], 0, 0
+        for j, (_, b) in enumerate(jobs):
+            held += len(b)
+            if held >= GROUP_BYTES or j == len(jobs) - 1:
+                groups.append(jobs[start:j + 1])
+                start, held = j + 1, 0
+        for group in groups:
             for (k, _), packed in zip(group, compress_all([b for _, b in group], compress,
                                                           self.threads)):
                 if heads[k] < 0:
@@ -196,8 +222,8 @@ class VtiFile:
                 if len(sizes[k]) == n_blocks[k]:
                     end = fh.tell()
                     fh.seek(heads[k])
-                    fh.write(np.asarray([n_blocks[k], BLOCK_BYTES,
-                                         len(buffers[k]) % BLOCK_BYTES] + sizes[k],
+                    fh.write(np.asarray([n_blocks[k], blocks[k],
+                                         len(buffers[k]) % blocks[k]] + sizes[k],
                                         dtype="<u8").tobytes())
                     fh.seek(end)
         return [h - self.data_at for h in heads]
