@@ -123,8 +123,7 @@ def test_slab_appended_outputs_read_back_equal_with_each_formats_own_library(
 def test_a_step_written_in_slabs_or_whole_gives_the_file_vtk_writes(tmp_path, compression):
     """Uncompressed, a .vti written in slabs is byte for byte the one written whole (one
     piece, each slab's rows at their place); compressed, the pieces hold the same values.
-    Whole, the file is the one io/vtifile.py always wrote (VTK's writer's layout; the
-    overlap tests compare those bytes)."""
+    Whole, it is one piece, as VTK's own writer writes it."""
     s = tall_series(nt=1)
     with open_writer(s, tmp_path / "a.pvd", compression=compression) as w:
         write_in_slabs(w, s, order=[0])
