@@ -7,8 +7,8 @@ the XML header, then ``<AppendedData encoding="raw">`` with, per array, a binary
 the values. Uncompressed, the header is the byte count (UInt64) and the values follow as
 they are in memory. Compressed (``vtkZLibDataCompressor`` or ``vtkLZ4DataCompressor``),
 the values are cut into blocks (whole z slices: :func:`block_bytes`) and the header is
-``[blocks, block size, size of a partial last block (0: none), compressed size of each block]`` (UInt64),
-followed by the compressed blocks. VTK's and ParaView's readers read it as they read VTK's
+``[blocks, block size, size of a partial last block (0: none), compressed size of each
+block]`` (UInt64), followed by the compressed blocks. VTK's and ParaView's readers read it as they read VTK's
 own files (tests/pv/readers_check.py opens every kind in pvpython).
 
 VTK's writer compresses on one thread and copies every array into a VTK array first; this
