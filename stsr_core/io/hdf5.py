@@ -187,8 +187,9 @@ CHUNK_GROUP = 2 * THREADS
 class H5Writer(SeriesWriter):
     """One HDF5 file, one dataset per array ``[T, Z, Y, X(, C)]`` chunked by z-slabs (every
     array's of the rows the widest one's take), filled slab by slab in a hidden temporary
-    file beside the target that ``close()`` flushes and renames over it. ``abort()`` deletes the temporary
-    file; an old file at the target is never touched before ``close()``.
+    file beside the target that ``close()`` flushes and renames over it. ``abort()``
+    deletes the temporary file; an old file at the target is never touched before
+    ``close()``.
 
     Uncompressed, each slab is written where it goes (a hyperslab; chunks are written
     without fill values and bypass HDF5's chunk cache, so a chunk spread over two slabs is
