@@ -29,7 +29,7 @@ import numpy as np
 
 from ..errors import StsrError
 from ..grid import Grid
-from .compress import as_bytes, codec, compress_all, split_blocks
+from .compress import as_bytes, codec, compress_each, split_blocks
 
 # Uncompressed bytes per compressed block: whole z slices of the array, at least
 # MIN_BLOCK_BYTES of them (VTK's default block is 32 KiB; readers handle any size). VTK's
@@ -212,8 +212,8 @@ class VtiFile:
                 groups.append(jobs[start:j + 1])
                 start, held = j + 1, 0
         for group in groups:
-            for (k, _), packed in zip(group, compress_all([b for _, b in group], compress,
-                                                          self.threads)):
+            for (k, _), packed in zip(group, compress_each([b for _, b in group], compress,
+                                                           self.threads)):
                 if heads[k] < 0:
                     heads[k] = fh.tell()
                     fh.write(bytes(8 * (3 + n_blocks[k])))
