@@ -21,6 +21,8 @@ from typing import Iterator, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from ..files import write_error
+
 CHUNK_BYTES = 64 << 20          # bytes per read when streaming every slot (a checksum)
 MAX_READ = 1 << 30              # bytes per read call (Linux returns at most ~2 GB a call)
 
@@ -114,8 +116,11 @@ class FileSlots:
             at += int(var) * (self.slot_bytes // self.slot_shape[0])
         view = memoryview(a).cast("B")
         done = 0
-        while done < len(view):
-            done += os.pwritev(self.fd, [view[done:done + MAX_READ]], at + done)
+        try:
+            while done < len(view):
+                done += os.pwritev(self.fd, [view[done:done + MAX_READ]], at + done)
+        except OSError as exc:         # a full disk: the model file is not touched
+            raise write_error(self.name, exc, "a model file there is unchanged") from None
         self._kept.pop(int(k), None)
 
     def whole(self) -> torch.Tensor:

@@ -19,6 +19,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -91,7 +92,10 @@ class SplineBase(nn.Module):
         shape = (self.n_slots, self.n_vars, z + 2, y + 2, x + 2)
         self.hermite = base_time != "linear"
         self.trainable = bool(trainable)
-        self.coef = nn.Parameter(torch.zeros(shape), requires_grad=trainable)   # [T, V, ...]
+        # zeros that take no memory until written (numpy's calloc: untouched pages are not
+        # resident): a model loaded with its slots in a file never writes them
+        self.coef = nn.Parameter(torch.from_numpy(np.zeros(shape, dtype=np.float32)),
+                                 requires_grad=trainable)                        # [T, V, ...]
         # the slots in a file instead (slots.py: a model file loaded lazily, or the fit's
         # scratch file): then ``coef`` is no parameter, and reading it loads every slot
         self._slots: Optional[FileSlots] = None
