@@ -56,6 +56,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--src", default=ROOT, help="the source tree whose stsr_core runs")
     p.add_argument("--limit-gb", type=float, help="RLIMIT_AS of the child, GiB")
     p.add_argument("--set", action="append", default=[], help="stsr fit --set KEY=VALUE")
+    p.add_argument("--max-minutes", help="stsr fit --max-minutes (default: the preset's)")
     p.add_argument("--keep-model", action="store_true")
     p.add_argument("--out", required=True, help="results JSON (a list, appended to)")
     a = p.parse_args(argv)
@@ -63,6 +64,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     os.makedirs(scratch, exist_ok=True)
     model = os.path.join(scratch, f"{a.label}.stsr")
     extra: List[str] = [x for kv in a.set for x in ("--set", kv)]
+    if a.max_minutes:
+        extra += ["--max-minutes", a.max_minutes]
     limit = None if a.limit_gb is None else int(a.limit_gb * 1024 ** 3)
     commit = subprocess.run(["git", "-C", a.src, "rev-parse", "--short", "HEAD"],
                             capture_output=True, text=True).stdout.strip() or None
@@ -70,6 +73,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     size = os.path.getsize(model) if r["rc"] == 0 and os.path.exists(model) else None
     rec = {"label": a.label, "input": a.input, "input_bytes_file": os.path.getsize(a.input),
            "src": a.src, "commit": commit, "limit_gb": a.limit_gb, "set": a.set,
+           "max_minutes": a.max_minutes,
            "model_bytes": size, "date": time.strftime("%Y-%m-%d %H:%M"),
            "machine": f"{platform.node()} {os.cpu_count()} cores", **r}
     if not a.keep_model and os.path.exists(model):
