@@ -401,6 +401,7 @@ class SeriesReader:
         self.times = np.asarray(times, dtype=np.float64)
         self.variables = variables
         self.components = components
+        self.metadata: Dict[str, Any] = {}     # what a whole-series read would keep of it
         t = self.times        # what VolumeSeries.validate promises of a whole series
         if t.ndim != 1 or t.size < 1 or not np.all(np.isfinite(t)) or np.any(np.diff(t) <= 0):
             raise StsrError(f"'{path}': time values must be finite and strictly increasing, "

@@ -410,6 +410,7 @@ class NetCDFReader(SeriesReader):
             ds.close()
         lay = self.layout
         super().__init__(path, lay.grid, lay.times, lay.variables, lay.components)
+        self.metadata = lay.metadata
 
     def read_step(self, i: int) -> Dict[str, np.ndarray]:
         i = self._check(i)
