@@ -4,7 +4,7 @@ Python; `stsr --help` and `stsr plugin-path` answer there, and ParaView loads th
 the folder that prints (PV_PLUGIN_PATH, no LoadPlugin). Without torch in that venv the
 plugin says in ParaView's output window which Python it runs, where it looked and the
 command that fixes it; with torch it upscales. Real pip, real venvs, real pvpython: started
-with `--venv DIR` (ParaView 5.12 and later), or on ParaView 5.11, which has no --venv, with
+with `--venv=DIR` (ParaView 5.12 and later), or on ParaView 5.11, which has no --venv, with
 the venv's site-packages and the getargspec shim on PYTHONPATH, as docs/paraview.md says.
 
 torch is not downloaded again for the fresh venv (4.6 GB from PyPI on Debian 13): the
