@@ -148,14 +148,19 @@ def _missing_engine(exc):
         fix = "'%s' -m pip install %s, then %s" % (_venv_python(venv)[1], what, start(venv))
     else:
         fix = ("'%s -m venv DIR', 'DIR/bin/pip install torch stsr_inr-*.whl' (made by 'pip "
-               "wheel .' in the stsr-inr repository), then %s with PV_PLUGIN_PATH set to what "
-               "'DIR/bin/stsr plugin-path' prints" % (python, start("DIR")))
+               "wheel .' in the stsr-inr repository), then set PV_PLUGIN_PATH to what "
+               "'DIR/bin/stsr plugin-path' prints and %s" % (python, start("DIR")))
+    # Python's path, then the folders the plugin itself searched for stsr_core (see
+    # _find_core) and for the repository's venv (see _engine) where they are not on it
+    looked = [p for p in sys.path if p]
+    looked += [p for p in (_HERE, repo, os.path.join(repo, ".venv", "lib", "python" + here,
+                                                      "site-packages")) if p not in looked]
     return ("STSR-INR needs PyTorch and the stsr_core package in ParaView's Python (%s).\n"
             "ParaView %s runs Python %s (%s, prefix %s).\n"
             "It looked in: %s\n"
             "To fix: %s."
             % (exc, pv, sys.version.split()[0], python, sys.prefix,
-               os.pathsep.join(p for p in sys.path if p), fix))
+               os.pathsep.join(looked), fix))
 
 
 def _error(algorithm, message):
