@@ -133,6 +133,12 @@ class SplineBase(nn.Module):
         self._path_slopes = {}
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
+    def slot_coef(self, k: int) -> torch.Tensor:
+        """Slot ``k``'s spline coefficients [V, Z+2, Y+2, X+2] (detached): every read of one
+        kept step's coefficients goes through here, so that the storage behind it may hold
+        only the slots in use."""
+        return self.coef[k].detach()
+
     def slopes_at(self, k: int) -> torch.Tensor:
         """Slot ``k``'s slopes in time [V, Z+2, Y+2, X+2]: trained ones, or the natural
         cubic spline's through the coefficients (a row of [T, T] @ coef: derived per slot
