@@ -9,6 +9,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from . import kernels
+
 
 def lattice_axes(dims_zyx: Sequence[int], device: torch.device) -> List[torch.Tensor]:
     """Local coordinates (x, y, z) of a grid's own points, each [n] in [-1, 1]."""
@@ -49,8 +51,15 @@ def separable(a: torch.Tensor, mats: Sequence[torch.Tensor],
               out: Optional[torch.Tensor] = None) -> torch.Tensor:
     """``a`` [C, Z, Y, X] filtered along x, y and z by the matrices ``mats`` (x, y, z; each
     [out, in]) -> [C, Zo, Yo, Xo] (into ``out`` when given): three matrix products, coarse
-    axes first, so the cost per output value is a few dozen multiply-adds done by BLAS."""
+    axes first, so the cost per output value is a few dozen multiply-adds done by BLAS. On
+    the CPU the compiled kernel (kernels.py) does it with the matrices' bands alone, and
+    reads only the input rows the z matrix uses (a slab of the output: its rows alone)."""
+    if kernels.available(a.device):
+        return kernels.banded(a, mats, out)
     mx, my, mz = mats
+    lo, hi = kernels.used_rows(mz)           # a slab: only the rows its z matrix reads
+    if (lo, hi) != (0, a.shape[1]):
+        a, mz = a[:, lo:hi], mz[:, lo:hi]
     c, z, y, _ = a.shape
     a = a @ mx.t()                                               # [C, Z, Y, Xo]
     a = my @ a                                                   # [C, Z, Yo, Xo]
@@ -102,6 +111,16 @@ class GridPlan:
     # a piece: per axis the local coordinates (first, last) the warps' lookup grid is cut
     # to; None: the whole [-1, 1]
     warp_spans: Optional[List[Tuple[float, float]]] = None
+    # a piece: per axis (x, y, z) the whole warps' grid's point count and the cut's first
+    # index (what the compiled lookups address it by); None: the whole grid
+    warp_cut: Optional[List[Tuple[int, int]]] = None
+
+    def lookup_index(self) -> List[Tuple[float, float]]:
+        """Per axis (x, y, z) (scale, offset) taking a local coordinate p to an index of the
+        warps' lookup grid (as cut): ``(p + 1) * scale - offset`` (kernels.warp_lookup)."""
+        if self.warp_cut is None:
+            return [(0.5 * (m.shape[0] - 1), 0.0) for m in self.warp_spline]
+        return [(0.5 * (m - 1), float(i0)) for m, i0 in self.warp_cut]
 
     def to_lookup(self, axis: int, local: torch.Tensor) -> torch.Tensor:
         """Local coordinates along ``axis`` as ``grid_sample`` addresses the warps' lookup

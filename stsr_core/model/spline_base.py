@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .encodings import bspline_coefficients, bspline_sample, slot_weights
+from . import kernels
 from .. import distributed
 from .paths import accelerations, bend_shift, end_weights, hermite_terms, slope_weights
 from .time_basis import (cross_validated_mix, displacement_grid_dims, fit_displacement,
@@ -437,23 +438,25 @@ class SplineBase(nn.Module):
             if self._bends():           # a bent path's ends shift by up to |a| / 8 more
                 reach = reach + self.accelerations().abs().amax(dim=(0, 2, 3, 4)) / 8
             reach = reach.tolist()
-        cut, spans = [], []
+        cut, spans, starts = [], [], []
         for k, f in enumerate(fine):
             m = f.numel()
             if m == 1:
                 cut.append(f)
                 spans.append((-1.0, 1.0))
+                starts.append((1, 0))
                 continue
             lo = float(sub[k][0]) - reach[k]
             hi = float(sub[k][-1]) + reach[k]
             i0 = max(0, int(math.floor((lo + 1) * 0.5 * (m - 1))) - 1)
             i1 = min(m - 1, int(math.ceil((hi + 1) * 0.5 * (m - 1))) + 1)
             cut.append(f[i0:i1 + 1])
+            starts.append((m, i0))
             # the cut's ends as grid_sample places the whole grid's points (i * 2/(m-1) - 1)
             spans.append((-1.0, 1.0) if (i0, i1) == (0, m - 1) else
                          (i0 * 2.0 / (m - 1) - 1.0, i1 * 2.0 / (m - 1) - 1.0))
         warp = [spline_matrix(f, n) for f, n in zip(cut, self.dims)]
-        return GridPlan(spline, linear, sub, warp, warp_spans=spans)
+        return GridPlan(spline, linear, sub, warp, warp_spans=spans, warp_cut=starts)
 
     @torch.no_grad()
     def evaluate_grid(self, plan: "GridPlan", t: float) -> torch.Tensor:
@@ -681,8 +684,21 @@ class SplineBase(nn.Module):
         mz = plan.linear[2]
         disp, accel, bend = plan.disp, plan.accel, bend_shift(w)
         zo, yo, xo = plan.shape
-        gx, gy = plan.axes[0].view(1, 1, -1), plan.axes[1].view(1, -1, 1)
         both = weights is None and per_point is None
+        if per_point is None and kernels.available(ends[0].device):
+            # every variable and both sides in one compiled pass (kernels.py)
+            mode = kernels.BOTH if both else (kernels.ABSDIFF if weights == "absdiff"
+                                               else kernels.BLEND)
+            wts = None if mode != kernels.BLEND else [
+                torch.as_tensor(x, dtype=torch.float32) for x in weights]
+            got = kernels.warp_lookup(ends, wts, disp, accel, bend, mz, plan.axes, w,
+                                      plan.lookup_index(), mode,
+                                      None if out is None or both else out)
+            return got if both else got[0]
+        if weights == "absdiff":
+            pair = self._look_up_ends(plan, ends, w, None, None)
+            return torch.sub(pair[0], pair[1], out=out).abs_()
+        gx, gy = plan.axes[0].view(1, 1, -1), plan.axes[1].view(1, -1, 1)
         if both:
             out = ends[0].new_empty((2, ends[0].shape[0], zo, yo, xo))
         slab = max(1, WARP_SLAB_POINTS // max(1, yo * xo))
