@@ -199,7 +199,7 @@ def _output_properties(scale, min_scale):
             _boolean("ErrorEstimate", "_error", True,
                      doc="Also output NAME_error arrays: the estimated local absolute error "
                          "(same units; about 90 % of points lie below it), for models that "
-                         "have one (preset liif)."))
+                         "have one (every fit of the fast preset, and preset liif)."))
 
 
 def _timestep_values():

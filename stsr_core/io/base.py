@@ -169,6 +169,45 @@ class SeriesWriter:
             raise write_error(f"step {i} of '{self.path}'", exc, self.kept()) from None
         self.done.append(i)
 
+    # --- slabs (CONTEXT interface 2) ---------------------------------------------------------
+    # FALLBACK until branch i29-io's native slab writers land (it replaces this block): the
+    # rows of a step are gathered in memory and written by write_step once its last row is
+    # in, so a step's memory is held while it is open.
+    max_open_steps = 16
+
+    def write_slab(self, i: int, z0: int, arrays: Dict[str, np.ndarray]) -> None:
+        """Rows ``z0 .. z0 + nz - 1`` of step ``i``: ``arrays`` maps each scalar variable to
+        float32 ``[nz, Y, X]``; a step's slabs come in increasing z, contiguous; the step
+        is complete when its last row is written."""
+        open_steps = self.__dict__.setdefault("_open_slabs", {})
+        z_n, y_n, x_n = self.grid.shape
+        first = next(iter(arrays.values()), None)
+        nz = 0 if first is None else int(np.shape(first)[0])
+        row, held = open_steps.get(int(i), (0, None))
+        if int(z0) != row or nz < 1 or row + nz > z_n:
+            raise StsrError(f"'{self.path}': rows {z0}..{int(z0) + nz - 1} of step {i} do "
+                            f"not follow its rows written so far (0..{row - 1} of {z_n})")
+        if held is None:
+            if len(open_steps) >= self.max_open_steps:
+                raise StsrError(f"'{self.path}': more than {self.max_open_steps} steps open "
+                                "at once")
+            held = {n: np.empty((z_n, y_n, x_n), np.float32) for n in arrays}
+        for n, a in arrays.items():
+            if n not in held or np.shape(a) != (nz, y_n, x_n):
+                raise StsrError(f"'{self.path}': array '{n}' of step {i} rows {z0}.. has "
+                                f"shape {np.shape(a)}; expected {(nz, y_n, x_n)}")
+            held[n][row:row + nz] = a
+        if row + nz < z_n:
+            open_steps[int(i)] = (row + nz, held)
+            return
+        open_steps.pop(int(i), None)
+        self.write_step(i, held)
+
+    def slab_hold_bytes(self, rows: int, open_steps: int) -> int:
+        """What this writer holds in memory with ``open_steps`` steps open, written in
+        slabs of ``rows`` rows (the fallback above: the open steps whole)."""
+        return open_steps * 4 * self.grid.n_points * len(self.variables)
+
     def close(self) -> List[str]:
         """Finish the output (every step must have been written) and return its files;
         a second call returns the same list."""

@@ -73,10 +73,20 @@ def separable(a: torch.Tensor, mats: Sequence[torch.Tensor],
 def share_fields(plan: "GridPlan", lattice: "GridPlan") -> None:
     """Let ``lattice`` (a plan of the data's lattice or a coarser one, for the sides'
     values there) use ``plan``'s slot fields where both look up on the same warps' grid
-    (whole grids: the usual case), instead of evaluating each slot once more per interval."""
+    (whole grids: the usual case; or a slab's cut of it that holds the lattice's cut),
+    instead of evaluating each slot once more per interval."""
     if plan.warp_spans is None and lattice.warp_spans is None and all(
             a.shape == b.shape for a, b in zip(plan.warp_spline, lattice.warp_spline)):
         lattice.fields = plan.fields
+        return
+    if lattice.fields is plan.fields:
+        return
+    if all(pm == lm and p0 <= l0 and l0 + ln <= p0 + pn for (pm, p0, pn), (lm, l0, ln)
+           in zip(plan.cut_ranges(), lattice.cut_ranges())):
+        lattice.fields = plan.fields          # looked up in the plan's cut from now on
+        lattice.warp_spline = plan.warp_spline
+        lattice.warp_spans = plan.warp_spans
+        lattice.warp_cut = plan.warp_cut
 
 
 @dataclass
@@ -101,6 +111,9 @@ class GridPlan:
     # data's own grid for the indicator in time
     error_fields: Dict[int, torch.Tensor] = field(default_factory=dict)
     data_plan: Optional["GridPlan"] = None
+    # the data's points the indicators are carried from: per axis (x, y, z) the linear
+    # matrix from them to this grid [out, n] and the box of them (x0, x1, y0, y1, z0, z1)
+    data_carry: Optional[Tuple[List[torch.Tensor], Tuple[int, ...]]] = None
     # the lattice the network weighing the two sides works on (side_weights.py)
     side_plan: Optional["GridPlan"] = None
     # reuse two output-sized buffers from step to step (a caller that is done with each
@@ -114,6 +127,13 @@ class GridPlan:
     # a piece: per axis (x, y, z) the whole warps' grid's point count and the cut's first
     # index (what the compiled lookups address it by); None: the whole grid
     warp_cut: Optional[List[Tuple[int, int]]] = None
+
+    def cut_ranges(self) -> List[Tuple[int, int, int]]:
+        """Per axis (x, y, z): the whole warps' grid's points, the cut's first index and its
+        points (the whole grid: (m, 0, m))."""
+        if self.warp_cut is None:
+            return [(m.shape[0], 0, m.shape[0]) for m in self.warp_spline]
+        return [(m, i0, w.shape[0]) for (m, i0), w in zip(self.warp_cut, self.warp_spline)]
 
     def lookup_index(self) -> List[Tuple[float, float]]:
         """Per axis (x, y, z) (scale, offset) taking a local coordinate p to an index of the

@@ -84,43 +84,58 @@ if numba is not None:
         xo_n, yo_n, zo_n = sx.shape[0], sy.shape[0], sz.shape[0]
         kx, ky, kz = wx.shape[1], wy.shape[1], wz.shape[1]
         rows = z_hi - z_lo
+        # x: a gather of kx taps per output column, on the coarse rows
         t1 = np.empty((c_n, rows, y_n, xo_n), np.float32)
         for cz in prange(c_n * rows):
             c = cz // rows
-            z = z_lo + cz % rows
+            z = cz % rows
             for y in range(y_n):
+                src = a[c, z_lo + z, y]
+                dst = t1[c, z, y]
                 for xo in range(xo_n):
                     s = sx[xo]
-                    acc = np.float32(0.0)
-                    for k in range(kx):
-                        acc += wx[xo, k] * a[c, z, y, s + k]
-                    t1[c, z - z_lo, y, xo] = acc
+                    acc = wx[xo, 0] * src[s]
+                    for k in range(1, kx):
+                        acc += wx[xo, k] * src[s + k]
+                    dst[xo] = acc
+        # y, then z: each output row a sum of a few whole input rows (contiguous, SIMD)
         t2 = np.empty((c_n, rows, yo_n, xo_n), np.float32)
         for cz in prange(c_n * rows):
             c = cz // rows
             z = cz % rows
             for yo in range(yo_n):
                 s = sy[yo]
+                dst = t2[c, z, yo]
+                w0 = wy[yo, 0]
+                src = t1[c, z, s]
                 for xo in range(xo_n):
-                    acc = np.float32(0.0)
-                    for k in range(ky):
-                        acc += wy[yo, k] * t1[c, z, s + k, xo]
-                    t2[c, z, yo, xo] = acc
-        # z last, in blocks of rows so that the few input planes a block reads stay cached
-        blk = 8
-        n_blk = (yo_n + blk - 1) // blk
+                    dst[xo] = w0 * src[xo]
+                for k in range(1, ky):
+                    wk = wy[yo, k]
+                    src = t1[c, z, s + k]
+                    for xo in range(xo_n):
+                        dst[xo] += wk * src[xo]
+        plane = yo_n * xo_n
+        t2f = t2.reshape(c_n, rows, plane)
+        outf = out.reshape(c_n, zo_n, plane)
+        blk = 4096                      # a block of the plane stays cached across rows
+        n_blk = (plane + blk - 1) // blk
         for cb in prange(c_n * n_blk):
             c = cb // n_blk
-            y0 = (cb % n_blk) * blk
-            y1 = min(yo_n, y0 + blk)
+            p0 = (cb % n_blk) * blk
+            p1 = min(plane, p0 + blk)
             for zo in range(zo_n):
                 s = sz[zo] - z_lo
-                for yo in range(y0, y1):
-                    for xo in range(xo_n):
-                        acc = np.float32(0.0)
-                        for k in range(kz):
-                            acc += wz[zo, k] * t2[c, s + k, yo, xo]
-                        out[c, zo, yo, xo] = acc
+                dst = outf[c, zo]
+                w0 = wz[zo, 0]
+                src = t2f[c, s]
+                for p in range(p0, p1):
+                    dst[p] = w0 * src[p]
+                for k in range(1, kz):
+                    wk = wz[zo, k]
+                    src = t2f[c, s + k]
+                    for p in range(p0, p1):
+                        dst[p] += wk * src[p]
 
     @njit(parallel=True, cache=True)
     def _warp(f0, f1, a0, a1, disp, accel, has_accel, bend, zi, zw, gx, gy, gz, s0, s1,
@@ -268,3 +283,15 @@ def warp_lookup(ends: Sequence[torch.Tensor], weights: Optional[Sequence[torch.T
     _warp(f0, f1, a0, a1, _np(disp), acc, accel is not None, np.float32(bend), zi, zw,
           gx, gy, gz, np.float32(-w), np.float32(1.0 - w), scale, off, outn, mode)
     return out.view(shape)
+
+
+def warm_up() -> None:
+    """Load (or, on a new install, compile and cache) both kernels now, on tiny arrays, so
+    that their code is resident before memory is planned and no step pays for it."""
+    if numba is None or not USE_NUMBA:
+        return
+    a = torch.zeros(1, 2, 2, 2)
+    m = torch.eye(2)
+    banded(a, [m, m, m])
+    warp_lookup((a, a), (torch.ones(1), torch.ones(1)), torch.zeros(3, 2, 2, 2), None, 0.0,
+                m, [torch.zeros(2)] * 3, 0.5, [(0.5, 0.0)] * 3, BLEND)

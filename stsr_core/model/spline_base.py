@@ -109,6 +109,7 @@ class SplineBase(nn.Module):
             self.register_buffer("path_mix", torch.zeros(self.n_vars))
             self.register_buffer("path_bend", torch.zeros(()))
         self._path_slopes: Dict[int, torch.Tensor] = {}     # slot -> slopes along the path
+        self._time_slopes: Dict[int, torch.Tensor] = {}     # slot -> natural spline's slopes
         # a network weighing the two sides per point (visibility): None, or a module
         # ``(ends [2, V, Z', Y', X'], w, outside [2, Z', Y', X']) -> [V, Z', Y', X']`` weight
         # of the earlier side (outside: side_outside), applied on the data's lattice or one
@@ -132,6 +133,7 @@ class SplineBase(nn.Module):
             state_dict.setdefault(prefix + "path_bend", torch.zeros(()))
         state_dict.setdefault(prefix + "error_scale", torch.zeros(2, self.n_vars))
         self._path_slopes = {}
+        self._time_slopes = {}
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def slot_coef(self, k: int) -> torch.Tensor:
@@ -146,7 +148,21 @@ class SplineBase(nn.Module):
         rather than stored, which would double the model's memory)."""
         if self.slopes is not None:
             return self.slopes[k]
-        return torch.tensordot(self.slope_matrix[k].to(self.coef), self.coef, dims=([0], [0]))
+        got = self._time_slopes.get(k)
+        if got is not None:
+            return got
+        # kept for the interval in use only, like the slopes along the path
+        self._time_slopes = {i: v for i, v in self._time_slopes.items() if abs(i - k) == 1}
+        row = self.slope_matrix[k].tolist()
+        out = None
+        for i, wt in enumerate(row):       # slot by slot: only one more slot at a time
+            if wt != 0.0:
+                term = self.slot_coef(i) * wt
+                out = term if out is None else out.add_(term)
+        out = out if out is not None else torch.zeros_like(self.slot_coef(k))
+        if not torch.is_grad_enabled() or not self.coef.requires_grad:
+            self._time_slopes[k] = out
+        return out
 
     # --- fitting -----------------------------------------------------------------------------
     @torch.no_grad()
@@ -159,6 +175,7 @@ class SplineBase(nn.Module):
             self.slopes.copy_(torch.tensordot(self.slope_matrix.to(self.coef), self.coef,
                                               dims=([1], [0])))
         self._path_slopes = {}
+        self._time_slopes = {}
 
     @torch.no_grad()
     def fit(self, data: torch.Tensor, flow_options: Dict[str, object],
@@ -255,6 +272,7 @@ class SplineBase(nn.Module):
             if fits[j] is not None:
                 self.flow[j].copy_(fits[j])
         self._path_slopes = {}
+        self._time_slopes = {}
         chain_fits = {(k0, k1): f for (_, k0, k1, _), f in zip(jobs[n_main:], fits[n_main:])}
         chains_built: List = []
         if self.base_time == "flow":
@@ -321,14 +339,15 @@ class SplineBase(nn.Module):
         d = self._path_slopes.get(k)
         if d is not None:
             return d
+        # kept for the interval in use only (one slot either side), not for the whole series
+        self._path_slopes = {i: v for i, v in self._path_slopes.items() if abs(i - k) == 1}
         x, y, z = self.dims
         dev = self.coef.device
         axes = [torch.linspace(-1.0, 1.0, n, device=dev) if n > 1 else
                 torch.zeros(1, device=dev) for n in (z, y, x)]
         steps, wts = slope_weights(self.slot_times.tolist(), k)
-        coef = self.coef.detach()
         own = [spline_matrix(a, n) for a, n in zip(lattice_axes((z, y, x), dev), self.dims)]
-        data = {i: separable(coef[i], own) for i in steps}           # the kept steps' values
+        data = {i: separable(self.slot_coef(i), own) for i in steps}   # the kept steps' values
         vals = wts[steps.index(k)] * data[k] if k in steps else torch.zeros_like(data[steps[0]])
         rows = max(1, PATH_SLOPE_POINTS // max(1, x * y))
 
@@ -341,7 +360,7 @@ class SplineBase(nn.Module):
                     continue
                 q = self._carry(pts, k, i)
                 if PATH_SLOPE_SPLINE:
-                    got = bspline_sample(coef[i:i + 1], q).t()
+                    got = bspline_sample(self.slot_coef(i)[None], q).t()
                 else:                    # trilinear in the step's values: 8x fewer lookups
                     got = F.grid_sample(data[i][None], q.view(1, 1, 1, -1, 3),
                                         align_corners=True, padding_mode="border")[0, :, 0, 0]
@@ -400,14 +419,17 @@ class SplineBase(nn.Module):
     # --- evaluation on a regular grid ---------------------------------------------------------
     def plan_grid(self, axes: Sequence[torch.Tensor],
                   box: Optional[Sequence[int]] = None,
-                  factors: Sequence[int] = (8, 4, 2)) -> "GridPlan":
+                  factors: Sequence[int] = (8, 4, 2),
+                  margin: Sequence[float] = (0.0, 0.0, 0.0)) -> "GridPlan":
         """Prepare :meth:`evaluate_grid` on the grid whose points have the local coordinates
         ``axes`` (x, y, z; each [n] in [-1, 1], the grid spanning the data's bounds), or on
         the sub-box ``box`` of it (x0, x1, y0, y1, z0, z1, inclusive indices: an MPI piece,
         a streamed piece): the per-axis matrices then hold only the box's rows, and the
         warps' lookup grid is the whole grid's, cut to what the box's points can reach
         (the box plus the largest displacement), so a piece has the numbers of the same
-        region of the whole grid (to float32 rounding)."""
+        region of the whole grid (to float32 rounding). ``margin`` (x, y, z, local units)
+        widens that cut, so that lookups from points that far outside the box (the data's
+        points around a slab, for the error estimate) find their values in it too."""
         full = [a.to(torch.float32) for a in axes]
         if box is None:
             box = [v for a in full for v in (0, a.numel() - 1)]
@@ -438,6 +460,7 @@ class SplineBase(nn.Module):
             if self._bends():           # a bent path's ends shift by up to |a| / 8 more
                 reach = reach + self.accelerations().abs().amax(dim=(0, 2, 3, 4)) / 8
             reach = reach.tolist()
+        reach = [r + float(m) for r, m in zip(reach, margin)]
         cut, spans, starts = [], [], []
         for k, f in enumerate(fine):
             m = f.numel()
@@ -465,36 +488,40 @@ class SplineBase(nn.Module):
         its warped points up trilinearly in the spline evaluated on this grid (not in the
         spline itself): exact at the grid's points, within the trilinear error of a grid
         finer than the data between them."""
-        coef = self.coef.detach()
+        like = self.slot_times
         j, w = self._slot(t)
         if self.n_slots == 1 or w <= 0.0 or w >= 1.0:
             k = j if self.n_slots == 1 or w <= 0.0 else j + 1
-            out = plan.buffer("out", coef, (self.n_vars,) + plan.shape)
+            out = plan.buffer("out", like, (self.n_vars,) + plan.shape)
             if plan.warp_on_output and self.has_flow:      # the field the warps use too
                 return out.copy_(self._slot_field(plan, k))
-            return separable(coef[k], plan.spline, out=out)
-        m = self.flow_mix if self.has_flow else torch.zeros_like(coef[0, :, 0, 0, 0])
+            return self.kept_field(k, plan.spline, out=out)
+        m = self.flow_mix if self.has_flow else torch.zeros(self.n_vars, device=like.device)
         c = self.time_mix if self.hermite else torch.zeros_like(m)
         # the part that is not moved, on the data's coefficients: (1 - m) linear + c (cubic -
-        # linear); skipped for variables where it is 0 (the default: m = 1, often c = 0)
+        # linear); skipped for variables where it is 0 (the default: m = 1, often c = 0);
+        # only the coefficients' rows the grid's (a slab's) z matrix reads
         some = ((1 - m) != 0) | (c != 0)
         out = None
         if bool(some.any()):
             idx = some.nonzero(as_tuple=True)[0]
-            c0, c1 = coef[j, idx], coef[j + 1, idx]                        # [v, ...]
+            lo, hi = kernels.used_rows(plan.spline[2])
+            mats = plan.spline[:2] + [plan.spline[2][:, lo:hi]]
+            rows = (lambda f: f[idx, lo:hi]) if len(idx) < len(m) else (lambda f: f[:, lo:hi])
+            c0, c1 = rows(self.slot_coef(j)), rows(self.slot_coef(j + 1))     # [v, ...]
             comb = (c0 + w * (c1 - c0)) * (1 - m[idx]).view(-1, 1, 1, 1)
             if bool((c[idx] != 0).any()):
                 h = float(self.slot_times[j + 1] - self.slot_times[j])
-                corr = hermite_correction(c0, c1, self.slopes_at(j)[idx].detach(),
-                                          self.slopes_at(j + 1)[idx].detach(),
-                                          torch.tensor(w, dtype=coef.dtype), h)
+                corr = hermite_correction(c0, c1, rows(self.slopes_at(j).detach()),
+                                          rows(self.slopes_at(j + 1).detach()),
+                                          torch.tensor(w, dtype=c0.dtype), h)
                 comb = comb + c[idx].view(-1, 1, 1, 1) * corr
             shape = (self.n_vars,) + plan.shape
             if len(idx) == len(m):
-                out = separable(comb, plan.spline, out=plan.buffer("out", coef, shape))
+                out = separable(comb, mats, out=plan.buffer("out", like, shape))
             else:
-                out = plan.buffer("out", coef, shape).zero_().index_copy_(
-                    0, idx, separable(comb, plan.spline))
+                out = plan.buffer("out", like, shape).zero_().index_copy_(
+                    0, idx, separable(comb, mats))
         moving = m != 0
         if bool(moving.all()):
             # nothing still (the usual case): looked up straight into the output's buffer
@@ -525,13 +552,22 @@ class SplineBase(nn.Module):
         j, w = slot_weights(self.slot_times, self.slot_times.new_tensor([t]))
         return int(j[0]), float(w[0, 0])
 
+    def kept_field(self, k: int, mats: Sequence[torch.Tensor],
+                   out: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Kept step ``k``'s field (normalised units) on the grid, or the window of one,
+        whose per-axis spline matrices (x, y, z) are ``mats`` -> [V, Zo, Yo, Xo]: the
+        spline through the step's data; every evaluation of a kept step's field on a grid
+        goes through here (what a learned spatial correction adds to)."""
+        return separable(self.slot_coef(k), mats, out=out)
+
     def _slot_field(self, plan: "GridPlan", k: int) -> torch.Tensor:
         """Slot ``k`` evaluated on the warps' grid, kept while it is next to the interval in
         use (outputs go forward or back in time: each slot is evaluated once)."""
         f = plan.fields.get(k)
         if f is None:
-            plan.fields = {i: v for i, v in plan.fields.items() if abs(i - k) == 1}
-            f = plan.fields[k] = separable(self.coef[k].detach(), plan.warp_spline)
+            for i in [i for i in plan.fields if abs(i - k) != 1]:
+                del plan.fields[i]          # in place: a plan sharing the dict sees it too
+            f = plan.fields[k] = self.kept_field(k, plan.warp_spline)
         return f
 
     def _path_field(self, plan: "GridPlan", k: int) -> torch.Tensor:
@@ -595,17 +631,32 @@ class SplineBase(nn.Module):
             return None
         return self._end_values_at(plan, j, w)
 
+    @torch.no_grad()
+    def end_difference(self, plan: "GridPlan", t: float) -> Optional[torch.Tensor]:
+        """|earlier side - later side| at normalised time ``t`` on a planned grid
+        [V, Zo, Yo, Xo] (the error estimate's term in time; :meth:`end_values`), in one
+        pass of the lookups where every variable moves; None at a kept step."""
+        j, w = self._slot(t)
+        if self.n_slots == 1 or w <= 0.0 or w >= 1.0:
+            return None
+        if self.has_flow and bool((self.flow_mix != 0).all()):
+            self._interval_paths(plan, j)
+            ends = (self._slot_field(plan, j), self._slot_field(plan, j + 1))
+            return self._look_up_ends(plan, ends, w, None, "absdiff")
+        ends = self._end_values_at(plan, j, w)
+        return (ends[0] - ends[1]).abs_()
+
     def _end_values_at(self, plan: "GridPlan", j: int, w: float) -> torch.Tensor:
         """:meth:`end_values` at fraction ``w`` of interval ``j``."""
-        k0 = self._slot_field(plan, j)
-        out = k0.new_empty((2, self.n_vars) + plan.shape)
+        out = self.slot_times.new_empty((2, self.n_vars) + plan.shape)
         m = self.flow_mix if self.has_flow else torch.zeros(self.n_vars)
         moving = (m != 0).nonzero(as_tuple=True)[0]
         still = (m == 0).nonzero(as_tuple=True)[0]
         if len(still):
-            coef = self.coef.detach()
+            lo, hi = kernels.used_rows(plan.spline[2])
+            mats = plan.spline[:2] + [plan.spline[2][:, lo:hi]]
             for side in (0, 1):
-                out[side, still] = separable(coef[j + side, still], plan.spline)
+                out[side, still] = separable(self.slot_coef(j + side)[still, lo:hi], mats)
         if len(moving):
             self._interval_paths(plan, j)
             ends = tuple(self._slot_field(plan, j + side) for side in (0, 1))
