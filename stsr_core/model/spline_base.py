@@ -192,6 +192,7 @@ class SplineBase(nn.Module):
         processes (distributed.py) each fits its share of the displacements within the
         budget (or until stopped) and all end with the same base (the results are
         exchanged)."""
+        kernels.warm_up()         # the compiled kernels loaded before the budget's clock
         t_start = time.perf_counter()
         self.fit_notes: List[str] = []
         self.selection: Dict[str, object] = {}
