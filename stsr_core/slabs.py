@@ -335,38 +335,62 @@ def write_slabs(tm: TrainedModel, grid: Grid, t_out: Sequence[float], steps: Seq
                 callback: Optional[Callable[[float], Optional[bool]]] = None
                 ) -> Dict[str, float]:
     """Every step of ``steps`` slab by slab (:func:`slab_steps`) handed to
-    ``writer.write_slab``; on CUDA each slab is copied to a pinned host buffer without
-    waiting and the copy awaited only before it is written. ``callback(fraction)``
-    returning False cancels. Returns the seconds computing and writing."""
+    ``writer.write_slab``. On CUDA two device buffers and two pinned host buffers take
+    turns: a slab's copy to the host is issued without waiting and the next slab computed
+    while the host writes the one before (its copy awaited alone, a CUDA event).
+    ``callback(fraction)`` returning False cancels. Returns the seconds computing (on the
+    host's clock: the device runs ahead) and writing."""
     import time
     base = fast_base(tm)
     dev = base.slot_times.device
-    v = base.n_vars
-    n_arrays = v * (2 if error else 1)
+    n_arrays = base.n_vars * (2 if error else 1)
     z_n, y_n, x_n = grid.shape
     shape = (n_arrays, mem.rows, y_n, x_n)
-    pinned = dev.type == "cuda"
-    host = torch.empty(shape, dtype=torch.float32, pin_memory=pinned)
-    work = host if not pinned else torch.empty(shape, dtype=torch.float32, device=dev)
+    cuda = dev.type == "cuda"
+    turns = 2 if cuda else 1
+    works = [torch.empty(shape, dtype=torch.float32, device=dev) for _ in range(turns)]
+    hosts = [torch.empty(shape, dtype=torch.float32, pin_memory=True) for _ in range(turns)] \
+        if cuda else works
     box = (0, x_n - 1, 0, y_n - 1, 0, z_n - 1)
     t_norm = [tm.info.normalised_time(float(t)) for t in t_out]
     total = max(1, len(steps) * -(-z_n // mem.rows))
+    turn = [0]
+    times = {"compute_s": 0.0, "write_s": 0.0}
+    pending: List[Tuple[Any, int, int, torch.Tensor]] = []
     done = 0
-    compute_s = write_s = 0.0
-    t0 = time.perf_counter()
-    for i, r0, slab in slab_steps(tm, grid, t_norm, steps, box, error, mem, lambda: work):
-        if pinned:
-            out = host[:, :slab.shape[1]]
-            out.copy_(slab, non_blocking=True)
-            torch.cuda.current_stream(dev).synchronize()
-        else:
-            out = slab
+
+    def take() -> torch.Tensor:
+        turn[0] = (turn[0] + 1) % turns
+        return works[turn[0]]
+
+    def write(item: Tuple[Any, int, int, torch.Tensor]) -> None:
+        nonlocal done
+        event, i, r0, host = item
         t1 = time.perf_counter()
-        compute_s += t1 - t0
-        writer.write_slab(i, r0, slab_arrays(tm, out, error))
-        t0 = time.perf_counter()
-        write_s += t0 - t1
+        if event is not None:
+            event.synchronize()                # this slab's copy alone
+        writer.write_slab(i, r0, slab_arrays(tm, host, error))
+        times["write_s"] += time.perf_counter() - t1
         done += 1
         if callback is not None and callback(done / total) is False:
             raise StsrError("prediction cancelled")
-    return {"compute_s": compute_s, "write_s": write_s, "wait_s": write_s}
+
+    t0 = time.perf_counter()
+    for i, r0, slab in slab_steps(tm, grid, t_norm, steps, box, error, mem, take):
+        event = None
+        host = slab
+        if cuda:
+            host = hosts[turn[0]][:, :slab.shape[1]]
+            host.copy_(slab, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record(torch.cuda.current_stream(dev))
+        times["compute_s"] += time.perf_counter() - t0
+        if pending:                            # the slab before, while this one is copied
+            write(pending.pop())
+        pending.append((event, i, r0, host))
+        if not cuda:
+            write(pending.pop())
+        t0 = time.perf_counter()
+    if pending:
+        write(pending.pop())
+    return {**times, "wait_s": times["write_s"]}

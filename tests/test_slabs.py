@@ -188,3 +188,27 @@ def test_a_process_under_a_small_address_space_limit_finishes_a_medium_output(
     assert back.n_times == 5 and back.grid.dims == (129, 129, 129)
     assert all(np.isfinite(v).all() for v in back.variables.values())
     assert usage.ru_maxrss * 1024 < 1.1 * 600e6, usage.ru_maxrss
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA device (bench/gpu_check.sh runs it)"))])
+def test_the_slabbed_upscale_on_each_device_gives_the_cpu_kernels_numbers(model_file,
+                                                                          tmp_path, device,
+                                                                          monkeypatch):
+    """The same upscale in slabs of 5 rows on ``device`` (CUDA: torch's lookups, two
+    pinned host buffers taking turns) and on the CPU's compiled kernels in one slab."""
+    real = slabs.plan_memory
+
+    def five(*a, **k):
+        m = real(*a, **k)
+        m.rows = min(m.rows, 5)
+        return m
+    ref = api.upscale(api.load_model(str(model_file), device="cpu"), str(tmp_path / "c.h5"),
+                      scale=3, time_scale=3)
+    monkeypatch.setattr(slabs, "plan_memory", five)
+    r = api.upscale(api.load_model(str(model_file), device=device), str(tmp_path / "d.h5"),
+                    scale=3, time_scale=3)
+    assert r["memory"]["rows"] == 5 and ref["memory"]["rows"] > 5
+    a, b = read_series(str(tmp_path / "c.h5")), read_series(str(tmp_path / "d.h5"))
+    for n in a.variables:
+        assert relative(b.variables[n], a.variables[n]) < 1e-5, n
