@@ -166,7 +166,7 @@ def test_a_budget_too_small_is_refused_in_one_line_before_any_output_is_written(
 def test_a_process_under_a_small_address_space_limit_finishes_a_medium_output(
         model_file, tmp_path):
     """129^3 x 5 steps x 4 arrays upscaled by a real process whose address space is
-    limited (RLIMIT_AS, 3 GiB: torch and numba map about 2 GiB of it at start) with
+    limited (RLIMIT_AS, 3 GiB: torch, numba and the model map about 1 GiB of it at start) with
     --max-memory 600MB: it finishes, the output is whole, and its peak RSS keeps within
     10 % of the budget."""
     limit = 3 << 30
