@@ -46,14 +46,16 @@ def relative(a, b):
     return float(np.abs(a - b).max() / max(1e-30, np.abs(b).max()))
 
 
-@pytest.mark.parametrize("t", [2.0, 2.5, 3.0, 4.7])
-def test_every_stage_of_a_slab_equals_those_rows_of_the_whole_grid(model, t):
+@pytest.mark.parametrize("t, scale", [(2.0, 2), (2.5, 2), (3.0, 2), (4.7, 2), (2.0, 8),
+                                      (4.7, 8)])
+def test_every_stage_of_a_slab_equals_those_rows_of_the_whole_grid(model, t, scale):
     """The kept steps' fields on the slab's window of the warps' grid, the slopes along the
     paths there, the values, the error estimate's indicator in space and the sides'
     disagreement on the data's points around the slab: each the whole grid's numbers at
-    those rows (the compiled kernels on both)."""
+    those rows (the compiled kernels on both). At scale 8 the output's points are the
+    warps' grid's own (its fields then give the kept steps' values)."""
     base = model.model.base
-    g = api.output_grid(model.info.grid, scale=2)
+    g = api.output_grid(model.info.grid, scale=scale)
     axes = slabs.output_axes(g, torch.device("cpu"))
     whole = base.plan_grid(axes)
     tn = model.info.normalised_time(t)
@@ -65,6 +67,7 @@ def test_every_stage_of_a_slab_equals_those_rows_of_the_whole_grid(model, t):
         box = (0, g.dims[0] - 1, 0, g.dims[1] - 1, z0, z1)
         plan = slabs.slab_plan(base, axes, box, error=True)
         assert plan.warp_cut is not None       # a window, not the whole warps' grid
+        assert plan.points_on_window == (scale == 8)
         np.testing.assert_allclose(base.evaluate_grid(plan, tn), full_vals[:, z0:z1 + 1],
                                    rtol=0, atol=1e-6)
         np.testing.assert_allclose(base.error_grid(plan, tn), full_err[:, z0:z1 + 1],

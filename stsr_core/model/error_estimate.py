@@ -176,7 +176,8 @@ def space_indicator(base: Any, plan: GridPlan, k: int) -> torch.Tensor:
         dev = plan.axes[0].device
         own = [spline_matrix(a, n)[box[2 * i]:box[2 * i + 1] + 1] for i, (a, n) in
                enumerate(zip(lattice_axes(base.dims[::-1], dev), base.dims))]
-        spline = (base._slot_field(plan, k).clone() if plan.warp_on_output and base.has_flow
+        spline = (plan.window_rows(base._slot_field(plan, k)).clone()
+                  if base.has_flow and plan.points_on_window
                   else base.kept_field(k, plan.spline))
         values = base.kept_field(k, own)           # the data's points the carry reads
         f = plan.error_fields[k] = spline.sub_(separable(values, lins)).abs_()

@@ -127,6 +127,25 @@ class GridPlan:
     # a piece: per axis (x, y, z) the whole warps' grid's point count and the cut's first
     # index (what the compiled lookups address it by); None: the whole grid
     warp_cut: Optional[List[Tuple[int, int]]] = None
+    # a piece whose points are points of the warps' grid: per axis (x, y, z) where they
+    # start in its cut and how many (a slab of an output at least twice as fine as the
+    # data: the kept steps' fields on the window hold the slab's values)
+    on_window: Optional[List[Tuple[int, int]]] = None
+
+    @property
+    def points_on_window(self) -> bool:
+        """Whether the planned points are points of the warps' grid (or its cut)."""
+        return self.warp_on_output or self.on_window is not None
+
+    def window_rows(self, f: torch.Tensor) -> Optional[torch.Tensor]:
+        """The planned points' values out of a field on the warps' grid (cut) ``f``
+        [C, Zw, Yw, Xw] (a view), or None where the points are not points of that grid."""
+        if self.warp_on_output:
+            return f
+        if self.on_window is None:
+            return None
+        (x0, nx), (y0, ny), (z0, nz) = self.on_window
+        return f[:, z0:z0 + nz, y0:y0 + ny, x0:x0 + nx]
 
     def cut_ranges(self) -> List[Tuple[int, int, int]]:
         """Per axis (x, y, z): the whole warps' grid's points, the cut's first index and its

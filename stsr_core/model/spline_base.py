@@ -480,7 +480,12 @@ class SplineBase(nn.Module):
             spans.append((-1.0, 1.0) if (i0, i1) == (0, m - 1) else
                          (i0 * 2.0 / (m - 1) - 1.0, i1 * 2.0 / (m - 1) - 1.0))
         warp = [spline_matrix(f, n) for f, n in zip(cut, self.dims)]
-        return GridPlan(spline, linear, sub, warp, warp_spans=spans, warp_cut=starts)
+        on_window = None
+        if all(f is a for f, a in zip(fine, full)):     # the output's points are its points
+            on_window = [(int(box[2 * k]) - i0, s.numel())
+                         for k, ((_, i0), s) in enumerate(zip(starts, sub))]
+        return GridPlan(spline, linear, sub, warp, warp_spans=spans, warp_cut=starts,
+                        on_window=on_window)
 
     @torch.no_grad()
     def evaluate_grid(self, plan: "GridPlan", t: float) -> torch.Tensor:
@@ -494,8 +499,9 @@ class SplineBase(nn.Module):
         if self.n_slots == 1 or w <= 0.0 or w >= 1.0:
             k = j if self.n_slots == 1 or w <= 0.0 else j + 1
             out = plan.buffer("out", like, (self.n_vars,) + plan.shape)
-            if plan.warp_on_output and self.has_flow:      # the field the warps use too
-                return out.copy_(self._slot_field(plan, k))
+            if self.has_flow and plan.points_on_window:
+                # the field the warps use too: the planned points are points of its grid
+                return out.copy_(plan.window_rows(self._slot_field(plan, k)))
             return self.kept_field(k, plan.spline, out=out)
         m = self.flow_mix if self.has_flow else torch.zeros(self.n_vars, device=like.device)
         c = self.time_mix if self.hermite else torch.zeros_like(m)
