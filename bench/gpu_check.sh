@@ -15,6 +15,6 @@ if [ "$DEVICE" = cuda ]; then
   nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
 fi
 # the tests: slabs on the device equal the CPU kernels' numbers (2 minutes at most)
-timeout 150 $PY -m pytest -q -p no:cacheprovider tests/test_slabs.py -k "each_device and $DEVICE"
+timeout 150 $PY -m pytest -q -p no:cacheprovider tests/test_slab_upscale.py -k "each_device and $DEVICE"
 # the rates: upscale of a generated model at three output sizes, device and host clocks
 timeout 140 $PY -m bench.slab_rates --device "$DEVICE" --sizes 129,257,385 --out "$OUT"
