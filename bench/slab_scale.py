@@ -44,7 +44,7 @@ class DiscardingWriter:
     def write_slab(self, i: int, z0: int, arrays: Dict[str, Any]) -> None:
         self.bytes += sum(a.nbytes for a in arrays.values())
 
-    def slab_hold_bytes(self, rows: int, open_steps: int) -> int:
+    def slab_bytes(self, rows: int, steps: int = 1) -> int:
         return 0
 
 
@@ -62,7 +62,8 @@ def child_compute(model: str, n: int, times: str, max_memory: Optional[str]) -> 
     t0 = time.perf_counter()
     mem = slabs.plan_memory(tm, grid, box, names, error, budget)
     w = DiscardingWriter()
-    r = slabs.write_slabs(tm, grid, t_out, list(range(len(t_out))), w, error, mem)
+    r = slabs.write_slabs(tm, grid, t_out, list(range(len(t_out))), w, error, mem,
+                          overlap=False)
     print(json.dumps({"compute_s": r["compute_s"], "seconds": time.perf_counter() - t0,
                       "rows": mem.rows, "budget": mem.budget, "need": mem.need,
                       "parts": mem.parts, "bytes": w.bytes, "arrays": names}))

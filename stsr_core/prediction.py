@@ -160,7 +160,7 @@ def upscale(tm: TrainedModel, path: str, *, scale: Optional[float] = None,
     output steps are shared out round-robin, each rank writes its steps' ``.vti`` files and
     rank 0 the ``.pvd`` once all are complete (a ``.pvd`` output only). The timings are
     then this rank's, with every rank's in ``ranks``."""
-    from .io.stream import open_series_writer
+    from .io import stream
     grid = output_grid(tm.info.grid, scale, dims)
     t_out = output_times(tm.info.times, time_scale, times)
     several = distributed.world_size() > 1
@@ -168,25 +168,37 @@ def upscale(tm: TrainedModel, path: str, *, scale: Optional[float] = None,
     error = error and has_error_estimate(tm)
     names, comps = output_arrays(tm, error)
     slabbed = slabs.fast_base(tm) is not None and slabs.covers_bounds(tm, grid)
-    memory = None
-    with open_series_writer(path, grid, t_out, names, comps,
-                            format=format, compression=compression,
-                            overwrite=overwrite, metadata=tm.info.metadata,
-                            steps=mine) as writer:
-        if slabbed:
-            most = getattr(writer, "max_open_steps", slabs.MIN_OPEN_STEPS)
-            t_norm = [tm.info.normalised_time(float(t)) for t in t_out]
-            open_steps = max(len(g) for g in slabs.interval_groups(
-                tm.model.base, t_norm, writer.steps, most))
-            hold = getattr(writer, "slab_hold_bytes", None)
+    memory = mem = None
+    opened: Dict[str, Any] = {}
+    if slabbed:
+        # the plan before any file: what the writer will hold is known from the output's
+        # path (io/stream.py writer_bytes, where the writers take slabs natively)
+        t_norm = [tm.info.normalised_time(float(t)) for t in t_out]
+        open_steps = max(len(g) for g in slabs.interval_groups(
+            tm.model.base, t_norm, list(range(len(t_out))) if mine is None else mine,
+            slabs.MIN_OPEN_STEPS))
+        ahead = getattr(stream, "writer_bytes", None)
+        if ahead is not None:
             mem = slabs.plan_memory(
-                tm, grid, (0, grid.dims[0] - 1, 0, grid.dims[1] - 1, 0, grid.dims[2] - 1),
-                len(names), error, max_memory,
-                writer_bytes=None if hold is None else (lambda rows: hold(rows, open_steps)))
+                tm, grid, slabs.whole_box(grid), len(names), error, max_memory,
+                writer_bytes=lambda rows: ahead(path, grid, names, comps, rows, open_steps,
+                                                format=format, compression=compression,
+                                                metadata=tm.info.metadata))
+            opened["slab_rows"] = mem.rows
+    with stream.open_series_writer(path, grid, t_out, names, comps,
+                                   format=format, compression=compression,
+                                   overwrite=overwrite, metadata=tm.info.metadata,
+                                   steps=mine, **opened) as writer:
+        if slabbed:
+            if mem is None:       # a writer that gathers a step's slabs (io/base.py)
+                mem = slabs.plan_memory(
+                    tm, grid, slabs.whole_box(grid), len(names), error, max_memory,
+                    writer_bytes=lambda rows: writer.slab_bytes(rows, open_steps),
+                    row_multiple=getattr(writer, "row_multiple", 1))
             memory = {"rows": mem.rows, "budget": mem.budget, "need": mem.need,
                       "parts": mem.parts}
             timings = slabs.write_slabs(tm, grid, t_out, writer.steps, writer, error, mem,
-                                        callback)
+                                        callback, overlap)
         else:
             timings = compute_and_write(
                 lambda t, buf: predict_timestep(tm, t, grid, DEFAULT_CHUNK, error=error),

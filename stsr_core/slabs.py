@@ -90,6 +90,7 @@ class MemoryPlan:
     need: int                          # bytes expected at the peak with these rows
     parts: Dict[str, int] = field(default_factory=dict)   # what is counted, bytes
     default_budget: bool = True        # the budget was the default, not --max-memory
+    buffers: int = 2                   # host buffers of a slab (one computed, one written)
 
     def text(self) -> str:
         return ", ".join(f"{k} {human(v)}" for k, v in self.parts.items() if v)
@@ -107,6 +108,10 @@ def fast_base(tm: TrainedModel) -> Any:
 def covers_bounds(tm: TrainedModel, grid: Grid) -> bool:
     """Whether ``grid`` spans the data's bounds (the plans' local coordinates)."""
     return not tm.info.grid.resampled(grid.dims).differences(grid)
+
+
+def whole_box(grid: Grid) -> Extent:
+    return (0, grid.dims[0] - 1, 0, grid.dims[1] - 1, 0, grid.dims[2] - 1)
 
 
 def output_axes(grid: Grid, device: torch.device) -> List[torch.Tensor]:
@@ -157,15 +162,17 @@ def _window_bytes(plan: GridPlan) -> int:
 def plan_memory(tm: TrainedModel, grid: Grid, box: Extent, n_arrays: int, error: bool,
                 max_memory: Optional[int], buffers_per_slab: int = 2,
                 writer_bytes: Optional[Callable[[int], int]] = None,
-                options: str = "") -> MemoryPlan:
+                options: str = "", row_multiple: int = 1) -> MemoryPlan:
     """The slab rows that keep this process within ``max_memory`` (None: the default,
     DEFAULT_SHARE of the available memory and at most DEFAULT_CAP, or what the smallest
     slab needs where that is more and the machine has it), counting what is resident now
     (the process and its model), the data-sized fields of an interval (the slopes along the
     paths and in time), and per slab the warps' window fields, their filtering's scratch,
     the error estimate's fields and the host buffers; ``writer_bytes(rows)``: what the
-    writer holds. A budget that cannot be met raises one StsrError saying what is needed
-    and what lowers it; nothing has been computed or written then."""
+    writer holds; rows a multiple of ``row_multiple`` where more than that fit (a writer's
+    chunks then never wait for a second slab). A budget that cannot be met raises one
+    StsrError saying what is needed and what lowers it; nothing has been computed or
+    written then."""
     base = fast_base(tm)
     v = base.n_vars
     dev = base.slot_times.device
@@ -230,9 +237,11 @@ def plan_memory(tm: TrainedModel, grid: Grid, box: Extent, n_arrays: int, error:
             m = (lo + hi) // 2
             lo, hi = (m, hi) if need(m)[0] <= budget else (lo, m)
         rows = lo
+    if row_multiple > 1 and rows > row_multiple and rows < zb:
+        rows -= rows % row_multiple
     total, parts = need(rows)
     return MemoryPlan(rows=rows, budget=budget, need=total, parts=parts,
-                      default_budget=default)
+                      default_budget=default, buffers=buffers_per_slab)
 
 
 def to_physical(tm: TrainedModel, vals: torch.Tensor) -> None:
@@ -332,65 +341,90 @@ def predict_box(tm: TrainedModel, t: float, grid: Grid, box: Extent, error: bool
 
 def write_slabs(tm: TrainedModel, grid: Grid, t_out: Sequence[float], steps: Sequence[int],
                 writer: Any, error: bool, mem: MemoryPlan,
-                callback: Optional[Callable[[float], Optional[bool]]] = None
-                ) -> Dict[str, float]:
+                callback: Optional[Callable[[float], Optional[bool]]] = None,
+                overlap: bool = True) -> Dict[str, float]:
     """Every step of ``steps`` slab by slab (:func:`slab_steps`) handed to
-    ``writer.write_slab``. On CUDA two device buffers and two pinned host buffers take
-    turns: a slab's copy to the host is issued without waiting and the next slab computed
-    while the host writes the one before (its copy awaited alone, a CUDA event).
-    ``callback(fraction)`` returning False cancels. Returns the seconds computing (on the
-    host's clock: the device runs ahead) and writing."""
+    ``writer.write_slab``; with ``overlap`` (and a background writer that takes slabs,
+    io/background.py) written on a thread while the next slab is computed, through
+    ``mem.buffers`` host buffers that go back to the pool once written (a slow disk makes
+    the computing wait). On CUDA the slab is computed into one of two device buffers and
+    copied to a pinned host buffer without waiting; the writing thread awaits that copy
+    alone (a CUDA event). ``callback(fraction)`` returning False cancels. Returns the
+    seconds computing, writing and waiting for the writer."""
     import time
+    from .io.background import BackgroundWriter
+    from .overlap import HostBuffers, step_ready
     base = fast_base(tm)
     dev = base.slot_times.device
     n_arrays = base.n_vars * (2 if error else 1)
     z_n, y_n, x_n = grid.shape
     shape = (n_arrays, mem.rows, y_n, x_n)
     cuda = dev.type == "cuda"
-    turns = 2 if cuda else 1
-    works = [torch.empty(shape, dtype=torch.float32, device=dev) for _ in range(turns)]
-    hosts = [torch.empty(shape, dtype=torch.float32, pin_memory=True) for _ in range(turns)] \
-        if cuda else works
+    threaded = overlap and hasattr(BackgroundWriter, "write_slab")
+    pool = HostBuffers(shape, dev, mem.buffers if threaded else 1)
+    works = [torch.empty(shape, dtype=torch.float32, device=dev) for _ in range(2)] \
+        if cuda else []
     box = (0, x_n - 1, 0, y_n - 1, 0, z_n - 1)
     t_norm = [tm.info.normalised_time(float(t)) for t in t_out]
     total = max(1, len(steps) * -(-z_n // mem.rows))
-    turn = [0]
-    times = {"compute_s": 0.0, "write_s": 0.0}
-    pending: List[Tuple[Any, int, int, torch.Tensor]] = []
-    done = 0
+    state = {"done": 0, "cancelled": False, "turn": 0}
+    held: List[torch.Tensor] = []
+
+    def written() -> None:
+        state["done"] += 1
+        if callback is not None and callback(state["done"] / total) is False:
+            state["cancelled"] = True
 
     def take() -> torch.Tensor:
-        turn[0] = (turn[0] + 1) % turns
-        return works[turn[0]]
-
-    def write(item: Tuple[Any, int, int, torch.Tensor]) -> None:
-        nonlocal done
-        event, i, r0, host = item
-        t1 = time.perf_counter()
-        if event is not None:
-            event.synchronize()                # this slab's copy alone
-        writer.write_slab(i, r0, slab_arrays(tm, host, error))
-        times["write_s"] += time.perf_counter() - t1
-        done += 1
-        if callback is not None and callback(done / total) is False:
-            raise StsrError("prediction cancelled")
-
-    t0 = time.perf_counter()
-    for i, r0, slab in slab_steps(tm, grid, t_norm, steps, box, error, mem, take):
-        event = None
-        host = slab
         if cuda:
-            host = hosts[turn[0]][:, :slab.shape[1]]
-            host.copy_(slab, non_blocking=True)
-            event = torch.cuda.Event()
-            event.record(torch.cuda.current_stream(dev))
-        times["compute_s"] += time.perf_counter() - t0
-        if pending:                            # the slab before, while this one is copied
-            write(pending.pop())
-        pending.append((event, i, r0, host))
-        if not cuda:
-            write(pending.pop())
+            state["turn"] ^= 1
+            return works[state["turn"]]
+        buf = pool.take()
+        held.append(buf)
+        return buf
+
+    background = BackgroundWriter(writer, on_written=None) if threaded else None
+    compute_s = write_s = waited = 0.0
+    try:
         t0 = time.perf_counter()
-    if pending:
-        write(pending.pop())
-    return {**times, "wait_s": times["write_s"]}
+        for i, r0, slab in slab_steps(tm, grid, t_norm, steps, box, error, mem, take):
+            if cuda:
+                t1 = time.perf_counter()
+                full = pool.take()
+                waited += time.perf_counter() - t1
+                host = full[:, :slab.shape[1]]
+                host.copy_(slab, non_blocking=True)
+            else:
+                full, host = held.pop(), slab
+            compute_s += time.perf_counter() - t0
+            t1 = time.perf_counter()
+            arrays = slab_arrays(tm, host, error)
+            if background is not None:
+                def release(b: torch.Tensor = full) -> None:
+                    pool.give_back(b)
+                    written()
+                background.write_slab(i, r0, arrays, ready=step_ready(dev), release=release)
+                waited += time.perf_counter() - t1
+            else:
+                if cuda:
+                    torch.cuda.current_stream(dev).synchronize()
+                writer.write_slab(i, r0, arrays)
+                pool.give_back(full)
+                written()
+                write_s += time.perf_counter() - t1
+            if state["cancelled"]:
+                raise StsrError("prediction cancelled")
+            t0 = time.perf_counter()
+        if background is not None:
+            t1 = time.perf_counter()
+            background.finish()
+            waited += time.perf_counter() - t1
+            write_s = background.write_s
+        if state["cancelled"]:
+            raise StsrError("prediction cancelled")
+    except BaseException:
+        if background is not None:
+            background.abort()
+        raise
+    return {"compute_s": compute_s, "write_s": write_s,
+            "wait_s": waited if background is not None else write_s}

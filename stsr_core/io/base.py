@@ -203,10 +203,10 @@ class SeriesWriter:
         open_steps.pop(int(i), None)
         self.write_step(i, held)
 
-    def slab_hold_bytes(self, rows: int, open_steps: int) -> int:
-        """What this writer holds in memory with ``open_steps`` steps open, written in
-        slabs of ``rows`` rows (the fallback above: the open steps whole)."""
-        return open_steps * 4 * self.grid.n_points * len(self.variables)
+    def slab_bytes(self, rows: int, steps: int = 1) -> int:
+        """The most bytes this writer holds beyond the caller's arrays while slabs of
+        ``rows`` rows come for ``steps`` open steps (the fallback above: the steps whole)."""
+        return steps * 4 * self.grid.n_points * len(self.variables)
 
     def close(self) -> List[str]:
         """Finish the output (every step must have been written) and return its files;
