@@ -48,14 +48,16 @@ def linear_matrix(local: torch.Tensor, n: int) -> torch.Tensor:
 
 
 def separable(a: torch.Tensor, mats: Sequence[torch.Tensor],
-              out: Optional[torch.Tensor] = None) -> torch.Tensor:
+              out: Optional[torch.Tensor] = None, last: bool = False) -> torch.Tensor:
     """``a`` [C, Z, Y, X] filtered along x, y and z by the matrices ``mats`` (x, y, z; each
     [out, in]) -> [C, Zo, Yo, Xo] (into ``out`` when given): three matrix products, coarse
     axes first, so the cost per output value is a few dozen multiply-adds done by BLAS. On
     the CPU the compiled kernel (kernels.py) does it with the matrices' bands alone, and
-    reads only the input rows the z matrix uses (a slab of the output: its rows alone)."""
+    reads only the input rows the z matrix uses (a slab of the output: its rows alone), and
+    with ``last`` lays its result out channels last (a view [C, Zo, Yo, Xo] of it: the
+    compiled lookups' layout; elsewhere ignored)."""
     if kernels.available(a.device):
-        return kernels.banded(a, mats, out)
+        return kernels.banded(a, mats, out, last)
     mx, my, mz = mats
     lo, hi = kernels.used_rows(mz)           # a slab: only the rows its z matrix reads
     if (lo, hi) != (0, a.shape[1]):
@@ -169,13 +171,17 @@ class GridPlan:
         lo, hi = self.warp_spans[axis]
         return local.sub_(lo).mul_(2.0 / (hi - lo)).sub_(1.0)
 
-    def buffer(self, name: str, like: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
-        """An output-sized scratch tensor: the same one each call when ``reuse``."""
+    def buffer(self, name: str, like: torch.Tensor, shape: Sequence[int],
+               last: bool = False) -> torch.Tensor:
+        """An output-sized scratch tensor: the same one each call when ``reuse``; with
+        ``last`` a [C, Z, Y, X] view of a channels-last one (the compiled lookups')."""
+        def make() -> torch.Tensor:
+            return kernels.channels_last(shape, like) if last else like.new_empty(tuple(shape))
         if not self.reuse:
-            return like.new_empty(tuple(shape))
+            return make()
         b = self.buffers.get(name)
         if b is None or tuple(b.shape) != tuple(shape):
-            b = self.buffers[name] = like.new_empty(tuple(shape))
+            b = self.buffers[name] = make()
         return b
 
     @property

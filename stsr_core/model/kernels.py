@@ -81,7 +81,7 @@ if numba is not None:
     def _banded(a, z_lo, z_hi, sx, wx, sy, wy, sz, wz, out):  # pragma: no cover - compiled
         c_n = a.shape[0]
         y_n = a.shape[2]
-        xo_n, yo_n, zo_n = sx.shape[0], sy.shape[0], sz.shape[0]
+        xo_n, yo_n, zo_n = sx.shape[0], sy.shape[0], sz.shape[0]   # out: [C, Zo, Yo * Xo]
         kx, ky, kz = wx.shape[1], wy.shape[1], wz.shape[1]
         rows = z_hi - z_lo
         # x: a gather of kx taps per output column, on the coarse rows
@@ -117,7 +117,7 @@ if numba is not None:
                         dst[xo] += wk * src[xo]
         plane = yo_n * xo_n
         t2f = t2.reshape(c_n, rows, plane)
-        outf = out.reshape(c_n, zo_n, plane)
+        outf = out                      # [C, Zo, Yo * Xo], channels first or last
         blk = 4096                      # a block of the plane stays cached across rows
         n_blk = (plane + blk - 1) // blk
         for cb in prange(c_n * n_blk):
@@ -138,10 +138,9 @@ if numba is not None:
                         dst[p] += wk * src[p]
 
     @njit(parallel=True, cache=True)
-    def _warp(f0, f1, a0, a1, disp, accel, has_accel, bend, zi, zw, gx, gy, gz, s0, s1,
-              scale, off, out, mode):  # pragma: no cover - compiled
-        v_n = f0.shape[0]
-        zw_n, yw_n, xw_n = f0.shape[1], f0.shape[2], f0.shape[3]
+    def _warp(f0, f1, a0, a1, p0, p1, g0, g1, has_slopes, disp, accel, has_accel, bend, zi,
+              zw, gx, gy, gz, s0, s1, scale, off, out, mode):  # pragma: no cover - compiled
+        zw_n, yw_n, xw_n, v_n = f0.shape        # channels last: a corner's variables adjacent
         r_n, yo_n, xo_n = gz.shape[0], gy.shape[0], gx.shape[0]
         zero, one, two = np.float32(0.0), np.float32(1.0), np.float32(2.0)
         for zy in prange(r_n * yo_n):
@@ -185,11 +184,20 @@ if numba is not None:
                     c011 = (1 - tx) * ty * tz
                     c111 = tx * ty * tz
                     f = f0 if side == 0 else f1
+                    pf = p0 if side == 0 else p1
+                    g = g0 if side == 0 else g1
                     for v in range(v_n):
-                        val = (c000 * f[v, iz, iy, ix] + c100 * f[v, iz, iy, jx]
-                               + c010 * f[v, iz, jy, ix] + c110 * f[v, iz, jy, jx]
-                               + c001 * f[v, jz, iy, ix] + c101 * f[v, jz, iy, jx]
-                               + c011 * f[v, jz, jy, ix] + c111 * f[v, jz, jy, jx])
+                        val = (c000 * f[iz, iy, ix, v] + c100 * f[iz, iy, jx, v]
+                               + c010 * f[iz, jy, ix, v] + c110 * f[iz, jy, jx, v]
+                               + c001 * f[jz, iy, ix, v] + c101 * f[jz, iy, jx, v]
+                               + c011 * f[jz, jy, ix, v] + c111 * f[jz, jy, jx, v])
+                        slope = np.float32(0.0)
+                        if has_slopes and g[v] != 0:   # the cubic along the path's share
+                            slope = g[v] * (
+                                c000 * pf[iz, iy, ix, v] + c100 * pf[iz, iy, jx, v]
+                                + c010 * pf[iz, jy, ix, v] + c110 * pf[iz, jy, jx, v]
+                                + c001 * pf[jz, iy, ix, v] + c101 * pf[jz, iy, jx, v]
+                                + c011 * pf[jz, jy, ix, v] + c111 * pf[jz, jy, jx, v])
                         if mode == 1:
                             out[side, v, z, y, x] = val
                         elif mode == 2:
@@ -199,9 +207,125 @@ if numba is not None:
                                 out[0, v, z, y, x] = abs(out[0, v, z, y, x] - val)
                         else:
                             if side == 0:
-                                out[0, v, z, y, x] = a0[v] * val
+                                out[0, v, z, y, x] = a0[v] * val + slope
                             else:
-                                out[0, v, z, y, x] += a1[v] * val
+                                out[0, v, z, y, x] += a1[v] * val + slope
+
+
+def last(t: torch.Tensor) -> torch.Tensor:
+    """A field [C, Z, Y, X] as its channels-last tensor [Z, Y, X, C] (no copy where it is
+    one's view, as :func:`banded` with ``last`` makes them)."""
+    cl = t.detach().permute(1, 2, 3, 0)
+    if cl.dtype != torch.float32 or not cl.is_contiguous():
+        cl = cl.to(torch.float32).contiguous()
+    return cl
+
+
+def channels_last(shape: Sequence[int], like: torch.Tensor) -> torch.Tensor:
+    """An empty field [C, Z, Y, X] laid out channels last (the lookups' layout)."""
+    c, z, y, x = shape
+    return like.new_empty((z, y, x, c)).permute(3, 0, 1, 2)
+
+
+if numba is not None:
+    @njit(inline="always")
+    def _flow_at(flows, j, px, py, pz):  # pragma: no cover - compiled
+        """Interval j's displacement at p, trilinear (grid_sample, align_corners, border)."""
+        fz_n, fy_n, fx_n = flows.shape[2], flows.shape[3], flows.shape[4]
+        one, two = np.float32(1.0), np.float32(2.0)
+        fx = min(max(((px + one) / two) * np.float32(fx_n - 1), np.float32(0.0)),
+                 np.float32(fx_n - 1))
+        fy = min(max(((py + one) / two) * np.float32(fy_n - 1), np.float32(0.0)),
+                 np.float32(fy_n - 1))
+        fz = min(max(((pz + one) / two) * np.float32(fz_n - 1), np.float32(0.0)),
+                 np.float32(fz_n - 1))
+        ix, iy, iz = int(fx), int(fy), int(fz)
+        jx, jy, jz = min(ix + 1, fx_n - 1), min(iy + 1, fy_n - 1), min(iz + 1, fz_n - 1)
+        tx, ty, tz = fx - ix, fy - iy, fz - iz
+        out = np.zeros(3, np.float32)
+        for c in range(3):
+            f = flows[j, c]
+            out[c] = ((1 - tz) * ((1 - ty) * ((1 - tx) * f[iz, iy, ix] + tx * f[iz, iy, jx])
+                                  + ty * ((1 - tx) * f[iz, jy, ix] + tx * f[iz, jy, jx]))
+                      + tz * ((1 - ty) * ((1 - tx) * f[jz, iy, ix] + tx * f[jz, iy, jx])
+                              + ty * ((1 - tx) * f[jz, jy, ix] + tx * f[jz, jy, jx])))
+        return out[0], out[1], out[2]
+
+    @njit(inline="always")
+    def _cubic_taps(p, n, w):  # pragma: no cover - compiled
+        """The first of 4 taps (padded index) and their weights ``w`` of the cubic B-spline
+        at local coordinate p on an axis of n points (bspline_sample's formula)."""
+        idx = (p + np.float32(1.0)) * np.float32(0.5) * np.float32(n - 1) + np.float32(1.0)
+        i = min(max(int(np.floor(idx)), 1), max(1, n - 1))
+        f = idx - i
+        f2 = f * f
+        f3 = f2 * f
+        w[0] = (1 - f) ** 3 / 6
+        w[1] = (3 * f3 - 6 * f2 + 4) / 6
+        w[2] = (-3 * f3 + 3 * f2 + 3 * f + 1) / 6
+        w[3] = f3 / 6
+        return i - 1
+
+    @njit(parallel=True, cache=True)
+    def _carried(coef, flows, intervals, sign, gx, gy, gz, wt, out):  # pragma: no cover
+        v_n, zc, yc, xc = coef.shape
+        r_n, y_n, x_n = gz.shape[0], gy.shape[0], gx.shape[0]
+        one = np.float32(1.0)
+        half = np.float32(0.5) * sign
+        for zy in prange(r_n * y_n):
+            z = zy // y_n
+            y = zy % y_n
+            wx = np.empty(4, np.float32)
+            wy = np.empty(4, np.float32)
+            wz = np.empty(4, np.float32)
+            wzy = np.empty(16, np.float32)
+            kx = np.empty(4, np.int64)
+            ky = np.empty(4, np.int64)
+            kz = np.empty(4, np.int64)
+            for x in range(x_n):
+                px, py, pz = gx[x], gy[y], gz[z]
+                for m in range(intervals.shape[0]):   # interval by interval, half-way
+                    j = intervals[m]
+                    ux, uy, uz = _flow_at(flows, j, px, py, pz)
+                    qx = min(max(px + half * ux, -one), one)
+                    qy = min(max(py + half * uy, -one), one)
+                    qz = min(max(pz + half * uz, -one), one)
+                    vx, vy, vz = _flow_at(flows, j, qx, qy, qz)
+                    px = min(max(px + sign * vx, -one), one)
+                    py = min(max(py + sign * vy, -one), one)
+                    pz = min(max(pz + sign * vz, -one), one)
+                sx = _cubic_taps(px, xc - 2, wx)
+                sy = _cubic_taps(py, yc - 2, wy)
+                sz = _cubic_taps(pz, zc - 2, wz)
+                for c in range(4):            # the taps' indices, once for every variable
+                    kz[c] = min(max(sz + c, 0), zc - 1)
+                    ky[c] = min(max(sy + c, 0), yc - 1)
+                    kx[c] = min(max(sx + c, 0), xc - 1)
+                for c in range(4):
+                    for b in range(4):
+                        wzy[c * 4 + b] = wz[c] * wy[b]
+                for v in range(v_n):
+                    acc = np.float32(0.0)
+                    for c in range(4):
+                        for b in range(4):
+                            r = coef[v, kz[c], ky[b]]
+                            acc += wzy[c * 4 + b] * (wx[0] * r[kx[0]] + wx[1] * r[kx[1]]
+                                                     + wx[2] * r[kx[2]] + wx[3] * r[kx[3]])
+                    out[v, z, y, x] += wt * acc
+
+
+def carried_spline(coef: torch.Tensor, flows: torch.Tensor, intervals: Sequence[int],
+                   sign: int, axes: Sequence[torch.Tensor], weight: float,
+                   out: torch.Tensor) -> torch.Tensor:
+    """``out`` [V, R, Y, X] += ``weight`` x the cubic B-spline with coefficients ``coef``
+    [V, Z+2, Y+2, X+2] at where the paths through the points ``axes`` (local x [X], y [Y],
+    z [R]) are after ``intervals`` (in order; ``sign`` +1 forward, -1 back), each step
+    carried by its displacement ``flows`` [T-1, 3, ...] looked up half-way (the slopes
+    along the paths, SplineBase.path_slope_coef)."""
+    _threads()
+    _carried(_np(coef), _np(flows), np.asarray(list(intervals), np.int64),
+             np.float32(sign), *(_np(a) for a in axes), np.float32(weight), out.numpy())
+    return out
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
@@ -210,20 +334,24 @@ def _np(t: torch.Tensor) -> np.ndarray:
 
 
 def banded(a: torch.Tensor, mats: Sequence[torch.Tensor],
-           out: Optional[torch.Tensor] = None) -> torch.Tensor:
+           out: Optional[torch.Tensor] = None, last: bool = False) -> torch.Tensor:
     """``a`` [C, Z, Y, X] filtered along x, y and z by the banded matrices ``mats`` (x, y,
-    z; each [out, in]) -> [C, Zo, Yo, Xo] (into ``out`` when given), on the CPU by the
-    compiled kernel reading only the input rows the z matrix uses."""
+    z; each [out, in]) -> [C, Zo, Yo, Xo] (into ``out`` when given; with ``last`` a view of
+    a channels-last tensor, the lookups' layout), on the CPU by the compiled kernel reading
+    only the input rows the z matrix uses."""
     mx, my, mz = mats
     sx, wx = taps(mx)
     sy, wy = taps(my)
     sz, wz = taps(mz)
     c = a.shape[0]
     shape = (c, mz.shape[0], my.shape[0], mx.shape[0])
-    if out is None or not out.is_contiguous():
+    if last:
+        out = channels_last(shape, torch.empty(0))
+    elif out is None or not out.is_contiguous():
         out = torch.empty(shape, dtype=torch.float32)
     if mz.shape[0] == 0:
         return out
+    flat = out.view(c, shape[1], shape[2] * shape[3])       # a view either way
     z_lo = int(sz.min())
     z_hi = int((sz + wz.shape[1]).max())
     _threads()
@@ -232,7 +360,7 @@ def banded(a: torch.Tensor, mats: Sequence[torch.Tensor],
         an = an[:, z_lo:z_hi].to(torch.float32).contiguous()
         sz = sz - z_lo
         z_lo, z_hi = 0, z_hi - z_lo
-    _banded(an.numpy(), z_lo, z_hi, sx, wx, sy, wy, sz, wz, out.numpy())
+    _banded(an.numpy(), z_lo, z_hi, sx, wx, sy, wy, sz, wz, flat.numpy())
     return out
 
 
@@ -251,7 +379,9 @@ def warp_lookup(ends: Sequence[torch.Tensor], weights: Optional[Sequence[torch.T
                 disp: torch.Tensor, accel: Optional[torch.Tensor], bend: float,
                 mz: torch.Tensor, axes: Sequence[torch.Tensor], w: float,
                 index: Sequence[Tuple[float, float]], mode: int,
-                out: Optional[torch.Tensor] = None) -> torch.Tensor:
+                out: Optional[torch.Tensor] = None,
+                slopes: Optional[Sequence[torch.Tensor]] = None,
+                slope_weights: Optional[Sequence[torch.Tensor]] = None) -> torch.Tensor:
     """Both sides of an interval looked up along the paths at fraction ``w`` for every
     variable at once (the module's docstring). ``ends``: the two slots' fields on the
     warps' grid (or a window of it) [V, Zw, Yw, Xw]; ``weights``: per variable the two
@@ -259,10 +389,12 @@ def warp_lookup(ends: Sequence[torch.Tensor], weights: Optional[Sequence[torch.T
     (and acceleration) already carried in x and y, ``mz`` [R, Zd] its carry in z;
     ``axes``: the output points' local coordinates (x [Xo], y [Yo], z [R]); ``index`` per
     axis (x, y, z): (scale, offset) taking a local coordinate p to the field's index
-    ``(p + 1) * scale - offset``. Returns [V, R, Yo, Xo] (BLEND, ABSDIFF) or
+    ``(p + 1) * scale - offset``; ``slopes``/``slope_weights``: the two ends' slopes along
+    the path and their per-variable weights, added in the same pass (BLEND: the cubic
+    along the path, paths.end_weights). Returns [V, R, Yo, Xo] (BLEND, ABSDIFF) or
     [2, V, R, Yo, Xo] (BOTH)."""
-    f0, f1 = _np(ends[0]), _np(ends[1])
-    v = f0.shape[0]
+    f0, f1 = last(ends[0]).numpy(), last(ends[1]).numpy()
+    v = f0.shape[3]
     gx, gy, gz = (_np(a) for a in axes)
     lead = 2 if mode == BOTH else 1
     shape = (lead, v, gz.shape[0], gy.shape[0], gx.shape[0])
@@ -280,7 +412,15 @@ def warp_lookup(ends: Sequence[torch.Tensor], weights: Optional[Sequence[torch.T
     scale = np.array([2.0 * s for s, _ in index], np.float32)      # size - 1
     off = np.array([o for _, o in index], np.float32)
     _threads()
-    _warp(f0, f1, a0, a1, _np(disp), acc, accel is not None, np.float32(bend), zi, zw,
+    if slopes is not None:
+        p0, p1 = last(slopes[0]).numpy(), last(slopes[1]).numpy()
+        g0, g1 = (np.ascontiguousarray(x.detach().cpu().numpy(), np.float32)
+                  for x in slope_weights)
+    else:
+        p0 = p1 = np.zeros((1, 1, 1, 1), np.float32)
+        g0 = g1 = np.zeros(v, np.float32)
+    _warp(f0, f1, a0, a1, p0, p1, g0, g1, slopes is not None, _np(disp), acc,
+          accel is not None, np.float32(bend), zi, zw,
           gx, gy, gz, np.float32(-w), np.float32(1.0 - w), scale, off, outn, mode)
     return out.view(shape)
 
@@ -293,5 +433,6 @@ def warm_up() -> None:
     a = torch.zeros(1, 2, 2, 2)
     m = torch.eye(2)
     banded(a, [m, m, m])
+    banded(a, [m, m, m], last=True)
     warp_lookup((a, a), (torch.ones(1), torch.ones(1)), torch.zeros(3, 2, 2, 2), None, 0.0,
                 m, [torch.zeros(2)] * 3, 0.5, [(0.5, 0.0)] * 3, BLEND)

@@ -348,8 +348,32 @@ class SplineBase(nn.Module):
                 torch.zeros(1, device=dev) for n in (z, y, x)]
         steps, wts = slope_weights(self.slot_times.tolist(), k)
         own = [spline_matrix(a, n) for a, n in zip(lattice_axes((z, y, x), dev), self.dims)]
-        data = {i: separable(self.slot_coef(i), own) for i in steps}   # the kept steps' values
-        vals = wts[steps.index(k)] * data[k] if k in steps else torch.zeros_like(data[steps[0]])
+        if k in steps:
+            vals = separable(self.slot_coef(k), own).mul_(wts[steps.index(k)])
+        else:
+            vals = self.slot_coef(k).new_zeros((self.n_vars, z, y, x))
+        if kernels.available(dev) and PATH_SLOPE_SPLINE:     # one compiled pass a step
+            # only the variables with a cubic share along the path (the others' are zero:
+            # nothing weighs them)
+            need = (self.path_mix != 0).nonzero(as_tuple=True)[0] if self.has_flow else None
+            some = need is not None and 0 < len(need) < self.n_vars
+            part = vals.index_select(0, need) if some else vals
+            for i, wt in zip(steps, wts):
+                if i != k:
+                    sign = 1 if i > k else -1
+                    order = range(k, i) if i > k else range(k - 1, i - 1, -1)
+                    coef = self.slot_coef(i)
+                    kernels.carried_spline(coef.index_select(0, need) if some else coef,
+                                           self.flow, list(order), sign,
+                                           [axes[2], axes[1], axes[0]], wt, part)
+            if some:
+                d = vals.new_zeros((self.n_vars, z + 2, y + 2, x + 2))
+                d[need] = bspline_coefficients(part)
+            else:
+                d = bspline_coefficients(part)
+            self._path_slopes[k] = d
+            return d
+        data = {i: separable(self.slot_coef(i), own) for i in steps if i != k}
         rows = max(1, PATH_SLOPE_POINTS // max(1, x * y))
 
         def slab(z0: int) -> None:               # a slab at a time: bounded memory
@@ -560,12 +584,13 @@ class SplineBase(nn.Module):
         return int(j[0]), float(w[0, 0])
 
     def kept_field(self, k: int, mats: Sequence[torch.Tensor],
-                   out: Optional[torch.Tensor] = None) -> torch.Tensor:
+                   out: Optional[torch.Tensor] = None, last: bool = False) -> torch.Tensor:
         """Kept step ``k``'s field (normalised units) on the grid, or the window of one,
         whose per-axis spline matrices (x, y, z) are ``mats`` -> [V, Zo, Yo, Xo]: the
         spline through the step's data; every evaluation of a kept step's field on a grid
-        goes through here (what a learned spatial correction adds to)."""
-        return separable(self.slot_coef(k), mats, out=out)
+        goes through here (what a learned spatial correction adds to). ``last``: laid out
+        channels last where the compiled lookups read it (grid_plan.separable)."""
+        return separable(self.slot_coef(k), mats, out=out, last=last)
 
     def _slot_field(self, plan: "GridPlan", k: int) -> torch.Tensor:
         """Slot ``k`` evaluated on the warps' grid, kept while it is next to the interval in
@@ -574,7 +599,8 @@ class SplineBase(nn.Module):
         if f is None:
             for i in [i for i in plan.fields if abs(i - k) != 1]:
                 del plan.fields[i]          # in place: a plan sharing the dict sees it too
-            f = plan.fields[k] = self.kept_field(k, plan.warp_spline)
+            f = plan.fields[k] = self.kept_field(
+                k, plan.warp_spline, last=kernels.available(self.slot_times.device))
         return f
 
     def _path_field(self, plan: "GridPlan", k: int) -> torch.Tensor:
@@ -582,7 +608,9 @@ class SplineBase(nn.Module):
         f = plan.slope_fields.get(k)
         if f is None:
             plan.slope_fields = {i: v for i, v in plan.slope_fields.items() if abs(i - k) == 1}
-            f = plan.slope_fields[k] = separable(self.path_slope_coef(k), plan.warp_spline)
+            f = plan.slope_fields[k] = separable(
+                self.path_slope_coef(k), plan.warp_spline,
+                last=kernels.available(self.slot_times.device))
         return f
 
     def _interval_paths(self, plan: "GridPlan", j: int) -> None:
@@ -611,13 +639,25 @@ class SplineBase(nn.Module):
         cubic = self.path_mix if idx is None else self.path_mix[idx]
         if idx is None and not bool((cubic != 0).any()):
             ends, weights = (k0, k1), (1.0 - w, w)
+        elif idx is None and kernels.available(k0.device):
+            # the ends' values and slopes weighed per variable in the lookups' one pass
+            h = float(self.slot_times[j + 1] - self.slot_times[j])
+            alpha, g0, beta, g1 = end_weights(w, h, cubic.to(k0))
+            self._interval_paths(plan, j)
+            out = plan.buffer(into, k0, (k0.shape[0],) + plan.shape)
+            return kernels.warp_lookup(
+                (k0, k1), (alpha, beta), plan.disp, plan.accel, bend_shift(w), plan.linear[2],
+                plan.axes, w, plan.lookup_index(), kernels.BLEND, out,
+                slopes=(self._path_field(plan, j), self._path_field(plan, j + 1)),
+                slope_weights=(g0, g1))[0]
         else:                            # per-variable end weights folded into the fields
             h = float(self.slot_times[j + 1] - self.slot_times[j])
             alpha, g0, beta, g1 = (t.view(-1, 1, 1, 1)
                                    for t in end_weights(w, h, cubic.to(k0)))
             sel = (lambda f: f) if idx is None else (lambda f: f.index_select(0, idx))
-            e0 = plan.buffer("end0", k0, (len(cubic),) + tuple(k0.shape[1:]))
-            e1 = plan.buffer("end1", k1, (len(cubic),) + tuple(k1.shape[1:]))
+            last = kernels.available(k0.device)
+            e0 = plan.buffer("end0", k0, (len(cubic),) + tuple(k0.shape[1:]), last)
+            e1 = plan.buffer("end1", k1, (len(cubic),) + tuple(k1.shape[1:]), last)
             torch.mul(sel(k0), alpha, out=e0)
             torch.mul(sel(k1), beta, out=e1)
             if bool((cubic != 0).any()):
