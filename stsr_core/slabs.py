@@ -121,10 +121,13 @@ def output_axes(grid: Grid, device: torch.device) -> List[torch.Tensor]:
 def slab_margin(base: Any, error: bool) -> Tuple[float, float, float]:
     """How far (local units, x y z) a slab's warps' window reaches beyond its rows besides
     the displacement: one data cell with the error estimate, whose data points around the
-    slab then look up in the same window."""
-    if not error:
-        return (0.0, 0.0, 0.0)
-    return tuple(2.0 / (n - 1) + 1e-6 if n > 1 else 0.0 for n in base.dims)  # type: ignore
+    slab then look up in the same window, and with the network weighing the sides the
+    points of its lattice around the slab (two of its cells)."""
+    cells = 1.0 if error else 0.0
+    if getattr(base, "side_weights", None) is not None:   # its lattice's points around
+        cells = max(cells, 2.0 * int(getattr(base.side_weights, "stride", 1)) + 1.0)
+    return tuple(2.0 * cells / (n - 1) + 1e-6 if n > 1 and cells else 0.0  # type: ignore
+                 for n in base.dims)
 
 
 def slab_plan(base: Any, axes: Sequence[torch.Tensor], box: Extent, error: bool,

@@ -214,3 +214,27 @@ def test_the_slabbed_upscale_on_each_device_gives_the_cpu_kernels_numbers(model_
     a, b = read_series(str(tmp_path / "c.h5")), read_series(str(tmp_path / "d.h5"))
     for n in a.variables:
         assert relative(b.variables[n], a.variables[n]) < 1e-5, n
+
+
+def test_a_slab_weighs_its_sides_on_the_lattice_around_it_as_the_whole_grid_does(model):
+    """With the network weighing the two sides (side_net=prior), a slab's weights come
+    from the points of the network's lattice around the slab alone (its 3^3 means whole
+    there), looked up in the slab's own window: the same numbers as the whole grid's."""
+    from stsr_core.model.side_weights import load_weights
+    base = model.model.base
+    base.side_weights = load_weights()
+    try:
+        g = api.output_grid(model.info.grid, scale=2)
+        axes = slabs.output_axes(g, torch.device("cpu"))
+        tn = model.info.normalised_time(2.5)
+        whole = base.evaluate_grid(base.plan_grid(axes), tn).clone()
+        for z0, z1 in ((0, 2), (5, 8)):
+            plan = slabs.slab_plan(base, axes, (0, g.dims[0] - 1, 0, g.dims[1] - 1, z0, z1),
+                                   error=True)
+            got = base.evaluate_grid(plan, tn)
+            lattice = [(n - 2) // base.side_weights.stride + 2 for n in base.dims[::-1]]
+            assert plan.side_plan.shape[0] < lattice[0]          # a box of the lattice
+            assert plan.side_plan.warp_cut is not None and plan.side_plan.fields is plan.fields
+            np.testing.assert_allclose(got, whole[:, z0:z1 + 1], rtol=0, atol=1e-5)
+    finally:
+        base.side_weights = None

@@ -118,6 +118,7 @@ class GridPlan:
     data_carry: Optional[Tuple[List[torch.Tensor], Tuple[int, ...]]] = None
     # the lattice the network weighing the two sides works on (side_weights.py)
     side_plan: Optional["GridPlan"] = None
+    side_carry: Optional[List[torch.Tensor]] = None   # its linear carry to this grid (x y z)
     # reuse two output-sized buffers from step to step (a caller that is done with each
     # step before asking for the next, as the streaming upscale is): fresh memory of that
     # size costs as much as the arithmetic on this machine's first touch of its pages

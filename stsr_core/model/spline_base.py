@@ -726,12 +726,23 @@ class SplineBase(nn.Module):
         if plan.side_plan is None:       # the data's lattice, or one `stride` times coarser
             stride = int(getattr(self.side_weights, "stride", 1))
             lattice = [(n - 2) // stride + 2 if n > 1 else 1 for n in self.dims[::-1]]
-            plan.side_plan = self.plan_grid(lattice_axes(lattice, self.coef.device))
+            axes = lattice_axes(lattice, self.slot_times.device)
+            # the lattice's points the carry to this grid (a slab of one) reads, and one
+            # more each side for the features' 3^3 means: the weights there are whole
+            mats, box = [], []
+            for a, n in zip(plan.axes, lattice[::-1]):
+                lo, hi = kernels.used_rows(linear_matrix(a, n))
+                box += [max(0, lo - 1), min(n - 1, hi)]
+                mats.append(linear_matrix(a, n)[:, box[-2]:box[-1] + 1])
+            whole = all(box[2 * i] == 0 and box[2 * i + 1] == n - 1
+                        for i, n in enumerate(lattice[::-1]))
+            plan.side_plan = self.plan_grid(axes, None if whole else box)
+            plan.side_carry = mats
         share_fields(plan, plan.side_plan)
         ends = self._end_values_at(plan.side_plan, j, w)               # [2, V, Z', Y', X']
         weight = self.side_weights(sel(ends.transpose(0, 1)).transpose(0, 1), w,
                                    self.side_outside(plan.side_plan, j, w))
-        mx, my, mz = [linear_matrix(a, n) for a, n in zip(plan.axes, weight.shape[:0:-1])]
+        mx, my, mz = plan.side_carry
         carried = (my @ (weight @ mx.t()), mz)      # in x and y here, in z slab by slab
         ends = (sel(k0), sel(k1))
         out = plan.buffer(into, k0, (ends[0].shape[0],) + plan.shape)
