@@ -81,6 +81,15 @@ def parse_bytes(text: str) -> int:
     return int(value)
 
 
+def default_max_memory(resident: Optional[int] = None, share: int = 1) -> int:
+    """The default budget: DEFAULT_SHARE of the memory this process may have (what it
+    holds and what is available), at most DEFAULT_CAP; ``share``: the processes on this
+    machine that split it (MPI ranks)."""
+    resident = rss_bytes() if resident is None else resident
+    whole = DEFAULT_SHARE * (available_bytes() + share * resident)
+    return int(min(DEFAULT_CAP * share, whole) / max(1, share))
+
+
 @dataclass
 class MemoryPlan:
     """What the slabbed evaluation will hold, decided before any work."""
@@ -219,7 +228,7 @@ def plan_memory(tm: TrainedModel, grid: Grid, box: Extent, n_arrays: int, error:
     avail = available_bytes()
     default = max_memory is None
     if default:
-        budget = int(min(DEFAULT_CAP, DEFAULT_SHARE * (avail + resident)))
+        budget = default_max_memory(resident)
         if smallest > budget and smallest <= 0.9 * (avail + resident):
             budget = smallest
     else:
