@@ -138,8 +138,8 @@ if numba is not None:
                         dst[p] += wk * src[p]
 
     @njit(parallel=True, cache=True)
-    def _warp(f0, f1, a0, a1, p0, p1, g0, g1, has_slopes, disp, accel, has_accel, bend, zi,
-              zw, gx, gy, gz, s0, s1, scale, off, out, mode):  # pragma: no cover - compiled
+    def _warp(f0, f1, a0, a1, p0, p1, g0, g1, pmap, has_slopes, disp, accel, has_accel, bend,
+              zi, zw, gx, gy, gz, s0, s1, scale, off, out, mode):  # pragma: no cover
         zw_n, yw_n, xw_n, v_n = f0.shape        # channels last: a corner's variables adjacent
         r_n, yo_n, xo_n = gz.shape[0], gy.shape[0], gx.shape[0]
         zero, one, two = np.float32(0.0), np.float32(1.0), np.float32(2.0)
@@ -192,12 +192,13 @@ if numba is not None:
                                + c001 * f[jz, iy, ix, v] + c101 * f[jz, iy, jx, v]
                                + c011 * f[jz, jy, ix, v] + c111 * f[jz, jy, jx, v])
                         slope = np.float32(0.0)
-                        if has_slopes and g[v] != 0:   # the cubic along the path's share
+                        q = pmap[v]
+                        if has_slopes and q >= 0 and g[v] != 0:   # the cubic along the path
                             slope = g[v] * (
-                                c000 * pf[iz, iy, ix, v] + c100 * pf[iz, iy, jx, v]
-                                + c010 * pf[iz, jy, ix, v] + c110 * pf[iz, jy, jx, v]
-                                + c001 * pf[jz, iy, ix, v] + c101 * pf[jz, iy, jx, v]
-                                + c011 * pf[jz, jy, ix, v] + c111 * pf[jz, jy, jx, v])
+                                c000 * pf[iz, iy, ix, q] + c100 * pf[iz, iy, jx, q]
+                                + c010 * pf[iz, jy, ix, q] + c110 * pf[iz, jy, jx, q]
+                                + c001 * pf[jz, iy, ix, q] + c101 * pf[jz, iy, jx, q]
+                                + c011 * pf[jz, jy, ix, q] + c111 * pf[jz, jy, jx, q])
                         if mode == 1:
                             out[side, v, z, y, x] = val
                         elif mode == 2:
@@ -267,8 +268,9 @@ if numba is not None:
         return i - 1
 
     @njit(parallel=True, cache=True)
-    def _carried(coef, flows, intervals, sign, gx, gy, gz, wt, out):  # pragma: no cover
-        v_n, zc, yc, xc = coef.shape
+    def _carried(coef, vmap, flows, intervals, sign, gx, gy, gz, wt, out):  # pragma: no cover
+        zc, yc, xc = coef.shape[1], coef.shape[2], coef.shape[3]
+        v_n = vmap.shape[0]
         r_n, y_n, x_n = gz.shape[0], gy.shape[0], gx.shape[0]
         one = np.float32(1.0)
         half = np.float32(0.5) * sign
@@ -306,9 +308,10 @@ if numba is not None:
                         wzy[c * 4 + b] = wz[c] * wy[b]
                 for v in range(v_n):
                     acc = np.float32(0.0)
+                    cv = vmap[v]
                     for c in range(4):
                         for b in range(4):
-                            r = coef[v, kz[c], ky[b]]
+                            r = coef[cv, kz[c], ky[b]]
                             acc += wzy[c * 4 + b] * (wx[0] * r[kx[0]] + wx[1] * r[kx[1]]
                                                      + wx[2] * r[kx[2]] + wx[3] * r[kx[3]])
                     out[v, z, y, x] += wt * acc
@@ -316,14 +319,17 @@ if numba is not None:
 
 def carried_spline(coef: torch.Tensor, flows: torch.Tensor, intervals: Sequence[int],
                    sign: int, axes: Sequence[torch.Tensor], weight: float,
-                   out: torch.Tensor) -> torch.Tensor:
+                   out: torch.Tensor, variables: Optional[Sequence[int]] = None
+                   ) -> torch.Tensor:
     """``out`` [V, R, Y, X] += ``weight`` x the cubic B-spline with coefficients ``coef``
     [V, Z+2, Y+2, X+2] at where the paths through the points ``axes`` (local x [X], y [Y],
     z [R]) are after ``intervals`` (in order; ``sign`` +1 forward, -1 back), each step
     carried by its displacement ``flows`` [T-1, 3, ...] looked up half-way (the slopes
-    along the paths, SplineBase.path_slope_coef)."""
+    along the paths, SplineBase.path_slope_coef); ``variables``: the channels of ``coef``
+    that ``out``'s channels are (None: all, in order); only the rows looked up are read."""
     _threads()
-    _carried(_np(coef), _np(flows), np.asarray(list(intervals), np.int64),
+    vmap = np.arange(coef.shape[0]) if variables is None else np.asarray(list(variables))
+    _carried(_np(coef), vmap.astype(np.int64), _np(flows), np.asarray(list(intervals), np.int64),
              np.float32(sign), *(_np(a) for a in axes), np.float32(weight), out.numpy())
     return out
 
@@ -381,7 +387,8 @@ def warp_lookup(ends: Sequence[torch.Tensor], weights: Optional[Sequence[torch.T
                 index: Sequence[Tuple[float, float]], mode: int,
                 out: Optional[torch.Tensor] = None,
                 slopes: Optional[Sequence[torch.Tensor]] = None,
-                slope_weights: Optional[Sequence[torch.Tensor]] = None) -> torch.Tensor:
+                slope_weights: Optional[Sequence[torch.Tensor]] = None,
+                slope_variables: Optional[Sequence[int]] = None) -> torch.Tensor:
     """Both sides of an interval looked up along the paths at fraction ``w`` for every
     variable at once (the module's docstring). ``ends``: the two slots' fields on the
     warps' grid (or a window of it) [V, Zw, Yw, Xw]; ``weights``: per variable the two
@@ -391,7 +398,8 @@ def warp_lookup(ends: Sequence[torch.Tensor], weights: Optional[Sequence[torch.T
     axis (x, y, z): (scale, offset) taking a local coordinate p to the field's index
     ``(p + 1) * scale - offset``; ``slopes``/``slope_weights``: the two ends' slopes along
     the path and their per-variable weights, added in the same pass (BLEND: the cubic
-    along the path, paths.end_weights). Returns [V, R, Yo, Xo] (BLEND, ABSDIFF) or
+    along the path, paths.end_weights); ``slope_variables``: the variables whose slopes
+    the slopes' channels are (None: all). Returns [V, R, Yo, Xo] (BLEND, ABSDIFF) or
     [2, V, R, Yo, Xo] (BOTH)."""
     f0, f1 = last(ends[0]).numpy(), last(ends[1]).numpy()
     v = f0.shape[3]
@@ -412,14 +420,17 @@ def warp_lookup(ends: Sequence[torch.Tensor], weights: Optional[Sequence[torch.T
     scale = np.array([2.0 * s for s, _ in index], np.float32)      # size - 1
     off = np.array([o for _, o in index], np.float32)
     _threads()
+    pmap = np.full(v, -1, np.int64)
     if slopes is not None:
+        pmap[list(range(v)) if slope_variables is None else list(slope_variables)] = \
+            np.arange(v if slope_variables is None else len(slope_variables))
         p0, p1 = last(slopes[0]).numpy(), last(slopes[1]).numpy()
         g0, g1 = (np.ascontiguousarray(x.detach().cpu().numpy(), np.float32)
                   for x in slope_weights)
     else:
         p0 = p1 = np.zeros((1, 1, 1, 1), np.float32)
         g0 = g1 = np.zeros(v, np.float32)
-    _warp(f0, f1, a0, a1, p0, p1, g0, g1, slopes is not None, _np(disp), acc,
+    _warp(f0, f1, a0, a1, p0, p1, g0, g1, pmap, slopes is not None, _np(disp), acc,
           accel is not None, np.float32(bend), zi, zw,
           gx, gy, gz, np.float32(-w), np.float32(1.0 - w), scale, off, outn, mode)
     return out.view(shape)

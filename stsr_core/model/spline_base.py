@@ -41,6 +41,7 @@ WARP_FIELD_VALUES = 1 << 26  # values of one slot on the warps' grid when finer 
 WARP_SLAB_POINTS = 1 << 20    # output points per warp call: bounds its coordinate tensors
 PATH_SLOPE_POINTS = 1 << 18   # data points per step of the slopes along the path
 PATH_SLOPE_SPLINE = True      # look the neighbours up in the spline (else trilinearly)
+PATH_SLOPE_HALO = 16          # data rows beyond a slab's the slopes along the path are solved on
 HELD_OUT_SHARE = 0.2          # of the time budget kept for scoring held-out steps (select)
 
 
@@ -353,24 +354,9 @@ class SplineBase(nn.Module):
         else:
             vals = self.slot_coef(k).new_zeros((self.n_vars, z, y, x))
         if kernels.available(dev) and PATH_SLOPE_SPLINE:     # one compiled pass a step
-            # only the variables with a cubic share along the path (the others' are zero:
-            # nothing weighs them)
-            need = (self.path_mix != 0).nonzero(as_tuple=True)[0] if self.has_flow else None
-            some = need is not None and 0 < len(need) < self.n_vars
-            part = vals.index_select(0, need) if some else vals
-            for i, wt in zip(steps, wts):
-                if i != k:
-                    sign = 1 if i > k else -1
-                    order = range(k, i) if i > k else range(k - 1, i - 1, -1)
-                    coef = self.slot_coef(i)
-                    kernels.carried_spline(coef.index_select(0, need) if some else coef,
-                                           self.flow, list(order), sign,
-                                           [axes[2], axes[1], axes[0]], wt, part)
-            if some:
-                d = vals.new_zeros((self.n_vars, z + 2, y + 2, x + 2))
-                d[need] = bspline_coefficients(part)
-            else:
-                d = bspline_coefficients(part)
+            need = list(range(self.n_vars))
+            d = vals.new_zeros((self.n_vars, z + 2, y + 2, x + 2))
+            d[need] = self.path_slope_rows(k, 0, z + 2, need)
             self._path_slopes[k] = d
             return d
         data = {i: separable(self.slot_coef(i), own) for i in steps if i != k}
@@ -394,6 +380,44 @@ class SplineBase(nn.Module):
         each_slab(slab, range(0, z, rows), dev)
         d = self._path_slopes[k] = bspline_coefficients(vals)
         return d
+
+    def slope_variables(self) -> List[int]:
+        """The variables with a cubic share along the path (the others' slopes along the
+        path weigh nothing)."""
+        if not self.has_flow:
+            return []
+        return (self.path_mix != 0).nonzero(as_tuple=True)[0].tolist()
+
+    def path_slope_rows(self, k: int, lo: int, hi: int, variables: Sequence[int]
+                        ) -> torch.Tensor:
+        """Rows ``lo..hi-1`` (of the padded z axis, 0..Z+1) of :meth:`path_slope_coef` for
+        the ``variables`` alone -> [len(variables), hi - lo, Y+2, X+2], from the data's
+        rows around them only: the prefilter along z is solved on those rows plus
+        PATH_SLOPE_HALO each side (its influence falls by 0.27 a row: beyond the halo below
+        float32 rounding; exact where the rows reach the lattice's ends), so a slab holds
+        the slopes of its rows and not of the whole lattice. Compiled kernels only."""
+        x, y, z = self.dims
+        dev = self.slot_times.device
+        d_lo, d_hi = max(0, lo - PATH_SLOPE_HALO), min(z, hi + PATH_SLOPE_HALO)
+        lat = lattice_axes((z, y, x), dev)                     # x, y, z local coordinates
+        steps, wts = slope_weights(self.slot_times.tolist(), k)
+        own = [spline_matrix(a, n) for a, n in zip(lat, self.dims)]
+        own[2] = own[2][d_lo:d_hi]
+        if k in steps:
+            vals = separable(self.slot_coef(k)[list(variables)]
+                             if len(variables) < self.n_vars else self.slot_coef(k),
+                             own).mul_(wts[steps.index(k)])
+        else:
+            vals = torch.zeros((len(variables), d_hi - d_lo, y, x), device=dev)
+        for i, wt in zip(steps, wts):
+            if i != k:
+                sign = 1 if i > k else -1
+                order = range(k, i) if i > k else range(k - 1, i - 1, -1)
+                kernels.carried_spline(self.slot_coef(i), self.flow, list(order), sign,
+                                       [lat[0], lat[1], lat[2][d_lo:d_hi]], wt, vals,
+                                       variables)
+        coef = bspline_coefficients(vals)            # padded rows d_lo .. d_hi + 1
+        return coef[:, lo - d_lo:hi - d_lo]
 
     def _carry(self, pts: torch.Tensor, k: int, i: int) -> torch.Tensor:
         """Where the paths through ``pts`` [N, 3] at slot ``k`` are at slot ``i``: interval
@@ -607,10 +631,27 @@ class SplineBase(nn.Module):
         """Slot ``k``'s slopes along the path on the warps' grid, kept like the values."""
         f = plan.slope_fields.get(k)
         if f is None:
-            plan.slope_fields = {i: v for i, v in plan.slope_fields.items() if abs(i - k) == 1}
+            plan.slope_fields = {i: v for i, v in plan.slope_fields.items()
+                                 if isinstance(i, tuple) or abs(i - k) == 1}
             f = plan.slope_fields[k] = separable(
                 self.path_slope_coef(k), plan.warp_spline,
                 last=kernels.available(self.slot_times.device))
+        return f
+
+    def _path_field_part(self, plan: "GridPlan", k: int) -> torch.Tensor:
+        """Slot ``k``'s slopes along the path on the warps' window for the variables with a
+        cubic share alone (slope_variables), from the coefficients' rows the window reads
+        (path_slope_rows), laid out for the compiled lookups; kept like the values."""
+        key = ("part", k)
+        f = plan.slope_fields.get(key)
+        if f is None:
+            for i in [i for i in plan.slope_fields
+                      if isinstance(i, tuple) and abs(i[1] - k) != 1]:
+                del plan.slope_fields[i]
+            lo, hi = kernels.used_rows(plan.warp_spline[2])
+            rows = self.path_slope_rows(k, lo, hi, self.slope_variables())
+            f = plan.slope_fields[key] = separable(
+                rows, plan.warp_spline[:2] + [plan.warp_spline[2][:, lo:hi]], last=True)
         return f
 
     def _interval_paths(self, plan: "GridPlan", j: int) -> None:
@@ -648,8 +689,8 @@ class SplineBase(nn.Module):
             return kernels.warp_lookup(
                 (k0, k1), (alpha, beta), plan.disp, plan.accel, bend_shift(w), plan.linear[2],
                 plan.axes, w, plan.lookup_index(), kernels.BLEND, out,
-                slopes=(self._path_field(plan, j), self._path_field(plan, j + 1)),
-                slope_weights=(g0, g1))[0]
+                slopes=(self._path_field_part(plan, j), self._path_field_part(plan, j + 1)),
+                slope_weights=(g0, g1), slope_variables=self.slope_variables())[0]
         else:                            # per-variable end weights folded into the fields
             h = float(self.slot_times[j + 1] - self.slot_times[j])
             alpha, g0, beta, g1 = (t.view(-1, 1, 1, 1)
