@@ -208,10 +208,20 @@ def plan_memory(tm: TrainedModel, grid: Grid, box: Extent, n_arrays: int, error:
     win_fixed = windows[0] - win_per_row
     cubic = bool(getattr(base, "has_flow", False) and (base.path_mix != 0).any())
     still_cubic = bool(getattr(base, "hermite", False) and (base.time_mix != 0).any())
-    n_fields = 2 + (4 if cubic else 0)            # 2 slots, + slopes and the folded ends
-    scratch = 1.0                                 # a field's filtering: its last two passes
+    fused = kernels.available(dev) and bool(getattr(base, "has_flow", False)) and \
+        bool((base.flow_mix != 0).all()) and getattr(base, "side_weights", None) is None
+    if fused:           # 2 slots, + the slopes along the path of the variables with a share
+        n_fields = 2 + 2 * len(base.slope_variables()) / v
+    else:               # + every variable's slopes and the two ends folded per variable
+        n_fields = 2 + (4 if cubic else 0)
+    # a field's filtering holds its last two passes on the coefficients' rows: the window
+    # over the warps' grid's refinement of the data along z
+    probe = slab_plan(base, axes, (x0, x1, y0, y1, z0, z1), error)
+    ratio = max(1.0, (probe.cut_ranges()[2][0] - 1) / max(1, base.dims[2] - 1))
+    scratch = min(1.0, 2.5 / ratio)
+    del probe
     slot = 4 * v * math.prod(d + 2 for d in base.dims)
-    data_sized = slot * ((6 if cubic else 0) + (3 if still_cubic else 0))
+    data_sized = slot * ((0 if fused else 6 if cubic else 0) + (3 if still_cubic else 0))
     per_row_out = 4 * p * (n_arrays * buffers_per_slab + (4 * v if error else 0)
                            + (0 if kernels.available(dev) else 12))
 
@@ -307,15 +317,22 @@ def slab_steps(tm: TrainedModel, grid: Grid, t_norm: Sequence[float], steps: Seq
     x0, x1, y0, y1, z0, z1 = box
     shared: Dict[str, torch.Tensor] = {}
     for group in interval_groups(base, t_norm, steps, most_open):
+        before = None
         for s0 in range(z0, z1 + 1, mem.rows):
             s1 = min(z1, s0 + mem.rows - 1)
             if s1 - s0 + 1 != mem.rows:
                 shared = {}              # the last, shorter slab: buffers of its own shape
             plan = slab_plan(base, axes, (x0, x1, y0, y1, s0, s1), error, shared)
+            if kernels.available(base.slot_times.device):
+                plan.slid_from = before      # its window's fields slide into this one's
+                if before is not None:
+                    before.slid_from = None
             for i in group:
                 host = take()[:, :s1 - s0 + 1]
                 yield i, s0 - z0, evaluate_slab(tm, plan, float(t_norm[i]), error, host)
-            del plan
+            before = plan
+            before.error_fields, before.data_plan, before.side_plan = {}, None, None
+        before = plan = None
 
 
 def predict_box(tm: TrainedModel, t: float, grid: Grid, box: Extent, error: bool,

@@ -102,8 +102,16 @@ def test_the_compiled_kernels_give_the_numbers_of_torch_on_the_whole_grid(model,
     g = api.output_grid(model.info.grid, scale=2)
     box = whole_box(g)
     base = model.model.base
-    if all_moving:      # every variable moving: the slopes along the path inside the lookups
-        monkeypatch.setattr(base, "flow_mix", torch.ones(2))
+    kept_mix = base.flow_mix.clone()
+    try:
+        if all_moving:  # every variable moving: the slopes along the path inside the lookups
+            base.flow_mix.fill_(1.0)
+        check_against_torch(model, base, g, box, monkeypatch)
+    finally:
+        base.flow_mix.copy_(kept_mix)
+
+
+def check_against_torch(model, base, g, box, monkeypatch):
     base._path_slopes, base._time_slopes = {}, {}
     got = {t: slabs.predict_box(model, t, g, box, True) for t in (2.0, 2.5, 4.7)}
     monkeypatch.setattr(kernels, "USE_NUMBA", False)
@@ -118,11 +126,14 @@ def test_the_compiled_kernels_give_the_numbers_of_torch_on_the_whole_grid(model,
             ref = st.denormalise(vals[i]).numpy()
             assert relative(arrays[n], ref) < 1e-5, (t, n)
             assert relative(arrays[n + "_error"], err[i].numpy() * st.half_range) < 1e-5
+    monkeypatch.setattr(kernels, "USE_NUMBA", True)
+    base._path_slopes, base._time_slopes = {}, {}
 
 
 def test_a_slabbed_upscale_equals_the_whole_grid_one(model, tmp_path, monkeypatch):
     """The same upscale in one slab and in slabs of 3 rows: the same files' values (bent
-    paths, a still variable, the error arrays)."""
+    paths, a still variable, the error arrays); from slab to slab the kept steps' fields
+    slide (the rows two windows share are moved, not filtered again)."""
     real = slabs.plan_memory
 
     def rows(n):
@@ -131,10 +142,18 @@ def test_a_slabbed_upscale_equals_the_whole_grid_one(model, tmp_path, monkeypatc
             m.rows = min(m.rows, n)
             return m
         return plan
+    from stsr_core.model import spline_base
+    real_slide, slid = spline_base.slid_window, []
+
+    def spy(plan, before, rows_of, whole):      # which fields slid from the slab before
+        slid.append(before is not None and plan.slid_from is not None)
+        return real_slide(plan, before, rows_of, whole)
+    monkeypatch.setattr(spline_base, "slid_window", spy)
     for name, n in (("whole.h5", 10 ** 6), ("slabs.h5", 3)):
         monkeypatch.setattr(slabs, "plan_memory", rows(n))
         r = api.upscale(model, str(tmp_path / name), scale=2, time_scale=4)
         assert r["memory"]["rows"] == min(n, r["grid"].dims[2])
+    assert sum(slid) > len(slid) / 2      # most slabs moved their fields down
     a, b = read_series(str(tmp_path / "whole.h5")), read_series(str(tmp_path / "slabs.h5"))
     assert sorted(a.variables) == sorted(b.variables) and "heat_error" in a.variables
     for n in a.variables:

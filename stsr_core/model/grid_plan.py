@@ -119,6 +119,9 @@ class GridPlan:
     # the lattice the network weighing the two sides works on (side_weights.py)
     side_plan: Optional["GridPlan"] = None
     side_carry: Optional[List[torch.Tensor]] = None   # its linear carry to this grid (x y z)
+    # the slab before this one in the same interval: its fields' rows that this plan's
+    # window shares are moved, not filtered again (spline_base.slid_window)
+    slid_from: Optional["GridPlan"] = None
     # reuse two output-sized buffers from step to step (a caller that is done with each
     # step before asking for the next, as the streaming upscale is): fresh memory of that
     # size costs as much as the arithmetic on this machine's first touch of its pages

@@ -58,6 +58,40 @@ def each_slab(work: Callable[[int], None], starts: Sequence[int],
             work(start)
 
 
+def slid_window(plan: "GridPlan", before: Optional[torch.Tensor],
+                rows: Callable[[int, int], torch.Tensor],
+                whole: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """A field on ``plan``'s window of the warps' grid [C, Zw, Yw, Xw] (channels last):
+    where the slab before (``plan.slid_from``) held it on a window this one overlaps, its
+    rows there are moved down in the same memory (a larger one once, where the window
+    grew) and only the new rows computed (``rows(r0, r1)``: rows r0..r1-1 of this window),
+    so each row of the warps' grid is filtered once per interval whatever the slabs' halo;
+    else ``whole()``."""
+    prev = plan.slid_from
+    if before is None or prev is None or any(
+            a.shape != b.shape for a, b in zip(prev.warp_spline[:2], plan.warp_spline[:2])):
+        return whole()
+    (_, p0, pn), (_, c0, cn) = prev.cut_ranges()[2], plan.cut_ranges()[2]
+    lo, hi = max(p0, c0), min(p0 + pn, c0 + cn)
+    old = before.permute(1, 2, 3, 0)                            # [Zw, Yw, Xw, C]
+    if lo >= hi or c0 < p0 or not old.is_contiguous():
+        return whole()
+    row = old[0].numel()
+    cap = (old.untyped_storage().nbytes() // 4 - old.storage_offset()) // row
+    if cap >= cn:                                   # moved down in place, row by row
+        store = torch.empty(0, dtype=old.dtype).set_(
+            old.untyped_storage(), old.storage_offset(), (cap,) + tuple(old.shape[1:]))
+        if c0 != p0:
+            for r in range(lo - c0, hi - c0):     # ascending: never onto a row still to move
+                store[r].copy_(store[r + c0 - p0])
+    else:
+        store = old.new_empty((cn,) + tuple(old.shape[1:]))
+        store[lo - c0:hi - c0].copy_(old[lo - p0:hi - p0])
+    if hi < c0 + cn:
+        store[hi - c0:cn].copy_(rows(hi - c0, cn).permute(1, 2, 3, 0))
+    return store[:cn].permute(3, 0, 1, 2)
+
+
 class SplineBase(nn.Module):
     """Per-variable spline through the kept data (see the module docstring).
 
@@ -623,8 +657,12 @@ class SplineBase(nn.Module):
         if f is None:
             for i in [i for i in plan.fields if abs(i - k) != 1]:
                 del plan.fields[i]          # in place: a plan sharing the dict sees it too
-            f = plan.fields[k] = self.kept_field(
-                k, plan.warp_spline, last=kernels.available(self.slot_times.device))
+            last = kernels.available(self.slot_times.device)
+            f = plan.fields[k] = slid_window(
+                plan, plan.slid_from and plan.slid_from.fields.get(k),
+                lambda lo, hi: self.kept_field(
+                    k, plan.warp_spline[:2] + [plan.warp_spline[2][lo:hi]], last=last),
+                lambda: self.kept_field(k, plan.warp_spline, last=last))
         return f
 
     def _path_field(self, plan: "GridPlan", k: int) -> torch.Tensor:
@@ -648,10 +686,14 @@ class SplineBase(nn.Module):
             for i in [i for i in plan.slope_fields
                       if isinstance(i, tuple) and abs(i[1] - k) != 1]:
                 del plan.slope_fields[i]
-            lo, hi = kernels.used_rows(plan.warp_spline[2])
-            rows = self.path_slope_rows(k, lo, hi, self.slope_variables())
-            f = plan.slope_fields[key] = separable(
-                rows, plan.warp_spline[:2] + [plan.warp_spline[2][:, lo:hi]], last=True)
+            def rows_of(r0: int, r1: int) -> torch.Tensor:
+                mz = plan.warp_spline[2][r0:r1]
+                lo, hi = kernels.used_rows(mz)
+                coef = self.path_slope_rows(k, lo, hi, self.slope_variables())
+                return separable(coef, plan.warp_spline[:2] + [mz[:, lo:hi]], last=True)
+            f = plan.slope_fields[key] = slid_window(
+                plan, plan.slid_from and plan.slid_from.slope_fields.get(key), rows_of,
+                lambda: rows_of(0, plan.warp_spline[2].shape[0]))
         return f
 
     def _interval_paths(self, plan: "GridPlan", j: int) -> None:
