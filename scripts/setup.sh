@@ -57,6 +57,6 @@ if $PY scripts/pvsite/stsr_getargspec_shim.py; then
   echo "import stsr_getargspec_shim" > "$SITE/stsr_getargspec_shim.pth"
 fi
 
-$PY -c "import torch, numpy, stsr_core, vtkmodules, h5py, netCDF4, lz4.block, sys; \
+$PY -c "import torch, numba, numpy, stsr_core, vtkmodules, h5py, netCDF4, lz4.block, sys; \
 print('[setup] ok: Python', sys.version.split()[0], 'numpy', numpy.__version__, 'torch', \
-torch.__version__, 'stsr_core', stsr_core.__version__)"
+torch.__version__, 'numba', numba.__version__, 'stsr_core', stsr_core.__version__)"

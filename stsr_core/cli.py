@@ -145,7 +145,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write the seconds spent computing and writing as JSON")
     u.add_argument("--no-error", dest="error", action="store_false",
                    help="leave out the error estimate's arrays (NAME_error, written by "
-                        "default for models that have one: preset liif)")
+                        "default for every model that has one: every fit of the default "
+                        "preset, and preset liif)")
+    u.add_argument("--max-memory", metavar="SIZE", type=_size,
+                   help="the most memory the upscale may use, e.g. 1GB or 512MB (default: "
+                        "half the available memory, at most 2 GB); the output is computed "
+                        "in slabs that fit, or refused at once when the smallest does not")
     u.add_argument("--device", default="auto", choices=DEVICES, help=DEVICE_HELP)
     u.add_argument("--overwrite", action="store_true", help="replace existing output")
     u.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -211,17 +216,19 @@ class _Progress:
         self.bar = None
         self.desc = desc
         self.last = 0.0
-        if not quiet:
-            try:
-                from tqdm import tqdm
-                self.bar = tqdm(total=1000, desc=desc, file=sys.stderr,
-                                bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining} {postfix}")
-            except ImportError:
-                self.bar = None
+        self.started = False     # drawn at the first update: an error before it stays one line
 
     def update(self, fraction: float, postfix: str = "") -> None:
         if self.quiet:
             return
+        if not self.started:
+            self.started = True
+            try:
+                from tqdm import tqdm
+                self.bar = tqdm(total=1000, desc=self.desc, file=sys.stderr,
+                                bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining} {postfix}")
+            except ImportError:
+                self.bar = None
         if self.bar is not None:
             self.bar.n = int(1000 * min(1.0, fraction))
             if postfix:
@@ -360,6 +367,15 @@ def _fit(a: argparse.Namespace, main: bool, series: "FitSource",
     return code
 
 
+def _size(text: str) -> int:
+    """--max-memory's value: bytes with a unit (1GB, 512MB)."""
+    from .slabs import parse_bytes
+    try:
+        return parse_bytes(text)
+    except StsrError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def cmd_upscale(a: argparse.Namespace) -> int:
     with _process_group(a) as main:
         return _upscale(a, main)
@@ -383,7 +399,7 @@ def _upscale(a: argparse.Namespace, main: bool) -> int:
         r = api.upscale(tm, a.output, scale=a.scale, dims=a.dims, time_scale=a.time_scale,
                         times=times, format=a.format, compression=a.compression,
                         overwrite=a.overwrite, error=a.error,
-                        callback=lambda f: bar.update(f))
+                        callback=lambda f: bar.update(f), max_memory=a.max_memory)
     finally:
         bar.close()
     g = r["grid"]
