@@ -38,8 +38,11 @@ $PY -c "import torch" 2>/dev/null || $PY -m pip install -q "torch==2.13.0"
 # so pip may not replace it; a dependency that needs another numpy fails here, not later.
 # h5py and netCDF4 come from Debian too (the PyPI wheels bundle an HDF5 that clashes with
 # ParaView's inside pvpython; Debian's link the same HDF5 as ParaView).
+# numba 0.68.0 (the compiled kernels): on Debian 12 the wheel on disk here (pip would take a
+# newer one from PyPI if allowed), on Debian 13 PyPI's for Python 3.13; it takes numpy 1.24
+# and 2.2 alike.
 NUMPY=$(/usr/bin/python3 -c "import numpy; print(numpy.__version__)")
-$PY -m pip install -q --no-build-isolation -e . "numpy==$NUMPY" pytest hypothesis
+$PY -m pip install -q --no-build-isolation -e . "numpy==$NUMPY" "numba==0.68.0" pytest hypothesis
 
 # PyVista for notebook users' in-memory path (tests, examples/pyvista_notebook.py), beside the
 # venv and not in it: installed without its dependencies it runs on ParaView's VTK 9.2, while
