@@ -8,9 +8,10 @@ with `--venv=DIR` (ParaView 5.12 and later), or on ParaView 5.11, which has no -
 the venv's site-packages and the getargspec shim on PYTHONPATH, as docs/paraview.md says.
 
 torch is not downloaded again for the fresh venv (4.6 GB from PyPI on Debian 13): the
-distributions it needs are linked in from the project's venv (what pip would have
-unpacked there), then pip installs the wheel resolving its requirements from what the venv
-has: torch, and the platform's numpy (1.24 on Debian 12, 2.2 on Debian 13)."""
+wheel's requirements that the project's venv holds (torch, numba and what they need) are
+linked in from there (what pip would have unpacked), then pip installs the wheel resolving
+its requirements from what the venv has: those, and the platform's numpy (1.24 on
+Debian 12, 2.2 on Debian 13)."""
 import importlib.metadata
 import json
 import os
@@ -78,13 +79,18 @@ def pip_install(venv, wheel, *options):
     run(venv / "bin" / "python", "-m", "pip", "install", "--no-index", *options, wheel)
 
 
-def link_torch(site):
-    """torch and every distribution it requires (with the extras it asks for) that the
-    project's venv holds (not Debian's), linked into ``site`` as pip would have installed
-    them there."""
+def link_requirements(site, wheel):
+    """The wheel's requirements and every distribution they require (with the extras asked
+    for) that the project's venv holds (not Debian's), linked into ``site`` as pip would
+    have installed them there."""
     from packaging.requirements import Requirement
     own = Path(sys.prefix).resolve()
-    todo, seen = [Requirement("torch")], set()
+    names = zipfile.ZipFile(wheel).namelist()
+    meta = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("/METADATA")))
+    todo = [r for r in (Requirement(line.split(":", 1)[1].strip())
+                        for line in meta.decode().splitlines()
+                        if line.startswith("Requires-Dist:")) if r.marker is None]
+    seen = set()
     while todo:
         req = todo.pop()
         key = (req.name.lower().replace("_", "-"), frozenset(req.extras))
@@ -178,8 +184,8 @@ def test_a_fresh_venv_without_torch_answers_and_the_plugin_says_how_to_get_torch
 def test_a_fresh_venv_with_torch_upscales_in_paraview_from_the_plugin_path(
         wheel, paraview, series, tmp_path):
     venv, site = fresh_venv(tmp_path / "venv", paraview)
-    link_torch(site)
-    pip_install(venv, wheel)          # its requirements resolved: torch, Debian's numpy...
+    link_requirements(site, wheel)
+    pip_install(venv, wheel)          # its requirements resolved: torch, numba, Debian's numpy
     plugin_path = run(venv / "bin" / "stsr", "plugin-path").stdout.strip()
     res = pv_run(venv, site, plugin_path, paraview, series, tmp_path / "out.json", tmp_path)
     assert res["errors"] == [] and res["points"] == 13 * 11 * 9, res
