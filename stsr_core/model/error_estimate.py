@@ -109,7 +109,7 @@ def calibrate(base: Any, data: torch.Tensor, half: Optional[torch.Tensor],
     res, ind = [], []
     for k in sorted({0, base.n_slots // 2, base.n_slots - 1}):
         thin = data[:, k, ::2, ::2, ::2].to(torch.float32)
-        spline = separable(bspline_coefficients(thin), mats)
+        spline = separable(bspline_coefficients(thin, base.spline_boundary), mats)
         true = data[:, k, :span[2], :span[1], :span[0]].to(torch.float32)
         res.append((true - spline)[:, off])
         ind.append((spline - separable(thin, lins)).abs()[:, off])

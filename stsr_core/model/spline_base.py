@@ -29,11 +29,14 @@ from .paths import accelerations, bend_shift, end_weights, hermite_terms, slope_
 from .time_basis import (cross_validated_mix, displacement_grid_dims, fit_displacement,
                          held_out_pairs, hermite_correction, natural_spline_slopes)
 from .error_estimate import calibrate, error_grid
+from .spline_boundary import choose_boundary
 from .grid_plan import (GridPlan, lattice_axes, linear_matrix, separable, share_fields,
                         spline_matrix)
 from .time_select import chain_options, chain_pairs, chains, choose, half_chains, half_series
 
 BASE_TIMES = ("select", "auto", "linear", "cubic", "flow")
+SPLINE_BOUNDARIES = ("select", "natural")   # the spline's faces: chosen per variable, or all
+                                            # natural (the only kind before the choice)
 MOVING = ("select", "auto", "flow")     # the base_time choices with displacements
 MIN_FIT_SECONDS = 0.05       # a displacement fit with less time than this is skipped
 WARP_FIELD_VALUES = 1 << 26  # values of one slot on the warps' grid when finer than 2x
@@ -67,14 +70,21 @@ class SplineBase(nn.Module):
             cubic share).
         flow_coarsen, flow_max_points: the displacement grid (time_basis.py).
         trainable: whether training may change the coefficients.
+        boundary: the spline's condition at the faces of the box, "select" (per variable,
+            axis and end, from the kept data: spline_boundary.py) or "natural".
     """
 
     def __init__(self, dims: Sequence[int], n_vars: int, slot_times: Sequence[float],
                  base_time: str = "auto", flow_coarsen: int = 2, flow_max_points: int = 32,
-                 trainable: bool = True, flow_path: str = "auto", path_values: str = "auto"):
+                 trainable: bool = True, flow_path: str = "auto", path_values: str = "auto",
+                 boundary: str = "select"):
         super().__init__()
         if base_time not in BASE_TIMES:
             raise ValueError(f"unknown base_time {base_time!r}: use {', '.join(BASE_TIMES)}")
+        if boundary not in SPLINE_BOUNDARIES:
+            raise ValueError(f"unknown spline_boundary {boundary!r}: use "
+                             f"{', '.join(SPLINE_BOUNDARIES)}")
+        self.boundary_rule = boundary
         self.base_time = base_time
         # paths.py, forced or chosen: "auto" leaves it to the held-out steps (select) or
         # keeps paths straight and linear along them (auto, flow: as before paths could bend)
@@ -89,6 +99,11 @@ class SplineBase(nn.Module):
         self.hermite = base_time != "linear"
         self.trainable = bool(trainable)
         self.coef = nn.Parameter(torch.zeros(shape), requires_grad=trainable)   # [T, V, ...]
+        # the condition the prefilter met at each face, per variable: codes of
+        # encodings.BOUNDARIES [V, 3, 2] (x, y, z; low, high); the coefficients hold it, the
+        # slopes along the path (derived from values when first used) need it again; model
+        # files written before the choice hold none and load as natural everywhere
+        self.register_buffer("spline_boundary", torch.zeros(self.n_vars, 3, 2, dtype=torch.long))
         if self.hermite:    # slopes in time of the coefficients, same layout
             if self.trainable:    # training moves them apart from the coefficients': kept
                 self.slopes = nn.Parameter(torch.zeros(shape))
@@ -130,6 +145,8 @@ class SplineBase(nn.Module):
             state_dict.setdefault(prefix + "path_mix", torch.zeros(self.n_vars))
             state_dict.setdefault(prefix + "path_bend", torch.zeros(()))
         state_dict.setdefault(prefix + "error_scale", torch.zeros(2, self.n_vars))
+        state_dict.setdefault(prefix + "spline_boundary",
+                              torch.zeros(self.n_vars, 3, 2, dtype=torch.long))
         self._path_slopes = {}
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
@@ -143,11 +160,19 @@ class SplineBase(nn.Module):
 
     # --- fitting -----------------------------------------------------------------------------
     @torch.no_grad()
-    def fit_coefficients(self, data: torch.Tensor) -> None:
+    def fit_coefficients(self, data: torch.Tensor,
+                         boundary: Optional[torch.Tensor] = None) -> None:
         """The spline through ``data`` [V, T, Z, Y, X] (normalised): the prefilter per slot
-        and, where kept apart from them, the natural spline's slopes in time."""
+        with the condition at each face ``boundary`` ([V, 3, 2] codes; None: chosen from
+        the data, or natural, as the base's rule says) and, where kept apart from them, the
+        natural spline's slopes in time."""
+        if boundary is None:
+            boundary = (choose_boundary(data) if self.boundary_rule == "select" else
+                        torch.zeros_like(self.spline_boundary))
+        self.spline_boundary.copy_(boundary)
         for t in range(self.n_slots):          # one slot at a time: bounded memory
-            self.coef[t].copy_(bspline_coefficients(data[:, t].to(torch.float32)))
+            self.coef[t].copy_(bspline_coefficients(data[:, t].to(torch.float32),
+                                                    self.spline_boundary))
         if self.hermite and self.slopes is not None:
             self.slopes.copy_(torch.tensordot(self.slope_matrix.to(self.coef), self.coef,
                                               dims=([1], [0])))
@@ -341,7 +366,7 @@ class SplineBase(nn.Module):
                 vals[:, z0:z0 + rows] += wt * got.reshape(self.n_vars, -1, y, x)
 
         each_slab(slab, range(0, z, rows), dev)
-        d = self._path_slopes[k] = bspline_coefficients(vals)
+        d = self._path_slopes[k] = bspline_coefficients(vals, self.spline_boundary)
         return d
 
     def _carry(self, pts: torch.Tensor, k: int, i: int) -> torch.Tensor:

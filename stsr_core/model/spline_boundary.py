@@ -1,0 +1,83 @@
+"""The spline's condition at each face of the box, chosen per variable from the kept data.
+
+Inside the box every cubic B-spline interpolant of the same samples is almost the same; the
+two extra coefficients of each axis are fixed by a condition at its two ends, and that
+condition decides the spline's error over the last few cells (it fades by a factor 0.27 a
+cell). The right one depends on the data: a field that meets a zero-flux wall is flat at the
+wall (continued by its end value or mirrored about a wall half a cell out, as SciPy's
+``nearest`` and ``reflect`` modes assume), a smooth field that leaves the box is best
+continued by its own cubic (not-a-knot), and a natural spline (zero second derivative,
+what the base used alone before) is in between. No one condition is best on every data set
+(measured on the benchmark's data: docs/issue30-benchmark.md).
+
+So the condition is chosen per variable, axis and end from the kept data alone, one level
+down: every kept step thinned to every other sample along the axis (the other axes kept
+whole, so every line along the axis counts), each candidate's spline through the thinned
+samples scored on the ``BAND`` left-out samples nearest each end. A condition is a property
+of the field at the face, not of the grid's spacing, so the one that rebuilds the left-out
+samples best one level down is taken for the data's own level.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from .encodings import BOUNDARIES, NATURAL, _bspline_solve_matrix
+from .grid_plan import spline_matrix
+
+BAND = 3            # left-out samples per end scored (one level down)
+MIN_POINTS = 9      # an axis with fewer kept samples keeps the natural condition
+MAX_STEPS = 8       # kept steps scored, spread over the series
+
+
+def scored_steps(n_steps: int) -> Sequence[int]:
+    """Up to MAX_STEPS kept steps spread evenly over ``n_steps``, first and last included."""
+    if n_steps <= MAX_STEPS:
+        return list(range(n_steps))
+    return sorted({round(i * (n_steps - 1) / (MAX_STEPS - 1)) for i in range(MAX_STEPS)})
+
+
+def _end_weights(n: int) -> torch.Tensor:
+    """[codes, 2, BAND, nt] per candidate condition the weights taking an axis's samples
+    thinned to every other one (nt of them, from the first ``2 nt - 1`` samples) to the
+    spline's values at the BAND left-out samples nearest the low end and the high end."""
+    m = (n - 1) // 2 * 2 + 1
+    nt = (m + 1) // 2
+    half = torch.linspace(-1.0, 1.0, m, dtype=torch.float64)[1::2]            # left out
+    at = spline_matrix(half, nt).to(torch.float64)                           # [nt-1, nt+2]
+    band = min(BAND, nt - 1)
+    out = []
+    for code in range(len(BOUNDARIES)):
+        w = at @ _bspline_solve_matrix(nt, code, code)                       # [nt-1, nt]
+        out.append(torch.stack([w[:band], w[-band:]]))
+    return torch.stack(out)
+
+
+@torch.no_grad()
+def choose_boundary(data: torch.Tensor) -> torch.Tensor:
+    """Per variable, axis and end the condition (a code of BOUNDARIES) whose spline rebuilds
+    best the samples left out one level down, from ``data`` [V, T, Z, Y, X] (the kept
+    steps) -> [V, 3, 2] long (x, y, z; low, high). Axes with fewer than MIN_POINTS samples
+    keep the natural condition."""
+    v, n_t = data.shape[:2]
+    out = torch.full((v, 3, 2), NATURAL, dtype=torch.long)
+    steps = scored_steps(n_t)
+    for a, dim in enumerate((-1, -2, -3)):                                   # x, y, z
+        n = data.shape[dim]
+        if n < MIN_POINTS:
+            continue
+        m = (n - 1) // 2 * 2 + 1
+        weights = _end_weights(n).to(data.device)                            # [C, 2, B, nt]
+        band = weights.shape[2]
+        err = torch.zeros(v, weights.shape[0], 2, dtype=torch.float64, device=data.device)
+        for k in steps:
+            lines = torch.movedim(data[:, k], dim, -1)[..., :m].to(torch.float64)
+            lines = lines.reshape(v, -1, m)                                  # [V, L, m]
+            thin, left = lines[..., ::2], lines[..., 1::2]
+            for end, truth in ((0, left[..., :band]), (1, left[..., -band:])):
+                got = torch.einsum("cbn,vln->vclb", weights[:, end], thin)   # [V, C, L, B]
+                err[:, :, end] += (got - truth[:, None]).pow(2).sum((2, 3))
+        out[:, a] = err.argmin(dim=1).cpu()          # ties (an exact fit): the first, natural
+    return out
+
