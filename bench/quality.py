@@ -494,6 +494,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                     help="hold this file's lock while a row runs (default: $STSR_BENCH_LOCK)")
     ap.add_argument("--cache", default=os.path.join(ROOT, "bench", "data"))
     ap.add_argument("--out", default=None)
+    ap.add_argument("--resume", action="store_true",
+                    help="keep the data sets already in --out's quality.json (same budget "
+                         "and rows), run the others")
     a = ap.parse_args(argv)
     if a.worker:
         with open(a.worker) as fh:
@@ -515,11 +518,25 @@ def main(argv: Optional[List[str]] = None) -> int:
     info.update(load=os.getloadavg()[0], minutes=minutes, threads=a.threads,
                 rows={n: v[1] for n, v in rows.items()})
     results: List[Dict] = []
+    done_before: Dict[str, Dict] = {}
+    report = os.path.join(out, "quality.json")
+    if a.resume and os.path.exists(report):
+        with open(report) as fh:
+            before = json.load(fh)
+        if before["machine"].get("minutes") == minutes and \
+                before["machine"].get("rows") == info["rows"]:
+            done_before = {r["dataset"]: r for r in before["results"]}
+            info["earlier"] = before["machine"]
+        else:
+            ap.error(f"--resume: {report} has another budget or other rows")
 
     def log(msg: str) -> None:
         print(msg, flush=True)
 
-    for name in datasets:
+    for name in list(done_before) + [d for d in datasets if d not in done_before]:
+        if name in done_before:
+            results.append(done_before[name])
+            continue
         results.append(run_dataset(name, rows, minutes, a.cache, a.quick, a.threads, a.lock,
                                    log))
         with open(os.path.join(out, "quality.json"), "w") as fh:     # after each data set

@@ -15,6 +15,7 @@ from typing import Dict, Optional, Sequence
 
 import numpy as np
 
+from ..generated.__main__ import stamped, write_stamp
 from . import SERIES
 from .fields import vorticity_magnitude
 
@@ -38,7 +39,8 @@ def source_hash(name: str) -> str:
     (to_series, fields.py), not the rest of this driver."""
     s = SERIES[name]
     h = hashlib.sha256(inspect.getsource(to_series).encode())
-    for f in [os.path.join(os.path.dirname(__file__), "fields.py")] + (
+    here = os.path.dirname(os.path.abspath(__file__))
+    for f in [os.path.join(here, "fields.py"), os.path.join(here, "pde_run.py")] + (
             [os.path.join(ROOT, s.script)] if s.script else []):
         with open(f, "rb") as fh:
             h.update(fh.read())
@@ -78,11 +80,9 @@ def make(name: str, out: str, force: bool = False) -> Dict[str, object]:
     stamp_path = os.path.join(out, f"{name}.json")
     wanted = {"name": name, "script": s.script, "args": s.args,
               "derived_from": s.derived_from, "source_sha256": source_hash(name)}
-    if not force and os.path.exists(path) and os.path.exists(stamp_path):
-        with open(stamp_path) as fh:
-            stamp = json.load(fh)
-        if {k: stamp.get(k) for k in wanted} == wanted:
-            return dict(stamp, cached=True)
+    stamp = None if force or not os.path.exists(path) else stamped(stamp_path, wanted)
+    if stamp is not None:
+        return stamp
     os.makedirs(out, exist_ok=True)
     t0 = time.perf_counter()
     if s.derived_from:
@@ -91,8 +91,10 @@ def make(name: str, out: str, force: bool = False) -> Dict[str, object]:
         info = {k: source[k] for k in ("solver", "parameters") if k in source}
     else:
         npz = os.path.join(out, f".{name}.npz")
-        subprocess.run([data_python(), os.path.join(ROOT, s.script), *s.args, "--out", npz],
-                       check=True, cwd=ROOT)
+        module = s.script[:-3].replace("/", ".")           # this package's: run with -m
+        run = (["-m", module] if module.startswith(__package__ + ".") else
+               [os.path.join(ROOT, s.script)])
+        subprocess.run([data_python(), *run, *s.args, "--out", npz], check=True, cwd=ROOT)
         with np.load(npz) as d:
             frames = {k: d[k] for k in d.files}
         info = {"solver": str(frames.get("solver", frames.get("phiflow", ""))),
@@ -104,10 +106,7 @@ def make(name: str, out: str, force: bool = False) -> Dict[str, object]:
     write_series(series, path, overwrite=True)
     stamp = dict(wanted, path=path, dims=list(series.dims), steps=series.n_times,
                  variables=series.names, seconds=round(time.perf_counter() - t0, 1), **info)
-    tmp = stamp_path + ".tmp"
-    with open(tmp, "w") as fh:
-        json.dump(stamp, fh, indent=2)
-    os.replace(tmp, stamp_path)
+    write_stamp(stamp_path, stamp)
     return stamp
 
 

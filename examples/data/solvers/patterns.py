@@ -18,9 +18,9 @@ Variables: ``u``, ``v`` (the two species) and ``reaction`` = u^2 v (derived).
 """
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
+
+from .pde_run import evolve, main
 
 A, B, DU, DV = 3.0, 4.6, 2.0, 16.0
 LENGTH = 48.0
@@ -39,18 +39,8 @@ def simulate(n: int, frames: int, seed: int) -> dict:
                   "v": f"{DV} * laplace(v) + {B} * u - u**2 * v"},
                  bc={"derivative": 0})
     state = pde.FieldCollection([u, v])
-    h = LENGTH / n
-    interval = (T1 - T0) / (frames - 1)
-    # the largest step under the limit that divides the frame interval: frames land on it
-    dt = interval / np.ceil(interval / (DT_FACTOR * h * h / (6 * DV)))
-    if T0 > 0:
-        state = eq.solve(state, t_range=T0, dt=dt, solver="euler", tracker=None)
-    storage = pde.MemoryStorage()
-    eq.solve(state, t_range=(T0, T1 + 0.5 * interval), dt=dt, solver="euler",
-             tracker=[storage.tracker(interval)])
-    times = np.asarray(storage.times[:frames])
-    us = np.stack([np.transpose(f[0].data, (2, 1, 0)) for f in storage.data[:frames]])
-    vs = np.stack([np.transpose(f[1].data, (2, 1, 0)) for f in storage.data[:frames]])
+    limit = DT_FACTOR * (LENGTH / n) ** 2 / (6 * DV)
+    times, (us, vs) = evolve(eq, state, frames, T0, T1, limit)
     return {"u": us.astype(np.float32), "v": vs.astype(np.float32),
             "reaction": (us * us * vs).astype(np.float32), "times": times,
             "spacing": np.asarray(LENGTH / n),
@@ -59,17 +49,5 @@ def simulate(n: int, frames: int, seed: int) -> dict:
                                      f"[0, {LENGTH}]^3, times {T0} ... {T1}, seed {seed}")}
 
 
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", type=int, default=49, help="cells per axis")
-    ap.add_argument("--frames", type=int, default=21)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", required=True, help=".npz to write")
-    a = ap.parse_args(argv)
-    np.savez(a.out, **simulate(a.n, a.frames, a.seed))
-    print(f"saved {a.out}")
-
-
 if __name__ == "__main__":
-    main()
+    main(__doc__, simulate, 49, 21)
