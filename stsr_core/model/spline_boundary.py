@@ -11,14 +11,16 @@ what the base used alone before) is in between. No one condition is best on ever
 (measured on the benchmark's data: docs/issue30-benchmark.md).
 
 So the condition is chosen per variable, axis and end from the kept data alone, one level
-down: every kept step thinned to every other sample along the axis (the other axes kept
-whole, so every line along the axis counts), each candidate's spline through the thinned
-samples scored on the ``BAND`` left-out samples nearest each end. A condition is a property
-of the field at the face, not of the grid's spacing, so the one that rebuilds the left-out
-samples best one level down is taken for the data's own level.
+down: every kept step (up to MAX_STEPS) thinned to every other sample along the axis, each
+candidate's spline through the thinned samples scored on the ``BAND`` left-out samples
+nearest each end, over every line along the axis (at most MAX_LINES of them: on large grids
+every s-th line in both other axes). A condition is a property of the field at the face, not
+of the grid's spacing, so the one that rebuilds the left-out samples best one level down is
+taken for the data's own level.
 """
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -29,6 +31,7 @@ from .grid_plan import spline_matrix
 BAND = 3            # left-out samples per end scored (one level down)
 MIN_POINTS = 9      # an axis with fewer kept samples keeps the natural condition
 MAX_STEPS = 8       # kept steps scored, spread over the series
+MAX_LINES = 4096    # lines along an axis scored per step (more: every s-th in both others)
 
 
 def scored_steps(n_steps: int) -> Sequence[int]:
@@ -71,9 +74,11 @@ def choose_boundary(data: torch.Tensor) -> torch.Tensor:
         weights = _end_weights(n).to(data.device)                            # [C, 2, B, nt]
         band = weights.shape[2]
         err = torch.zeros(v, weights.shape[0], 2, dtype=torch.float64, device=data.device)
+        others = [data.shape[d] for d in (-1, -2, -3) if d != dim]
+        stride = max(1, math.ceil(math.sqrt(others[0] * others[1] / MAX_LINES)))
         for k in steps:
-            lines = torch.movedim(data[:, k], dim, -1)[..., :m].to(torch.float64)
-            lines = lines.reshape(v, -1, m)                                  # [V, L, m]
+            lines = torch.movedim(data[:, k], dim, -1)[:, ::stride, ::stride, :m]
+            lines = lines.to(torch.float64).reshape(v, -1, m)                # [V, L, m]
             thin, left = lines[..., ::2], lines[..., 1::2]
             for end, truth in ((0, left[..., :band]), (1, left[..., -band:])):
                 got = torch.einsum("cbn,vln->vclb", weights[:, end], thin)   # [V, C, L, B]
