@@ -319,7 +319,10 @@ def write_markdown(results: List[Dict], info: Dict, rows: Dict, path: str) -> No
     names = list(rows)
     lines = [f"Machine: {info['cpu']} ({info['cores']} cores), torch {info['torch']}, "
              f"{info.get('gpu', 'no GPU')}, {info['threads']} thread(s); {info['date']}; load "
-             f"average at start {info['load']:.1f}. Budget {info['minutes']:g} min per fit, "
+             f"average at start {info['load']:.1f}; timed runs "
+             + (f"under the lock {info['lock']}" if info.get("lock") else
+                "without a lock (times include other work on the machine)")
+             + f". Budget {info['minutes']:g} min per fit, "
              f"preset fast. Coarse input: every {S}nd point, every {K}th step; rebuilt at "
              "every fine step. PSNR in dB, mean over variables (and steps).", "",
              "## Rows", ""]
@@ -516,7 +519,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     os.makedirs(out, exist_ok=True)
     info = machine_info("cpu")
     info.update(load=os.getloadavg()[0], minutes=minutes, threads=a.threads,
-                rows={n: v[1] for n, v in rows.items()})
+                rows={n: v[1] for n, v in rows.items()}, lock=a.lock)
     results: List[Dict] = []
     done_before: Dict[str, Dict] = {}
     report = os.path.join(out, "quality.json")
