@@ -316,7 +316,7 @@ def done(r: Optional[Dict]) -> bool:
 
 
 def write_markdown(results: List[Dict], info: Dict, rows: Dict, path: str) -> None:
-    names = list(rows)
+    ran = [n for n in rows if any(done(r["rows"].get(n)) for r in results)]
     lines = [f"Machine: {info['cpu']} ({info['cores']} cores), torch {info['torch']}, "
              f"{info.get('gpu', 'no GPU')}, {info['threads']} thread(s); {info['date']}; load "
              f"average at start {info['load']:.1f}; timed runs "
@@ -326,7 +326,8 @@ def write_markdown(results: List[Dict], info: Dict, rows: Dict, path: str) -> No
              f"preset fast. Coarse input: every {S}nd point, every {K}th step; rebuilt at "
              "every fine step. PSNR in dB, mean over variables (and steps).", "",
              "## Rows", ""]
-    lines += [f"- `{n}`: {rows[n][0]} (`--set {' '.join(rows[n][1])}`)" for n in names]
+    lines += [f"- `{n}`: {rows[n][0]} (`--set {' '.join(rows[n][1])}`)" for n in rows]
+    names = ran
     lines += ["", "## Kinds: benchmarked vs trained on", "",
               "Benchmark kinds (this table) and the kinds the shipped networks were trained "
               "on are kept apart: no benchmark series is of a trained kind.", "",
@@ -497,6 +498,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                     help="hold this file's lock while a row runs (default: $STSR_BENCH_LOCK)")
     ap.add_argument("--cache", default=os.path.join(ROOT, "bench", "data"))
     ap.add_argument("--out", default=None)
+    ap.add_argument("--report", action="store_true",
+                    help="only rewrite quality.md and quality.png from --out's quality.json")
     ap.add_argument("--resume", action="store_true",
                     help="keep the data sets already in --out's quality.json (same budget "
                          "and rows), run the others")
@@ -510,6 +513,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 0
     from .run import machine_info
     rows = parse_rows(a.rows, a.row, ap)
+    if a.report:
+        out = a.out or os.path.join(ROOT, "bench", "results", dt.date.today().isoformat())
+        with open(os.path.join(out, "quality.json")) as fh:
+            saved = json.load(fh)
+        rows = {n: ROWS.get(n, ("--row " + ",".join(v), v))
+                for n, v in saved["machine"]["rows"].items()}
+        write_markdown(saved["results"], saved["machine"], rows, os.path.join(out, "quality.md"))
+        plot(saved["results"], rows, os.path.join(out, "quality.png"))
+        return 0
     datasets = (a.datasets or ",".join(QUICK_DATASETS if a.quick else DATASETS)).split(",")
     for d in datasets:
         if d not in DATASETS:
@@ -536,7 +548,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     def log(msg: str) -> None:
         print(msg, flush=True)
 
-    for name in list(done_before) + [d for d in datasets if d not in done_before]:
+    for name in [d for d in DATASETS if d in done_before or d in datasets]:
         if name in done_before:
             results.append(done_before[name])
             continue
