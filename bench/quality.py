@@ -261,8 +261,10 @@ def run_row(spec: Dict[str, object], lock: Optional[str], log) -> Dict[str, obje
 
 
 def run_dataset(name: str, rows: Dict[str, Tuple[str, List[str]]], minutes: float,
-                cache: str, quick: bool, threads: int, lock: Optional[str], log
-                ) -> Dict[str, object]:
+                cache: str, quick: bool, threads: int, lock: Optional[str], log,
+                previous: Optional[Dict[str, object]] = None) -> Dict[str, object]:
+    """Baselines and every row on data set ``name``; with ``previous`` (an earlier run's
+    result for it) only the rows that result lacks, the rest kept."""
     from stsr_core.io import write_series
     from .baselines import interpolate
     from .between import coarsen, score
@@ -273,9 +275,14 @@ def run_dataset(name: str, rows: Dict[str, Tuple[str, List[str]]], minutes: floa
                               "steps": fine.n_times, "coarse": list(coarse.dims),
                               "kept_steps": coarse.n_times, "variables": fine.names,
                               "rows": {}}
-    res["tricubic_kept"] = kept_scipy(coarse, fine)
-    res["tricubic+linear"] = score(interpolate(coarse, fine, 3, linear_time=True), fine)
-    res["trilinear+linear"] = score(interpolate(coarse, fine, 1), fine)
+    if previous is not None:
+        res.update({k: v for k, v in previous.items() if k != "rows"})
+        res["rows"] = {n: v for n, v in previous["rows"].items()   # type: ignore[union-attr]
+                       if n in rows}
+    else:
+        res["tricubic_kept"] = kept_scipy(coarse, fine)
+        res["tricubic+linear"] = score(interpolate(coarse, fine, 3, linear_time=True), fine)
+        res["trilinear+linear"] = score(interpolate(coarse, fine, 1), fine)
     log(f"{name}: tricubic kept {res['tricubic_kept']['nearest']:.2f} (best mode "
         f"{max(res['tricubic_kept'].values()):.2f}), tricubic+linear between "
         f"{res['tricubic+linear']['between']:.2f}, trilinear+linear between "
@@ -284,6 +291,8 @@ def run_dataset(name: str, rows: Dict[str, Tuple[str, List[str]]], minutes: floa
         coarse_path = os.path.join(work, "coarse.h5")
         write_series(coarse, coarse_path)
         for row, (_, sets) in rows.items():
+            if row in res["rows"]:                         # type: ignore[operator]
+                continue
             why = available(sets)
             if why:
                 res["rows"][row] = {"not_available": why}
@@ -501,8 +510,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--report", action="store_true",
                     help="only rewrite quality.md and quality.png from --out's quality.json")
     ap.add_argument("--resume", action="store_true",
-                    help="keep the data sets already in --out's quality.json (same budget "
-                         "and rows), run the others")
+                    help="keep what --out's quality.json holds (same budget), run the rest")
+    ap.add_argument("--redo", default="",
+                    help="with --resume: rows to run again on every data set (comma-separated)")
     a = ap.parse_args(argv)
     if a.worker:
         with open(a.worker) as fh:
@@ -538,22 +548,24 @@ def main(argv: Optional[List[str]] = None) -> int:
     if a.resume and os.path.exists(report):
         with open(report) as fh:
             before = json.load(fh)
-        if before["machine"].get("minutes") == minutes and \
-                before["machine"].get("rows") == info["rows"]:
-            done_before = {r["dataset"]: r for r in before["results"]}
-            info["earlier"] = before["machine"]
-        else:
-            ap.error(f"--resume: {report} has another budget or other rows")
+        if before["machine"].get("minutes") != minutes:
+            ap.error(f"--resume: {report} was run with another budget")
+        redo = [r for r in a.redo.split(",") if r]
+        done_before = {r["dataset"]: dict(r, rows={n: v for n, v in r["rows"].items()
+                                                  if n not in redo})
+                       for r in before["results"]}
+        info["earlier"] = before["machine"]
 
     def log(msg: str) -> None:
         print(msg, flush=True)
 
     for name in [d for d in DATASETS if d in done_before or d in datasets]:
-        if name in done_before:
-            results.append(done_before[name])
+        previous = done_before.get(name)
+        if previous is not None and all(n in previous["rows"] for n in rows):
+            results.append(previous)
             continue
         results.append(run_dataset(name, rows, minutes, a.cache, a.quick, a.threads, a.lock,
-                                   log))
+                                   log, previous))
         with open(os.path.join(out, "quality.json"), "w") as fh:     # after each data set
             json.dump({"machine": info, "training_kinds": training_kinds(),
                        "results": results}, fh, indent=1)

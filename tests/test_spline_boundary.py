@@ -107,7 +107,7 @@ def test_kept_steps_score_at_or_above_scipys_cubic_spline_of_the_kept_points(ser
     the box (nearest, mirror, reflect), and against the natural condition
     (spline_boundary=natural, the only one before) per variable. At 17^3 kept points the
     choice is made on 9 points per axis: there it may trail SciPy's best mode by a little
-    (excitable medium, measured: 25.16 dB mean against nearest's 25.22; u 22.11 against
+    (excitable medium, measured: 25.17 dB mean against nearest's 25.21; u 22.10 against
     22.23); the benchmark's grids are where it is judged (docs/issue30-benchmark.md)."""
     fine = series()
     coarse = fine.subsample(space=2)
