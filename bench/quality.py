@@ -316,6 +316,13 @@ def phase(r: Dict, p: int) -> float:
     return float(ph[str(p)] if str(p) in ph else ph[p])
 
 
+def phase_of(per_variable: Dict, which: str) -> float:
+    """A variable's kept PSNR or its mean over the in-between phases (JSON keys)."""
+    get = lambda p: float(per_variable[str(p)] if str(p) in per_variable  # noqa: E731
+                          else per_variable[p])
+    return get(0) if which == "kept" else float(np.mean([get(p) for p in range(1, K)]))
+
+
 def f2(v: Optional[float]) -> str:
     return "-" if v is None or not math.isfinite(v) else f"{v:.2f}"
 
@@ -413,6 +420,15 @@ def write_markdown(results: List[Dict], info: Dict, rows: Dict, path: str) -> No
                          f"{e['between']['coverage']:.3f} | {e['kept']['sharpness']:.2f} / "
                          f"{e['between']['sharpness']:.2f} | {e['kept']['correlation']:.2f} / "
                          f"{e['between']['correlation']:.2f} |")
+    lines += ["", "## Per variable (kept / between, dB)", ""]
+    for r in results:
+        cells = []
+        for v in r["variables"]:
+            per = [f"{n} " + "/".join(f2(phase_of(r["rows"][n]["per_variable"][v], p))
+                                     for p in ("kept", "between"))
+                   for n in names if done(r["rows"].get(n))]
+            cells.append(f"{v}: " + ", ".join(per))
+        lines.append(f"- {r['dataset']}: " + "; ".join(cells))
     lines += ["", "## Cost", "",
               "Fit: seconds within the budget; upscale: every fine step on the fine grid in "
               "memory with the error arrays (variable-points/s); peak RSS of the row's process "
@@ -566,9 +582,13 @@ def main(argv: Optional[List[str]] = None) -> int:
             continue
         results.append(run_dataset(name, rows, minutes, a.cache, a.quick, a.threads, a.lock,
                                    log, previous))
-        with open(os.path.join(out, "quality.json"), "w") as fh:     # after each data set
+        # after each data set, with what an earlier run holds of the ones still to come
+        later = [done_before[d] for d in done_before if d not in {r["dataset"] for r in results}]
+        tmp = report + ".tmp"
+        with open(tmp, "w") as fh:
             json.dump({"machine": info, "training_kinds": training_kinds(),
-                       "results": results}, fh, indent=1)
+                       "results": results + later}, fh, indent=1)
+        os.replace(tmp, report)
         write_markdown(results, info, rows, os.path.join(out, "quality.md"))
     plot(results, rows, os.path.join(out, "quality.png"))
     print(f"wrote {out}/quality.json, quality.md, quality.png")
