@@ -21,7 +21,7 @@ from .io.stream import COMPRESSIONS, DEFAULT_COMPRESSION
 
 if TYPE_CHECKING:
     from . import api
-    from .series import VolumeSeries
+    from .fitdata import FitSource
 
 DEVICE_HELP = f"where to compute: {', '.join(DEVICES)} (auto: CUDA when available)"
 # every writer's compressions, first the ones every format has
@@ -276,14 +276,14 @@ def _prepare_fit(a: argparse.Namespace, main: bool) -> tuple:
     """What fit needs, checked before any work: the data, the model to resume (or None)
     and the settings' overrides."""
     from . import api
-    from .io import read_series
+    from .fitdata import open_source
     if a.resume:
         if not os.path.exists(a.output):
             raise StsrError(f"--resume: model file '{a.output}' does not exist")
     else:
         _check_new_output(a.output, a.overwrite)
         apply_settings(*get_preset(a.preset), a.settings, f"preset '{a.preset}'")  # fail early
-    series = read_series(a.input, arrays=a.arrays)
+    series = open_source(a.input, arrays=a.arrays)      # read a step at a time by the fit
     if main:
         print(f"read {a.input}: {len(series.variables)} variable(s) "
               f"{', '.join(series.variables)}; grid {series.dims[0]}x{series.dims[1]}x"
@@ -306,7 +306,7 @@ def _prepare_fit(a: argparse.Namespace, main: bool) -> tuple:
     return series, resume, model_overrides, overrides
 
 
-def _fit(a: argparse.Namespace, main: bool, series: "VolumeSeries",
+def _fit(a: argparse.Namespace, main: bool, series: "FitSource",
          resume: Optional["api.TrainedModel"], model_overrides: dict, overrides: dict) -> int:
     from . import api
     bar = _Progress(a.quiet, "training")
@@ -663,6 +663,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return code
 
 
+def _first_line(exc: BaseException) -> str:
+    """The gist of an allocator's message (torch's carries a C++ location before it)."""
+    text = str(exc) or type(exc).__name__
+    return text.split("] ")[-1].splitlines()[0][:200]
+
+
 def _run(args: argparse.Namespace) -> int:
     """The command, with its user errors and signals as one line and an exit status."""
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
@@ -670,6 +676,14 @@ def _run(args: argparse.Namespace) -> int:
         return COMMANDS[args.command](args)
     except StsrError as exc:
         print(f"stsr: error: {exc}", file=sys.stderr)
+        return 2
+    except (MemoryError, RuntimeError) as exc:   # past the memory plan: still one line
+        if not isinstance(exc, MemoryError) and "allocate" not in str(exc):
+            raise
+        lower = " or fit fewer variables (--arrays)" if args.command == "fit" else ""
+        print(f"stsr: error: {args.command} ran out of memory ({_first_line(exc)}); files "
+              "it writes are only renamed into place when complete; free memory or use a "
+              f"machine with more{lower}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
         what, code = _stopped(signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT)

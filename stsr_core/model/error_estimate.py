@@ -26,13 +26,14 @@ the share measured against the truth.
 from __future__ import annotations
 
 import time
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, Union
 
 import torch
 
 from .encodings import bspline_coefficients
 from .grid_plan import (GridPlan, lattice_axes, linear_matrix, separable, share_fields,
                         spline_matrix)
+from .steps import Steps, as_steps
 from .time_select import Chain, held_out_cases
 
 LEVEL = 0.9             # the share of points whose error the estimate is made to exceed
@@ -40,17 +41,40 @@ FLOOR = 1e-3            # added to both indicators, in normalised units (range 2
 MAX_SAMPLES = 1 << 20   # points per variable the quantile is taken over (a random subset)
 
 
-def scale_for(residual: torch.Tensor, indicator: torch.Tensor,
-              generator: torch.Generator) -> torch.Tensor:
-    """Per variable the smallest k with ``LEVEL`` of the points' |residual| at most
-    k (indicator + FLOOR): ``residual`` and ``indicator`` are [V, N]."""
-    ratio = residual.abs().float() / (indicator.float() + FLOOR)
-    if ratio.shape[1] > MAX_SAMPLES:
-        pick = torch.randperm(ratio.shape[1], generator=generator)[:MAX_SAMPLES]
-        ratio = ratio[:, pick.to(ratio.device)]
-    if ratio.shape[1] == 0:
-        return torch.zeros(ratio.shape[0])
+def scale_for(ratios: Sequence[torch.Tensor], generator: torch.Generator,
+              total: Optional[int] = None) -> torch.Tensor:
+    """Per variable the smallest k with ``LEVEL`` of the points' ratio |residual| /
+    (indicator + FLOOR) at most k, from ``ratios``: chunks [V, n_i] of the points in order
+    (a list, or an iterable made as it is read when ``total``, their number, is given, so
+    that only one chunk is held at a time). Over MAX_SAMPLES points per variable the
+    quantile is taken over a random subset of them (drawn from ``generator``)."""
+    pick = None
+    if total is None:
+        ratios = list(ratios)
+        total = sum(int(r.shape[1]) for r in ratios)
+    if total > MAX_SAMPLES:
+        pick = torch.randperm(total, generator=generator)[:MAX_SAMPLES]
+    kept, start, n_vars = [], 0, None
+    out = None
+    for r in ratios:
+        n_vars = int(r.shape[0])
+        if pick is None:
+            kept.append(r)
+        else:                    # the subset's points in this chunk, in the subset's order
+            if out is None:
+                out = r.new_empty((n_vars, MAX_SAMPLES))
+            here = ((pick >= start) & (pick < start + r.shape[1])).nonzero(as_tuple=True)[0]
+            out[:, here.to(r.device)] = r[:, (pick[here] - start).to(r.device)]
+        start += int(r.shape[1])
+    ratio = out if pick is not None else (torch.cat(kept, 1) if kept else None)
+    if ratio is None or ratio.shape[1] == 0:
+        return torch.zeros(n_vars or 0)
     return torch.quantile(ratio, LEVEL, dim=1).cpu()
+
+
+def ratio_of(residual: torch.Tensor, indicator: torch.Tensor) -> torch.Tensor:
+    """|residual| / (indicator + FLOOR), float32 (what :func:`scale_for` takes)."""
+    return residual.abs().float().div_(indicator.float() + FLOOR)
 
 
 def thinned_axes(dims_zyx: Sequence[int], device: torch.device):
@@ -92,42 +116,53 @@ def combine(space: torch.Tensor, time_term: torch.Tensor, w: float,
 
 
 @torch.no_grad()
-def calibrate(base: Any, data: torch.Tensor, half: Optional[torch.Tensor],
+def calibrate(base: Any, data: Union[torch.Tensor, Steps], half: Optional[torch.Tensor],
               built: Sequence[Chain], deadline: Optional[float] = None) -> None:
-    """``base.error_scale`` (a SplineBase's [2, V]) from ``data`` [V, T, Z, Y, X]: in space
-    from kept steps thinned to every other point, in time from the half series' held-out
-    steps (time_select.half_chains) predicted with the base's own choice in time."""
+    """``base.error_scale`` (a SplineBase's [2, V]) from ``data`` [V, T, Z, Y, X] (or
+    :class:`Steps`: three steps are read again): in space from kept steps thinned to every
+    other point, in time from the half series' held-out steps (time_select.half_chains)
+    predicted with the base's own choice in time."""
     gen = torch.Generator().manual_seed(0)
-    dev = base.coef.device
-    axes = thinned_axes(tuple(data.shape[-3:]), dev)
+    steps = as_steps(data)
+    dev = base.device
+    axes = thinned_axes(tuple(steps.shape), dev)
     if all(n == 1 for _, n, _ in axes):
         return                                     # a single point: nothing to hold out
     mats = [spline_matrix(a, m) for a, _, m in axes]
     lins = [linear_matrix(a, m) for a, _, m in axes]
     span = [n for _, n, _ in axes]                                      # x, y, z
     off = off_lattice((span[2], span[1], span[0]), dev)
-    res, ind = [], []
-    for k in sorted({0, base.n_slots // 2, base.n_slots - 1}):
-        thin = data[:, k, ::2, ::2, ::2].to(torch.float32)
-        spline = separable(bspline_coefficients(thin, base.spline_boundary), mats)
-        true = data[:, k, :span[2], :span[1], :span[0]].to(torch.float32)
-        res.append((true - spline)[:, off])
-        ind.append((spline - separable(thin, lins)).abs()[:, off])
-    base.error_scale[0].copy_(scale_for(torch.cat(res, 1), torch.cat(ind, 1), gen))
+    kept = sorted({0, base.n_slots // 2, base.n_slots - 1})
+
+    def space_ratios(k: int) -> torch.Tensor:
+        """Step ``k``'s ratios at the points left out, one variable at a time."""
+        step = steps.step(k)
+        out = torch.empty((steps.n_vars, int(off.sum())), device=dev)
+        for v in range(steps.n_vars):
+            thin = step[v:v + 1, ::2, ::2, ::2].to(torch.float32)
+            spline = separable(bspline_coefficients(thin, base.spline_boundary[v:v + 1]), mats)
+            true = step[v:v + 1, :span[2], :span[1], :span[0]].to(torch.float32)
+            out[v] = ratio_of((true - spline)[:, off],
+                              (spline - separable(thin, lins)).abs()[:, off])[0]
+        return out
+
+    base.error_scale[0].copy_(scale_for((space_ratios(k) for k in kept), gen,
+                                        total=len(kept) * int(off.sum())))
     if half is None or not built:
         return
     for sub, _, _ in built:
         for name in ("time_mix", "flow_mix", "path_mix", "path_bend"):
             if hasattr(sub, name) and hasattr(base, name):
                 getattr(sub, name).copy_(getattr(base, name))
-    res, ind = [], []
+    ratios = []
     for n, (sub, plan, k, t) in enumerate(held_out_cases(built)):
         if n and deadline is not None and time.perf_counter() > deadline:
             break
-        res.append((half[:, k] - sub.evaluate_grid(plan, t)).flatten(1))
+        res = (half[:, k] - sub.evaluate_grid(plan, t)).flatten(1)
         ends = sub.end_values(plan, t)
-        ind.append((ends[0] - ends[1]).abs().flatten(1))
-    base.error_scale[1].copy_(scale_for(torch.cat(res, 1), torch.cat(ind, 1), gen))
+        ratios.append(ratio_of(res, (ends[0] - ends[1]).abs().flatten(1)))
+        del res, ends
+    base.error_scale[1].copy_(scale_for(ratios, gen))
 
 
 @torch.no_grad()

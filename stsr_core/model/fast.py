@@ -19,7 +19,7 @@ learned/corrected.py's subclass, which adds a correction learned across scales.
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable, Optional, Union
 
 import torch
 from torch import nn
@@ -30,6 +30,7 @@ from .encodings import FourierFeatures, Identity, SpaceTimeGrid
 from .siren import SineLayer
 from .side_weights import load_weights
 from .spline_base import MOVING, SplineBase
+from .steps import Steps
 
 
 class FastNet(FieldModel):
@@ -124,12 +125,12 @@ class FastNet(FieldModel):
             return y
         return torch.gather(y, 2, heads.view(1, -1, 1).expand(y.shape[0], -1, 1))[..., 0]
 
-    def init_from_data(self, data: torch.Tensor,
+    def init_from_data(self, data: Union[torch.Tensor, Steps],
                        progress: Optional[Callable[[float], Optional[bool]]] = None,
                        budget_s: Optional[float] = None) -> Optional[bool]:
         """The base starts as the spline interpolating the kept data (SplineBase.fit):
-        training begins at interpolation quality. Returns False when ``progress`` stopped the
-        displacement fits (the base then has those done so far, a valid model)."""
+        training begins at interpolation quality; the steps are read one at a time. Returns
+        False when ``progress`` stopped the displacement fits (the base then has those done so far, a valid model)."""
         if self.base is None:
             return None
         return self.base.fit(data, self.flow_options(), progress, budget_s)

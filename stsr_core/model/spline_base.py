@@ -17,8 +17,9 @@ from __future__ import annotations
 import math
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -26,13 +27,16 @@ from torch import nn
 from .encodings import bspline_coefficients, bspline_sample, slot_weights
 from .. import distributed
 from .paths import accelerations, bend_shift, end_weights, hermite_terms, slope_weights
-from .time_basis import (cross_validated_mix, displacement_grid_dims, fit_displacement,
-                         held_out_pairs, hermite_correction, natural_spline_slopes)
+from .slots import FileSlots
+from .steps import Steps, as_steps
+from .time_basis import (Resampled, cross_validated_mix, displacement_grid_dims,
+                         fit_displacement, held_out_pairs, hermite_correction,
+                         natural_spline_slopes, resample_for_fit)
 from .error_estimate import calibrate, error_grid
 from .spline_boundary import choose_boundary
 from .grid_plan import (GridPlan, lattice_axes, linear_matrix, separable, share_fields,
                         spline_matrix)
-from .time_select import chain_options, chain_pairs, chains, choose, half_chains, half_series
+from .time_select import chain_options, chain_pairs, chains, choose, half_chains, half_step
 
 BASE_TIMES = ("select", "auto", "linear", "cubic", "flow")
 SPLINE_BOUNDARIES = ("select", "natural")   # the spline's faces: chosen per variable, or all
@@ -98,7 +102,14 @@ class SplineBase(nn.Module):
         shape = (self.n_slots, self.n_vars, z + 2, y + 2, x + 2)
         self.hermite = base_time != "linear"
         self.trainable = bool(trainable)
-        self.coef = nn.Parameter(torch.zeros(shape), requires_grad=trainable)   # [T, V, ...]
+        # zeros that take no memory until written (numpy's calloc: untouched pages are not
+        # resident): a model loaded with its slots in a file never writes them
+        self.coef = nn.Parameter(torch.from_numpy(np.zeros(shape, dtype=np.float32)),
+                                 requires_grad=trainable)                        # [T, V, ...]
+        # the slots in a file instead (slots.py: a model file loaded lazily, or the fit's
+        # scratch file): then ``coef`` is no parameter, and reading it loads every slot
+        self._slots: Optional[FileSlots] = None
+        self._slopes_kept: Dict[int, torch.Tensor] = {}     # slot -> natural slopes (file)
         # the condition the prefilter met at each face, per variable: codes of
         # encodings.BOUNDARIES [V, 3, 2] (x, y, z; low, high); the coefficients hold it, the
         # slopes along the path (derived from values when first used) need it again; model
@@ -133,8 +144,58 @@ class SplineBase(nn.Module):
         # (0: no estimate; model files written before it hold none)
         self.register_buffer("error_scale", torch.zeros(2, self.n_vars))
 
+    # --- where the slots live (slots.py) -----------------------------------------------------
+    def keep_slots_in(self, slots: FileSlots) -> None:
+        """Keep the coefficients in ``slots`` (a file, read a slot at a time) instead of
+        memory: for a base that is not trained (its coefficients are fitted once)."""
+        if self.trainable:
+            raise ValueError("a trainable base keeps its coefficients in memory")
+        if tuple(slots.shape) != tuple(self.slots_shape()):
+            raise ValueError(f"slots of shape {tuple(slots.shape)}; the base has "
+                             f"{tuple(self.slots_shape())}")
+        self._parameters.pop("coef", None)
+        self.__dict__.pop("coef", None)
+        self._slots = slots
+        self._slopes_kept = {}
+
+    def load_slots(self) -> None:
+        """Read every slot into memory (what reading ``coef`` of a base whose slots are in a
+        file does): a model that is trained further, or code that wants them all."""
+        if self._slots is None:
+            return
+        slots, self._slots = self._slots, None
+        self.coef = nn.Parameter(slots.whole().to(self.device), requires_grad=self.trainable)
+        slots.close()
+        self._slopes_kept = {}
+
+    def slots_in_file(self) -> Optional[FileSlots]:
+        """The file the slots are kept in, or None when they are in memory."""
+        return self._slots
+
+    def slots_shape(self) -> Tuple[int, ...]:
+        x, y, z = self.dims
+        return (self.n_slots, self.n_vars, z + 2, y + 2, x + 2)
+
+    def __getattr__(self, name: str):
+        if name == "coef" and self.__dict__.get("_slots") is not None:
+            self.load_slots()                       # everything that asks for all of them
+        return super().__getattr__(name)
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        if self._slots is not None:           # the file's slots, copied by the model writer
+            destination[prefix + "coef"] = self._slots
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+
     # --- model files written before the base had its own module ----------------------------
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        lazy = state_dict.get(prefix + "coef")
+        if isinstance(lazy, FileSlots):       # a model file read lazily (modelfile.py)
+            state_dict.pop(prefix + "coef")
+            if self.trainable or tuple(lazy.shape) != tuple(self.slots_shape()):
+                state_dict[prefix + "coef"] = lazy.whole()     # loaded, or refused as usual
+                lazy.close()
+            else:
+                self.keep_slots_in(lazy)
         old = prefix + "grids.0"          # format 3: one grid, values then slopes as channels
         if old in state_dict:
             grid = state_dict.pop(old)
@@ -150,61 +211,127 @@ class SplineBase(nn.Module):
         self._path_slopes = {}
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
+    def slot_coef(self, k: int) -> torch.Tensor:
+        """Slot ``k``'s spline coefficients [V, Z+2, Y+2, X+2] (detached): every read of one
+        kept step's coefficients goes through here, so that the storage behind it may hold
+        only the slots in use (a file's: the last two read are kept)."""
+        if self._slots is not None:
+            return self._slots.slot(k, self.device)
+        return self.coef[k].detach()
+
+    def set_slot(self, k: int, values: torch.Tensor, var: Optional[int] = None) -> None:
+        """Set slot ``k``'s coefficients (``values`` [V, ...]), or its variable ``var``'s."""
+        if self._slots is not None:
+            self._slots.write(k, values, var)
+            self._slopes_kept = {}
+        elif var is None:
+            self.coef[k].copy_(values)
+        else:
+            self.coef[k, var].copy_(values)
+
     def slopes_at(self, k: int) -> torch.Tensor:
         """Slot ``k``'s slopes in time [V, Z+2, Y+2, X+2]: trained ones, or the natural
         cubic spline's through the coefficients (a row of [T, T] @ coef: derived per slot
-        rather than stored, which would double the model's memory)."""
+        rather than stored, which would double the model's memory; from a file's slots
+        a slot at a time, the last two kept)."""
         if self.slopes is not None:
             return self.slopes[k]
-        return torch.tensordot(self.slope_matrix[k].to(self.coef), self.coef, dims=([0], [0]))
+        if self._slots is None:
+            return torch.tensordot(self.slope_matrix[k].to(self.coef), self.coef,
+                                   dims=([0], [0]))
+        got = self._slopes_kept.get(k)
+        if got is None:
+            weights = self.slope_matrix[k].tolist()
+            for i, w in enumerate(weights):
+                if w != 0.0:
+                    part = self.slot_coef(i) * w
+                    got = part if got is None else got.add_(part)
+            if got is None:
+                got = torch.zeros(self.slots_shape()[1:], device=self.device)
+            if len(self._slopes_kept) >= 2:
+                self._slopes_kept.pop(next(iter(self._slopes_kept)))
+            self._slopes_kept[k] = got
+        return got
+
+    @property
+    def device(self) -> torch.device:
+        """Where the base's tensors are (its slots' included, when they are loaded)."""
+        return self.slot_times.device
 
     # --- fitting -----------------------------------------------------------------------------
     @torch.no_grad()
-    def fit_coefficients(self, data: torch.Tensor,
+    def fit_coefficients(self, data: Union[torch.Tensor, Steps],
+                         each: Optional[Callable[[int, torch.Tensor], None]] = None,
                          boundary: Optional[torch.Tensor] = None) -> None:
-        """The spline through ``data`` [V, T, Z, Y, X] (normalised): the prefilter per slot
-        with the condition at each face ``boundary`` ([V, 3, 2] codes; None: chosen from
-        the data, or natural, as the base's rule says) and, where kept apart from them, the
-        natural spline's slopes in time."""
+        """The spline through ``data`` [V, T, Z, Y, X] (normalised; or :class:`Steps`, read
+        one step at a time): the prefilter per slot, one variable at a time (its float64
+        temporaries are a few times one variable's size), with the condition at each face
+        ``boundary`` ([V, 3, 2] codes; None: chosen from the data, which reads up to
+        spline_boundary.MAX_STEPS steps once more, or natural, as the base's rule says),
+        and, where kept apart from them, the natural spline's slopes in time.
+        ``each(k, step)`` sees each step [V, Z, Y, X] as it is read (what else the fit
+        takes from it)."""
+        steps = as_steps(data)
         if boundary is None:
-            boundary = (choose_boundary(data) if self.boundary_rule == "select" else
+            boundary = (choose_boundary(steps) if self.boundary_rule == "select" else
                         torch.zeros_like(self.spline_boundary))
         self.spline_boundary.copy_(boundary)
-        for t in range(self.n_slots):          # one slot at a time: bounded memory
-            self.coef[t].copy_(bspline_coefficients(data[:, t].to(torch.float32),
-                                                    self.spline_boundary))
+        for t in range(self.n_slots):
+            step = steps.step(t).to(torch.float32)
+            for v in range(self.n_vars):
+                self.set_slot(t, bspline_coefficients(step[v], self.spline_boundary[v]), v)
+            if each is not None:
+                each(t, step)
+            del step
         if self.hermite and self.slopes is not None:
             self.slopes.copy_(torch.tensordot(self.slope_matrix.to(self.coef), self.coef,
                                               dims=([1], [0])))
         self._path_slopes = {}
 
     @torch.no_grad()
-    def fit(self, data: torch.Tensor, flow_options: Dict[str, object],
+    def fit(self, data: Union[torch.Tensor, Steps], flow_options: Dict[str, object],
             progress: Optional[Callable[[float], Optional[bool]]] = None,
             budget_s: Optional[float] = None) -> Optional[bool]:
-        """Solve the base from ``data`` [V, T, Z, Y, X] (normalised): the spline prefilter
-        per slot, the natural-spline slopes in time, then the displacement fits and the time
-        mix. ``progress(fraction)`` hears of each displacement fit; when it returns False
-        (ParaView's abort, Ctrl-C or SIGTERM in ``stsr fit``) the fits done so far are kept,
-        the rest skipped as a spent time budget would leave them, the mixes chosen as usual,
-        and this returns False. ``budget_s`` bounds the displacement fits: each gets an equal
-        share of what is left and stops there; fits with no time left are skipped (no motion
-        compensation for that interval); :attr:`fit_notes` says what was cut. In a group of
-        processes (distributed.py) each fits its share of the displacements within the
-        budget (or until stopped) and all end with the same base (the results are
-        exchanged)."""
+        """Solve the base from ``data`` [V, T, Z, Y, X] (normalised; or :class:`Steps`, which
+        it reads a step at a time: once for the spline, the half series and the
+        displacement fits' coarsened copies, then a few steps again for the error estimate):
+        the spline prefilter per slot, the natural-spline slopes in time, then the
+        displacement fits and the time mix. ``progress(fraction)`` hears of each
+        displacement fit; when it returns False (ParaView's abort, Ctrl-C or SIGTERM in
+        ``stsr fit``) the fits done so far are kept, the rest skipped as a spent time budget
+        would leave them, the mixes chosen as usual, and this returns False. ``budget_s``
+        bounds the displacement fits: each gets an equal share of what is left and stops
+        there; fits with no time left are skipped (no motion compensation for that
+        interval); :attr:`fit_notes` says what was cut. In a group of processes
+        (distributed.py) each fits its share of the displacements within the budget (or
+        until stopped) and all end with the same base (the results are exchanged)."""
         t_start = time.perf_counter()
         self.fit_notes: List[str] = []
         self.selection: Dict[str, object] = {}
-        self.fit_coefficients(data)
-        if not self.hermite:
-            return None
-        self.time_mix.zero_()
+        data = as_steps(data)
         times = self.slot_times.tolist()
         n = len(times)
         # held out at the real gap (time_select.py): the half series' chains, for the choice
-        # in time (select) and the error estimate's scale in time (every kind)
-        half = half_series(data) if len(chains(n)) else None
+        # in time (select) and the error estimate's scale in time (every kind); made, with
+        # the displacement fits' coarsened copies of each step, as the spline reads it
+        half = None
+        if self.hermite and len(chains(n)):
+            half = torch.empty((self.n_vars, n) + tuple((m + 1) // 2 for m in data.shape),
+                               device=self.device)
+        levels = {"max_points": int(flow_options.get("max_points", 32)),
+                  "levels": int(flow_options.get("levels", 1))}
+        resampled: Dict[int, Resampled] = {}
+
+        def each(k: int, step: torch.Tensor) -> None:
+            if half is not None:
+                half[:, k] = half_step(step)
+            if self.has_flow:
+                resampled[k] = resample_for_fit(step, **levels)
+
+        self.fit_coefficients(data, each)
+        if not self.hermite:
+            return None
+        self.time_mix.zero_()
         half_opts = chain_options(flow_options)
         if not self.has_flow:
             if self.base_time == "cubic":
@@ -221,12 +348,13 @@ class SplineBase(nn.Module):
         # cross-validation, and one per pair of neighbours on the half series;
         # independent of each other, so with several processes (distributed.py) each fits
         # its share and all get every result
-        jobs = [(data, j, j + 1, flow_options) for j in range(n - 1)]
+        jobs = [(resampled, j, j + 1, flow_options) for j in range(n - 1)]
         if self.base_time == "auto":
-            jobs += [(data, k0, k1, flow_options) for k0, k1 in held_out_pairs(n)]
+            jobs += [(resampled, k0, k1, flow_options) for k0, k1 in held_out_pairs(n)]
         n_main = len(jobs)
         if half is not None:
-            jobs += [(half, k0, k1, half_opts) for k0, k1 in chain_pairs(n)]
+            halves = {k: half[:, k] for k in range(n)}
+            jobs += [(halves, k0, k1, half_opts) for k0, k1 in chain_pairs(n)]
         n_fits = len(jobs)
         mine = distributed.share(n_fits)
         state = {"done": 0, "cut": 0, "skipped": 0, "stopped": 0}
@@ -237,8 +365,8 @@ class SplineBase(nn.Module):
         if budget_s is not None and half is not None:  # room to score the held-out steps
             budget_s = budget_s * (1.0 - HELD_OUT_SHARE)
 
-        def fit_one(i: int, src: torch.Tensor, k0: int, k1: int, opts: Dict[str, object]
-                    ) -> Optional[torch.Tensor]:
+        def fit_one(i: int, src: Dict[int, Union[torch.Tensor, Resampled]], k0: int, k1: int,
+                    opts: Dict[str, object]) -> Optional[torch.Tensor]:
             """One displacement fit within an equal share of the budget left (None: none
             left; a fit whose share runs out stops where it is)."""
             left = sum(1 for m in mine[state["done"]:] if (m < first) == (i < first))
@@ -250,7 +378,7 @@ class SplineBase(nn.Module):
                     state["skipped"] += 1
                     return None
                 deadline = time.perf_counter() + share
-            disp = fit_displacement(src[:, k0], src[:, k1], **opts, deadline=deadline)
+            disp = fit_displacement(src[k0], src[k1], **opts, deadline=deadline)
             if deadline is not None and time.perf_counter() >= deadline:
                 state["cut"] += 1
             return disp

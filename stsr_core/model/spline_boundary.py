@@ -27,12 +27,13 @@ most of the gains where another condition is right (docs/issue30-benchmark.md).
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Sequence, Union
 
 import torch
 
 from .encodings import BOUNDARIES, NATURAL, _bspline_solve_matrix
 from .grid_plan import spline_matrix
+from .steps import Steps, as_steps
 
 BAND = 3            # left-out samples per end scored (one level down)
 MIN_POINTS = 9      # an axis with fewer kept samples keeps the natural condition
@@ -67,35 +68,44 @@ def _end_weights(n: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def choose_boundary(data: torch.Tensor) -> torch.Tensor:
+def choose_boundary(data: Union[torch.Tensor, Steps]) -> torch.Tensor:
     """Per variable, axis and end the condition (a code of BOUNDARIES) whose spline rebuilds
     best the samples left out one level down -- the better safe one unless another wins by
-    MARGIN -- from ``data`` [V, T, Z, Y, X] (the kept steps) -> [V, 3, 2] long (x, y, z;
-    low, high). Axes with fewer than MIN_POINTS samples keep the natural condition."""
-    v, n_t = data.shape[:2]
+    MARGIN -- from ``data`` [V, T, Z, Y, X] (the kept steps; or :class:`Steps`, of which
+    up to MAX_STEPS are read, one at a time) -> [V, 3, 2] long (x, y, z; low, high). Axes
+    with fewer than MIN_POINTS samples keep the natural condition."""
+    steps = as_steps(data)
+    v = steps.n_vars
     out = torch.full((v, 3, 2), NATURAL, dtype=torch.long)
-    steps = scored_steps(n_t)
-    for a, dim in enumerate((-1, -2, -3)):                                   # x, y, z
-        n = data.shape[dim]
-        if n < MIN_POINTS:
-            continue
-        m = (n - 1) // 2 * 2 + 1
-        weights = _end_weights(n).to(data.device)                            # [C, 2, B, nt]
-        band = weights.shape[2]
-        err = torch.zeros(v, weights.shape[0], 2, dtype=torch.float64, device=data.device)
-        others = [data.shape[d] for d in (-1, -2, -3) if d != dim]
-        stride = max(1, math.ceil(math.sqrt(others[0] * others[1] / MAX_LINES)))
-        for k in steps:
-            lines = torch.movedim(data[:, k], dim, -1)[:, ::stride, ::stride, :m]
+    shape = steps.shape                                                      # Z, Y, X
+    axes = [(a, dim) for a, dim in enumerate((-1, -2, -3)) if shape[dim] >= MIN_POINTS]
+    if not axes:
+        return out
+    weights, errs = {}, {}
+    for a, dim in axes:
+        weights[a] = _end_weights(shape[dim]).to(steps.device)               # [C, 2, B, nt]
+        errs[a] = torch.zeros(v, weights[a].shape[0], 2, dtype=torch.float64,
+                              device=steps.device)
+    for k in scored_steps(steps.n_steps):
+        step = steps.step(k)                                                 # [V, Z, Y, X]
+        for a, dim in axes:
+            n = shape[dim]
+            m = (n - 1) // 2 * 2 + 1
+            band = weights[a].shape[2]
+            others = [shape[d] for d in (-1, -2, -3) if d != dim]
+            stride = max(1, math.ceil(math.sqrt(others[0] * others[1] / MAX_LINES)))
+            lines = torch.movedim(step, dim, -1)[:, ::stride, ::stride, :m]
             lines = lines.to(torch.float64).reshape(v, -1, m)                # [V, L, m]
             thin, left = lines[..., ::2], lines[..., 1::2]
             for end, truth in ((0, left[..., :band]), (1, left[..., -band:])):
-                got = torch.einsum("cbn,vln->vclb", weights[:, end], thin)   # [V, C, L, B]
-                err[:, :, end] += (got - truth[:, None]).pow(2).sum((2, 3))
+                got = torch.einsum("cbn,vln->vclb", weights[a][:, end], thin)  # [V, C, L, B]
+                errs[a][:, :, end] += (got - truth[:, None]).pow(2).sum((2, 3))
+        del step
+    for a, _ in axes:
+        err = errs[a]
         best = err.argmin(dim=1)                                             # [V, 2]
         safe = err[:, list(SAFE)]                                            # [V, S, 2]
         safe_code = torch.tensor(SAFE, device=err.device)[safe.argmin(dim=1)]  # ties: natural
         clear = err.gather(1, best[:, None])[:, 0] < MARGIN * safe.amin(dim=1)
         out[:, a] = torch.where(clear, best, safe_code).cpu()
     return out
-
