@@ -53,10 +53,11 @@ bench-data: setup
 
 # Issue 30's quality benchmark and ablation: every benchmark data set, every row (a set of
 # --set overrides; rows the engine lacks are reported as not available), kept steps against
-# tricubic, in-between steps against linear in time and today's default (hours at the
+# tricubic, in-between steps against linear in time and today's default (main at 2e1fd8a,
+# before issue 30, run as its own row; hours at the
 # 5-minute budget; ARGS="--quick" checks the pipeline, ARGS="--datasets wake --rows base,faces")
 bench-quality: bench-data
-	$(PY) -m bench.quality $(ARGS)
+	$(PY) -m bench.quality --engine-row main@2e1fd8a=2e1fd8a --default main@2e1fd8a $(ARGS)
 
 bench-scale: setup
 	$(PY) -m bench.scale $(ARGS)

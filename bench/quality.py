@@ -2,8 +2,8 @@
 each a set of ``--set`` overrides) on every benchmark data set, against the classical answers.
 
     python -m bench.quality [--quick] [--datasets wake,patterns,...] [--rows base,faces,...]
-                            [--row 'NAME=key=value,key=value'] [--budget 5] [--lock FILE]
-                            [--out DIR]
+                            [--row 'NAME=key=value,key=value'] [--engine-row 'NAME=REF,...']
+                            [--default ROW] [--budget 5] [--lock FILE] [--out DIR]
 
 Data sets (benchmark kinds; none is a kind any shipped network was trained on, see the kinds
 table the report prints beside them): the solver series (examples/data/solvers: patterns,
@@ -21,7 +21,14 @@ the interval, against:
 * in-between steps: that cubic B-spline in space and linear in time through the kept steps
   (the trivial choice the model could make itself), and trilinear + linear (ParaView's
   ResampleToImage + TemporalInterpolator);
-* today's default: the row ``base`` (main before issue 30).
+* today's default: the row ``--default`` names (``base``, this engine with main's settings
+  before issue 30, unless told otherwise; ``make bench-quality`` runs main at 2e1fd8a itself
+  as the row ``main@2e1fd8a`` and compares with that).
+
+``--engine-row NAME=REF[,key=value...]`` adds a row fitted by the engine of another commit
+or branch of this repository (``git archive REF stsr_core`` into a temporary folder, imported
+by the row's child process before anything else), with those ``--set`` overrides: today's
+default literally (``main@2e1fd8a=2e1fd8a``), or a branch's parts before they are merged.
 
 Each row runs in a child process (its peak RSS is the fit's and upscale's; with ``--lock``
 each child holds that file's lock, so timed runs of several people never overlap). A row
@@ -77,7 +84,7 @@ DATASETS: Dict[str, Tuple[str, str]] = {
 QUICK_DATASETS = ("fronts", "shear")                # --quick: at 17^3 x 9
 # rows: name -> (what it adds, --set overrides); each row holds the ones before it
 ROWS: Dict[str, Tuple[str, List[str]]] = {
-    "base": ("today's default (main before issue 30): natural spline at the faces",
+    "base": ("this engine with the faces as main had them before issue 30 (natural spline)",
              ["spline_boundary=natural"]),
     "faces": ("+ the kept-step fix: the spline's condition per face chosen from the data",
               ["spline_boundary=select"]),
@@ -181,7 +188,10 @@ def kept_scipy(coarse, fine) -> Dict[str, float]:
 
 # --- one row: a child process ------------------------------------------------------------
 def worker(spec: Dict[str, object]) -> Dict[str, object]:
-    """Fit one row on the coarse file, rebuild every fine step, score: the child's job."""
+    """Fit one row on the coarse file, rebuild every fine step, score: the child's job (with
+    the engine exported into ``spec["engine"]`` when the row names one)."""
+    if spec.get("engine"):
+        sys.path.insert(0, str(spec["engine"]))      # before stsr_core is first imported
     import torch
     from stsr_core import api
     from stsr_core.config import preset, settings_overrides
@@ -191,6 +201,10 @@ def worker(spec: Dict[str, object]) -> Dict[str, object]:
     coarse = read_series(str(spec["coarse"]))
     pairs = [tuple(p.split("=", 1)) for p in spec["set"]]  # type: ignore[union-attr]
     mcfg, tcfg = preset("fast")
+    if spec.get("engine"):                 # another engine: does it know the row's settings?
+        why = available(spec["set"])       # type: ignore[arg-type]
+        if why:
+            return {"not_available": why}
     model, train = settings_overrides(mcfg, tcfg, pairs, "the fast preset")
     t0 = time.perf_counter()
     tm = api.fit(coarse, "fast", max_minutes=float(spec["minutes"]), device="cpu", seed=0,
@@ -220,7 +234,8 @@ def worker(spec: Dict[str, object]) -> Dict[str, object]:
              rss_fit=rss_fit, rss_upscale=rss_up, model_bytes=size,
              notes=tm.info.history.get("init_notes", []),
              spline_boundary=base.spline_boundary.tolist()
-             if hasattr(base, "spline_boundary") else None)
+             if hasattr(base, "spline_boundary") else None,
+             engine_file=os.path.abspath(api.__file__))
     return r
 
 
@@ -262,9 +277,12 @@ def run_row(spec: Dict[str, object], lock: Optional[str], log) -> Dict[str, obje
 
 def run_dataset(name: str, rows: Dict[str, Tuple[str, List[str]]], minutes: float,
                 cache: str, quick: bool, threads: int, lock: Optional[str], log,
-                previous: Optional[Dict[str, object]] = None) -> Dict[str, object]:
+                previous: Optional[Dict[str, object]] = None,
+                engines: Optional[Dict[str, str]] = None) -> Dict[str, object]:
     """Baselines and every row on data set ``name``; with ``previous`` (an earlier run's
-    result for it) only the rows that result lacks, the rest kept."""
+    result for it) only the rows that result lacks, the rest kept. ``engines``: row ->
+    the folder another engine was exported into (those rows are fitted by it)."""
+    engines = engines or {}
     from stsr_core.io import write_series
     from .baselines import interpolate
     from .between import coarsen, score
@@ -293,14 +311,17 @@ def run_dataset(name: str, rows: Dict[str, Tuple[str, List[str]]], minutes: floa
         for row, (_, sets) in rows.items():
             if row in res["rows"]:                         # type: ignore[operator]
                 continue
-            why = available(sets)
+            why = None if row in engines else available(sets)
             if why:
                 res["rows"][row] = {"not_available": why}
                 log(f"  {row}: not available ({why})")
                 continue
             r = run_row({"coarse": coarse_path, "fine": fine_path, "set": sets,
-                         "minutes": minutes, "threads": threads}, lock, log)
+                         "minutes": minutes, "threads": threads,
+                         "engine": engines.get(row)}, lock, log)
             res["rows"][row] = r
+            if "not_available" in r:
+                log(f"  {row}: not available ({r['not_available']})")
             if "kept" in r:
                 e = r.get("error", {}).get("between", {})
                 log(f"  {row}: kept {r['kept']:.2f} between {r['between']:.2f} ("
@@ -342,8 +363,15 @@ def write_markdown(results: List[Dict], info: Dict, rows: Dict, path: str) -> No
              f"preset fast. Coarse input: every {S}nd point, every {K}th step; rebuilt at "
              "every fine step. PSNR in dB, mean over variables (and steps).", "",
              "## Rows", ""]
-    lines += [f"- `{n}`: {rows[n][0]} (`--set {' '.join(rows[n][1])}`)" for n in rows]
-    names = ran
+    engines = info.get("engines", {})
+    lines += [f"- `{n}`: {rows[n][0]}"
+              + (f"; the engine of {engines[n]['ref']} ({engines[n]['commit'][:10]})"
+                 if n in engines else "")
+              + (f" (`--set {' '.join(rows[n][1])}`)" if rows[n][1] else " (its defaults)")
+              for n in rows]
+    default = info.get("default", "base")
+    names = [default] + [n for n in ran if n != default] if default in ran else ran
+    lines += ["", f"Today's default, the reference between steps: `{names[0]}`."]
     lines += ["", "## Kinds: benchmarked vs trained on", "",
               "Benchmark kinds (this table) and the kinds the shipped networks were trained "
               "on are kept apart: no benchmark series is of a trained kind.", "",
@@ -380,9 +408,10 @@ def write_markdown(results: List[Dict], info: Dict, rows: Dict, path: str) -> No
                               else "n/a" for n in names) + " |")
     lines += ["", "## Against the baselines (dB)", "",
               "Kept: row minus tricubic (SciPy nearest); between: row minus tricubic + linear "
-              "in time, and minus today's default (`base`).", "",
+              f"in time, and minus today's default (`{names[0]}`).", "",
               "| data set | " + " | ".join(f"{n} kept - tricubic | {n} between - linear | "
-                                         f"{n} between - base" for n in names[1:]) + " |",
+                                         f"{n} between - {names[0]}" for n in names[1:])
+              + " |",
               "|---|" + "---|" * (3 * len(names[1:]))]
     for r in results:
         rr, base = r["rows"], r["rows"].get(names[0])
@@ -506,6 +535,33 @@ def parse_rows(chosen: str, extra: Sequence[str], ap) -> Dict[str, Tuple[str, Li
     return rows
 
 
+def parse_engine_rows(specs: Sequence[str], ap) -> Dict[str, Tuple[str, List[str]]]:
+    """``NAME=REF[,key=value...]`` -> name -> (the git ref, its --set overrides)."""
+    out: Dict[str, Tuple[str, List[str]]] = {}
+    for spec in specs:
+        name, _, rest = spec.partition("=")
+        ref, *pairs = rest.split(",")
+        if not name or not ref or any("=" not in p for p in pairs):
+            ap.error(f"--engine-row {spec!r}: write NAME=REF or NAME=REF,key=value,... (REF a "
+                     "commit or branch of this repository)")
+        out[name] = (ref, pairs)
+    return out
+
+
+def export_engine(ref: str, folder: str, ap) -> str:
+    """``stsr_core`` of git ref ``ref`` exported into ``folder``; its full commit id."""
+    got = subprocess.run(["git", "-C", ROOT, "rev-parse", "--verify", ref + "^{commit}"],
+                         capture_output=True, text=True)
+    if got.returncode != 0:
+        ap.error(f"--engine-row: {ref!r} is no commit or branch of {ROOT}")
+    commit = got.stdout.strip()
+    os.makedirs(folder)
+    archive = subprocess.run(["git", "-C", ROOT, "archive", commit, "stsr_core"],
+                             capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", folder], input=archive, check=True)
+    return commit
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -517,6 +573,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--rows", default=",".join(ROWS), help=f"of {', '.join(ROWS)}")
     ap.add_argument("--row", action="append", default=[],
                     help="another row: NAME=key=value,key=value (the engine's --set)")
+    ap.add_argument("--engine-row", action="append", default=[],
+                    help="a row fitted by the engine of a commit or branch of this repository: "
+                         "NAME=REF[,key=value...] (e.g. main@2e1fd8a=2e1fd8a)")
+    ap.add_argument("--default", default="base",
+                    help="the row that stands for today's default (default: base)")
     ap.add_argument("--budget", type=float, default=None, help="minutes per fit (default 5)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--lock", default=os.environ.get("STSR_BENCH_LOCK"),
@@ -539,11 +600,17 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 0
     from .run import machine_info
     rows = parse_rows(a.rows, a.row, ap)
+    engine_rows = parse_engine_rows(a.engine_row, ap)
+    rows.update({n: ("another engine's default" if not sets else "another engine", sets)
+                 for n, (_, sets) in engine_rows.items()})
+    if a.default not in rows:
+        ap.error(f"--default: {a.default!r} is none of the rows ({', '.join(rows)})")
     if a.report:
         out = a.out or os.path.join(ROOT, "bench", "results", dt.date.today().isoformat())
         with open(os.path.join(out, "quality.json")) as fh:
             saved = json.load(fh)
-        rows = {n: ROWS.get(n, ("--row " + ",".join(v), v))
+        engines = saved["machine"].get("engines", {})
+        rows = {n: ROWS.get(n, ("another engine" if n in engines else "--row " + ",".join(v), v))
                 for n, v in saved["machine"]["rows"].items()}
         write_markdown(saved["results"], saved["machine"], rows, os.path.join(out, "quality.md"))
         plot(saved["results"], rows, os.path.join(out, "quality.png"))
@@ -557,7 +624,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     os.makedirs(out, exist_ok=True)
     info = machine_info("cpu")
     info.update(load=os.getloadavg()[0], minutes=minutes, threads=a.threads,
-                rows={n: v[1] for n, v in rows.items()}, lock=a.lock)
+                rows={n: v[1] for n, v in rows.items()}, lock=a.lock, default=a.default)
+    exported = tempfile.TemporaryDirectory(prefix="stsr-engines-")
+    engines: Dict[str, str] = {}
+    info["engines"] = {}
+    for n, (ref, sets) in engine_rows.items():
+        engines[n] = os.path.join(exported.name, n.replace("/", "_"))
+        info["engines"][n] = {"ref": ref, "commit": export_engine(ref, engines[n], ap),
+                              "sets": sets}
     results: List[Dict] = []
     done_before: Dict[str, Dict] = {}
     report = os.path.join(out, "quality.json")
@@ -581,7 +655,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             results.append(previous)
             continue
         results.append(run_dataset(name, rows, minutes, a.cache, a.quick, a.threads, a.lock,
-                                   log, previous))
+                                   log, previous, engines))
         # after each data set, with what an earlier run holds of the ones still to come
         later = [done_before[d] for d in done_before if d not in {r["dataset"] for r in results}]
         tmp = report + ".tmp"
@@ -591,6 +665,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         os.replace(tmp, report)
         write_markdown(results, info, rows, os.path.join(out, "quality.md"))
     plot(results, rows, os.path.join(out, "quality.png"))
+    exported.cleanup()
     print(f"wrote {out}/quality.json, quality.md, quality.png")
     return 0
 

@@ -150,14 +150,16 @@ def test_the_quality_harness_scores_every_row_and_reports_unknown_settings(tmp_p
     """bench.quality --quick on tiny generated data (17^3 x 9): the base and the kept-step
     fix fitted in child processes, scored kept and per phase against the classical
     baselines with the error estimate's figures; a row whose setting this engine lacks is
-    reported as not available, not a failure."""
+    reported as not available, not a failure; a row fitted by the committed engine exported
+    from git (as main at 2e1fd8a is, for today's default) is scored as the reference."""
     import subprocess
     import sys
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     r = subprocess.run([sys.executable, "-m", "bench.quality", "--quick", "--rows", "base,faces",
-                        "--row", "later=no_such_setting=1", "--cache", str(tmp_path / "data"),
-                        "--out", str(tmp_path / "out")], cwd=root, capture_output=True,
-                       text=True, timeout=600)
+                        "--row", "later=no_such_setting=1", "--engine-row", "head=HEAD",
+                        "--engine-row", "old=HEAD,no_such_setting=1", "--default", "head",
+                        "--cache", str(tmp_path / "data"), "--out", str(tmp_path / "out")],
+                       cwd=root, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     with open(tmp_path / "out" / "quality.json") as fh:
         report = json.load(fh)
@@ -166,7 +168,11 @@ def test_the_quality_harness_scores_every_row_and_reports_unknown_settings(tmp_p
         assert d["fine"] == [17, 17, 17] and d["steps"] == 9 and d["kept_steps"] == 3
         assert set(d["tricubic_kept"]) == {"nearest", "mirror", "reflect"}
         assert "not_available" in d["rows"]["later"]
-        for row in ("base", "faces"):
+        assert "no_such_setting" in d["rows"]["old"]["not_available"]
+        # the committed engine, exported outside the worktree, fits its own row
+        assert not d["rows"]["head"]["engine_file"].startswith(root + os.sep)
+        assert d["rows"]["faces"]["engine_file"].startswith(root + os.sep)
+        for row in ("base", "faces", "head"):
             x = d["rows"][row]
             assert set(x["phase"]) == {"0", "1", "2", "3"}
             assert np.isclose(x["kept"], x["phase"]["0"])
@@ -176,4 +182,5 @@ def test_the_quality_harness_scores_every_row_and_reports_unknown_settings(tmp_p
         assert d["rows"]["faces"]["kept"] >= d["tricubic_kept"]["nearest"] - 0.1
     md = (tmp_path / "out" / "quality.md").read_text()
     assert "not available" in md and "Trained on" in md
+    assert "reference between steps: `head`" in md and "faces between - head" in md
     assert (tmp_path / "out" / "quality.png").stat().st_size > 1000
