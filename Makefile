@@ -56,7 +56,7 @@ bench-data: setup
 # tricubic, in-between steps against linear in time and today's default (main at 2e1fd8a,
 # before issue 30, run as its own row; hours at the
 # 5-minute budget; ARGS="--quick" checks the pipeline, ARGS="--datasets wake --rows base,faces")
-bench-quality: bench-data
+bench-quality: setup
 	$(PY) -m bench.quality --engine-row main@2e1fd8a=2e1fd8a --default main@2e1fd8a $(ARGS)
 
 bench-scale: setup

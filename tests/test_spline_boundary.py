@@ -168,3 +168,74 @@ def test_an_unknown_spline_boundary_is_a_clear_error(bad):
     fine = faces_series(n=9, steps=2)
     with pytest.raises((StsrError, ValueError), match="spline_boundary"):
         api.fit(fine, device="cpu", model_overrides={"spline_boundary": bad})
+
+
+def moving_faces_series(n=17, steps=9):
+    """Fine n^3 x ``steps``: the two variables of :func:`faces_series` carried across the
+    box (features leave through the faces while the time goes on)."""
+    h = 1.0 / n
+    c = (np.arange(n) + 0.5) * h
+    z, y, x = np.meshgrid(c, c, c, indexing="ij")
+    leaving, cubic = [], []
+    for k in range(steps):
+        s = 0.04 * k                                       # about a coarse cell a step
+        leaving.append(np.sin(7 * (x - s) + 1.3 * y - 0.7 * z) * np.exp(0.8 * y))
+        cubic.append((x - 0.3 - s) ** 3 - 0.5 * (y - 0.6 + s) ** 2 * z)
+    return VolumeSeries(times=np.arange(steps, dtype=np.float64),
+                        variables={"leaving": np.stack(leaving).astype(np.float32),
+                                   "cubic": np.stack(cubic).astype(np.float32)},
+                        spacing=(h, h, h), origin=(0.5 * h,) * 3)
+
+
+def test_slabs_boxes_and_points_give_the_same_values_at_the_faces():
+    """The faces' conditions hold on every evaluation path: the whole grid, boxes of it (an
+    MPI or streamed piece: slabs in z and a box at the x and y faces) and the model at
+    points. Kept steps: the same numbers on the faces' points (the outermost two planes of
+    each face, where the conditions act). Between steps (displacements with cubic values
+    along bent paths, whose slopes are a prefilter with the same conditions): boxes the
+    same numbers; points differ from the grid by its warps' lookup (measured here: up to
+    7e-4 of the range inside the box), and at the faces by no more than inside (a path
+    slope with the natural condition instead of the chosen one moves the faces by 2.4e-3)."""
+    from stsr_core.prediction import _local_axes
+    coarse = moving_faces_series().subsample(space=2, time=2)
+    tm = api.fit(coarse, device="cpu", max_minutes=2, model_overrides={
+        "base_time": "flow", "path_values": "cubic", "flow_path": "bent", "flow_iters": 40})
+    base = tm.model.base
+    assert (base.spline_boundary != CODE["natural"]).any(), base.spline_boundary
+    assert base.has_flow and float(base.path_bend) == 1.0
+    grid = api.output_grid(tm.info.grid, scale=2)
+    nx, ny, nz = grid.dims
+    faces = np.zeros((nz, ny, nx), dtype=bool)
+    for sl in (np.s_[:2], np.s_[-2:]):
+        faces[sl] = True
+        faces[:, sl] = True
+        faces[:, :, sl] = True
+    axes = _local_axes(grid, tm.info.grid, tm.device)
+    zz, yy, xx = torch.meshgrid(axes[2], axes[1], axes[0], indexing="ij")
+    pieces = [(0, nx - 1, 0, ny - 1, z0, z1) for z0, z1 in ((0, 2), (3, nz - 4), (nz - 3, nz - 1))]
+    pieces.append((0, 3, ny - 4, ny - 1, 0, nz - 1))
+    t_in = coarse.times
+    for t, kept in ((t_in[0], True), (t_in[1], True), (0.5 * (t_in[1] + t_in[2]), False),
+                    (0.25 * t_in[2] + 0.75 * t_in[3], False)):
+        whole = api.predict_timestep(tm, float(t), grid)
+        tn = tm.info.normalised_time(float(t))
+        pts = torch.stack([xx.reshape(-1), yy.reshape(-1), zz.reshape(-1),
+                           torch.full((xx.numel(),), tn)], dim=1)             # [N, 4]
+        with torch.no_grad():
+            at_points = base(pts)                                          # [N, V]
+        for i, name in enumerate(tm.info.variables):
+            st = tm.info.stats[name]
+            same = 2e-5 * (st.hi - st.lo)
+            ref = whole[name]
+            for x0, x1, y0, y1, z0, z1 in pieces:
+                box = api.predict_timestep(tm, float(t), grid, extent=(x0, x1, y0, y1, z0, z1))
+                np.testing.assert_allclose(box[name], ref[z0:z1 + 1, y0:y1 + 1, x0:x1 + 1],
+                                           rtol=0, atol=same, err_msg=f"{name} t={t} box "
+                                           f"{(x0, x1, y0, y1, z0, z1)}")
+            got = st.denormalise(at_points[:, i].numpy().astype(np.float64)).reshape(ref.shape)
+            diff = np.abs(got - ref)
+            if kept:
+                assert diff[faces].max() <= same, (name, t, diff[faces].max() / (st.hi - st.lo))
+            else:
+                assert diff[faces].max() <= 1.5 * diff[~faces].max() + same, (
+                    name, t, diff[faces].max(), diff[~faces].max())
