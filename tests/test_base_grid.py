@@ -76,7 +76,9 @@ def test_the_time_budget_bounds_the_fit_to_the_data_and_says_what_it_cut():
     assert took < 6 * 3, took
     notes = tm.info.history["init_notes"]
     assert notes and all("time budget" in n for n in notes), notes
-    assert "of 31 displacement fits stopped before their 300 Adam steps" in notes[0], notes
+    # (on a busy machine the held-out scoring is cut too, and says so first)
+    assert any("of 31 displacement fits stopped before their 300 Adam steps" in n
+               for n in notes), notes
     # the cut fits still take part in the held-out choice (still or moving per variable,
     # model/time_select.py), and the model follows what it said
     choice = tm.info.history["time_choice"]
