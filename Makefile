@@ -4,9 +4,8 @@
 PY := .venv/bin/python
 STSR := .venv/bin/stsr
 
-.PHONY: setup demo test test-long pytest fuzz bench bench-quick bench-between bench-scale bench-learning \
-	bench-data bench-quality \
-	train-side-weights clean
+.PHONY: setup demo test test-debian13 test-long pytest fuzz bench bench-quick bench-between bench-scale bench-learning \
+	bench-slabs gpu-check bench-data bench-quality train-side-weights clean
 
 setup:
 	bash scripts/setup.sh
@@ -18,6 +17,13 @@ test: setup
 	cmake -S . -B build -DCMAKE_BUILD_TYPE=Release > build-configure.log || (cat build-configure.log; exit 1)
 	cmake --build build
 	ctest --test-dir build --output-on-failure -j $$(nproc)
+
+# Issue 31: make demo and make test on Debian 13 (ParaView 5.13, Python 3.13, numpy 2) in a
+# debootstrap root kept in /var/cache/stsr-debian13 (about 8 GB with its venv, reused by later
+# runs; ARGS=--clean deletes it); prints ctest's summary. Not part of make test: no set-up
+# here (the root installs its own), needs root and the network (docs/tests.md)
+test-debian13:
+	bash scripts/test-debian13.sh $(ARGS)
 
 pytest: setup
 	$(PY) -m pytest -q tests
@@ -61,6 +67,17 @@ bench-quality: setup
 
 bench-scale: setup
 	$(PY) -m bench.scale $(ARGS)
+
+# Issue 29's benchmark: the slabbed upscale on a 129^3 x 17 tornado against SciPy + VTK in the
+# same run, PSNR with and without the compiled lookups, and the cost over output sizes 65^3 to
+# 513^3 with the default budget and --max-memory 1GB (about 20 minutes; ARGS="--sizes 65,129")
+bench-slabs: setup
+	$(PY) -m bench.slab_scale $(ARGS)
+
+# Issue 29's CUDA checks (tests and rates, under 5 minutes) where a GPU is at hand;
+# ARGS=cpu runs the same on the CPU
+gpu-check: setup
+	bash bench/gpu_check.sh $(ARGS)
 
 # Issue 17's benchmark: the learned correction (preset liif) against the base it corrects
 # (about 45 minutes on 2 cores; ARGS="--datasets tornado --scales 2 --budgets 2=1" etc.)

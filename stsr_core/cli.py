@@ -1,4 +1,4 @@
-"""The ``stsr`` command: fit, upscale, eval, info, blend.
+"""The ``stsr`` command: fit, upscale, eval, info, blend, coarsen, plugin-path.
 
 User mistakes (bad files, options, mismatched models) print one line ``stsr: error: ...``
 and exit with status 2; a traceback means a bug.
@@ -145,7 +145,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write the seconds spent computing and writing as JSON")
     u.add_argument("--no-error", dest="error", action="store_false",
                    help="leave out the error estimate's arrays (NAME_error, written by "
-                        "default for models that have one: preset liif)")
+                        "default for every model that has one: every fit of the default "
+                        "preset, and preset liif)")
+    u.add_argument("--max-memory", metavar="SIZE", type=_size,
+                   help="the most memory the upscale may use, e.g. 1GB or 512MB (default: "
+                        "half the available memory, at most 2 GB); the output is computed "
+                        "in slabs that fit, or refused at once when the smallest does not")
     u.add_argument("--device", default="auto", choices=DEVICES, help=DEVICE_HELP)
     u.add_argument("--overwrite", action="store_true", help="replace existing output")
     u.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -192,6 +197,14 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--arrays", type=_names, metavar="a,b,...")
     c.add_argument("--format", choices=["vti", "h5", "netcdf"])
     c.add_argument("--overwrite", action="store_true")
+
+    pp = sub.add_parser("plugin-path", help="print the folder of the installed ParaView plugin",
+                        description="Print the folder that holds the ParaView plugin installed "
+                                    "with this package (STSRINRPlugin.py, alone there): give "
+                                    "it to ParaView as PV_PLUGIN_PATH, or load the file by "
+                                    "Tools > Manage Plugins > Load New (docs/paraview.md).")
+    pp.add_argument("--file", action="store_true",
+                    help="print the plugin file's path instead of its folder")
     return p
 
 
@@ -203,17 +216,19 @@ class _Progress:
         self.bar = None
         self.desc = desc
         self.last = 0.0
-        if not quiet:
-            try:
-                from tqdm import tqdm
-                self.bar = tqdm(total=1000, desc=desc, file=sys.stderr,
-                                bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining} {postfix}")
-            except ImportError:
-                self.bar = None
+        self.started = False     # drawn at the first update: an error before it stays one line
 
     def update(self, fraction: float, postfix: str = "") -> None:
         if self.quiet:
             return
+        if not self.started:
+            self.started = True
+            try:
+                from tqdm import tqdm
+                self.bar = tqdm(total=1000, desc=self.desc, file=sys.stderr,
+                                bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining} {postfix}")
+            except ImportError:
+                self.bar = None
         if self.bar is not None:
             self.bar.n = int(1000 * min(1.0, fraction))
             if postfix:
@@ -352,6 +367,15 @@ def _fit(a: argparse.Namespace, main: bool, series: "FitSource",
     return code
 
 
+def _size(text: str) -> int:
+    """--max-memory's value: bytes with a unit (1GB, 512MB)."""
+    from .slabs import parse_bytes
+    try:
+        return parse_bytes(text)
+    except StsrError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def cmd_upscale(a: argparse.Namespace) -> int:
     with _process_group(a) as main:
         return _upscale(a, main)
@@ -375,7 +399,7 @@ def _upscale(a: argparse.Namespace, main: bool) -> int:
         r = api.upscale(tm, a.output, scale=a.scale, dims=a.dims, time_scale=a.time_scale,
                         times=times, format=a.format, compression=a.compression,
                         overwrite=a.overwrite, error=a.error,
-                        callback=lambda f: bar.update(f))
+                        callback=lambda f: bar.update(f), max_memory=a.max_memory)
     finally:
         bar.close()
     g = r["grid"]
@@ -582,8 +606,25 @@ def cmd_coarsen(a: argparse.Namespace) -> int:
     return 0
 
 
+PLUGIN_FILE = "STSRINRPlugin.py"
+
+
+def cmd_plugin_path(a: argparse.Namespace) -> int:
+    """The plugin ships as the one file of ``stsr_paraview`` (a folder beside stsr_core, no
+    ``__init__``; see setup.py): found without importing it (it imports ParaView)."""
+    import importlib.util
+    spec = importlib.util.find_spec("stsr_paraview")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        if os.path.isfile(os.path.join(folder, PLUGIN_FILE)):
+            print(os.path.join(folder, PLUGIN_FILE) if a.file else folder)
+            return 0
+    raise StsrError(f"the ParaView plugin ({PLUGIN_FILE}) is not installed with this "
+                    f"package (no stsr_paraview folder holding it beside stsr_core): "
+                    f"reinstall it, e.g. '{sys.executable} -m pip install stsr-inr'")
+
+
 COMMANDS = {"coarsen": cmd_coarsen, "fit": cmd_fit, "upscale": cmd_upscale, "eval": cmd_eval, "info": cmd_info,
-            "blend": cmd_blend}
+            "blend": cmd_blend, "plugin-path": cmd_plugin_path}
 
 
 class Terminated(KeyboardInterrupt):
@@ -616,9 +657,15 @@ class _StopDuringTheFit:
             raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
         self.signum = signum
         if self.main:
-            print(f"\nstsr: {_stopped(signum)[0]}: ending the fit with the work done so far "
-                  "and saving it (again to stop at once, leaving the model file as it was)",
-                  file=sys.stderr)
+            # straight to the descriptor: the signal may come while the progress bar is
+            # inside a write to sys.stderr, where a print raises 'reentrant call' (seen on
+            # Debian 13's Python 3.13 in make test-debian13)
+            text = (f"\nstsr: {_stopped(signum)[0]}: ending the fit with the work done so far "
+                    "and saving it (again to stop at once, leaving the model file as it was)\n")
+            try:
+                os.write(sys.stderr.fileno(), text.encode())
+            except (OSError, ValueError):          # no descriptor (an in-memory stream)
+                print(text, end="", file=sys.stderr)
 
     def training_started(self) -> None:
         """From here a signal stops at once; one that came just before stops now."""

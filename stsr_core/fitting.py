@@ -20,6 +20,7 @@ from .blocks import normalise_times
 from .config import DEFAULT_PRESET, TrainConfig, preset as get_preset
 from .errors import StsrError
 from .kinds import build_model
+from .model import kernels
 from .model.slots import FileSlots
 from .model import FieldModel
 from .fitdata import (FitSource, NormalisedSteps, check_memory, fit_source, plan_fit,
@@ -97,6 +98,8 @@ def _prepare(src: FitSource, preset: str, mcfg: Any,
     base's coefficients are kept instead of memory (see :func:`_slots_folder`)."""
     trains = _trains_on_samples(mcfg) if trains is None else trains
     spline = mcfg.kind == "fast" and mcfg.base == "spline"
+    if spline:       # the compiled kernels' code mapped before the plan counts what is left
+        kernels.warm_up()
     plan = plan_fit(src, trains, spline, spline and bool(mcfg.base_trainable) and trains,
                     getattr(mcfg, "base_time", "select"), slots_folder is not None)
     check_memory(plan, src, preset, trains)

@@ -26,10 +26,11 @@ the share measured against the truth.
 from __future__ import annotations
 
 import time
-from typing import Any, Optional, Sequence, Union
+from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import torch
 
+from . import kernels
 from .encodings import bspline_coefficients
 from .grid_plan import (GridPlan, lattice_axes, linear_matrix, separable, share_fields,
                         spline_matrix)
@@ -174,13 +175,30 @@ def error_grid(base: Any, plan: GridPlan, t: float) -> torch.Tensor:
         k = j if base.n_slots == 1 or w <= 0.0 else j + 1
         return combine(space_indicator(base, plan, k).clone(), None, 0.0, base.error_scale)
     space = torch.lerp(space_indicator(base, plan, j), space_indicator(base, plan, j + 1), w)
-    if plan.data_plan is None:        # the sides' disagreement on the data's own grid
-        plan.data_plan = base.plan_grid(lattice_axes(base.dims[::-1], base.coef.device))
+    lins, box = data_carry(base, plan)
+    if plan.data_plan is None:        # the sides' disagreement on the data's own grid (the
+        whole = all(box[2 * a] == 0 and box[2 * a + 1] == n - 1   # points a slab reads)
+                    for a, n in enumerate(base.dims))
+        plan.data_plan = base.plan_grid(lattice_axes(base.dims[::-1], space.device),
+                                        None if whole else box)
     share_fields(plan, plan.data_plan)   # the same warps' grid as the output's: its fields
-    ends = base.end_values(plan.data_plan, t)
-    apart = (ends[0] - ends[1]).abs_()
-    mats = [linear_matrix(a, n) for a, n in zip(plan.axes, base.dims)]
-    return combine(space, separable(apart, mats), w, base.error_scale)
+    apart = base.end_difference(plan.data_plan, t)
+    return combine(space, separable(apart, lins), w, base.error_scale)
+
+
+def data_carry(base: Any, plan: GridPlan) -> Tuple[List[torch.Tensor], Tuple[int, ...]]:
+    """The data's points that trilinear interpolation onto the planned grid (a slab of one)
+    reads: per axis the linear matrix from them [out, n'] and their box (x0, x1, y0, y1, z0,
+    z1, inclusive), kept in the plan."""
+    if plan.data_carry is None:
+        lins, box = [], []
+        for a, n in zip(plan.axes, base.dims):
+            m = linear_matrix(a, n)
+            lo, hi = kernels.used_rows(m)
+            lins.append(m[:, lo:hi])
+            box += [lo, hi - 1]
+        plan.data_carry = (lins, tuple(box))
+    return plan.data_carry
 
 
 def space_indicator(base: Any, plan: GridPlan, k: int) -> torch.Tensor:
@@ -189,11 +207,13 @@ def space_indicator(base: Any, plan: GridPlan, k: int) -> torch.Tensor:
     f = plan.error_fields.get(k)
     if f is None:
         plan.error_fields = {i: v for i, v in plan.error_fields.items() if abs(i - k) == 1}
-        coef = base.coef[k].detach()
-        own = [spline_matrix(a, n) for a, n in
-               zip(lattice_axes(base.dims[::-1], coef.device), base.dims)]
-        lins = [linear_matrix(a, n) for a, n in zip(plan.axes, base.dims)]
-        spline = (base._slot_field(plan, k).clone() if plan.warp_on_output and base.has_flow
-                  else separable(coef, plan.spline))
-        f = plan.error_fields[k] = spline.sub_(separable(separable(coef, own), lins)).abs_()
+        lins, box = data_carry(base, plan)
+        dev = plan.axes[0].device
+        own = [spline_matrix(a, n)[box[2 * i]:box[2 * i + 1] + 1] for i, (a, n) in
+               enumerate(zip(lattice_axes(base.dims[::-1], dev), base.dims))]
+        spline = (plan.window_rows(base._slot_field(plan, k)).clone()
+                  if base.has_flow and plan.points_on_window
+                  else base.kept_field(k, plan.spline))
+        values = base.kept_field(k, own)           # the data's points the carry reads
+        f = plan.error_fields[k] = spline.sub_(separable(values, lins)).abs_()
     return f

@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .encodings import bspline_coefficients, bspline_sample, slot_weights
+from .encodings import NATURAL, bspline_coefficients, bspline_sample, slot_weights
+from . import kernels
 from .. import distributed
 from .paths import accelerations, bend_shift, end_weights, hermite_terms, slope_weights
 from .slots import FileSlots
@@ -47,6 +48,7 @@ WARP_FIELD_VALUES = 1 << 26  # values of one slot on the warps' grid when finer 
 WARP_SLAB_POINTS = 1 << 20    # output points per warp call: bounds its coordinate tensors
 PATH_SLOPE_POINTS = 1 << 18   # data points per step of the slopes along the path
 PATH_SLOPE_SPLINE = True      # look the neighbours up in the spline (else trilinearly)
+PATH_SLOPE_HALO = 16          # data rows beyond a slab's the slopes along the path are solved on
 HELD_OUT_SHARE = 0.2          # of the time budget kept for scoring held-out steps (select)
 
 
@@ -61,6 +63,40 @@ def each_slab(work: Callable[[int], None], starts: Sequence[int],
     else:
         for start in starts:
             work(start)
+
+
+def slid_window(plan: "GridPlan", before: Optional[torch.Tensor],
+                rows: Callable[[int, int], torch.Tensor],
+                whole: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """A field on ``plan``'s window of the warps' grid [C, Zw, Yw, Xw] (channels last):
+    where the slab before (``plan.slid_from``) held it on a window this one overlaps, its
+    rows there are moved down in the same memory (a larger one once, where the window
+    grew) and only the new rows computed (``rows(r0, r1)``: rows r0..r1-1 of this window),
+    so each row of the warps' grid is filtered once per interval whatever the slabs' halo;
+    else ``whole()``."""
+    prev = plan.slid_from
+    if before is None or prev is None or any(
+            a.shape != b.shape for a, b in zip(prev.warp_spline[:2], plan.warp_spline[:2])):
+        return whole()
+    (_, p0, pn), (_, c0, cn) = prev.cut_ranges()[2], plan.cut_ranges()[2]
+    lo, hi = max(p0, c0), min(p0 + pn, c0 + cn)
+    old = before.permute(1, 2, 3, 0)                            # [Zw, Yw, Xw, C]
+    if lo >= hi or c0 < p0 or not old.is_contiguous():
+        return whole()
+    row = old[0].numel()
+    cap = (old.untyped_storage().nbytes() // 4 - old.storage_offset()) // row
+    if cap >= cn:                                   # moved down in place, row by row
+        store = torch.empty(0, dtype=old.dtype).set_(
+            old.untyped_storage(), old.storage_offset(), (cap,) + tuple(old.shape[1:]))
+        if c0 != p0:
+            for r in range(lo - c0, hi - c0):     # ascending: never onto a row still to move
+                store[r].copy_(store[r + c0 - p0])
+    else:
+        store = old.new_empty((cn,) + tuple(old.shape[1:]))
+        store[lo - c0:hi - c0].copy_(old[lo - p0:hi - p0])
+    if hi < c0 + cn:
+        store[hi - c0:cn].copy_(rows(hi - c0, cn).permute(1, 2, 3, 0))
+    return store[:cn].permute(3, 0, 1, 2)
 
 
 class SplineBase(nn.Module):
@@ -109,7 +145,6 @@ class SplineBase(nn.Module):
         # the slots in a file instead (slots.py: a model file loaded lazily, or the fit's
         # scratch file): then ``coef`` is no parameter, and reading it loads every slot
         self._slots: Optional[FileSlots] = None
-        self._slopes_kept: Dict[int, torch.Tensor] = {}     # slot -> natural slopes (file)
         # the condition the prefilter met at each face, per variable: codes of
         # encodings.BOUNDARIES [V, 3, 2] (x, y, z; low, high); the coefficients hold it, the
         # slopes along the path (derived from values when first used) need it again; model
@@ -134,6 +169,7 @@ class SplineBase(nn.Module):
             self.register_buffer("path_mix", torch.zeros(self.n_vars))
             self.register_buffer("path_bend", torch.zeros(()))
         self._path_slopes: Dict[int, torch.Tensor] = {}     # slot -> slopes along the path
+        self._time_slopes: Dict[int, torch.Tensor] = {}     # slot -> natural spline's slopes
         # a network weighing the two sides per point (visibility): None, or a module
         # ``(ends [2, V, Z', Y', X'], w, outside [2, Z', Y', X']) -> [V, Z', Y', X']`` weight
         # of the earlier side (outside: side_outside), applied on the data's lattice or one
@@ -156,7 +192,7 @@ class SplineBase(nn.Module):
         self._parameters.pop("coef", None)
         self.__dict__.pop("coef", None)
         self._slots = slots
-        self._slopes_kept = {}
+        self._time_slopes = {}
 
     def load_slots(self) -> None:
         """Read every slot into memory (what reading ``coef`` of a base whose slots are in a
@@ -166,7 +202,7 @@ class SplineBase(nn.Module):
         slots, self._slots = self._slots, None
         self.coef = nn.Parameter(slots.whole().to(self.device), requires_grad=self.trainable)
         slots.close()
-        self._slopes_kept = {}
+        self._time_slopes = {}
 
     def slots_in_file(self) -> Optional[FileSlots]:
         """The file the slots are kept in, or None when they are in memory."""
@@ -209,6 +245,7 @@ class SplineBase(nn.Module):
         state_dict.setdefault(prefix + "spline_boundary",
                               torch.zeros(self.n_vars, 3, 2, dtype=torch.long))
         self._path_slopes = {}
+        self._time_slopes = {}
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def slot_coef(self, k: int) -> torch.Tensor:
@@ -223,7 +260,7 @@ class SplineBase(nn.Module):
         """Set slot ``k``'s coefficients (``values`` [V, ...]), or its variable ``var``'s."""
         if self._slots is not None:
             self._slots.write(k, values, var)
-            self._slopes_kept = {}
+            self._time_slopes = {}
         elif var is None:
             self.coef[k].copy_(values)
         else:
@@ -236,22 +273,21 @@ class SplineBase(nn.Module):
         a slot at a time, the last two kept)."""
         if self.slopes is not None:
             return self.slopes[k]
-        if self._slots is None:
-            return torch.tensordot(self.slope_matrix[k].to(self.coef), self.coef,
-                                   dims=([0], [0]))
-        got = self._slopes_kept.get(k)
-        if got is None:
-            weights = self.slope_matrix[k].tolist()
-            for i, w in enumerate(weights):
-                if w != 0.0:
-                    part = self.slot_coef(i) * w
-                    got = part if got is None else got.add_(part)
-            if got is None:
-                got = torch.zeros(self.slots_shape()[1:], device=self.device)
-            if len(self._slopes_kept) >= 2:
-                self._slopes_kept.pop(next(iter(self._slopes_kept)))
-            self._slopes_kept[k] = got
-        return got
+        got = self._time_slopes.get(k)
+        if got is not None:
+            return got
+        # kept for the interval in use only, like the slopes along the path
+        self._time_slopes = {i: v for i, v in self._time_slopes.items() if abs(i - k) == 1}
+        row = self.slope_matrix[k].tolist()
+        out = None
+        for i, wt in enumerate(row):       # slot by slot: only one more slot at a time
+            if wt != 0.0:
+                term = self.slot_coef(i) * wt
+                out = term if out is None else out.add_(term)
+        out = out if out is not None else torch.zeros_like(self.slot_coef(k))
+        if not torch.is_grad_enabled() or not self.trainable:
+            self._time_slopes[k] = out
+        return out
 
     @property
     def device(self) -> torch.device:
@@ -287,6 +323,7 @@ class SplineBase(nn.Module):
             self.slopes.copy_(torch.tensordot(self.slope_matrix.to(self.coef), self.coef,
                                               dims=([1], [0])))
         self._path_slopes = {}
+        self._time_slopes = {}
 
     @torch.no_grad()
     def fit(self, data: Union[torch.Tensor, Steps], flow_options: Dict[str, object],
@@ -305,6 +342,7 @@ class SplineBase(nn.Module):
         interval); :attr:`fit_notes` says what was cut. In a group of processes
         (distributed.py) each fits its share of the displacements within the budget (or
         until stopped) and all end with the same base (the results are exchanged)."""
+        kernels.warm_up()         # the compiled kernels loaded before the budget's clock
         t_start = time.perf_counter()
         self.fit_notes: List[str] = []
         self.selection: Dict[str, object] = {}
@@ -401,6 +439,7 @@ class SplineBase(nn.Module):
             if fits[j] is not None:
                 self.flow[j].copy_(fits[j])
         self._path_slopes = {}
+        self._time_slopes = {}
         chain_fits = {(k0, k1): f for (_, k0, k1, _), f in zip(jobs[n_main:], fits[n_main:])}
         chains_built: List = []
         if self.base_time == "flow":
@@ -467,15 +506,25 @@ class SplineBase(nn.Module):
         d = self._path_slopes.get(k)
         if d is not None:
             return d
+        # kept for the interval in use only (one slot either side), not for the whole series
+        self._path_slopes = {i: v for i, v in self._path_slopes.items() if abs(i - k) == 1}
         x, y, z = self.dims
-        dev = self.coef.device
+        dev = self.device
         axes = [torch.linspace(-1.0, 1.0, n, device=dev) if n > 1 else
                 torch.zeros(1, device=dev) for n in (z, y, x)]
         steps, wts = slope_weights(self.slot_times.tolist(), k)
-        coef = self.coef.detach()
         own = [spline_matrix(a, n) for a, n in zip(lattice_axes((z, y, x), dev), self.dims)]
-        data = {i: separable(coef[i], own) for i in steps}           # the kept steps' values
-        vals = wts[steps.index(k)] * data[k] if k in steps else torch.zeros_like(data[steps[0]])
+        if k in steps:
+            vals = separable(self.slot_coef(k), own).mul_(wts[steps.index(k)])
+        else:
+            vals = self.slot_coef(k).new_zeros((self.n_vars, z, y, x))
+        if kernels.available(dev) and PATH_SLOPE_SPLINE:     # one compiled pass a step
+            need = list(range(self.n_vars))
+            d = vals.new_zeros((self.n_vars, z + 2, y + 2, x + 2))
+            d[need] = self.path_slope_rows(k, 0, z + 2, need)
+            self._path_slopes[k] = d
+            return d
+        data = {i: separable(self.slot_coef(i), own) for i in steps if i != k}
         rows = max(1, PATH_SLOPE_POINTS // max(1, x * y))
 
         def slab(z0: int) -> None:               # a slab at a time: bounded memory
@@ -487,7 +536,7 @@ class SplineBase(nn.Module):
                     continue
                 q = self._carry(pts, k, i)
                 if PATH_SLOPE_SPLINE:
-                    got = bspline_sample(coef[i:i + 1], q).t()
+                    got = bspline_sample(self.slot_coef(i)[None], q).t()
                 else:                    # trilinear in the step's values: 8x fewer lookups
                     got = F.grid_sample(data[i][None], q.view(1, 1, 1, -1, 3),
                                         align_corners=True, padding_mode="border")[0, :, 0, 0]
@@ -496,6 +545,51 @@ class SplineBase(nn.Module):
         each_slab(slab, range(0, z, rows), dev)
         d = self._path_slopes[k] = bspline_coefficients(vals, self.spline_boundary)
         return d
+
+    def slope_variables(self) -> List[int]:
+        """The variables with a cubic share along the path (the others' slopes along the
+        path weigh nothing)."""
+        if not self.has_flow:
+            return []
+        return (self.path_mix != 0).nonzero(as_tuple=True)[0].tolist()
+
+    def path_slope_rows(self, k: int, lo: int, hi: int, variables: Sequence[int]
+                        ) -> torch.Tensor:
+        """Rows ``lo..hi-1`` (of the padded z axis, 0..Z+1) of :meth:`path_slope_coef` for
+        the ``variables`` alone -> [len(variables), hi - lo, Y+2, X+2], from the data's
+        rows around them only: the prefilter along z is solved on those rows plus
+        PATH_SLOPE_HALO each side (its influence falls by 0.27 a row: beyond the halo below
+        float32 rounding; exact where the rows reach the lattice's ends), so a slab holds
+        the slopes of its rows and not of the whole lattice. Compiled kernels only."""
+        x, y, z = self.dims
+        dev = self.slot_times.device
+        d_lo, d_hi = max(0, lo - PATH_SLOPE_HALO), min(z, hi + PATH_SLOPE_HALO)
+        lat = lattice_axes((z, y, x), dev)                     # x, y, z local coordinates
+        steps, wts = slope_weights(self.slot_times.tolist(), k)
+        own = [spline_matrix(a, n) for a, n in zip(lat, self.dims)]
+        own[2] = own[2][d_lo:d_hi]
+        if k in steps:
+            vals = separable(self.slot_coef(k)[list(variables)]
+                             if len(variables) < self.n_vars else self.slot_coef(k),
+                             own).mul_(wts[steps.index(k)])
+        else:
+            vals = torch.zeros((len(variables), d_hi - d_lo, y, x), device=dev)
+        for i, wt in zip(steps, wts):
+            if i != k:
+                sign = 1 if i > k else -1
+                order = range(k, i) if i > k else range(k - 1, i - 1, -1)
+                kernels.carried_spline(self.slot_coef(i), self.flow, list(order), sign,
+                                       [lat[0], lat[1], lat[2][d_lo:d_hi]], wt, vals,
+                                       variables)
+        # the faces' conditions of these variables; a z end cut off by the halo natural
+        # (its influence fades like the halo's), the lattice's own z ends as chosen
+        faces = self.spline_boundary[list(variables)].clone()         # [v, 3, 2]
+        if d_lo > 0:
+            faces[:, 2, 0] = NATURAL
+        if d_hi < z:
+            faces[:, 2, 1] = NATURAL
+        coef = bspline_coefficients(vals, faces)     # padded rows d_lo .. d_hi + 1
+        return coef[:, lo - d_lo:hi - d_lo]
 
     def _carry(self, pts: torch.Tensor, k: int, i: int) -> torch.Tensor:
         """Where the paths through ``pts`` [N, 3] at slot ``k`` are at slot ``i``: interval
@@ -546,14 +640,17 @@ class SplineBase(nn.Module):
     # --- evaluation on a regular grid ---------------------------------------------------------
     def plan_grid(self, axes: Sequence[torch.Tensor],
                   box: Optional[Sequence[int]] = None,
-                  factors: Sequence[int] = (8, 4, 2)) -> "GridPlan":
+                  factors: Sequence[int] = (8, 4, 2),
+                  margin: Sequence[float] = (0.0, 0.0, 0.0)) -> "GridPlan":
         """Prepare :meth:`evaluate_grid` on the grid whose points have the local coordinates
         ``axes`` (x, y, z; each [n] in [-1, 1], the grid spanning the data's bounds), or on
         the sub-box ``box`` of it (x0, x1, y0, y1, z0, z1, inclusive indices: an MPI piece,
         a streamed piece): the per-axis matrices then hold only the box's rows, and the
         warps' lookup grid is the whole grid's, cut to what the box's points can reach
         (the box plus the largest displacement), so a piece has the numbers of the same
-        region of the whole grid (to float32 rounding)."""
+        region of the whole grid (to float32 rounding). ``margin`` (x, y, z, local units)
+        widens that cut, so that lookups from points that far outside the box (the data's
+        points around a slab, for the error estimate) find their values in it too."""
         full = [a.to(torch.float32) for a in axes]
         if box is None:
             box = [v for a in full for v in (0, a.numel() - 1)]
@@ -584,23 +681,31 @@ class SplineBase(nn.Module):
             if self._bends():           # a bent path's ends shift by up to |a| / 8 more
                 reach = reach + self.accelerations().abs().amax(dim=(0, 2, 3, 4)) / 8
             reach = reach.tolist()
-        cut, spans = [], []
+        reach = [r + float(m) for r, m in zip(reach, margin)]
+        cut, spans, starts = [], [], []
         for k, f in enumerate(fine):
             m = f.numel()
             if m == 1:
                 cut.append(f)
                 spans.append((-1.0, 1.0))
+                starts.append((1, 0))
                 continue
             lo = float(sub[k][0]) - reach[k]
             hi = float(sub[k][-1]) + reach[k]
             i0 = max(0, int(math.floor((lo + 1) * 0.5 * (m - 1))) - 1)
             i1 = min(m - 1, int(math.ceil((hi + 1) * 0.5 * (m - 1))) + 1)
             cut.append(f[i0:i1 + 1])
+            starts.append((m, i0))
             # the cut's ends as grid_sample places the whole grid's points (i * 2/(m-1) - 1)
             spans.append((-1.0, 1.0) if (i0, i1) == (0, m - 1) else
                          (i0 * 2.0 / (m - 1) - 1.0, i1 * 2.0 / (m - 1) - 1.0))
         warp = [spline_matrix(f, n) for f, n in zip(cut, self.dims)]
-        return GridPlan(spline, linear, sub, warp, warp_spans=spans)
+        on_window = None
+        if all(f is a for f, a in zip(fine, full)):     # the output's points are its points
+            on_window = [(int(box[2 * k]) - i0, s.numel())
+                         for k, ((_, i0), s) in enumerate(zip(starts, sub))]
+        return GridPlan(spline, linear, sub, warp, warp_spans=spans, warp_cut=starts,
+                        on_window=on_window)
 
     @torch.no_grad()
     def evaluate_grid(self, plan: "GridPlan", t: float) -> torch.Tensor:
@@ -609,36 +714,41 @@ class SplineBase(nn.Module):
         its warped points up trilinearly in the spline evaluated on this grid (not in the
         spline itself): exact at the grid's points, within the trilinear error of a grid
         finer than the data between them."""
-        coef = self.coef.detach()
+        like = self.slot_times
         j, w = self._slot(t)
         if self.n_slots == 1 or w <= 0.0 or w >= 1.0:
             k = j if self.n_slots == 1 or w <= 0.0 else j + 1
-            out = plan.buffer("out", coef, (self.n_vars,) + plan.shape)
-            if plan.warp_on_output and self.has_flow:      # the field the warps use too
-                return out.copy_(self._slot_field(plan, k))
-            return separable(coef[k], plan.spline, out=out)
-        m = self.flow_mix if self.has_flow else torch.zeros_like(coef[0, :, 0, 0, 0])
+            out = plan.buffer("out", like, (self.n_vars,) + plan.shape)
+            if self.has_flow and plan.points_on_window:
+                # the field the warps use too: the planned points are points of its grid
+                return out.copy_(plan.window_rows(self._slot_field(plan, k)))
+            return self.kept_field(k, plan.spline, out=out)
+        m = self.flow_mix if self.has_flow else torch.zeros(self.n_vars, device=like.device)
         c = self.time_mix if self.hermite else torch.zeros_like(m)
         # the part that is not moved, on the data's coefficients: (1 - m) linear + c (cubic -
-        # linear); skipped for variables where it is 0 (the default: m = 1, often c = 0)
+        # linear); skipped for variables where it is 0 (the default: m = 1, often c = 0);
+        # only the coefficients' rows the grid's (a slab's) z matrix reads
         some = ((1 - m) != 0) | (c != 0)
         out = None
         if bool(some.any()):
             idx = some.nonzero(as_tuple=True)[0]
-            c0, c1 = coef[j, idx], coef[j + 1, idx]                        # [v, ...]
+            lo, hi = kernels.used_rows(plan.spline[2])
+            mats = plan.spline[:2] + [plan.spline[2][:, lo:hi]]
+            rows = (lambda f: f[idx, lo:hi]) if len(idx) < len(m) else (lambda f: f[:, lo:hi])
+            c0, c1 = rows(self.slot_coef(j)), rows(self.slot_coef(j + 1))     # [v, ...]
             comb = (c0 + w * (c1 - c0)) * (1 - m[idx]).view(-1, 1, 1, 1)
             if bool((c[idx] != 0).any()):
                 h = float(self.slot_times[j + 1] - self.slot_times[j])
-                corr = hermite_correction(c0, c1, self.slopes_at(j)[idx].detach(),
-                                          self.slopes_at(j + 1)[idx].detach(),
-                                          torch.tensor(w, dtype=coef.dtype), h)
+                corr = hermite_correction(c0, c1, rows(self.slopes_at(j).detach()),
+                                          rows(self.slopes_at(j + 1).detach()),
+                                          torch.tensor(w, dtype=c0.dtype), h)
                 comb = comb + c[idx].view(-1, 1, 1, 1) * corr
             shape = (self.n_vars,) + plan.shape
             if len(idx) == len(m):
-                out = separable(comb, plan.spline, out=plan.buffer("out", coef, shape))
+                out = separable(comb, mats, out=plan.buffer("out", like, shape))
             else:
-                out = plan.buffer("out", coef, shape).zero_().index_copy_(
-                    0, idx, separable(comb, plan.spline))
+                out = plan.buffer("out", like, shape).zero_().index_copy_(
+                    0, idx, separable(comb, mats))
         moving = m != 0
         if bool(moving.all()):
             # nothing still (the usual case): looked up straight into the output's buffer
@@ -669,21 +779,59 @@ class SplineBase(nn.Module):
         j, w = slot_weights(self.slot_times, self.slot_times.new_tensor([t]))
         return int(j[0]), float(w[0, 0])
 
+    def kept_field(self, k: int, mats: Sequence[torch.Tensor],
+                   out: Optional[torch.Tensor] = None, last: bool = False) -> torch.Tensor:
+        """Kept step ``k``'s field (normalised units) on the grid, or the window of one,
+        whose per-axis spline matrices (x, y, z) are ``mats`` -> [V, Zo, Yo, Xo]: the
+        spline through the step's data; every evaluation of a kept step's field on a grid
+        goes through here (what a learned spatial correction adds to). ``last``: laid out
+        channels last where the compiled lookups read it (grid_plan.separable)."""
+        return separable(self.slot_coef(k), mats, out=out, last=last)
+
     def _slot_field(self, plan: "GridPlan", k: int) -> torch.Tensor:
         """Slot ``k`` evaluated on the warps' grid, kept while it is next to the interval in
         use (outputs go forward or back in time: each slot is evaluated once)."""
         f = plan.fields.get(k)
         if f is None:
-            plan.fields = {i: v for i, v in plan.fields.items() if abs(i - k) == 1}
-            f = plan.fields[k] = separable(self.coef[k].detach(), plan.warp_spline)
+            for i in [i for i in plan.fields if abs(i - k) != 1]:
+                del plan.fields[i]          # in place: a plan sharing the dict sees it too
+            last = kernels.available(self.slot_times.device)
+            f = plan.fields[k] = slid_window(
+                plan, plan.slid_from and plan.slid_from.fields.get(k),
+                lambda lo, hi: self.kept_field(
+                    k, plan.warp_spline[:2] + [plan.warp_spline[2][lo:hi]], last=last),
+                lambda: self.kept_field(k, plan.warp_spline, last=last))
         return f
 
     def _path_field(self, plan: "GridPlan", k: int) -> torch.Tensor:
         """Slot ``k``'s slopes along the path on the warps' grid, kept like the values."""
         f = plan.slope_fields.get(k)
         if f is None:
-            plan.slope_fields = {i: v for i, v in plan.slope_fields.items() if abs(i - k) == 1}
-            f = plan.slope_fields[k] = separable(self.path_slope_coef(k), plan.warp_spline)
+            plan.slope_fields = {i: v for i, v in plan.slope_fields.items()
+                                 if isinstance(i, tuple) or abs(i - k) == 1}
+            f = plan.slope_fields[k] = separable(
+                self.path_slope_coef(k), plan.warp_spline,
+                last=kernels.available(self.slot_times.device))
+        return f
+
+    def _path_field_part(self, plan: "GridPlan", k: int) -> torch.Tensor:
+        """Slot ``k``'s slopes along the path on the warps' window for the variables with a
+        cubic share alone (slope_variables), from the coefficients' rows the window reads
+        (path_slope_rows), laid out for the compiled lookups; kept like the values."""
+        key = ("part", k)
+        f = plan.slope_fields.get(key)
+        if f is None:
+            for i in [i for i in plan.slope_fields
+                      if isinstance(i, tuple) and abs(i[1] - k) != 1]:
+                del plan.slope_fields[i]
+            def rows_of(r0: int, r1: int) -> torch.Tensor:
+                mz = plan.warp_spline[2][r0:r1]
+                lo, hi = kernels.used_rows(mz)
+                coef = self.path_slope_rows(k, lo, hi, self.slope_variables())
+                return separable(coef, plan.warp_spline[:2] + [mz[:, lo:hi]], last=True)
+            f = plan.slope_fields[key] = slid_window(
+                plan, plan.slid_from and plan.slid_from.slope_fields.get(key), rows_of,
+                lambda: rows_of(0, plan.warp_spline[2].shape[0]))
         return f
 
     def _interval_paths(self, plan: "GridPlan", j: int) -> None:
@@ -712,13 +860,25 @@ class SplineBase(nn.Module):
         cubic = self.path_mix if idx is None else self.path_mix[idx]
         if idx is None and not bool((cubic != 0).any()):
             ends, weights = (k0, k1), (1.0 - w, w)
+        elif idx is None and kernels.available(k0.device):
+            # the ends' values and slopes weighed per variable in the lookups' one pass
+            h = float(self.slot_times[j + 1] - self.slot_times[j])
+            alpha, g0, beta, g1 = end_weights(w, h, cubic.to(k0))
+            self._interval_paths(plan, j)
+            out = plan.buffer(into, k0, (k0.shape[0],) + plan.shape)
+            return kernels.warp_lookup(
+                (k0, k1), (alpha, beta), plan.disp, plan.accel, bend_shift(w), plan.linear[2],
+                plan.axes, w, plan.lookup_index(), kernels.BLEND, out,
+                slopes=(self._path_field_part(plan, j), self._path_field_part(plan, j + 1)),
+                slope_weights=(g0, g1), slope_variables=self.slope_variables())[0]
         else:                            # per-variable end weights folded into the fields
             h = float(self.slot_times[j + 1] - self.slot_times[j])
             alpha, g0, beta, g1 = (t.view(-1, 1, 1, 1)
                                    for t in end_weights(w, h, cubic.to(k0)))
             sel = (lambda f: f) if idx is None else (lambda f: f.index_select(0, idx))
-            e0 = plan.buffer("end0", k0, (len(cubic),) + tuple(k0.shape[1:]))
-            e1 = plan.buffer("end1", k1, (len(cubic),) + tuple(k1.shape[1:]))
+            last = kernels.available(k0.device)
+            e0 = plan.buffer("end0", k0, (len(cubic),) + tuple(k0.shape[1:]), last)
+            e1 = plan.buffer("end1", k1, (len(cubic),) + tuple(k1.shape[1:]), last)
             torch.mul(sel(k0), alpha, out=e0)
             torch.mul(sel(k1), beta, out=e1)
             if bool((cubic != 0).any()):
@@ -739,17 +899,32 @@ class SplineBase(nn.Module):
             return None
         return self._end_values_at(plan, j, w)
 
+    @torch.no_grad()
+    def end_difference(self, plan: "GridPlan", t: float) -> Optional[torch.Tensor]:
+        """|earlier side - later side| at normalised time ``t`` on a planned grid
+        [V, Zo, Yo, Xo] (the error estimate's term in time; :meth:`end_values`), in one
+        pass of the lookups where every variable moves; None at a kept step."""
+        j, w = self._slot(t)
+        if self.n_slots == 1 or w <= 0.0 or w >= 1.0:
+            return None
+        if self.has_flow and bool((self.flow_mix != 0).all()):
+            self._interval_paths(plan, j)
+            ends = (self._slot_field(plan, j), self._slot_field(plan, j + 1))
+            return self._look_up_ends(plan, ends, w, None, "absdiff")
+        ends = self._end_values_at(plan, j, w)
+        return (ends[0] - ends[1]).abs_()
+
     def _end_values_at(self, plan: "GridPlan", j: int, w: float) -> torch.Tensor:
         """:meth:`end_values` at fraction ``w`` of interval ``j``."""
-        k0 = self._slot_field(plan, j)
-        out = k0.new_empty((2, self.n_vars) + plan.shape)
+        out = self.slot_times.new_empty((2, self.n_vars) + plan.shape)
         m = self.flow_mix if self.has_flow else torch.zeros(self.n_vars)
         moving = (m != 0).nonzero(as_tuple=True)[0]
         still = (m == 0).nonzero(as_tuple=True)[0]
         if len(still):
-            coef = self.coef.detach()
+            lo, hi = kernels.used_rows(plan.spline[2])
+            mats = plan.spline[:2] + [plan.spline[2][:, lo:hi]]
             for side in (0, 1):
-                out[side, still] = separable(coef[j + side, still], plan.spline)
+                out[side, still] = separable(self.slot_coef(j + side)[still, lo:hi], mats)
         if len(moving):
             self._interval_paths(plan, j)
             ends = tuple(self._slot_field(plan, j + side) for side in (0, 1))
@@ -772,12 +947,23 @@ class SplineBase(nn.Module):
         if plan.side_plan is None:       # the data's lattice, or one `stride` times coarser
             stride = int(getattr(self.side_weights, "stride", 1))
             lattice = [(n - 2) // stride + 2 if n > 1 else 1 for n in self.dims[::-1]]
-            plan.side_plan = self.plan_grid(lattice_axes(lattice, self.coef.device))
+            axes = lattice_axes(lattice, self.slot_times.device)
+            # the lattice's points the carry to this grid (a slab of one) reads, and one
+            # more each side for the features' 3^3 means: the weights there are whole
+            mats, box = [], []
+            for a, n in zip(plan.axes, lattice[::-1]):
+                lo, hi = kernels.used_rows(linear_matrix(a, n))
+                box += [max(0, lo - 1), min(n - 1, hi)]
+                mats.append(linear_matrix(a, n)[:, box[-2]:box[-1] + 1])
+            whole = all(box[2 * i] == 0 and box[2 * i + 1] == n - 1
+                        for i, n in enumerate(lattice[::-1]))
+            plan.side_plan = self.plan_grid(axes, None if whole else box)
+            plan.side_carry = mats
         share_fields(plan, plan.side_plan)
         ends = self._end_values_at(plan.side_plan, j, w)               # [2, V, Z', Y', X']
         weight = self.side_weights(sel(ends.transpose(0, 1)).transpose(0, 1), w,
                                    self.side_outside(plan.side_plan, j, w))
-        mx, my, mz = [linear_matrix(a, n) for a, n in zip(plan.axes, weight.shape[:0:-1])]
+        mx, my, mz = plan.side_carry
         carried = (my @ (weight @ mx.t()), mz)      # in x and y here, in z slab by slab
         ends = (sel(k0), sel(k1))
         out = plan.buffer(into, k0, (ends[0].shape[0],) + plan.shape)
@@ -828,8 +1014,21 @@ class SplineBase(nn.Module):
         mz = plan.linear[2]
         disp, accel, bend = plan.disp, plan.accel, bend_shift(w)
         zo, yo, xo = plan.shape
-        gx, gy = plan.axes[0].view(1, 1, -1), plan.axes[1].view(1, -1, 1)
         both = weights is None and per_point is None
+        if per_point is None and kernels.available(ends[0].device):
+            # every variable and both sides in one compiled pass (kernels.py)
+            mode = kernels.BOTH if both else (kernels.ABSDIFF if weights == "absdiff"
+                                               else kernels.BLEND)
+            wts = None if mode != kernels.BLEND else [
+                torch.as_tensor(x, dtype=torch.float32) for x in weights]
+            got = kernels.warp_lookup(ends, wts, disp, accel, bend, mz, plan.axes, w,
+                                      plan.lookup_index(), mode,
+                                      None if out is None or both else out)
+            return got if both else got[0]
+        if weights == "absdiff":
+            pair = self._look_up_ends(plan, ends, w, None, None)
+            return torch.sub(pair[0], pair[1], out=out).abs_()
+        gx, gy = plan.axes[0].view(1, 1, -1), plan.axes[1].view(1, -1, 1)
         if both:
             out = ends[0].new_empty((2, ends[0].shape[0], zo, yo, xo))
         slab = max(1, WARP_SLAB_POINTS // max(1, yo * xo))
