@@ -8,9 +8,11 @@ import pytest
 import torch
 from scipy.ndimage import map_coordinates
 
-from stsr_core import api
+from stsr_core import api, slabs
 from stsr_core.metrics import psnr
+from stsr_core.model import kernels
 from stsr_core.model.encodings import BOUNDARIES, bspline_coefficients, bspline_sample
+from stsr_core.model.grid_plan import lattice_axes, separable, spline_matrix
 from stsr_core.model.spline_boundary import choose_boundary
 from stsr_core.series import VolumeSeries
 
@@ -187,15 +189,18 @@ def moving_faces_series(n=17, steps=9):
                         spacing=(h, h, h), origin=(0.5 * h,) * 3)
 
 
-def test_slabs_boxes_and_points_give_the_same_values_at_the_faces():
-    """The faces' conditions hold on every evaluation path: the whole grid, boxes of it (an
-    MPI or streamed piece: slabs in z and a box at the x and y faces) and the model at
-    points. Kept steps: the same numbers on the faces' points (the outermost two planes of
-    each face, where the conditions act). Between steps (displacements with cubic values
-    along bent paths, whose slopes are a prefilter with the same conditions): boxes the
-    same numbers; points differ from the grid by its warps' lookup (measured here: up to
-    7e-4 of the range inside the box), and at the faces by no more than inside (a path
-    slope with the natural condition instead of the chosen one moves the faces by 2.4e-3)."""
+def test_slabs_boxes_and_points_give_the_same_values_at_the_faces(monkeypatch):
+    """The faces' conditions hold on every evaluation path: the whole grid in one slab and
+    in slabs of 3 rows (slabs.py, the compiled kernels), boxes of it (an MPI or streamed
+    piece: slabs in z and a box at the x and y faces) and the model at points. Kept steps:
+    the same numbers on the faces' points (the outermost two planes of each face, where the
+    conditions act). Between steps (displacements with cubic values along bent paths, whose
+    slopes are a prefilter with the same conditions, solved on a slab's rows): the slopes'
+    coefficients meet the chosen conditions (prefiltering their values again gives them
+    back), slabs and boxes give the same numbers; points differ from the grid by its warps'
+    lookup (measured here: up to 7e-4 of the range inside the box), and at the faces by no
+    more than inside (a path slope with the natural condition instead of the chosen one
+    moves the faces by 2.4e-3)."""
     from stsr_core.prediction import _local_axes
     coarse = moving_faces_series().subsample(space=2, time=2)
     tm = api.fit(coarse, device="cpu", max_minutes=2, model_overrides={
@@ -214,10 +219,35 @@ def test_slabs_boxes_and_points_give_the_same_values_at_the_faces():
     zz, yy, xx = torch.meshgrid(axes[2], axes[1], axes[0], indexing="ij")
     pieces = [(0, nx - 1, 0, ny - 1, z0, z1) for z0, z1 in ((0, 2), (3, nz - 4), (nz - 3, nz - 1))]
     pieces.append((0, 3, ny - 4, ny - 1, 0, nz - 1))
+    real_plan, slab_rows, cap = slabs.plan_memory, [], 10 ** 6
+
+    def plan_in_rows(*a, **k):               # slabs of at most `cap` rows
+        m = real_plan(*a, **k)
+        m.rows = min(m.rows, cap)
+        slab_rows.append(m.rows)
+        return m
+    monkeypatch.setattr(slabs, "plan_memory", plan_in_rows)
+    # the slopes along the paths, as the slabs' compiled path solves them, meet the faces
+    assert kernels.available(torch.device("cpu")) and base.slope_variables()
+    own = [spline_matrix(a, n) for a, n in zip(lattice_axes(base.dims[::-1], "cpu"),
+                                               base.dims)]
+    for k in range(base.n_slots):
+        d = base.path_slope_coef(k)                                # [V, Z+2, Y+2, X+2]
+        again = bspline_coefficients(separable(d, own), base.spline_boundary)
+        np.testing.assert_allclose(again, d, rtol=0, atol=1e-5 * float(d.abs().max()))
     t_in = coarse.times
     for t, kept in ((t_in[0], True), (t_in[1], True), (0.5 * (t_in[1] + t_in[2]), False),
                     (0.25 * t_in[2] + 0.75 * t_in[3], False)):
-        whole = api.predict_timestep(tm, float(t), grid)
+        cap = 10 ** 6
+        whole = api.predict_timestep(tm, float(t), grid)                 # one slab
+        assert slab_rows[-1] == nz
+        cap = 3
+        in_slabs = api.predict_timestep(tm, float(t), grid)              # slabs of 3 rows
+        assert slab_rows[-1] == 3 < nz
+        for name in tm.info.variables:
+            st = tm.info.stats[name]
+            np.testing.assert_allclose(in_slabs[name], whole[name], rtol=0,
+                                       atol=2e-5 * (st.hi - st.lo), err_msg=f"{name} t={t}")
         tn = tm.info.normalised_time(float(t))
         pts = torch.stack([xx.reshape(-1), yy.reshape(-1), zz.reshape(-1),
                            torch.full((xx.numel(),), tn)], dim=1)             # [N, 4]
