@@ -146,11 +146,13 @@ class Choice:
 
 
 def decide(scores: Scores, variable_range: torch.Tensor, path: str = "auto",
-           values: str = "auto", carried: Optional[Dict[str, torch.Tensor]] = None) -> Choice:
+           values: str = "auto", carried: Optional[Dict[str, torch.Tensor]] = None,
+           subs_flows: Optional[Sequence[torch.Tensor]] = None) -> Choice:
     """The choice from the held-out scores (see the module docstring); ``variable_range``
     [V] is each variable's range on the half series (for dB). ``path`` ("straight",
     "bent") and ``values`` ("linear", "cubic") force those parts of the choice; "auto"
-    leaves them to the scores."""
+    leaves them to the scores. ``carried``: :func:`carried_scores` at the real gap;
+    ``subs_flows``: the half series' displacements (all zero: the real gap decides)."""
     still_share, still_err = scores.best("still")
     cands = {"still": still_err}
     bends = [k for k in ("moving0", "moving1") if k in scores.sums]
@@ -191,7 +193,13 @@ def decide(scores: Scores, variable_range: torch.Tensor, path: str = "auto",
     # and smoothing; only the direction differs), else the fits follow nothing there
     follows = "reversed" not in carried_db or \
         float(carried_db["reversed"].mean()) > CARRIED_MARGIN_DB
-    common_moving = float(gain.mean()) > MOVE_MARGIN_DB and follows
+    if carried_db and subs_flows is not None and \
+            not any(float(f.abs().max()) > 0 for f in subs_flows):
+        # no displacement fitted on the half series (a stopped or spent fit): its moving
+        # candidates are the still ones, so the real gap's check alone decides
+        common_moving = follows
+    else:
+        common_moving = float(gain.mean()) > MOVE_MARGIN_DB and follows
     if common_moving:
         moving = (gain > -OWN_MARGIN_DB).float()
     else:
@@ -325,7 +333,8 @@ def choose(base: Any, half: torch.Tensor, built: Sequence[Chain],
             sub.path_mix.fill_(1.0)
             scores.add(f"moving{int(bend)}", p0, sub.evaluate_grid(plan, t), target)
     rng = (half.amax(dim=(1, 2, 3, 4)) - half.amin(dim=(1, 2, 3, 4))).cpu()
-    choice = decide(scores, rng, base.flow_path, base.path_values, carried)
+    choice = decide(scores, rng, base.flow_path, base.path_values, carried,
+                    [sub.flow for sub, _, _ in built if sub.has_flow])
     base.time_mix.copy_(choice.still_share)
     base.flow_mix.copy_(choice.moving)
     base.path_mix.copy_(choice.path_share)
