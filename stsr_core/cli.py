@@ -559,6 +559,11 @@ def _print_time_choice(r: dict, names: List[str]) -> None:
     db = r["held_out_db"]
     print(f"time choice  on held-out steps of the half series (dB per variable): common "
           f"choice {r.get('common')}, paths {'bent' if r.get('bend') else 'straight'}")
+    carried = r.get("carried_gain_db", {}).get("reversed", [])
+    if carried:
+        print("             at the real gap, a step carried ahead by the motion before it "
+              "beats the motion reversed by (dB): "
+              + ", ".join(f"{n} {g:.2f}" for n, g in zip(names, carried)))
     for i, n in enumerate(names):
         cells = ", ".join(f"{k} {v[i]:.2f}" for k, v in db.items() if i < len(v))
         print(f"  {n:<20s} {cells}")

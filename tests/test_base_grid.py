@@ -93,7 +93,7 @@ def test_the_time_budget_bounds_the_fit_to_the_data_and_says_what_it_cut():
     # model/time_select.py), and the model follows what it said
     choice = tm.info.history["time_choice"]
     gain = torch.tensor(choice["motion_gain_db"])              # [V] moving minus still, dB
-    common = float(gain.mean()) > -time_select.STILL_MARGIN_DB
+    common = float(gain.mean()) > time_select.MOVE_MARGIN_DB
     assert choice["common"] == ("moving" if common else "still"), choice
     moving = gain > (-time_select.OWN_MARGIN_DB if common else time_select.OWN_MARGIN_DB)
     assert torch.equal(tm.model.base.flow_mix.cpu(), moving.float()), (choice, moving)

@@ -37,7 +37,8 @@ from .error_estimate import calibrate, error_grid
 from .spline_boundary import choose_boundary
 from .grid_plan import (GridPlan, lattice_axes, linear_matrix, separable, share_fields,
                         spline_matrix)
-from .time_select import chain_options, chain_pairs, chains, choose, half_chains, half_step
+from .time_select import (carried_scores, chain_options, chain_pairs, chains, choose,
+                          half_chains, half_step)
 
 BASE_TIMES = ("select", "auto", "linear", "cubic", "flow")
 SPLINE_BOUNDARIES = ("select", "natural")   # the spline's faces: chosen per variable, or all
@@ -452,8 +453,10 @@ class SplineBase(nn.Module):
             self.flow_mix.copy_(mix[:, 1])
         elif half is not None:
             chains_built = list(half_chains(self, half, chain_fits, half_opts))
+            carried = carried_scores({k: r.levels[max(r.levels, key=math.prod)]
+                                      for k, r in resampled.items()}, fits[:n - 1])
             choose(self, half, chains_built, None if end is None else
-                   end - 0.5 * (end - time.perf_counter()))
+                   end - 0.5 * (end - time.perf_counter()), carried)
         else:                         # two kept steps: nothing to hold out
             self.flow_mix.fill_(1.0)
             self.selection = {"reason": "2 kept steps: nothing to hold out; "
