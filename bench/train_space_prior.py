@@ -38,12 +38,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:           # run as a file: the repository's packages
     sys.path.insert(0, ROOT)
 
-from stsr_core.model.space_prior import (PriorNet, WEIGHTS_PATH, gather_fine,  # noqa: E402
-                                         parameter_count, save_weights,
-                                         spline_on_fine_lattice)
+from stsr_core.model.space_prior import (MSE_FLOOR, PriorNet, WEIGHTS_PATH,  # noqa: E402
+                                         gather_fine, log_ratio, parameter_count,
+                                         save_weights, spline_on_fine_lattice, valid_mask)
 
 DEFAULT_CACHE = os.path.join(ROOT, "bench", "data", "prior_cache")
-MSE_FLOOR = 1e-8     # normalised units (range 2): residuals below ~86 dB count as that
 
 
 def seed_list(text: str) -> List[int]:
@@ -124,25 +123,11 @@ class Pool:
         return torch.stack(xs)[:, None].contiguous(), gather_fine(torch.stack(ys))
 
 
-def valid_mask(n: int) -> torch.Tensor:
-    """[1, 7, n, n, n]: 1 where a sub-lattice point lies inside the fine lattice."""
-    return gather_fine(torch.ones(1, 2 * n - 1, 2 * n - 1, 2 * n - 1))
-
-
-def log_ratio(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Per sample log((MSE left + floor) / (MSE of the residual + floor)) [B], over the fine
-    lattice's points (the coarse points, where both are 0, included: a PSNR over the grid)."""
-    count = mask.sum() * 8 / 7
-    left = ((pred - target) ** 2 * mask).flatten(1).sum(1) / count
-    base = (target ** 2 * mask).flatten(1).sum(1) / count
-    return torch.log((left + MSE_FLOOR) / (base + MSE_FLOOR))
-
-
 def gains_db(net: PriorNet, pool: Pool, batch: int = 8) -> List[float]:
     """Per sample the PSNR gain (dB) of spline + residual over the spline on the fine
     lattice (floored as in training)."""
     out: List[float] = []
-    mask = valid_mask(pool.coarse.shape[1])
+    mask = valid_mask(pool.coarse.shape[1:])
     net.eval()
     with torch.no_grad():
         for s in range(0, len(pool), batch):
@@ -195,7 +180,7 @@ def train(pool: Pool, val: Pool, a: argparse.Namespace, log=print) -> Tuple[Prio
         gen.set_state(ck["gen"])
         record = ck["record"]
         log(f"resumed at step {record['step']} ({record['train_s']:.0f} s trained)")
-    mask = valid_mask(pool.coarse.shape[1])
+    mask = valid_mask(pool.coarse.shape[1:])
     step = int(record["step"])
     t_run = time.perf_counter()
     spent0 = float(record["train_s"])

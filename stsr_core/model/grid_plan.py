@@ -102,6 +102,11 @@ class GridPlan:
     # a piece: per axis the local coordinates (first, last) the warps' lookup grid is cut
     # to; None: the whole [-1, 1]
     warp_spans: Optional[List[Tuple[float, float]]] = None
+    # x, y, z local coordinates of the warps' lookup grid's points (None: not planned)
+    warp_axes: Optional[List[torch.Tensor]] = None
+    # the spatial prior's lattice matrices of the output grid ("spline") and the warps'
+    # grid ("warp"), made when first needed (SplineBase._fine)
+    fine: Dict[str, List[torch.Tensor]] = field(default_factory=dict)
 
     def to_lookup(self, axis: int, local: torch.Tensor) -> torch.Tensor:
         """Local coordinates along ``axis`` as ``grid_sample`` addresses the warps' lookup

@@ -229,23 +229,35 @@ def load_weights(path: Optional[str] = None) -> PriorNet:
     return net.requires_grad_(False).eval()
 
 
-def state_of(net: PriorNet) -> Dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in net.state_dict().items()}
-
-
 def copy_net(net: PriorNet) -> PriorNet:
     """A trainable copy of ``net`` (the start of a fine-tuning)."""
     out = PriorNet(**net.settings())
-    out.load_state_dict(state_of(net))
-    return out.to(next(net.parameters()).device)
+    out.load_state_dict({k: v.detach().clone() for k, v in net.state_dict().items()})
+    return out.to(next(net.parameters()).device).requires_grad_(True).train()
 
 
 def parameter_count(net: nn.Module) -> int:
     return sum(p.numel() for p in net.parameters())
 
 
-def list_settings(nets: List[PriorNet]) -> List[Dict[str, int]]:
-    return [n.settings() for n in nets]
+# --- training (offline: bench/train_space_prior.py; on a model's series: space_tune.py) -----
+MSE_FLOOR = 1e-8     # normalised units (range 2): residuals below ~86 dB count as that
+
+
+def valid_mask(dims: Sequence[int], device: Optional[torch.device] = None) -> torch.Tensor:
+    """[1, SUB, Z, Y, X]: 1 where a sub-lattice point of a grid of ``dims`` (z, y, x) lies
+    inside its fine lattice."""
+    return gather_fine(torch.ones((1,) + fine_dims(dims), device=device))
+
+
+def log_ratio(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per field log((MSE left + floor) / (MSE of the residual + floor)) [B], over the
+    fine lattice's points under ``mask`` (the data's points, where both are 0, counted as
+    well: a PSNR over the grid): -ln 10 / 10 times the field's change of PSNR."""
+    count = mask.flatten(1).sum(1) * 8 / 7
+    left = ((pred - target) ** 2 * mask).flatten(1).sum(1) / count
+    base = (target ** 2 * mask).flatten(1).sum(1) / count
+    return torch.log((left + MSE_FLOOR) / (base + MSE_FLOOR))
 
 
 def spline_on_fine_lattice(values: torch.Tensor) -> torch.Tensor:

@@ -31,6 +31,7 @@ from .time_basis import (cross_validated_mix, displacement_grid_dims, fit_displa
 from .error_estimate import calibrate, error_grid
 from .grid_plan import (GridPlan, lattice_axes, linear_matrix, separable, share_fields,
                         spline_matrix)
+from .space_residual import SpaceResidual, fine_matrices
 from .time_select import chain_options, chain_pairs, chains, choose, half_chains, half_series
 
 BASE_TIMES = ("select", "auto", "linear", "cubic", "flow")
@@ -114,6 +115,11 @@ class SplineBase(nn.Module):
         # ``stride`` (its attribute) times coarser and carried to the output grid (see
         # _weighted_sides; side_weights.py)
         self.side_weights: Optional[nn.Module] = None
+        # the spatial prior (space_residual.py): per variable a learned correction of the
+        # kept steps' fields between the data's points, or None (the spline alone); every
+        # evaluation of a kept step's field adds it, so the steps between them get it
+        # through the paths
+        self.space: Optional[SpaceResidual] = None
         # error_estimate.py: per variable the scales of the indicators in space and in time
         # (0: no estimate; model files written before it hold none)
         self.register_buffer("error_scale", torch.zeros(2, self.n_vars))
@@ -133,6 +139,48 @@ class SplineBase(nn.Module):
         self._path_slopes = {}
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
+    def slot_coef(self, k: int) -> torch.Tensor:
+        """Slot ``k``'s spline coefficients [V, Z+2, Y+2, X+2] (detached): every read of one
+        kept step's coefficients goes through here, so that the storage behind it may hold
+        only the slots in use."""
+        return self.coef[k].detach()
+
+    def slot_residual(self, k: int):
+        """Kept step ``k``'s learned correction (space_residual.Residual) or None."""
+        if self.space is None:
+            return None
+        return self.space.slot_residual(self.slot_coef(k), k)
+
+    def kept_field(self, k: int, mats: Sequence[torch.Tensor],
+                   fine: Callable[[], Sequence[torch.Tensor]],
+                   out: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Kept step ``k``'s field (normalised units) on the grid whose per-axis spline
+        matrices (x, y, z) are ``mats`` -> [V, Zo, Yo, Xo]: the spline through the step's
+        data plus, for the variables that use it, the spatial prior's correction (``fine()``
+        gives the same grid's matrices for the prior's lattice, asked for only then).
+        Every evaluation of a kept step's field on a grid goes through here."""
+        f = separable(self.slot_coef(k), mats, out=out)
+        if self.space is not None:
+            self.space.add_grid(f, [(self.slot_residual(k), 1.0)], fine)
+        return f
+
+    def _fine(self, plan: "GridPlan", which: str) -> Callable[[], Sequence[torch.Tensor]]:
+        """The prior's lattice matrices of the plan's output (``spline``) or warps'
+        (``warp``) grid, made when first asked for and kept on the plan."""
+        def make() -> Sequence[torch.Tensor]:
+            got = plan.fine.get(which)
+            if got is None:
+                axes = plan.axes if which == "spline" else plan.warp_axes
+                got = plan.fine[which] = fine_matrices(axes, self.dims)
+            return got
+        return make
+
+    def _residual_at(self, k: int, p: torch.Tensor) -> Optional[torch.Tensor]:
+        """Kept step ``k``'s correction at local points ``p`` [N, 3] -> [N, V] or None."""
+        if self.space is None:
+            return None
+        return self.space.sample(self.slot_residual(k), p, self.n_vars)
+
     def slopes_at(self, k: int) -> torch.Tensor:
         """Slot ``k``'s slopes in time [V, Z+2, Y+2, X+2]: trained ones, or the natural
         cubic spline's through the coefficients (a row of [T, T] @ coef: derived per slot
@@ -148,6 +196,8 @@ class SplineBase(nn.Module):
         and, where kept apart from them, the natural spline's slopes in time."""
         for t in range(self.n_slots):          # one slot at a time: bounded memory
             self.coef[t].copy_(bspline_coefficients(data[:, t].to(torch.float32)))
+        if self.space is not None:
+            self.space.clear()
         if self.hermite and self.slopes is not None:
             self.slopes.copy_(torch.tensordot(self.slope_matrix.to(self.coef), self.coef,
                                               dims=([1], [0])))
@@ -374,9 +424,9 @@ class SplineBase(nn.Module):
         for jj in torch.unique(j).tolist():
             sel = (j == jj).nonzero(as_tuple=True)[0]
             p, wj = pts[sel], w[sel]
-            a = bspline_sample(self.coef[jj:jj + 1], p)                       # [n, V]
+            a = self._slot_sample(jj, p)                                       # [n, V]
             if self.n_slots > 1 and bool((wj > 0).any()):
-                b = bspline_sample(self.coef[jj + 1:jj + 2], p)
+                b = self._slot_sample(jj + 1, p)
                 line = a + wj * (b - a)
                 if self.hermite:
                     d0 = bspline_sample(self.slopes_at(jj)[None], p)
@@ -389,6 +439,13 @@ class SplineBase(nn.Module):
                 a = line
             out[sel] = a
         return out
+
+    def _slot_sample(self, k: int, p: torch.Tensor) -> torch.Tensor:
+        """Kept step ``k``'s field at local points ``p`` [N, 3] -> [N, V]: the spline and
+        the prior's correction where a variable uses it."""
+        v = bspline_sample(self.coef[k:k + 1], p)
+        r = self._residual_at(k, p)
+        return v if r is None else v + r
 
     # --- evaluation on a regular grid ---------------------------------------------------------
     def plan_grid(self, axes: Sequence[torch.Tensor],
@@ -424,7 +481,7 @@ class SplineBase(nn.Module):
         if whole:
             warp = [m if f is a else spline_matrix(f, n)
                     for m, f, a, n in zip(spline, fine, full, self.dims)]
-            return GridPlan(spline, linear, sub, warp)
+            return GridPlan(spline, linear, sub, warp, warp_axes=fine)
         reach = [0.0, 0.0, 0.0]            # the largest displacement per axis (local units)
         if self.has_flow and self.flow.numel():
             reach = self.flow.abs().amax(dim=(0, 2, 3, 4))
@@ -447,7 +504,7 @@ class SplineBase(nn.Module):
             spans.append((-1.0, 1.0) if (i0, i1) == (0, m - 1) else
                          (i0 * 2.0 / (m - 1) - 1.0, i1 * 2.0 / (m - 1) - 1.0))
         warp = [spline_matrix(f, n) for f, n in zip(cut, self.dims)]
-        return GridPlan(spline, linear, sub, warp, warp_spans=spans)
+        return GridPlan(spline, linear, sub, warp, warp_spans=spans, warp_axes=cut)
 
     @torch.no_grad()
     def evaluate_grid(self, plan: "GridPlan", t: float) -> torch.Tensor:
@@ -463,7 +520,7 @@ class SplineBase(nn.Module):
             out = plan.buffer("out", coef, (self.n_vars,) + plan.shape)
             if plan.warp_on_output and self.has_flow:      # the field the warps use too
                 return out.copy_(self._slot_field(plan, k))
-            return separable(coef[k], plan.spline, out=out)
+            return self.kept_field(k, plan.spline, self._fine(plan, "spline"), out=out)
         m = self.flow_mix if self.has_flow else torch.zeros_like(coef[0, :, 0, 0, 0])
         c = self.time_mix if self.hermite else torch.zeros_like(m)
         # the part that is not moved, on the data's coefficients: (1 - m) linear + c (cubic -
@@ -486,6 +543,11 @@ class SplineBase(nn.Module):
             else:
                 out = plan.buffer("out", coef, shape).zero_().index_copy_(
                     0, idx, separable(comb, plan.spline))
+            if self.space is not None:   # the prior's correction of the unmoved part
+                still = torch.where(some, 1 - m, torch.zeros_like(m))
+                self.space.add_grid(out, [(self.slot_residual(j), still * (1 - w)),
+                                          (self.slot_residual(j + 1), still * w)],
+                                    self._fine(plan, "spline"))
         moving = m != 0
         if bool(moving.all()):
             # nothing still (the usual case): looked up straight into the output's buffer
@@ -522,7 +584,7 @@ class SplineBase(nn.Module):
         f = plan.fields.get(k)
         if f is None:
             plan.fields = {i: v for i, v in plan.fields.items() if abs(i - k) == 1}
-            f = plan.fields[k] = separable(self.coef[k].detach(), plan.warp_spline)
+            f = plan.fields[k] = self.kept_field(k, plan.warp_spline, self._fine(plan, "warp"))
         return f
 
     def _path_field(self, plan: "GridPlan", k: int) -> torch.Tensor:
@@ -597,6 +659,10 @@ class SplineBase(nn.Module):
             coef = self.coef.detach()
             for side in (0, 1):
                 out[side, still] = separable(coef[j + side, still], plan.spline)
+                if self.space is not None:       # the prior's correction, still ones only
+                    self.space.add_grid(out[side], [(self.slot_residual(j + side),
+                                                     (m == 0).to(out.dtype))],
+                                        self._fine(plan, "spline"))
         if len(moving):
             self._interval_paths(plan, j)
             ends = tuple(self._slot_field(plan, j + side) for side in (0, 1))
@@ -723,8 +789,8 @@ class SplineBase(nn.Module):
             shift = 0.5 * wj * (1 - wj) * self._flow_at(jj, p, self.accelerations()[jj])
         back = (p - wj * disp + shift).clamp(-1.0, 1.0)
         ahead = (p + (1 - wj) * disp + shift).clamp(-1.0, 1.0)
-        v0 = bspline_sample(self.coef[jj:jj + 1], back)
-        v1 = bspline_sample(self.coef[jj + 1:jj + 2], ahead)
+        v0 = self._slot_sample(jj, back)
+        v1 = self._slot_sample(jj + 1, ahead)
         out = (1 - wj) * v0 + wj * v1
         if bool((self.path_mix != 0).any()):
             h = float(self.slot_times[jj + 1] - self.slot_times[jj])
