@@ -124,6 +124,8 @@ def _start_run(series: VolumeSeries, preset: str, tcfg: TrainConfig,
         info.history["time_choice"] = dict(choice)
     if getattr(model, "correction", None) is not None:
         info.history["learned"] = dict(model.correction.report)
+    if getattr(model, "space_report", None):    # the spatial prior's choice (stsr info)
+        info.history["space_prior"] = dict(model.space_report)
     tm = TrainedModel(model, info, mcfg, tcfg)
     return _Run(tm, data, optimizer, init_s=time.perf_counter() - t_init,
                 init_cancelled=cancelled)
