@@ -117,7 +117,8 @@ def test_a_kept_step_keeps_its_data_and_every_path_adds_the_same_correction():
     # a piece of the grid (an MPI rank's, a streamed one) holds the whole grid's numbers
     whole = base.evaluate_grid(base.plan_grid(axes), 0.4).clone()
     piece = base.evaluate_grid(base.plan_grid(axes, box=(3, 20, 0, 20, 5, 14)), 0.4)
-    assert float((piece - whole[:, 5:15, 0:21, 3:21]).abs().max()) < 1e-5
+    assert float((piece - whole[:, 5:15, 0:21, 3:21]).abs().max()) < \
+        1e-5 * float(whole.abs().max())                    # float32 rounding
 
 
 def front_series(n: int = 17, steps: int = 3) -> VolumeSeries:
