@@ -39,8 +39,9 @@ if ROOT not in sys.path:           # run as a file: the repository's packages
     sys.path.insert(0, ROOT)
 
 from stsr_core.model.space_prior import (MSE_FLOOR, PriorNet, WEIGHTS_PATH,  # noqa: E402
-                                         gather_fine, log_ratio, parameter_count,
-                                         save_weights, spline_on_fine_lattice, valid_mask)
+                                         detail, gather_fine, inputs, log_ratio,
+                                         parameter_count, random_crop, save_weights,
+                                         spline_on_fine_lattice, valid_mask)
 
 DEFAULT_CACHE = os.path.join(ROOT, "bench", "data", "prior_cache")
 
@@ -195,7 +196,8 @@ def train(pool: Pool, val: Pool, a: argparse.Namespace, log=print) -> Tuple[Prio
             group["lr"] = a.lr * rate(step, spent)
         idx = torch.randint(len(pool), (a.batch,), generator=gen).tolist()
         x, y = pool.batch(idx, gen)
-        loss = log_ratio(net(x), y, mask).mean()
+        (feats, scale, y), part = random_crop([inputs(x), detail(x), y], mask, a.crop, gen)
+        loss = log_ratio(net.body(feats, scale), y, part).mean()
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), a.clip)
@@ -251,7 +253,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--blocks", type=int, default=4)
     p.add_argument("--steps", type=int, default=20000)
     p.add_argument("--hours", type=float, default=2.5, help="training time limit (stage 2)")
-    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--batch", type=int, default=6)
+    p.add_argument("--crop", type=int, default=25, help="coarse points per axis of the "
+                   "random crop each step trains on (the samples' faces stay in when it "
+                   "reaches them; the crop's inner faces are left out of the loss)")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--warmup", type=int, default=300)
     p.add_argument("--clip", type=float, default=1.0)
@@ -296,6 +301,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "kinds": KINDS, "kind_weights": WEIGHTS,
         "train_seeds": a.train_seeds, "val_seeds": a.val_seeds,
         "settings": {"stem": a.stem, "width": a.width, "blocks": a.blocks, "steps": a.steps,
+                     "crop": a.crop,
                      "hours": a.hours, "batch": a.batch, "lr": a.lr, "warmup": a.warmup,
                      "clip": a.clip, "seed": a.seed, "mse_floor": MSE_FLOOR},
         "parameters": parameter_count(net),

@@ -95,7 +95,7 @@ def test_a_kept_step_keeps_its_data_and_every_path_adds_the_same_correction():
     data = space_prior.node_values(base.coef[1].detach())          # the kept step's data
     own = base.plan_grid([torch.linspace(-1.0, 1.0, n) for n in base.dims])
     np.testing.assert_allclose(base.evaluate_grid(own, 0.0).numpy(), data.numpy(),
-                               atol=1e-5)
+                               atol=1e-4)              # float32 rounding of the prefilter
     axes = [torch.linspace(-1.0, 1.0, 2 * (n - 1) + 1) for n in base.dims]
     with_prior = base.evaluate_grid(base.plan_grid(axes), 0.0).clone()
     space, base.space = base.space, None
@@ -113,7 +113,8 @@ def test_a_kept_step_keeps_its_data_and_every_path_adds_the_same_correction():
     pts = torch.stack([xx, yy, zz, torch.zeros_like(xx)], -1).reshape(-1, 4)
     with torch.no_grad():
         points = base(pts).t().reshape(with_prior.shape)
-    np.testing.assert_allclose(points.numpy(), with_prior.numpy(), atol=1e-4)
+    np.testing.assert_allclose(points.numpy(), with_prior.numpy(),
+                               atol=5e-5 * float(with_prior.abs().max()))   # float32 lookups
     # a piece of the grid (an MPI rank's, a streamed one) holds the whole grid's numbers
     whole = base.evaluate_grid(base.plan_grid(axes), 0.4).clone()
     piece = base.evaluate_grid(base.plan_grid(axes, box=(3, 20, 0, 20, 5, 14)), 0.4)
@@ -135,17 +136,24 @@ def front_series(n: int = 17, steps: int = 3) -> VolumeSeries:
                         origin=(0, 0, 0), spacing=(1, 1, 1))
 
 
-def test_the_gate_turns_the_prior_off_on_noise_and_on_a_field_the_spline_gets_exactly(
-        tmp_path):
+def test_the_gate_keeps_a_network_only_where_it_gains_and_never_on_an_exact_field(tmp_path):
     path = str(tmp_path / "gate.stsr")
     tm = api.fit(front_series(), device="cpu", checkpoint_path=path,
                  model_overrides={**QUICK, "space_prior": "gate"})
     r = tm.info.history["space_prior"]
     names = tm.info.variables
     decision = dict(zip(names, r["decision"]))
-    assert decision["noise"] == "base" and decision["ramp"] == "base", r
-    assert r["gain_db_shipped"][names.index("noise")] < 0.1
+    assert decision["ramp"] == "base", r       # the spline is exact: nothing to gain
     assert r["gain_db_shipped"][names.index("ramp")] <= 0.0
+    for i, n in enumerate(names):             # each choice is the best score, by the margin
+        gains = {"shipped": r["gain_db_shipped"][i], "tuned": r["gain_db_tuned"][i]}
+        gains = {k: v for k, v in gains.items() if v is not None}
+        if decision[n] == "base":
+            assert all(g < r["margin_db"] for g in gains.values()), (n, r)
+        else:
+            assert gains[decision[n]] == max(gains.values()) >= r["margin_db"], (n, r)
+    assert tm.model.base.space.use.tolist() == [
+        ["base", "shipped", "tuned"].index(decision[n]) for n in names]
     # stsr info prints each decision and the scores behind it
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
@@ -156,6 +164,25 @@ def test_the_gate_turns_the_prior_off_on_noise_and_on_a_field_the_spline_gets_ex
         line = next(ln for ln in text.splitlines() if ln.strip().startswith(n + " ")
                     and "dB ->" in ln)
         assert ("the spline alone" in line) == (decision[n] == "base"), line
+
+
+def test_the_gate_turns_off_a_network_that_hurts(monkeypatch):
+    """A network that only adds error (random weights as the shipped one, no time to
+    fine-tune it): every variable keeps the spline alone."""
+    monkeypatch.setattr(SpaceResidual, "shipped", lambda self: random_net())
+    tm = api.fit(front_series(), device="cpu",
+                 model_overrides={**QUICK, "space_prior": "gate", "space_tune_s": 0.0})
+    r = tm.info.history["space_prior"]
+    assert r["decision"] == ["base"] * 3, r
+    names = tm.info.variables
+    for n in ("front", "noise"):
+        assert r["gain_db_shipped"][names.index(n)] < 0.0, r
+    assert not tm.model.base.space.active()
+    g = api.output_grid(tm.info.grid, scale=2)
+    off = api.fit(front_series(), device="cpu", model_overrides={**QUICK})
+    a, b = api.predict_timestep(tm, 1.0, g), api.predict_timestep(off, 1.0, g)
+    for n in a:
+        np.testing.assert_array_equal(a[n], b[n])
 
 
 @pytest.mark.parametrize("mode", ["shipped", "tuned"])

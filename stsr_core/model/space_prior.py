@@ -97,6 +97,15 @@ def detail(x: torch.Tensor) -> torch.Tensor:
     return F.max_pool3d(total, 5, stride=1, padding=2)
 
 
+def inputs(x: torch.Tensor) -> torch.Tensor:
+    """What the network reads per data cell, from ``x`` [B, 1, Z, Y, X]: the data point and
+    what the spline through the whole field says at the cell's other points of the fine
+    lattice, relative to it -> [B, 1 + SUB, Z, Y, X] (the spline's prefilter is global:
+    computed on the whole field, before any slab is cut)."""
+    base = gather_fine(spline_on_fine_lattice(x[:, 0]))                  # [B, SUB, ...]
+    return torch.cat([x, base - x], dim=1)
+
+
 class PriorNet(nn.Module):
     """``[B, 1, Z, Y, X]`` normalised kept steps -> ``[B, SUB, Z, Y, X]`` the residual at
     the fine lattice's points of each data cell other than the data point (normalised
@@ -106,7 +115,7 @@ class PriorNet(nn.Module):
     def __init__(self, stem: int = 16, width: int = 32, blocks: int = 4):
         super().__init__()
         self.stem_width, self.width, self.blocks = int(stem), int(width), int(blocks)
-        self.stem = nn.Conv3d(1, stem, 3, padding=1)
+        self.stem = nn.Conv3d(1 + SUB, stem, 3, padding=1)
         self.fold = nn.Conv3d(8 * stem, width, 1)
         self.trunk = nn.ModuleList([nn.Conv3d(width, width, 3, padding=1)
                                     for _ in range(blocks)])
@@ -117,14 +126,19 @@ class PriorNet(nn.Module):
             self.head.bias.zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z, y, xx = x.shape[2:]
-        s = F.gelu(self.stem(x))                                         # [B, S, Z, Y, X]
+        return self.body(inputs(x), detail(x))
+
+    def body(self, feats: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """The network on :func:`inputs` [B, 1 + SUB, Z, Y, X], its output times ``scale``
+        [B, 1, Z, Y, X] (:func:`detail`)."""
+        z, y, xx = feats.shape[2:]
+        s = F.gelu(self.stem(feats))                                     # [B, S, Z, Y, X]
         h = F.gelu(self.fold(space_to_depth(s)))                         # [B, W, Z/2, ...]
         for conv in self.trunk:
             h = h + F.gelu(conv(h))
         u = depth_to_space(self.unfold(h), self.stem_width)[..., :z, :y, :xx]
         out = self.head(F.gelu(torch.cat([u, s], dim=1)))                # [B, SUB, Z, Y, X]
-        return out * detail(x)
+        return out * scale
 
     def settings(self) -> Dict[str, int]:
         return {"stem": self.stem_width, "width": self.width, "blocks": self.blocks}
@@ -173,13 +187,14 @@ def _run(net: PriorNet, x: torch.Tensor) -> torch.Tensor:
     a halo when the grid is deep (bounded memory; the same numbers as one pass, since the
     halo is wider than the receptive field and slabs start on even planes)."""
     z = x.shape[1]
+    feats, scale = inputs(x[:, None]), detail(x[:, None])
     if z <= SLAB + 2 * HALO:
-        return net(x[:, None])
+        return net.body(feats, scale)
     out = x.new_empty((x.shape[0], SUB) + tuple(x.shape[1:]))
     for z0 in range(0, z, SLAB):
         z1 = min(z, z0 + SLAB)
         a, b = max(0, z0 - HALO), min(z, z1 + HALO)
-        out[:, :, z0:z1] = net(x[:, None, a:b])[:, :, z0 - a:z1 - a]
+        out[:, :, z0:z1] = net.body(feats[:, :, a:b], scale[:, :, a:b])[:, :, z0 - a:z1 - a]
     return out
 
 
@@ -282,6 +297,31 @@ def log_ratio(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> t
     left = ((pred - target) ** 2 * mask).flatten(1).sum(1) / count
     base = (target ** 2 * mask).flatten(1).sum(1) / count
     return torch.log((left + MSE_FLOOR) / (base + MSE_FLOOR))
+
+
+def random_crop(tensors: Sequence[torch.Tensor], mask: torch.Tensor, size: int,
+                gen: torch.Generator, margin: int = 4) -> Tuple[List[torch.Tensor], torch.Tensor]:
+    """``tensors`` ([B, C, Z, Y, X] each: the network's inputs, its scale, the target) and
+    the loss ``mask`` [1, SUB, Z, Y, X] cut to at most ``size`` points per axis at one random
+    place; the mask is 0 within ``margin`` points of the cut's inner faces, where the
+    network sees an edge the data does not have (the data's own faces stay in)."""
+    cut = []
+    for d, n in enumerate(mask.shape[2:]):
+        if n <= size:
+            cut.append(slice(0, n))
+            continue
+        a = int(torch.randint(0, n - size + 1, (), generator=gen))
+        cut.append(slice(a, a + size))
+        inner = torch.ones(n, device=mask.device)
+        if a > 0:
+            inner[a:a + margin] = 0
+        if a + size < n:
+            inner[a + size - margin:a + size] = 0
+        shape = [1, 1, 1, 1, 1]
+        shape[d + 2] = n
+        mask = mask * inner.view(shape)
+    sl = (slice(None), slice(None)) + tuple(cut)
+    return [t[sl] for t in tensors], mask[sl]
 
 
 def spline_on_fine_lattice(values: torch.Tensor) -> torch.Tensor:

@@ -27,8 +27,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from .space_prior import (PriorNet, copy_net, gather_fine, log_ratio, normalise,
-                          spline_on_fine_lattice, valid_mask)
+from .space_prior import (PriorNet, copy_net, detail, gather_fine, inputs, log_ratio,
+                          normalise, random_crop, spline_on_fine_lattice, valid_mask)
 from .space_residual import USES, SpaceResidual
 
 GATE_MARGIN_DB = 0.1     # the least gain one level down for a variable to use a network
@@ -108,35 +108,22 @@ def _per_var(gains: torch.Tensor, pairs: Pairs, rows: Sequence[int], n_vars: int
 
 
 def _batch(pairs: Pairs, rows: Sequence[int], gen: torch.Generator
-           ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Pairs ``rows``' inputs [B, 1, ...], targets [B, SUB, ...] and loss mask
-    [1, SUB, ...], cut to at most :data:`CROP` points per axis at one random place (the
-    crop's inner faces, where the network sees an edge the data does not have, left out of
-    the loss), under a random flip and sign."""
-    x, y = pairs.inputs[list(rows)], pairs.targets[list(rows)]
-    mask = valid_mask(x.shape[1:], x.device)                             # [1, SUB, ...]
-    cut = []
-    for d, n in enumerate(x.shape[1:]):
-        if n <= CROP:
-            cut.append(slice(0, n))
-            continue
-        a = int(torch.randint(0, n - CROP + 1, (), generator=gen))
-        cut.append(slice(a, a + CROP))
-        inner = torch.ones(n, device=x.device)
-        if a > 0:
-            inner[a:a + CROP_MARGIN] = 0
-        if a + CROP < n:
-            inner[a + CROP - CROP_MARGIN:a + CROP] = 0
-        shape = [1, 1, 1, 1, 1]
-        shape[d + 2] = n
-        mask = mask * inner.view(shape)
-    x = x[(slice(None),) + tuple(cut)][:, None]
-    y, mask = (t[(slice(None), slice(None)) + tuple(cut)] for t in (y, mask))
+           ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Pairs ``rows`` under a random flip and sign: the network's inputs and scale (from
+    the whole fields, as at inference), the targets and the loss mask, cut to at most
+    :data:`CROP` points per axis at one random place (space_prior.random_crop)."""
+    x, y = pairs.inputs[list(rows)][:, None], pairs.targets[list(rows)]
     flips = [d + 2 for d in range(3) if torch.rand((), generator=gen) < 0.5]
     if flips:
-        x, y, mask = x.flip(flips), y.flip(flips), mask.flip(flips)
+        x, y = x.flip(flips), y.flip(flips)
     sign = -1.0 if torch.rand((), generator=gen) < 0.5 else 1.0
-    return sign * x, sign * y, mask
+    x, y = sign * x, sign * y
+    mask = valid_mask(x.shape[2:], x.device)
+    if flips:
+        mask = mask.flip(flips)
+    (feats, scale, y), mask = random_crop([inputs(x), detail(x), y], mask, CROP, gen,
+                                          CROP_MARGIN)
+    return feats, scale, y, mask
 
 
 def fine_tune(net: PriorNet, pairs: Pairs, rows: Sequence[int], deadline: float,
@@ -149,8 +136,8 @@ def fine_tune(net: PriorNet, pairs: Pairs, rows: Sequence[int], deadline: float,
     steps = 0
     while steps < TUNE_MAX_STEPS and time.perf_counter() < deadline and not stop():
         pick = torch.randint(len(rows), (min(TUNE_BATCH, len(rows)),), generator=gen)
-        x, y, mask = _batch(pairs, [rows[i] for i in pick.tolist()], gen)
-        loss = log_ratio(tuned(x), y, mask).mean()
+        feats, scale, y, mask = _batch(pairs, [rows[i] for i in pick.tolist()], gen)
+        loss = log_ratio(tuned.body(feats, scale), y, mask).mean()
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(tuned.parameters(), 1.0)
@@ -196,7 +183,7 @@ def choose(space: SpaceResidual, data: torch.Tensor, mode: str,
     scored_rows = held_rows or rows
     g_ship = _per_var(_gains(shipped, pairs, scored_rows), pairs, scored_rows, n_vars)
     tuned, steps, g_tune = None, 0, [None] * n_vars
-    tune_end = t0 + tune_s
+    tune_end = time.perf_counter() + tune_s           # the fine-tuning's own seconds
     if budget_s is not None:
         tune_end = min(tune_end, t0 + budget_s - _scoring_reserve(time.perf_counter() - t0))
     if mode != "shipped" and held_rows and time.perf_counter() < tune_end:
