@@ -197,7 +197,7 @@ def train(pool: Pool, val: Pool, a: argparse.Namespace, log=print) -> Tuple[Prio
         idx = torch.randint(len(pool), (a.batch,), generator=gen).tolist()
         x, y = pool.batch(idx, gen)
         (feats, scale, y), part = random_crop([inputs(x), detail(x), y], mask, a.crop, gen)
-        loss = log_ratio(net.body(feats, scale), y, part).mean()
+        loss = log_ratio(net.body(feats, scale), y, part, a.floor).mean()
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), a.clip)
@@ -260,6 +260,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--warmup", type=int, default=300)
     p.add_argument("--clip", type=float, default=1.0)
+    p.add_argument("--floor", type=float, default=MSE_FLOOR, help="the loss's MSE floor "
+                   "(normalised units, range 2): fields better than it count as it")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--log-every", type=int, default=50)
@@ -303,7 +305,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "settings": {"stem": a.stem, "width": a.width, "blocks": a.blocks, "steps": a.steps,
                      "crop": a.crop,
                      "hours": a.hours, "batch": a.batch, "lr": a.lr, "warmup": a.warmup,
-                     "clip": a.clip, "seed": a.seed, "mse_floor": MSE_FLOOR},
+                     "clip": a.clip, "seed": a.seed, "mse_floor": a.floor},
         "parameters": parameter_count(net),
         "steps_done": record["step"],
         "loss_curve": {"columns": ["step", "seconds", "train gain dB (running)"],

@@ -289,14 +289,15 @@ def valid_mask(dims: Sequence[int], device: Optional[torch.device] = None) -> to
     return gather_fine(torch.ones((1,) + fine_dims(dims), device=device))
 
 
-def log_ratio(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def log_ratio(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
+              floor: float = MSE_FLOOR) -> torch.Tensor:
     """Per field log((MSE left + floor) / (MSE of the residual + floor)) [B], over the
     fine lattice's points under ``mask`` (the data's points, where both are 0, counted as
     well: a PSNR over the grid): -ln 10 / 10 times the field's change of PSNR."""
     count = mask.flatten(1).sum(1) * 8 / 7
     left = ((pred - target) ** 2 * mask).flatten(1).sum(1) / count
     base = (target ** 2 * mask).flatten(1).sum(1) / count
-    return torch.log((left + MSE_FLOOR) / (base + MSE_FLOOR))
+    return torch.log((left + floor) / (base + floor))
 
 
 def random_crop(tensors: Sequence[torch.Tensor], mask: torch.Tensor, size: int,
