@@ -4,7 +4,7 @@
 PY := .venv/bin/python
 STSR := .venv/bin/stsr
 
-.PHONY: setup demo test test-long pytest fuzz bench bench-quick bench-between bench-scale bench-learning \
+.PHONY: setup demo test test-long pytest fuzz bench bench-quick bench-between bench-scale bench-learning bench-slabs gpu-check \
 	train-side-weights train-prior clean
 
 setup:
@@ -47,6 +47,17 @@ bench-between: setup
 
 bench-scale: setup
 	$(PY) -m bench.scale $(ARGS)
+
+# Issue 29's benchmark: the slabbed upscale on a 129^3 x 17 tornado against SciPy + VTK in the
+# same run, PSNR with and without the compiled lookups, and the cost over output sizes 65^3 to
+# 513^3 with the default budget and --max-memory 1GB (about 20 minutes; ARGS="--sizes 65,129")
+bench-slabs: setup
+	$(PY) -m bench.slab_scale $(ARGS)
+
+# Issue 29's CUDA checks (tests and rates, under 5 minutes) where a GPU is at hand;
+# ARGS=cpu runs the same on the CPU
+gpu-check: setup
+	bash bench/gpu_check.sh $(ARGS)
 
 # Issue 17's benchmark: the learned correction (preset liif) against the base it corrects
 # (about 45 minutes on 2 cores; ARGS="--datasets tornado --scales 2 --budgets 2=1" etc.)

@@ -32,7 +32,7 @@ if ROOT not in sys.path:
 from stsr_core.io import read_series, write_series  # noqa: E402
 from stsr_core.model.encodings import bspline_coefficients  # noqa: E402
 from stsr_core.model.grid_plan import lattice_axes, separable, spline_matrix  # noqa: E402
-from stsr_core.model.space_prior import (load_weights, residual_coefficients,  # noqa: E402
+from stsr_core.model.space_prior import (load_weights, residual_values,  # noqa: E402
                                          WEIGHTS_PATH)
 from stsr_core.model.space_residual import fine_matrices  # noqa: E402
 from stsr_core.series import VolumeSeries  # noqa: E402
@@ -88,7 +88,7 @@ def evaluate(series: VolumeSeries, nets: Dict[str, torch.nn.Module], scale: int,
             rows["spline"].append(psnr(base, truth))
             for k, net in nets.items():
                 t0 = time.perf_counter()
-                res = separable(residual_coefficients(net, coarse[None]), fmats)[0]
+                res = separable(residual_values(net, coarse[None]), fmats)[0]
                 secs[k] += time.perf_counter() - t0
                 rows.setdefault(k, []).append(psnr(base + res, truth))
         out[name] = {k: round(float(np.mean([v for v in vals if math.isfinite(v)])), 3)

@@ -181,10 +181,10 @@ def cost(name: str, a: argparse.Namespace) -> Dict[str, object]:
             shutil.rmtree(target, ignore_errors=True)
     net = models["shipped"].model.base.space.shipped()
     field = torch.from_numpy(coarse.variables[next(iter(coarse.variables))][0])[None]
-    from stsr_core.model.space_prior import residual_coefficients
+    from stsr_core.model.space_prior import residual_values
     t0 = time.perf_counter()
     for _ in range(3):
-        residual_coefficients(net, field)
+        residual_values(net, field)
     return {"compute_s": out, "ratio": round(min(out["shipped"]) / min(out["off"]), 3),
             "network_s_per_field": round((time.perf_counter() - t0) / 3, 3),
             "coarse": list(coarse.grid.dims), "variables": len(coarse.variables),

@@ -202,7 +202,7 @@ def _output_properties(scale, min_scale):
             _boolean("ErrorEstimate", "_error", True,
                      doc="Also output NAME_error arrays: the estimated local absolute error "
                          "(same units; about 90 % of points lie below it), for models that "
-                         "have one (preset liif)."))
+                         "have one (every fit of the fast preset, and preset liif)."))
 
 
 def _timestep_values():
@@ -279,7 +279,8 @@ def _image(api, tm, t, g, ext, progress=None, error=False):
     estimate's arrays too), placed in the whole grid."""
     from stsr_core.io.vti import image_from_series
     from stsr_core.series import VolumeSeries
-    values = api.predict_timestep(tm, t, g, progress=progress, extent=ext, error=error)
+    values = api.predict_timestep(tm, t, g, progress=progress, extent=ext, error=error,
+                                  max_memory=_rank_budget())
     if values is None:
         return None
     g = api.sub_grid(g, ext)
@@ -300,6 +301,16 @@ def _mpi_controller():
         return None
     c = vtkMultiProcessController.GetGlobalController()
     return c if c is not None and c.GetNumberOfProcesses() > 1 else None
+
+
+def _rank_budget():
+    """Under MPI each rank's share of the default memory budget (the ranks of a node
+    split it; each computes its piece slab by slab within it), else None (the default)."""
+    controller = _mpi_controller()
+    if controller is None:
+        return None
+    from stsr_core.slabs import default_max_memory
+    return default_max_memory(share=controller.GetNumberOfProcesses())
 
 
 def _broadcast_model(controller, data, error):

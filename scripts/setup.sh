@@ -44,5 +44,5 @@ SITE=$($PY -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
 cp scripts/stsr_getargspec_shim.py "$SITE/stsr_getargspec_shim.py"
 echo "import stsr_getargspec_shim" > "$SITE/stsr_getargspec_shim.pth"
 
-$PY -c "import torch, stsr_core, vtkmodules, h5py, netCDF4, lz4.block; print('[setup] ok: torch', torch.__version__, \
+$PY -c "import torch, numba, stsr_core, vtkmodules, h5py, netCDF4, lz4.block; print('[setup] ok: torch', torch.__version__, \
 'stsr_core', stsr_core.__version__)"

@@ -21,7 +21,7 @@ from .io.stream import COMPRESSIONS, DEFAULT_COMPRESSION
 
 if TYPE_CHECKING:
     from . import api
-    from .series import VolumeSeries
+    from .fitdata import FitSource
 
 DEVICE_HELP = f"where to compute: {', '.join(DEVICES)} (auto: CUDA when available)"
 # every writer's compressions, first the ones every format has
@@ -145,7 +145,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write the seconds spent computing and writing as JSON")
     u.add_argument("--no-error", dest="error", action="store_false",
                    help="leave out the error estimate's arrays (NAME_error, written by "
-                        "default for models that have one: preset liif)")
+                        "default for every model that has one: every fit of the default "
+                        "preset, and preset liif)")
+    u.add_argument("--max-memory", metavar="SIZE", type=_size,
+                   help="the most memory the upscale may use, e.g. 1GB or 512MB (default: "
+                        "half the available memory, at most 2 GB); the output is computed "
+                        "in slabs that fit, or refused at once when the smallest does not")
     u.add_argument("--device", default="auto", choices=DEVICES, help=DEVICE_HELP)
     u.add_argument("--overwrite", action="store_true", help="replace existing output")
     u.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -203,17 +208,19 @@ class _Progress:
         self.bar = None
         self.desc = desc
         self.last = 0.0
-        if not quiet:
-            try:
-                from tqdm import tqdm
-                self.bar = tqdm(total=1000, desc=desc, file=sys.stderr,
-                                bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining} {postfix}")
-            except ImportError:
-                self.bar = None
+        self.started = False     # drawn at the first update: an error before it stays one line
 
     def update(self, fraction: float, postfix: str = "") -> None:
         if self.quiet:
             return
+        if not self.started:
+            self.started = True
+            try:
+                from tqdm import tqdm
+                self.bar = tqdm(total=1000, desc=self.desc, file=sys.stderr,
+                                bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining} {postfix}")
+            except ImportError:
+                self.bar = None
         if self.bar is not None:
             self.bar.n = int(1000 * min(1.0, fraction))
             if postfix:
@@ -276,14 +283,14 @@ def _prepare_fit(a: argparse.Namespace, main: bool) -> tuple:
     """What fit needs, checked before any work: the data, the model to resume (or None)
     and the settings' overrides."""
     from . import api
-    from .io import read_series
+    from .fitdata import open_source
     if a.resume:
         if not os.path.exists(a.output):
             raise StsrError(f"--resume: model file '{a.output}' does not exist")
     else:
         _check_new_output(a.output, a.overwrite)
         apply_settings(*get_preset(a.preset), a.settings, f"preset '{a.preset}'")  # fail early
-    series = read_series(a.input, arrays=a.arrays)
+    series = open_source(a.input, arrays=a.arrays)      # read a step at a time by the fit
     if main:
         print(f"read {a.input}: {len(series.variables)} variable(s) "
               f"{', '.join(series.variables)}; grid {series.dims[0]}x{series.dims[1]}x"
@@ -306,7 +313,7 @@ def _prepare_fit(a: argparse.Namespace, main: bool) -> tuple:
     return series, resume, model_overrides, overrides
 
 
-def _fit(a: argparse.Namespace, main: bool, series: "VolumeSeries",
+def _fit(a: argparse.Namespace, main: bool, series: "FitSource",
          resume: Optional["api.TrainedModel"], model_overrides: dict, overrides: dict) -> int:
     from . import api
     bar = _Progress(a.quiet, "training")
@@ -352,6 +359,15 @@ def _fit(a: argparse.Namespace, main: bool, series: "VolumeSeries",
     return code
 
 
+def _size(text: str) -> int:
+    """--max-memory's value: bytes with a unit (1GB, 512MB)."""
+    from .slabs import parse_bytes
+    try:
+        return parse_bytes(text)
+    except StsrError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def cmd_upscale(a: argparse.Namespace) -> int:
     with _process_group(a) as main:
         return _upscale(a, main)
@@ -375,7 +391,7 @@ def _upscale(a: argparse.Namespace, main: bool) -> int:
         r = api.upscale(tm, a.output, scale=a.scale, dims=a.dims, time_scale=a.time_scale,
                         times=times, format=a.format, compression=a.compression,
                         overwrite=a.overwrite, error=a.error,
-                        callback=lambda f: bar.update(f))
+                        callback=lambda f: bar.update(f), max_memory=a.max_memory)
     finally:
         bar.close()
     g = r["grid"]
@@ -677,6 +693,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return code
 
 
+def _first_line(exc: BaseException) -> str:
+    """The gist of an allocator's message (torch's carries a C++ location before it)."""
+    text = str(exc) or type(exc).__name__
+    return text.split("] ")[-1].splitlines()[0][:200]
+
+
 def _run(args: argparse.Namespace) -> int:
     """The command, with its user errors and signals as one line and an exit status."""
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
@@ -684,6 +706,14 @@ def _run(args: argparse.Namespace) -> int:
         return COMMANDS[args.command](args)
     except StsrError as exc:
         print(f"stsr: error: {exc}", file=sys.stderr)
+        return 2
+    except (MemoryError, RuntimeError) as exc:   # past the memory plan: still one line
+        if not isinstance(exc, MemoryError) and "allocate" not in str(exc):
+            raise
+        lower = " or fit fewer variables (--arrays)" if args.command == "fit" else ""
+        print(f"stsr: error: {args.command} ran out of memory ({_first_line(exc)}); files "
+              "it writes are only renamed into place when complete; free memory or use a "
+              f"machine with more{lower}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
         what, code = _stopped(signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT)

@@ -30,7 +30,7 @@ def apply_umask(path: str) -> None:
 def write_error(what: str, exc: OSError, kept: str) -> StsrError:
     """The error for ``what`` (e.g. "'m.stsr'") that could not be written because of
     ``exc``; ``kept`` says what the user still has."""
-    why = exc.strerror or str(exc)
+    why = " ".join((exc.strerror or str(exc)).split())     # HDF5's messages span lines
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        why = f"the disk is full ({why})"
+        why = f"the disk is full ({os.strerror(exc.errno)})"
     return StsrError(f"cannot write {what}: {why}; {kept}")

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import shutil
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple, Union
 
-import numpy as np
 import torch
 
 from . import distributed
@@ -18,8 +20,13 @@ from .blocks import normalise_times
 from .config import DEFAULT_PRESET, TrainConfig, preset as get_preset
 from .errors import StsrError
 from .kinds import build_model
+from .model import kernels
+from .model.slots import FileSlots
 from .model import FieldModel
-from .normalize import compute_stats
+from .fitdata import (FitSource, NormalisedSteps, check_memory, fit_source, plan_fit,
+                      scan_stats)
+from .io.base import SeriesReader
+from .normalize import VariableStats
 from .series import VolumeSeries
 from .train import (BatchSampler, ProgressCallback, TrainProgress, budget_fraction,
                     budget_seconds, make_optimizer, resolve_device, train_loop)
@@ -44,8 +51,10 @@ class _Run:
     """What a training run starts from: a fresh model fitted to the data, or a saved one."""
 
     tm: TrainedModel
-    data: torch.Tensor              # [V, T, Z, Y, X] normalised, on the model's device
+    data: Optional[torch.Tensor]    # [V, T, Z, Y, X] normalised on the model's device, for
+                                    # training on samples; None when nothing is trained
     optimizer: Optional[torch.optim.Optimizer]    # None: nothing to train (the base alone)
+    device: torch.device
     start_step: int = 0
     start_elapsed: float = 0.0
     init_s: float = 0.0             # the model's fit to the data (counts as training time)
@@ -73,30 +82,75 @@ def _prepare_device(tcfg: TrainConfig) -> torch.device:
     return dev
 
 
-def _normalised_data(info: ModelInfo, series: VolumeSeries, dev: torch.device) -> torch.Tensor:
-    data = np.stack([info.stats[n].normalise(series.variables[n]) for n in info.variables])
-    return torch.from_numpy(data).to(dev)                               # [V, T, Z, Y, X]
+def _trains_on_samples(mcfg: Any) -> bool:
+    """Whether a model of this config is trained on samples of the whole series (a network,
+    or the learned correction), which then is held in memory, normalised."""
+    return mcfg.kind != "fast" or bool(mcfg.network) or mcfg.base == "none" or bool(mcfg.learn)
 
 
-def _start_run(series: VolumeSeries, preset: str, tcfg: TrainConfig,
+def _prepare(src: FitSource, preset: str, mcfg: Any,
+             stats: Optional[Dict[str, VariableStats]] = None,
+             trains: Optional[bool] = None,
+             slots_folder: Optional[str] = None) -> Dict[str, VariableStats]:
+    """Before any work: the memory plan (one line when it does not fit, see fitdata.py),
+    then the statistics from one pass over the steps (``stats`` given: a saved model's,
+    only the values checked when the series is trained on). ``slots_folder``: where the
+    base's coefficients are kept instead of memory (see :func:`_slots_folder`)."""
+    trains = _trains_on_samples(mcfg) if trains is None else trains
+    spline = mcfg.kind == "fast" and mcfg.base == "spline"
+    if spline:       # the compiled kernels' code mapped before the plan counts what is left
+        kernels.warm_up()
+    plan = plan_fit(src, trains, spline, spline and bool(mcfg.base_trainable) and trains,
+                    getattr(mcfg, "base_time", "select"), slots_folder is not None)
+    check_memory(plan, src, preset, trains)
+    if stats is None:
+        return scan_stats(src)
+    if trains:
+        scan_stats(src)                                  # NaN/Inf refused as for a new fit
+    return stats
+
+
+def _slots_folder(src: FitSource, mcfg: Any, near: Optional[str]) -> Optional[str]:
+    """Where the fast base keeps its coefficients while a series on disk is fitted: a
+    scratch file beside the model file ``near`` (or in the temporary folder), so that the
+    fit holds a step at a time, not a model the size of the data; None (in memory) for a
+    series in memory, a base that is trained, or a disk without room for them."""
+    if src.series is not None or _trains_on_samples(mcfg) or mcfg.kind != "fast" \
+            or mcfg.base != "spline":
+        return None
+    folder = os.path.dirname(os.path.abspath(near)) if near else tempfile.gettempdir()
+    nx, ny, nz = src.dims
+    need = 4 * src.n_times * len(src.variables) * (nx + 2) * (ny + 2) * (nz + 2)
+    try:
+        room = shutil.disk_usage(folder).free
+    except OSError:
+        return None
+    return folder if room > 2 * need + (64 << 20) else None   # and the model file's room
+
+
+def _start_run(src: FitSource, preset: str, tcfg: TrainConfig,
                model_overrides: Optional[Dict[str, Any]],
-               callback: Optional[ProgressCallback]) -> _Run:
-    """A new model of ``series``: built from the preset and fitted to the data (the fast
-    base's spline and displacement fits), which counts as training time."""
+               callback: Optional[ProgressCallback], near: Optional[str] = None) -> _Run:
+    """A new model of ``src``: built from the preset and fitted to the data (the fast
+    base's spline and displacement fits, reading the steps one at a time), which counts as
+    training time; the whole series is held, normalised, only to train on samples."""
     mcfg = _apply_overrides(get_preset(preset)[0], model_overrides, "model")
+    folder = _slots_folder(src, mcfg, near)
+    stats = distributed.together(lambda: _prepare(src, preset, mcfg, slots_folder=folder),
+                                 "checking the memory and reading the statistics")
     dev = _prepare_device(tcfg)
-    names = list(series.variables)
-    info = ModelInfo(variables=names, components={k: list(v) for k, v in
-                                                  series.components.items()},
-                     stats=compute_stats(series), grid=series.grid,
-                     times=[float(t) for t in series.times],
+    info = ModelInfo(variables=list(src.variables), components={k: list(v) for k, v in
+                                                               src.components.items()},
+                     stats=stats, grid=src.grid, times=[float(t) for t in src.times],
                      heads=int(getattr(mcfg, "heads", 1)), preset=preset,
-                     metadata=dict(series.metadata))
+                     metadata=dict(src.metadata))
     try:
         model = build_model(mcfg, info.field_spec()).to(dev)
     except ValueError as exc:        # a setting out of range, e.g. base_time="flw"
         raise StsrError(f"preset '{preset}' with the given settings: {exc}") from None
-    data = _normalised_data(info, series, dev)
+    if folder is not None:        # the coefficients to a file as they are made (slots.py)
+        model.base.keep_slots_in(FileSlots.scratch(folder, model.base.slots_shape()))
+    steps = NormalisedSteps(src, info.stats, dev)
     optimizer = _optimizer(model, tcfg)
     t_init = time.perf_counter()
     # the fit to the data's share of the progress bar when no time budget measures it:
@@ -113,7 +167,7 @@ def _start_run(series: VolumeSeries, preset: str, tcfg: TrainConfig,
     # the fit to the data counts against the time budget: it may use most of it
     budget = budget_seconds(tcfg)
     cancelled = model.init_from_data(
-        data, progress=init_progress if callback is not None else None,
+        steps, progress=init_progress if callback is not None else None,
         budget_s=None if budget is None else INIT_BUDGET_SHARE * budget) is False
     if distributed.active():     # one rank stopped (a signal to it alone): none trains
         cancelled = distributed.any_rank(cancelled, "agreeing whether the fit was stopped")
@@ -127,8 +181,9 @@ def _start_run(series: VolumeSeries, preset: str, tcfg: TrainConfig,
     if getattr(model, "space_report", None):    # the spatial prior's choice (stsr info)
         info.history["space_prior"] = dict(model.space_report)
     tm = TrainedModel(model, info, mcfg, tcfg)
-    return _Run(tm, data, optimizer, init_s=time.perf_counter() - t_init,
-                init_cancelled=cancelled)
+    init_s = time.perf_counter() - t_init
+    data = steps.whole() if optimizer is not None and not cancelled else None
+    return _Run(tm, data, optimizer, dev, init_s=init_s, init_cancelled=cancelled)
 
 
 def _optimizer(model: FieldModel, tcfg: TrainConfig) -> Optional[torch.optim.Optimizer]:
@@ -138,9 +193,14 @@ def _optimizer(model: FieldModel, tcfg: TrainConfig) -> Optional[torch.optim.Opt
     return make_optimizer(model, tcfg)
 
 
-def _resume_run(resume: TrainedModel, series: VolumeSeries, tcfg: TrainConfig) -> _Run:
-    """A saved model and its optimiser state, to train on with a new budget."""
-    check_compatible(resume, series)
+def _resume_run(resume: TrainedModel, src: FitSource, tcfg: TrainConfig) -> _Run:
+    """A saved model and its optimiser state, to train on with a new budget (the series is
+    read, normalised with the model's statistics, only when there is something to train)."""
+    check_compatible(resume, src)
+    trains = any(p.requires_grad for p in resume.model.parameters())
+    distributed.together(lambda: _prepare(src, resume.info.preset, resume.model_config,
+                                          resume.info.stats, trains),
+                         "checking the memory and the data")
     dev = _prepare_device(tcfg)
     model = resume.model.to(dev)
     optimizer = _optimizer(model, tcfg)
@@ -154,9 +214,10 @@ def _resume_run(resume: TrainedModel, series: VolumeSeries, tcfg: TrainConfig) -
             group.setdefault("base_lr", group["lr"])
     h = resume.info.history
     tm = TrainedModel(model, resume.info, resume.model_config, tcfg)
-    return _Run(tm, _normalised_data(resume.info, series, dev), optimizer,
-                start_step=int(h.get("steps", 0)), start_elapsed=float(h.get("elapsed_s", 0.0)),
-                resumed=True)
+    data = (NormalisedSteps(src, resume.info.stats, dev).whole() if optimizer is not None
+            else None)
+    return _Run(tm, data, optimizer, dev, start_step=int(h.get("steps", 0)),
+                start_elapsed=float(h.get("elapsed_s", 0.0)), resumed=True)
 
 
 def _train(run: _Run, callback: Optional[ProgressCallback],
@@ -186,7 +247,7 @@ def _train(run: _Run, callback: Optional[ProgressCallback],
         part, forward, weight = None, None, 1.0
         if distributed.world_size() > 1:   # data-parallel: each rank its slice of the batch
             part, forward, weight = _data_parallel(model, tcfg)
-        sampler = BatchSampler(run.data, info.layout, times_norm,
+        sampler = BatchSampler(run.data, info.layout, times_norm,  # type: ignore[arg-type]
                                seed=tcfg.seed + run.start_step, part=part)
         with distributed.collective("training (the gradients' all-reduce)"):
             hist = train_loop(model, sampler, tcfg, optimizer, start_step=run.start_step,
@@ -197,7 +258,7 @@ def _train(run: _Run, callback: Optional[ProgressCallback],
     info.history.update(hist)
     if not run.resumed:
         info.history["init_s"] = run.init_s
-    info.history.update({"device": str(run.data.device), "n_parameters": tm.n_parameters(),
+    info.history.update({"device": str(run.device), "n_parameters": tm.n_parameters(),
                          "torch": str(torch.__version__),
                          "processes": distributed.world_size()})
     tm.optimizer_state = optimizer.state_dict() if optimizer is not None else None
@@ -229,13 +290,18 @@ def _data_parallel(model: FieldModel, tcfg: TrainConfig
     return (start, start + batch), ddp, weight
 
 
-def fit(series: VolumeSeries, preset: str = DEFAULT_PRESET, *, steps: Optional[int] = None,
-        max_minutes: Optional[float] = None, device: str = "auto", seed: Optional[int] = None,
+def fit(series: Union[VolumeSeries, SeriesReader, FitSource], preset: str = DEFAULT_PRESET,
+        *, steps: Optional[int] = None, max_minutes: Optional[float] = None,
+        device: str = "auto", seed: Optional[int] = None,
         callback: Optional[ProgressCallback] = None, checkpoint_path: Optional[str] = None,
         resume: Optional[TrainedModel] = None,
         model_overrides: Optional[Dict[str, Any]] = None,
         train_overrides: Optional[Dict[str, Any]] = None) -> TrainedModel:
-    """Train a model of every variable of ``series``.
+    """Train a model of every variable of ``series``: a :class:`VolumeSeries` in memory
+    (never copied whole: its steps are normalised one at a time), or a series on disk (a
+    step reader, :func:`stsr_core.io.open_series_reader`, or :func:`fitdata.open_source`),
+    read one step at a time. Before any work the fit's memory plan is checked against what
+    this process may use (one line saying what is needed when it does not fit).
 
     Budget: ``steps`` and/or ``max_minutes`` replace the preset's; when only one is given the
     other limit is lifted. ``callback`` gets a :class:`TrainProgress` every ``log_every``
@@ -253,12 +319,11 @@ def fit(series: VolumeSeries, preset: str = DEFAULT_PRESET, *, steps: Optional[i
     """
     if not distributed.is_main():
         checkpoint_path = None
-    series.validate()
-    series.check_finite()
+    src = fit_source(series)
     base_tcfg = resume.train_config if resume is not None else get_preset(preset)[1]
     tcfg = _train_config(base_tcfg, train_overrides, steps, max_minutes, device, seed)
     if resume is not None:
-        run = _resume_run(resume, series, tcfg)
+        run = _resume_run(resume, src, tcfg)
     else:
-        run = _start_run(series, preset, tcfg, model_overrides, callback)
+        run = _start_run(src, preset, tcfg, model_overrides, callback, checkpoint_path)
     return _train(run, callback, checkpoint_path)

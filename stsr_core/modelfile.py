@@ -27,13 +27,17 @@ import hashlib
 import io
 import json
 import os
+import sys
 import tempfile
-from typing import Any, Dict, Iterator, Optional
+import zipfile
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 
 from .errors import StsrError
 from .files import apply_umask, write_error
+from .model.slots import FileSlots
 
 FORMAT_NAME = "stsr-inr-model"
 FORMAT_VERSION = 4   # 2: fast models gained the spline base; 3: its time interpolation;
@@ -83,7 +87,7 @@ def write_atomic(path: str, payload: Dict[str, Any]) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             recorder = _WriteErrors(f)
-            torch.save(payload, recorder)
+            torch.save(_in_memory(payload), recorder)
             f.flush()
             os.fsync(f.fileno())
         apply_umask(tmp)
@@ -102,23 +106,43 @@ def to_bytes(payload: Dict[str, Any]) -> bytes:
     """A payload as the bytes its model file would hold (to send a model to other
     processes without a shared file system)."""
     buf = io.BytesIO()
-    torch.save(payload, buf)
+    torch.save(_in_memory(payload), buf)
     return buf.getvalue()
 
 
-def read(path: str, data: Optional[bytes] = None) -> Dict[str, Any]:
+def _in_memory(payload: Dict[str, Any]) -> Dict[str, Any]:
+    """``payload`` with weights kept in a file (:class:`FileSlots`) read into memory, as
+    ``torch.save`` needs them."""
+    sd = payload.get("state_dict")
+    if not isinstance(sd, dict) or not any(isinstance(v, FileSlots) for v in sd.values()):
+        return payload
+    return {**payload, "state_dict": {k: v.whole() if isinstance(v, FileSlots) else v
+                                      for k, v in sd.items()}}
+
+
+def read(path: str, data: Optional[bytes] = None, lazy: Sequence[str] = ()) -> Dict[str, Any]:
     """The payload of model file ``path``, or of the bytes ``data`` a model file held
-    (``path`` then only names it in messages), checked."""
+    (``path`` then only names it in messages), checked. The weights named in ``lazy`` (of
+    a file, when stored as one contiguous float32 [T, ...] block) are not read but given as
+    :class:`FileSlots` reading the file a slot at a time; every byte is still checked
+    against the checksum, a few MB at a time."""
     if data is None and not os.path.exists(path):
         raise StsrError(f"model file '{path}' does not exist")
     if data is None and os.path.isdir(path):
         raise StsrError(f"model file '{path}' is a folder, not a file")
-    try:
-        payload = torch.load(path if data is None else io.BytesIO(data), map_location="cpu",
-                             weights_only=True)
-    except Exception as exc:  # torch raises many types for damaged files
-        raise StsrError(f"'{path}' is damaged or not an stsr model file (it cannot be read "
-                        f"as one: {type(exc).__name__})") from None
+    payload = None
+    if data is None and lazy:
+        try:
+            payload = _read_lazily(path, lazy)
+        except Exception:  # noqa: BLE001 - read it whole instead (that says what is wrong)
+            payload = None
+    if payload is None:
+        try:
+            payload = torch.load(path if data is None else io.BytesIO(data),
+                                 map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch raises many types for damaged files
+            raise StsrError(f"'{path}' is damaged or not an stsr model file (it cannot be "
+                            f"read as one: {type(exc).__name__})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT_NAME:
         raise StsrError(f"'{path}' is not an stsr model file")
     version = payload.get("version")
@@ -134,12 +158,12 @@ def read(path: str, data: Optional[bytes] = None) -> Dict[str, Any]:
         if not isinstance(payload[key], dict):
             raise StsrError(f"model file '{path}' is inconsistent: its '{key}' is a "
                             f"{type(payload[key]).__name__}, not a table")
-    if not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+    if not all(isinstance(k, str) and isinstance(v, (torch.Tensor, FileSlots))
                for k, v in payload["state_dict"].items()):
         raise StsrError(f"model file '{path}' is inconsistent: its weights are not all "
                         "named tensors")
-    bad = [k for k, t in payload["state_dict"].items()
-           if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    digest, not_finite = _digest(payload)
+    bad = [k for k, t in payload["state_dict"].items() if k in not_finite]
     if bad:                   # a diverged fit is never saved: this file was made otherwise
         raise StsrError(f"model file '{path}' is inconsistent: its weights {bad[:3]} hold "
                         "NaN/Inf values")
@@ -147,7 +171,7 @@ def read(path: str, data: Optional[bytes] = None) -> Dict[str, Any]:
     if isinstance(step, bool) or not isinstance(step, int) or step < 0:
         raise StsrError(f"model file '{path}' is inconsistent: its step count is {step!r}, "
                         "not a whole number")
-    if "checksum" in payload and payload["checksum"] != checksum(payload):
+    if "checksum" in payload and payload["checksum"] != digest:
         raise StsrError(f"model file '{path}' is damaged: its contents do not match the "
                         "checksum written with them (changed or corrupted since it was "
                         "saved); use a copy or fit anew")
@@ -157,16 +181,77 @@ def read(path: str, data: Optional[bytes] = None) -> Dict[str, Any]:
 def checksum(payload: Dict[str, Any]) -> str:
     """SHA-256 of a payload's weights (their bytes, in name order) and of everything else
     but the checksum itself (as sorted JSON): written with the model, checked on load."""
+    return _digest(payload)[0]
+
+
+def _digest(payload: Dict[str, Any]) -> Tuple[str, List[str]]:
+    """:func:`checksum`, and the floating-point weights holding NaN/Inf (found in the same
+    pass over their bytes: a file's slots are read once)."""
     h = hashlib.sha256()
+    bad: List[str] = []
     for name in sorted(payload["state_dict"]):
-        t = payload["state_dict"][name].detach().cpu().contiguous()
+        t = payload["state_dict"][name]
         h.update(name.encode())
         h.update(str((tuple(t.shape), str(t.dtype))).encode())
+        if isinstance(t, FileSlots):
+            finite = True
+            for chunk in t.chunks():
+                h.update(chunk.view(np.uint8))
+                finite = finite and bool(np.isfinite(chunk).all())
+            if not finite:
+                bad.append(name)
+            continue
+        t = t.detach().cpu().contiguous()
         flat = t.reshape(-1)                 # a 0-d tensor's bytes too (same bytes otherwise)
         h.update(flat.view(torch.uint8).numpy() if t.numel() else b"")
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            bad.append(name)
     rest = {k: v for k, v in payload.items() if k not in ("state_dict", "checksum")}
     h.update(json.dumps(rest, sort_keys=True, default=str).encode())
-    return h.hexdigest()
+    return h.hexdigest(), bad
+
+
+def _read_lazily(path: str, lazy: Sequence[str]) -> Dict[str, Any]:
+    """The payload of a model file with the weights named in ``lazy`` left in the file
+    (:class:`FileSlots`) and every other tensor read: ``torch.load`` onto the meta device
+    says where each tensor's bytes are, which are then read at those offsets."""
+    with zipfile.ZipFile(path) as z:            # the byte order the tensors were saved in
+        order = [z.read(n) for n in z.namelist() if n.endswith("/byteorder")]
+    if order and order[0].decode() != sys.byteorder:
+        raise ValueError("another byte order")
+    meta = torch.load(path, map_location="meta", weights_only=True)
+    read: Dict[int, torch.UntypedStorage] = {}
+
+    with open(path, "rb") as fh:
+        def real(t: torch.Tensor) -> torch.Tensor:
+            st = t.untyped_storage()
+            at, nbytes = int(st._checkpoint_offset), st.nbytes()
+            if nbytes == 0:
+                return torch.empty(t.shape, dtype=t.dtype)
+            if at not in read:
+                buf = bytearray(nbytes)
+                fh.seek(at)
+                if fh.readinto(buf) != nbytes:
+                    raise ValueError("truncated")
+                read[at] = torch.frombuffer(buf, dtype=torch.uint8).untyped_storage()
+            return torch.empty(0, dtype=t.dtype).set_(read[at], t.storage_offset(), t.shape,
+                                                      t.stride())
+
+        def walk(obj: Any, name: str = "") -> Any:
+            if isinstance(obj, torch.Tensor):
+                if name in lazy and obj.dtype == torch.float32 and obj.dim() >= 2 and \
+                        obj.is_contiguous() and obj.numel():
+                    at = int(obj.untyped_storage()._checkpoint_offset)
+                    return FileSlots.open(path, at + 4 * obj.storage_offset(), obj.shape)
+                return real(obj)
+            if isinstance(obj, dict):
+                return {k: walk(v, k if obj is sd else "") for k, v in obj.items()}
+            if isinstance(obj, (list, tuple)):
+                return type(obj)(walk(v) for v in obj)
+            return obj
+
+        sd = meta.get("state_dict") if isinstance(meta, dict) else None
+        return walk(meta)
 
 
 def read_resume_state(path: str, step: int) -> Optional[Dict[str, Any]]:

@@ -15,6 +15,7 @@ from .infer import DEFAULT_CHUNK, predict_grid
 from .normalize import VariableStats
 from .outputs import (Extent, check_extent, error_names, has_error_estimate, output_arrays,
                       output_grid, output_times, sub_grid)
+from . import slabs
 from .overlap import compute_and_write, to_host
 from .series import VolumeSeries
 from .trained import TrainedModel
@@ -54,7 +55,8 @@ def _local_axes(grid: Grid, grid_in: Grid, device: torch.device) -> List[torch.T
 def predict_timestep(tm: TrainedModel, t: float, grid: Grid, chunk: int = DEFAULT_CHUNK,
                      progress: Optional[Callable[[float], Optional[bool]]] = None,
                      extent: Optional[Sequence[int]] = None, error: bool = False,
-                     host: Optional[torch.Tensor] = None) -> Optional[Dict[str, np.ndarray]]:
+                     host: Optional[torch.Tensor] = None,
+                     max_memory: Optional[int] = None) -> Optional[Dict[str, np.ndarray]]:
     """Physical values of every variable at time ``t`` on ``grid``: name -> float32
     [Z, Y, X]; with ``extent`` (x0, x1, y0, y1, z0, z1, inclusive indices of ``grid``) on that
     box of it alone (an MPI or streamed piece: the same numbers as that region of the whole
@@ -64,10 +66,15 @@ def predict_timestep(tm: TrainedModel, t: float, grid: Grid, chunk: int = DEFAUL
     (tens of millions of points a second); other models and grids go through the model in
     chunks of ``chunk`` points. A learned correction is added on any grid or box. ``host``:
     a [V, Z, Y, X] host buffer the fast base's values are copied into (overlap.py; on CUDA
-    without waiting) instead of its reused evaluation buffer."""
+    without waiting) instead of its reused evaluation buffer. The fast base alone is
+    computed slab by slab (slabs.py) within ``max_memory`` (None: the default share)
+    besides the arrays returned."""
     info = tm.info
     tn = info.normalised_time(t)
     ext = check_extent(grid, extent)
+    if host is None and slabs.fast_base(tm) is not None and slabs.covers_bounds(tm, grid):
+        return slabs.predict_box(tm, t, grid, ext, error and has_error_estimate(tm),
+                                 max_memory, progress)
     box = None if ext == check_extent(grid, None) else ext
     plan = grid_plan(tm, grid, box)
     target = grid if box is None else sub_grid(grid, box)
@@ -135,49 +142,74 @@ def upscale(tm: TrainedModel, path: str, *, scale: Optional[float] = None,
             times: Optional[Sequence[float]] = None, format: Optional[str] = None,
             compression: Optional[str] = None, overwrite: bool = False, error: bool = True,
             callback: Optional[Callable[[float], Optional[bool]]] = None,
-            overlap: bool = True) -> Dict[str, Any]:
-    """The model on an output grid at output times, written to ``path`` one step at a time
-    (io/stream.py: checked for disk space first, each step complete before it is listed),
-    so memory stays bounded whatever the output size; with ``error`` (the default) and a
-    model that has one, the error estimate's arrays too. With ``overlap`` each step is
-    written on a thread while the next is computed (overlap.py; the same files as without);
-    ``callback`` hears the fraction of steps written. ``compression``: None is the format's
-    default (io/stream.py DEFAULT_COMPRESSION). Returns the timings: seconds spent
-    computing, writing and waiting for the writer, steps, points per step, files.
+            overlap: bool = True, max_memory: Optional[int] = None) -> Dict[str, Any]:
+    """The model on an output grid at output times, written to ``path``: the output is
+    checked (io/stream.py: format, existing files, disk space), then the memory planned
+    (slabs.py: the slab's rows within ``max_memory`` bytes, None: a default share of the
+    available memory; one error line before anything is computed when it cannot be met),
+    then the fast base computed interval by interval and slab by slab, each slab handed to
+    the writer as it comes, so memory is the plan's whatever the output's size. Other
+    models (a network, a learned correction) go step by step (overlap.py: each step written
+    on a thread while the next is computed). With ``error`` (the default) and a model that
+    has one, the error estimate's arrays too. ``callback`` hears the fraction done.
+    ``compression``: None is the format's default (io/stream.py DEFAULT_COMPRESSION).
+    Returns the timings: seconds spent computing, writing and waiting for the writer,
+    steps, points per step, files, and the memory plan.
 
     In a group of processes (:mod:`stsr_core.distributed`) every rank calls this alike: the
     output steps are shared out round-robin, each rank writes its steps' ``.vti`` files and
     rank 0 the ``.pvd`` once all are complete (a ``.pvd`` output only). The timings are
     then this rank's, with every rank's in ``ranks``."""
-    from .io.stream import open_series_writer
+    from .io import stream
     grid = output_grid(tm.info.grid, scale, dims)
     t_out = output_times(tm.info.times, time_scale, times)
     several = distributed.world_size() > 1
     mine = distributed.share(len(t_out)) if several else None
     error = error and has_error_estimate(tm)
     names, comps = output_arrays(tm, error)
-    with open_series_writer(path, grid, t_out, names, comps,
-                            format=format, compression=compression,
-                            overwrite=overwrite, metadata=tm.info.metadata,
-                            steps=mine) as writer:
-        plan = grid_plan(tm, grid)
-        if plan is not None:     # its buffers are reused: each step is copied out (overlap.py)
-            plan.reuse = True
-        try:
+    slabbed = slabs.fast_base(tm) is not None and slabs.covers_bounds(tm, grid)
+    memory = mem = None
+    opened: Dict[str, Any] = {}
+    if slabbed:
+        # the plan before any file: what the writer will hold is known from the output's
+        # path (io/stream.py writer_bytes, where the writers take slabs natively)
+        t_norm = [tm.info.normalised_time(float(t)) for t in t_out]
+        open_steps = max(len(g) for g in slabs.interval_groups(
+            tm.model.base, t_norm, list(range(len(t_out))) if mine is None else mine,
+            slabs.MIN_OPEN_STEPS))
+        ahead = getattr(stream, "writer_bytes", None)
+        if ahead is not None:
+            mem = slabs.plan_memory(
+                tm, grid, slabs.whole_box(grid), len(names), error, max_memory,
+                writer_bytes=lambda rows: ahead(path, grid, names, comps, rows, open_steps,
+                                                format=format, compression=compression,
+                                                metadata=tm.info.metadata))
+            opened["slab_rows"] = mem.rows
+    with stream.open_series_writer(path, grid, t_out, names, comps,
+                                   format=format, compression=compression,
+                                   overwrite=overwrite, metadata=tm.info.metadata,
+                                   steps=mine, **opened) as writer:
+        if slabbed:
+            if mem is None:       # a writer that gathers a step's slabs (io/base.py)
+                mem = slabs.plan_memory(
+                    tm, grid, slabs.whole_box(grid), len(names), error, max_memory,
+                    writer_bytes=lambda rows: writer.slab_bytes(rows, open_steps),
+                    row_multiple=getattr(writer, "row_multiple", 1))
+            memory = {"rows": mem.rows, "budget": mem.budget, "need": mem.need,
+                      "parts": mem.parts}
+            timings = slabs.write_slabs(tm, grid, t_out, writer.steps, writer, error, mem,
+                                        callback, overlap)
+        else:
             timings = compute_and_write(
-                lambda t, buf: predict_timestep(tm, t, grid, DEFAULT_CHUNK, error=error,
-                                                host=buf),
-                t_out, writer.steps, writer, None if plan is None else
-                (len(tm.info.variables),) + grid.shape, tm.device, callback, overlap)
-            files = writer.close()
-        finally:
-            tm.plan = None       # its buffers are reused: no later query may see them
+                lambda t, buf: predict_timestep(tm, t, grid, DEFAULT_CHUNK, error=error),
+                t_out, writer.steps, writer, None, tm.device, callback, overlap)
+        files = writer.close()
     n_mine = len(t_out) if mine is None else len(mine)
     compute_s, write_s = timings["compute_s"], timings["write_s"]
     out = {"compute_s": compute_s, "write_s": write_s, "wait_s": timings["wait_s"],
            "steps": n_mine,
            "points_per_step": grid.n_points, "grid": grid, "files": files,
-           "processes": distributed.world_size()}
+           "processes": distributed.world_size(), "memory": memory}
     if several:
         out["ranks"] = distributed.all_gather_objects(
             {"compute_s": compute_s, "write_s": write_s, "wait_s": timings["wait_s"],

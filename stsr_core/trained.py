@@ -3,6 +3,7 @@ its settings, and its model file (save, load, bytes for other processes, and whe
 matches a series). The file's layout and atomic writes are :mod:`stsr_core.modelfile`'s."""
 from __future__ import annotations
 
+import itertools
 import math
 import os
 from dataclasses import dataclass, field
@@ -18,9 +19,16 @@ from .errors import StsrError
 from .grid import Grid
 from .kinds import build_model
 from .model import FieldModel, FieldSpec
+from .model.slots import FileSlots
+from .model.spline_base import SplineBase
 from .normalize import VariableStats, stats_from_lists, stats_to_lists
-from .series import VolumeSeries
 from .train import resolve_device
+
+
+# model files this large keep the fast base's coefficients in the file when loaded (read a
+# slot at a time): below it a model is read whole, as it always was
+LAZY_MIN_BYTES = 256 * 1000 ** 2
+LAZY_WEIGHTS = ("base.coef",)
 
 
 @dataclass
@@ -99,14 +107,18 @@ class TrainedModel:
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        return next(itertools.chain(self.model.parameters(), self.model.buffers())).device
 
     def n_parameters(self) -> int:
-        return sum(p.numel() for p in self.model.parameters())
+        """The model's values: its parameters, and the slots it keeps in a file."""
+        in_files = sum(math.prod(m.slots_in_file().shape) for m in self.model.modules()
+                       if isinstance(m, SplineBase) and m.slots_in_file() is not None)
+        return sum(p.numel() for p in self.model.parameters()) + in_files
 
 
 def _payload(tm: TrainedModel) -> Dict[str, Any]:
-    state = {k: v.detach().cpu() for k, v in tm.model.state_dict().items()}
+    state = {k: v if isinstance(v, FileSlots) else v.detach().cpu()
+             for k, v in tm.model.state_dict().items()}
     payload = {"format": modelfile.FORMAT_NAME, "version": modelfile.FORMAT_VERSION,
                "model_config": config_to_dict(tm.model_config),
                "train_config": config_to_dict(tm.train_config),
@@ -137,11 +149,16 @@ def model_bytes(tm: TrainedModel) -> bytes:
     return modelfile.to_bytes(_payload(tm))
 
 
-def load_model(path: str, device: str = "auto", data: Optional[bytes] = None
-               ) -> TrainedModel:
+def load_model(path: str, device: str = "auto", data: Optional[bytes] = None,
+               lazy: Optional[bool] = None) -> TrainedModel:
     """The model in file ``path`` (or in ``data``, bytes from :func:`model_bytes`; ``path``
-    then only names it in messages), on ``device``."""
-    payload = modelfile.read(path, data)
+    then only names it in messages), on ``device``. ``lazy``: the fast base's coefficients
+    stay in the file and are read a slot at a time when used (SplineBase.slot_coef; a
+    model that is trained further reads them all); None: so for files of
+    ``LAZY_MIN_BYTES`` or more."""
+    if lazy is None:
+        lazy = data is None and os.path.isfile(path) and os.path.getsize(path) >= LAZY_MIN_BYTES
+    payload = modelfile.read(path, data, lazy=LAZY_WEIGHTS if lazy and data is None else ())
     try:
         info = ModelInfo.from_dict(payload["info"])
         mcfg = model_config_from_dict(payload["model_config"])
@@ -160,8 +177,10 @@ def load_model(path: str, device: str = "auto", data: Optional[bytes] = None
     return TrainedModel(model, info, mcfg, tcfg, optimizer)
 
 
-def check_compatible(tm: TrainedModel, series: VolumeSeries) -> None:
-    """Raise StsrError unless ``series`` has the variables, grid and times of the model."""
+def check_compatible(tm: TrainedModel, series: Any) -> None:
+    """Raise StsrError unless ``series`` (a VolumeSeries, or anything with its
+    ``variables``, ``grid``, ``times`` and ``where()``, as fitdata.FitSource) has the
+    variables, grid and times of the model."""
     info = tm.info
     problems = []
     if list(series.variables) != list(info.variables):

@@ -58,7 +58,7 @@ def test_block_compression_on_threads_gives_the_bytes_of_one_thread(tmp_path):
     g = Grid((100, 90, 90))
     arrays = {"a": rng.random((90, 90, 100), dtype=np.float32),
               "v": np.repeat(rng.random((90, 90, 100, 1), dtype=np.float32), 3, axis=3)}
-    assert 4 * 3 * g.n_points > vtifile.GROUP_BLOCKS * vtifile.BLOCK_BYTES   # several groups
+    assert 4 * 3 * g.n_points > vtifile.GROUP_BYTES                  # several groups
     for comp in ("zlib", "lz4", "none"):
         one, many = tmp_path / f"1-{comp}.vti", tmp_path / f"4-{comp}.vti"
         vtifile.write_vti(str(one), g, arrays, 2.5, comp, threads=1)
@@ -87,13 +87,13 @@ def test_a_slow_writer_makes_the_computing_wait_and_memory_stays_bounded(model, 
     hold every step computed meanwhile), and the computing waited. The progress reports
     steps written, in order."""
     tm = api.load_model(model, device="cpu")
-    real, pause = vti.write_vti, [0.0]
+    real, pause = vtifile.VtiFile.add, [0.0]
 
     def throttled(*args, **kwargs):
         time.sleep(pause[0])
         pause[0] = 0.0
         return real(*args, **kwargs)
-    monkeypatch.setattr(vti, "write_vti", throttled)
+    monkeypatch.setattr(vtifile.VtiFile, "add", throttled)
     step_bytes = api.output_grid(tm.info.grid, scale=12).n_points * 5 * 4    # 12 MB
 
     def upscale(name, **kwargs):

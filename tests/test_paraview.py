@@ -219,6 +219,35 @@ def test_paraview_reads_every_upscale_output_with_its_readers_defaults(tmp_path)
                                                   f"{out.name} {comp}")
 
 
+def test_paraview_reads_slab_appended_outputs_with_its_readers_defaults(tmp_path):
+    """Outputs written in z-slabs, three steps interleaved (a compressed .vti holds one
+    piece per slab): ParaView's readers with their defaults give image data, the times and
+    every array to the bit."""
+    from stsr_core.io import open_series_writer
+    s = vector_series(nt=3)
+    outs = [tmp_path / f"{comp}{ext}" for ext, comps in ((".pvd", ("none", "lz4", "zlib")),
+                                                          (".nc", ("none", "zlib")))
+            for comp in comps]
+    for out in outs:
+        with open_series_writer(str(out), s.grid, s.times, s.names, s.components,
+                                compression=out.stem) as w:
+            for z0, z1 in ((0, 2), (2, 3), (3, 5)):
+                for t in (1, 2, 0):
+                    w.write_slab(t, z0, {n: v[t, z0:z1] for n, v in s.variables.items()})
+    r = run_pv("pvpython", "readers_check.py", tmp_path / "pv.npz", *outs)
+    assert r.returncode == 0 and "readers_check done" in r.stdout, r.stdout + r.stderr
+    seen = np.load(tmp_path / "pv.npz")
+    info = json.loads((tmp_path / "pv.npz.json").read_text())
+    for k, (out, got) in enumerate(zip(outs, info)):
+        assert got["kinds"] == ["vtkImageData"] and got["dims"] == list(s.dims), got
+        assert np.allclose(got["times"], s.times), got
+        for t in range(s.n_times):
+            np.testing.assert_array_equal(seen[f"{k}/{t}/rho"], s.variables["rho"][t].ravel())
+            for c in range(3):
+                v = seen[f"{k}/{t}/v"][:, c] if out.suffix == ".pvd" else seen[f"{k}/{t}/v_{c}"]
+                np.testing.assert_array_equal(v, s.variables[f"v_{c}"][t].ravel(), out.name)
+
+
 def one_error(r, text):
     """The plugin's path ended in one ParaView error of its own saying ``text`` in one line
     (for each request of the pipeline's update), no traceback, and the proxy gave no

@@ -1,54 +1,70 @@
-"""A series writer whose steps are written on a thread of their own, so that the caller
-computes the next step while the last one is compressed and written.
+"""A series writer whose slabs are written on a thread of their own, so that the caller
+computes the next slab (or step) while the last one is compressed and written.
 
 Compression (zlib, lz4, HDF5's and netCDF's filters) and file writes release the GIL, so
-on a machine with a few cores computing and writing overlap instead of adding up. A queue
-of at most ``depth`` steps between the two keeps memory bounded: when the writer is slower,
-the caller waits at :meth:`BackgroundWriter.write_step` rather than piling up steps.
+on a machine with a few cores computing and writing overlap instead of adding up. What
+the caller hands over and is not yet written (queued, and the slab being written) is
+bounded in bytes (``max_bytes``): when the writer is slower, the caller waits at
+:meth:`BackgroundWriter.write_slab` rather than piling up slabs, so a slow disk makes the
+computing wait. One slab is always taken when nothing is pending, whatever its size, so a
+step larger than the bound is still written while the next is computed.
 
-Every promise of the writer it wraps (io/base.py, docs/formats.md) stays: steps are
-written by one thread, in the order given, through the same ``write_step``, so the files
+Every promise of the writer it wraps (io/base.py, docs/formats.md) stays: slabs are
+written by one thread, in the order given, through the same ``store_slab``, so the files
 are byte for byte those of writing inline. Whatever stops the caller (an exception,
 Ctrl-C, SIGTERM: they arrive on the caller's thread) :meth:`abort` lets the thread finish
-the step it is writing (complete, and listed), drops the queued ones and then aborts the
-writer, as an inline writer would be aborted. An error of the writer (a full disk) is
-raised to the caller at its next call.
+the slab it is writing (a step it completes is complete, and listed), drops the queued ones
+and then aborts the writer, as an inline writer would be aborted. An error of the writer
+(a full disk) is raised to the caller at its next call.
 """
 from __future__ import annotations
 
-import queue
+import collections
 import threading
 import time
-from typing import Callable, Dict, List, Optional, Set
+from typing import Callable, Deque, Dict, List, Optional, Set, Tuple
 
 import numpy as np
 
 from ..errors import StsrError
 from .base import SeriesWriter
 
-# Steps waiting between the computing thread and the writing one: 1 is enough to overlap
-# (one step computed while the one before is written); more only smooths uneven steps.
+# Steps handed over beyond the one being written, at the least (a caller keeping host
+# buffers for its steps needs DEPTH + 1 of them: overlap.py).
 DEPTH = 1
+# Bytes of slabs handed to the writing thread and not yet written: 64 MB lets slabs of a
+# few MB queue up to smooth uneven ones, while a whole step larger than that waits for the
+# step before it (the overlap of computing one step while writing the last).
+QUEUE_BYTES = 64 * 1024 ** 2
+
+_Item = Tuple[int, int, Dict[str, np.ndarray], Optional[Callable[[], None]],
+              Optional[Callable[[], None]], int]
 
 
 class BackgroundWriter:
-    """``writer``'s steps written on a thread (see the module's docstring). ``on_written(n)``
-    is called on that thread after each step with the number written so far (a progress
-    bar counts steps written, not computed). ``write_s``: seconds the thread spent writing;
-    ``wait_s``: seconds the caller waited for it (a full queue, then :meth:`close`) -- near
-    0 when writing hides behind computing."""
+    """``writer``'s slabs written on a thread (see the module's docstring). ``on_written(n)``
+    is called on that thread each time a step is complete, with the number complete so far
+    (a progress bar counts steps written, not computed); ``rows_written`` counts rows.
+    ``write_s``: seconds the thread spent writing; ``wait_s``: seconds the caller waited for
+    it (a full queue, then :meth:`close`) -- near 0 when writing hides behind computing."""
 
-    def __init__(self, writer: SeriesWriter, depth: int = DEPTH,
+    def __init__(self, writer: SeriesWriter, max_bytes: int = QUEUE_BYTES,
                  on_written: Optional[Callable[[int], None]] = None) -> None:
-        if depth < 1:
-            raise StsrError(f"a background writer needs a queue of at least 1 step, got {depth}")
+        if max_bytes < 0:
+            raise StsrError(f"a background writer needs a bound of 0 bytes or more, got "
+                            f"{max_bytes}")
         self.writer = writer
+        self.max_bytes = int(max_bytes)
         self.on_written = on_written
         self.written = 0
+        self.rows_written = 0
         self.write_s = 0.0
         self.wait_s = 0.0
-        self._queue: "queue.Queue" = queue.Queue(maxsize=depth)
-        self._queued: Set[int] = set()
+        self._items: Deque[Optional[_Item]] = collections.deque()
+        self._pending = 0                     # bytes queued or being written
+        self._cond = threading.Condition()
+        self._rows: Dict[int, int] = dict(writer.rows)   # as queued: rows of each open step
+        self._complete: Set[int] = set(writer.done)      # as queued: last row queued
         self._error: Optional[BaseException] = None
         self._stop = False
         self._thread = threading.Thread(target=self._run, name="stsr-writer", daemon=True)
@@ -57,27 +73,36 @@ class BackgroundWriter:
     # --- the writing thread -------------------------------------------------------------------
     def _run(self) -> None:
         while True:
-            item = self._queue.get()
+            with self._cond:
+                while not self._items:
+                    self._cond.wait()
+                item = self._items.popleft()
             if item is None:
                 return
-            i, step, ready, release = item
+            i, z0, slab, ready, release, nbytes = item
             item = None
             try:
                 if self._error is None and not self._stop:
                     if ready is not None:
                         ready()              # e.g. a CUDA copy to host memory has landed
                     t0 = time.perf_counter()
-                    self.writer.store_step(i, step)
+                    rows = next(iter(slab.values())).shape[0]
+                    self.writer.store_slab(i, z0, slab)
                     self.write_s += time.perf_counter() - t0
-                    self.written += 1
-                    if self.on_written is not None:
-                        self.on_written(self.written)
+                    self.rows_written += rows
+                    if z0 + rows == self.writer.grid.shape[0]:
+                        self.written += 1
+                        if self.on_written is not None:
+                            self.on_written(self.written)
             except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
                 self._error = exc
             finally:
-                del step
+                del slab
                 if release is not None:
                     release()
+                with self._cond:
+                    self._pending -= nbytes
+                    self._cond.notify_all()
 
     # --- the caller's side --------------------------------------------------------------------
     def _raise(self) -> None:
@@ -87,24 +112,47 @@ class BackgroundWriter:
     def write_step(self, i: int, arrays: Dict[str, np.ndarray],
                    ready: Optional[Callable[[], None]] = None,
                    release: Optional[Callable[[], None]] = None) -> None:
-        """Queue step ``i`` (checked here, at once, as the writer checks it); waits while
-        ``depth`` steps are queued. ``ready()`` is called on the writing thread before the
-        arrays are read, ``release()`` once they are no longer needed (written or dropped):
-        the caller may then reuse their memory."""
+        """Queue step ``i`` whole (see :meth:`write_slab`)."""
+        self._put(i, 0, arrays, ready, release, whole=True)
+
+    def write_slab(self, i: int, z0: int, arrays: Dict[str, np.ndarray],
+                   ready: Optional[Callable[[], None]] = None,
+                   release: Optional[Callable[[], None]] = None) -> None:
+        """Queue rows ``z0..`` of step ``i`` (checked here, at once, as the writer checks
+        them); waits while the slabs pending would pass ``max_bytes``. ``ready()`` is
+        called on the writing thread before the arrays are read, ``release()`` once they
+        are no longer needed (written or dropped): the caller may then reuse their memory."""
+        self._put(i, z0, arrays, ready, release)
+
+    def _put(self, i: int, z0: int, arrays: Dict[str, np.ndarray],
+             ready: Optional[Callable[[], None]], release: Optional[Callable[[], None]],
+             whole: bool = False) -> None:
         self._raise()
         if not self._thread.is_alive():
             raise StsrError(f"'{self.writer.path}': the background writer has finished; no "
                             "step can be added")
-        step = self.writer.checked_step(i, arrays)
-        if int(i) in self._queued:
-            raise StsrError(f"'{self.writer.path}': step {i} was already written")
-        self._queued.add(int(i))
+        slab = self.writer.checked_slab(i, z0, arrays, whole=whole, rows=self._rows,
+                                        complete=self._complete)
+        i, z0 = int(i), int(z0)
+        end = z0 + next(iter(slab.values())).shape[0]
+        if end == self.writer.grid.shape[0]:
+            self._rows.pop(i, None)
+            self._complete.add(i)
+        else:
+            self._rows[i] = end
+        nbytes = sum(a.nbytes for a in slab.values())
         t0 = time.perf_counter()
-        self._queue.put((int(i), step, ready, release))
+        with self._cond:
+            while self._pending > 0 and self._pending + nbytes > self.max_bytes \
+                    and self._thread.is_alive():
+                self._cond.wait()
+            self._items.append((i, z0, slab, ready, release, nbytes))
+            self._pending += nbytes
+            self._cond.notify_all()
         self.wait_s += time.perf_counter() - t0
 
     def finish(self) -> None:
-        """Wait for every queued step to be written (raising the writer's error, if any);
+        """Wait for every queued slab to be written (raising the writer's error, if any);
         the writer stays open."""
         t0 = time.perf_counter()
         self._finish_thread()
@@ -121,7 +169,7 @@ class BackgroundWriter:
         return files
 
     def abort(self) -> None:
-        """Stop: the step being written is finished, queued ones are dropped (their
+        """Stop: the slab being written is finished, queued ones are dropped (their
         ``release`` called), then the writer is aborted (what it keeps: docs/formats.md)."""
         self._stop = True
         try:
@@ -134,17 +182,15 @@ class BackgroundWriter:
         while waiting does not leave it writing behind the caller's back."""
         interrupted: Optional[BaseException] = None
         if self._thread.is_alive():
-            while True:
-                try:
-                    self._queue.put(None)
-                    break
-                except KeyboardInterrupt as exc:
-                    interrupted = exc
+            with self._cond:
+                self._items.append(None)
+                self._cond.notify_all()
             while self._thread.is_alive():
                 try:
                     self._thread.join()
                 except KeyboardInterrupt as exc:
                     interrupted = exc
+                    self._stop = True
         if interrupted is not None:
             self._stop = True
             raise interrupted

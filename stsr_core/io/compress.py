@@ -13,7 +13,7 @@ import os
 import threading
 import zlib
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, Iterator, List, Optional, Sequence
 
 import numpy as np
 
@@ -67,6 +67,16 @@ def compress_all(blocks: Sequence[memoryview], compress: Callable[[memoryview], 
     if n <= 1 or len(blocks) <= 1:
         return [compress(b) for b in blocks]
     return list(pool().map(compress, blocks))
+
+
+def compress_each(blocks: Sequence[memoryview], compress: Callable[[memoryview], bytes],
+                  threads: Optional[int] = None) -> Iterator[bytes]:
+    """:func:`compress_all`, each block given back as soon as it and those before it are
+    compressed: the caller writes the first while the pool compresses the next ones."""
+    n = THREADS if threads is None else threads
+    if n <= 1 or len(blocks) <= 1:
+        return (compress(b) for b in blocks)
+    return pool().map(compress, blocks)
 
 
 def split_blocks(buffer: memoryview, block_size: int) -> List[memoryview]:

@@ -5,15 +5,16 @@
 from __future__ import annotations
 
 import os
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
 from ..errors import StsrError
 from ..grid import Grid
 from ..series import VolumeSeries, arrays_holding, split_components
-from .base import SeriesReader, SeriesWriter, discard_file, fsync_file, keep_arrays
-from .compress import codec, compress_all, shuffled
+from .base import (ChunkRows, SeriesReader, SeriesWriter, chunk_starts, discard_file,
+                   fsync_file, keep_arrays, rows_held)
+from .compress import THREADS, codec, compress_all, shuffled
 
 
 def _h5py():
@@ -153,37 +154,51 @@ DEFLATE_LEVEL = {"zlib": 1, "gzip": 4}
 CHUNK_BYTES = 4 * 1024 ** 2
 
 
-def slab_chunks(shape: Sequence[int]) -> tuple:
+def slab_chunks(shape: Sequence[int], slab_rows: Optional[int] = None) -> tuple:
     """Chunk shape for a ``[T, Z, Y, X(, C)]`` dataset: one step, whole x-y planes, as many
-    z planes as fit in ~CHUNK_BYTES."""
+    z planes as fit in ~CHUNK_BYTES. ``slab_rows``: the rows of the slabs the writer will
+    get; the chunks then divide them (the most rows that fit and divide ``slab_rows``), so
+    that no chunk spans two slabs."""
     plane = int(np.prod(shape[2:])) * 4                          # bytes of one [Y, X(, C)]
-    nz = max(1, min(int(shape[1]), CHUNK_BYTES // max(plane, 1)))
+    fit = max(1, min(int(shape[1]), CHUNK_BYTES // max(plane, 1)))
+    if slab_rows is not None and 0 < slab_rows < int(shape[1]):
+        nz = max(d for d in range(1, min(fit, slab_rows) + 1) if slab_rows % d == 0)
+        return (1, nz) + tuple(int(v) for v in shape[2:])
     # even slabs: a last partial chunk is stored at full size when uncompressed (129 planes
     # in chunks of 63 took 189 planes of disk), so split Z into equal parts instead
-    n_chunks = -(-int(shape[1]) // nz)
+    n_chunks = -(-int(shape[1]) // fit)
     nz = -(-int(shape[1]) // n_chunks)
     return (1, nz) + tuple(int(v) for v in shape[2:])
 
 
-def _slabs(a: np.ndarray, nz: int) -> List[tuple]:
-    """(first z, chunk) of each z-slab chunk of one step ``[Z, Y, X(, C)]``; a last partial
-    slab padded with zeros to ``nz`` planes (HDF5 stores edge chunks whole)."""
-    out = []
-    for z0 in range(0, a.shape[0], nz):
-        chunk = a[z0:z0 + nz]
-        if chunk.shape[0] < nz:
-            chunk = np.concatenate([chunk, np.zeros((nz - chunk.shape[0],) + chunk.shape[1:],
-                                                    dtype=chunk.dtype)])
-        out.append((z0, np.ascontiguousarray(chunk, dtype=np.float32)))
-    return out
+def _padded(chunk: np.ndarray, nz: int) -> np.ndarray:
+    """A last partial z-slab chunk padded with zeros to ``nz`` planes (HDF5 stores edge
+    chunks whole)."""
+    if chunk.shape[0] < nz:
+        chunk = np.concatenate([chunk, np.zeros((nz - chunk.shape[0],) + chunk.shape[1:],
+                                                dtype=chunk.dtype)])
+    return np.ascontiguousarray(chunk, dtype=np.float32)
+
+
+# Chunks shuffled and compressed at once (each a few MB): enough for every core.
+CHUNK_GROUP = 2 * THREADS
 
 
 class H5Writer(SeriesWriter):
-    """One HDF5 file, one dataset per array ``[T, Z, Y, X(, C)]`` chunked by z-slabs, filled
-    step by step in a hidden temporary file beside the target that ``close()`` flushes and
-    renames over it. ``abort()`` deletes the temporary file; an old file at the target is
-    never touched before ``close()``. ``threads``: how many compress a step's chunks (None:
-    io/compress.py's default; the bytes are the same for any number)."""
+    """One HDF5 file, one dataset per array ``[T, Z, Y, X(, C)]`` chunked by z-slabs (every
+    array's of the rows the widest one's take), filled slab by slab in a hidden temporary
+    file beside the target that ``close()`` flushes and renames over it. ``abort()``
+    deletes the temporary file; an old file at the target is never touched before
+    ``close()``.
+
+    Uncompressed, each slab is written where it goes (a hyperslab; chunks are written
+    without fill values and bypass HDF5's chunk cache, so a chunk spread over two slabs is
+    not written twice). Compressed, a chunk is written once, whole: the rows of a chunk
+    that spans two slabs wait in a buffer of one chunk per array and open step
+    (:class:`ChunkRows`; none when slabs are a multiple of ``row_multiple`` rows). zlib and
+    gzip chunks are shuffled and deflated here on all cores and stored as they are (direct
+    chunk write); lzf is HDF5's filter. ``threads``: how many compress (None: io/compress.py's
+    default; the bytes are the same for any number)."""
 
     threads: Optional[int] = None
 
@@ -192,8 +207,15 @@ class H5Writer(SeriesWriter):
         h5py = _h5py()
         self.tmp = self._temp_beside()
         self.merged = self._merged_names()
+        nz = self.grid.shape[0]
+        self.chunk_rows = self.chunk_rows_for(self.grid, self.components, self.compression,
+                                              self.slab_rows)
+        if self.compression != "none":
+            self.row_multiple = self.chunk_rows
+            self.chunks = ChunkRows(chunk_starts(nz, self.chunk_rows), nz)
         try:
-            self.fh = h5py.File(self.tmp, "w")
+            # no chunk cache: uncompressed slabs go straight to their place in the file
+            self.fh = h5py.File(self.tmp, "w", rdcc_nbytes=0)
             self.fh.attrs["times"] = self.times
             self.fh.attrs["origin"] = np.asarray(self.grid.origin, dtype=np.float64)
             self.fh.attrs["spacing"] = np.asarray(self.grid.spacing, dtype=np.float64)
@@ -201,7 +223,10 @@ class H5Writer(SeriesWriter):
             for n in self.merged:
                 c = (len(self.components[n]),) if n in self.components else ()
                 shape = (self.n_times,) + tuple(self.grid.shape) + c   # [T, Z, Y, X(, C)]
-                self.fh.create_dataset(n, shape=shape, dtype="f4", chunks=slab_chunks(shape),
+                dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+                dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)   # every value is written
+                self.fh.create_dataset(n, shape=shape, dtype="f4", dcpl=dcpl,
+                                       chunks=(1, self.chunk_rows) + shape[2:],
                                        **H5_FILTERS[self.compression])  # type: ignore[arg-type]
         except BaseException as exc:
             self._discard()
@@ -209,20 +234,65 @@ class H5Writer(SeriesWriter):
                 raise StsrError(f"cannot create '{self.tmp}' for '{self.path}': {exc}") from None
             raise
 
-    def _write(self, i: int, arrays: Dict[str, np.ndarray]) -> None:
-        level = DEFLATE_LEVEL.get(self.compression)
-        if level is None:
+    @staticmethod
+    def chunk_rows_for(grid: Grid, components: Dict[str, List[str]], compression: str,
+                       slab_rows: Optional[int]) -> int:
+        """The z rows of every array's chunks: those of the widest array's (a vector's)
+        chunks of ~CHUNK_BYTES, dividing ``slab_rows`` when given and compressed
+        (uncompressed slabs go where they belong whatever the chunks, and even chunks
+        store no padding)."""
+        widest = max([len(p) for p in components.values()] + [1])
+        return slab_chunks((1,) + tuple(grid.shape) + (widest,),
+                           None if compression == "none" else slab_rows)[1]
+
+    @classmethod
+    def buffer_bytes(cls, grid: Grid, variables: Sequence[str], components: Dict[str, List[str]],
+                     compression: str, rows: int, steps: int = 1,
+                     slab_rows: Optional[int] = None,
+                     metadata: Optional[Dict[str, Any]] = None) -> int:
+        """Beyond a vector's components put together: a partial chunk per array and open
+        step (compressed, slabs not a multiple of ``row_multiple``), and the chunks being
+        compressed (shuffled copy and result)."""
+        extra = 0
+        if compression != "none":
+            nz, c = grid.shape[0], cls.chunk_rows_for(grid, components, compression, slab_rows)
+            row = int(np.prod(grid.shape[1:])) * 4                       # one scalar row
+            widths = [len(p) for p in components.values()]
+            widths += [1] * (len(variables) - sum(widths))
+            held = rows_held(chunk_starts(nz, c) + [nz], rows)
+            extra = steps * held * row * sum(widths) + 2 * CHUNK_GROUP * c * row * max(widths)
+        return super().buffer_bytes(grid, variables, components, compression, rows, steps,
+                                    slab_rows, metadata) + extra
+
+    def _write_slab(self, i: int, z0: int, arrays: Dict[str, np.ndarray]) -> None:
+        if self.compression == "none":
             for n in self.merged:             # an OSError (disk full): SeriesWriter says
-                self.fh[n][i] = arrays[n]                          # [Z, Y, X(, C)]
+                a = arrays[n]                                         # [nz, Y, X(, C)]
+                self.fh[n][i, z0:z0 + a.shape[0]] = a
             return
-        # every chunk of the step (one z-slab of one array), shuffled and deflated at once
-        slabs = [(n, z0, chunk) for n in self.merged
-                 for z0, chunk in _slabs(arrays[n], self.fh[n].chunks[1])]
-        packed = compress_all([shuffled(c) for _, _, c in slabs], codec("zlib", level),
-                              self.threads)
-        for (n, z0, chunk), data in zip(slabs, packed):
-            corner = (i, z0) + (0,) * (chunk.ndim - 1)
-            self.fh[n].id.write_direct_chunk(corner, data, filter_mask=0)
+        ready = [(n, first, rows) for n in self.merged
+                 for first, rows in self.chunks.add((i, n), z0, arrays[n])]
+        level = DEFLATE_LEVEL.get(self.compression)
+        if level is None:                     # lzf: HDF5's filter, one whole chunk a call
+            for n, first, rows in ready:
+                self.fh[n][i, first:first + rows.shape[0]] = rows
+            return
+        # chunks shuffled and deflated a group at a time on all cores, stored as they are
+        for g in range(0, len(ready), CHUNK_GROUP):
+            group = [(n, first, _padded(rows, self.chunk_rows))
+                     for n, first, rows in ready[g:g + CHUNK_GROUP]]
+            packed = compress_all([shuffled(c) for _, _, c in group], codec("zlib", level),
+                                  self.threads)
+            for (n, first, chunk), data in zip(group, packed):
+                corner = (i, first) + (0,) * (chunk.ndim - 1)
+                self.fh[n].id.write_direct_chunk(corner, data, filter_mask=0)
+
+    def _end_step(self, i: int) -> None:
+        pass                  # the file is complete only as a whole, at close
+
+    def _drop_step(self, i: int) -> None:
+        if self.compression != "none":
+            self.chunks.drop(i)
 
     def _finish(self) -> List[str]:
         self.fh.close()

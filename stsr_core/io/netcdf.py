@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import shutil
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -38,7 +39,8 @@ import numpy as np
 from ..errors import StsrError
 from ..grid import Grid
 from ..series import VolumeSeries, arrays_holding, split_components
-from .base import SeriesReader, SeriesWriter, discard_file, fsync_file, remove_quietly
+from .base import (ChunkRows, SeriesReader, SeriesWriter, chunk_starts, discard_file,
+                   fsync_file, remove_quietly, rows_held)
 from .hdf5 import slab_chunks
 
 ROLES = ("t", "z", "y", "x")
@@ -68,6 +70,9 @@ DROPPED_ATTRS = {"_FillValue", "missing_value", "scale_factor", "add_offset", "v
 REGULAR_RTOL = 1e-4
 # The attribute that makes scalar variables the components of one vector (its name).
 VECTOR_ATTR = "stsr_vector"
+# Free bytes under which a failed write is put down to a full disk (the netCDF library
+# reports HDF5's "No space left on device" as "HDF error").
+FULL_DISK_BYTES = 1024 ** 2
 # What ``compression`` means for netCDF-4 variables (as for HDF5: deflate level 1 + shuffle).
 NC_FILTERS: Dict[str, Dict[str, Any]] = {
     "none": {"zlib": False},
@@ -405,6 +410,7 @@ class NetCDFReader(SeriesReader):
             ds.close()
         lay = self.layout
         super().__init__(path, lay.grid, lay.times, lay.variables, lay.components)
+        self.metadata = lay.metadata
 
     def read_step(self, i: int) -> Dict[str, np.ndarray]:
         i = self._check(i)
@@ -426,10 +432,18 @@ def _kept(attrs: Dict[str, Any]) -> Dict[str, Any]:
 
 
 class NetCDFWriter(SeriesWriter):
-    """One netCDF-4 file, written step by step in a hidden temporary file beside the target
+    """One netCDF-4 file, written slab by slab in a hidden temporary file beside the target
     that ``close()`` flushes and renames over it (``abort()`` deletes it; an old file at the
-    target is never touched before ``close()``). Time is an unlimited dimension: each
-    ``write_step`` appends its time value and its slab of every variable."""
+    target is never touched before ``close()``). Time is an unlimited dimension: step ``i``
+    is index ``i`` along it (written in any order), its time value set when its last row is.
+
+    Each variable is chunked ``[1, z-slab, Y, X]`` as ``.h5``. Uncompressed, a slab is
+    written where it goes (fill values off and no chunk cache, so a chunk spread over two
+    slabs is not written twice); compressed (the netCDF library's
+    deflate), a chunk is written once, whole: the rows of one that spans two slabs wait in a
+    buffer of one chunk per variable and open step (:class:`ChunkRows`; none when slabs are
+    a multiple of ``row_multiple`` rows). A z axis written descending takes the slabs from
+    the file's last chunk down."""
 
     merge = False          # a vector's components are variables of their own (module doc)
 
@@ -442,9 +456,19 @@ class NetCDFWriter(SeriesWriter):
         # a source without z (2-D) is written back without it while the output is one layer
         self.flat = bool(src_dims) and src_dims.get("z") is None and self.grid.dims[2] == 1
         self.descending = [r for r in meta.get("descending", []) if not (r == "z" and self.flat)]
+        nz = self.grid.dims[2]
+        # dividing the slabs when compressed (uncompressed slabs go where they belong, and
+        # even chunks store no padding)
+        self.chunk_rows = slab_chunks((1,) + tuple(self.grid.shape), None if
+                                      self.compression == "none" else self.slab_rows)[1]
+        if self.compression != "none":
+            self.row_multiple = self.chunk_rows
+            self.chunks = ChunkRows(chunk_starts(nz, self.chunk_rows, "z" in self.descending),
+                                    nz)
         self.tmp = self._temp_beside()
         try:
             self.ds = nc.Dataset(self.tmp, "w", format="NETCDF4")
+            self.ds.set_fill_off()                  # every value is written
             self._define(meta)
         except BaseException as exc:
             self._discard()
@@ -471,7 +495,7 @@ class NetCDFWriter(SeriesWriter):
             # no axis: ParaView's CF reader takes axis X/Y for longitude/latitude
             v.setncatts({k: a for k, a in _kept(coords.get(r, {})).items() if k != "axis"})
             v[:] = values[::-1] if r in self.descending else values
-        chunks = list(slab_chunks((self.n_times, g.dims[2], g.dims[1], g.dims[0])))
+        chunks = [1, self.chunk_rows, g.dims[1], g.dims[0]]
         if self.flat:
             del chunks[1]
         dims = tuple([self.dims["t"]] + [self.dims[r] for r in spatial])
@@ -480,6 +504,9 @@ class NetCDFWriter(SeriesWriter):
         for n in self.variables:
             var = ds.createVariable(n, "f4", dims, chunksizes=chunks,
                                     **NC_FILTERS[self.compression])
+            # no chunk cache: uncompressed slabs go straight to their place in the file, and
+            # a compressed chunk (written whole) is compressed and written at once
+            var.set_var_chunk_cache(size=0)
             attrs = _kept(attrs_of.get(n) or attrs_of.get(owner.get(n, n)) or {})
             attrs.pop(VECTOR_ATTR, None)
             if n in owner:
@@ -492,25 +519,65 @@ class NetCDFWriter(SeriesWriter):
         attrs["history"] = line + ("\n" + old if old else "")
         ds.setncatts(attrs)
 
-    def _write(self, i: int, arrays: Dict[str, np.ndarray]) -> None:
+    @classmethod
+    def buffer_bytes(cls, grid: Grid, variables: Sequence[str], components: Dict[str, List[str]],
+                     compression: str, rows: int, steps: int = 1,
+                     slab_rows: Optional[int] = None,
+                     metadata: Optional[Dict[str, Any]] = None) -> int:
+        """A partial chunk per variable and open step (compressed, slabs not a multiple of
+        ``row_multiple``), plus the chunk the netCDF library compresses."""
+        if compression == "none":
+            return 0
+        nz, row = grid.shape[0], grid.dims[0] * grid.dims[1] * 4
+        c = slab_chunks((1,) + tuple(grid.shape), slab_rows)[1]
+        descending = "z" in ((metadata or {}).get("netcdf", {}).get("descending", []))
+        held = rows_held(chunk_starts(nz, c, descending) + [nz], rows)
+        return (steps * held * len(variables) + 2 * c) * row
+
+    def _write_slab(self, i: int, z0: int, arrays: Dict[str, np.ndarray]) -> None:
+        nz = self.grid.dims[2]
         try:
             for n in self.variables:
-                a = arrays[n]                                        # [Z, Y, X]
-                for r in self.descending:
-                    a = np.flip(a, AXIS_OF_ROLE[r] - 1)
-                self.ds.variables[n][i] = a[0] if self.flat else a
+                ready = [(z0, arrays[n])] if self.compression == "none" else \
+                    self.chunks.add((i, n), z0, arrays[n])
+                for first, a in ready:                               # [rows, Y, X]
+                    for r in self.descending:
+                        a = np.flip(a, AXIS_OF_ROLE[r] - 1)
+                    if self.flat:
+                        self.ds.variables[n][i] = a[0]
+                    else:
+                        at = nz - first - a.shape[0] if "z" in self.descending else first
+                        self.ds.variables[n][i, at:at + a.shape[0]] = a
+        except (OSError, RuntimeError) as exc:
+            raise self._error(f"step {i} of", exc) from None
+
+    def _end_step(self, i: int) -> None:
+        try:
             self.ds.variables[self.dims["t"]][i] = self.times[i]
         except (OSError, RuntimeError) as exc:
-            raise StsrError(f"could not write step {i} to '{self.tmp}' (for '{self.path}'): "
-                            f"{exc}") from None
+            raise self._error(f"step {i} of", exc) from None
+
+    def _error(self, what: str, exc: BaseException) -> StsrError:
+        """The netCDF library's error in one line; it says only "HDF error" when the disk
+        is full, so a disk left without room is named as the cause."""
+        folder = os.path.dirname(self.tmp)
+        full = shutil.disk_usage(folder).free < FULL_DISK_BYTES
+        why = "the disk is full (No space left on device)" if full else \
+            " ".join(str(exc).split())
+        return StsrError(f"cannot write {what} '{self.path}' (in '{self.tmp}'): {why}; "
+                         f"{self.kept()}")
+
+    def _drop_step(self, i: int) -> None:
+        if self.compression != "none":
+            self.chunks.drop(i)
 
     def _finish(self) -> List[str]:
         try:
             self.ds.close()
         except (OSError, RuntimeError) as exc:
+            error = self._error("the end of", exc)
             remove_quietly(self.tmp)
-            raise StsrError(f"could not finish '{self.tmp}' (for '{self.path}'): {exc}") \
-                from None
+            raise error from None
         fsync_file(self.tmp)
         os.replace(self.tmp, self.path)
         return [self.path]

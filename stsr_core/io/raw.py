@@ -21,7 +21,7 @@ import numpy as np
 from ..errors import StsrError
 from ..grid import Grid
 from ..series import VolumeSeries
-from .base import SeriesReader, SeriesWriter, fsync_file, keep_arrays, remove_quietly
+from .base import SeriesReader, SeriesWriter, keep_arrays, remove_quietly
 
 DEFAULT_PATTERN = "{variable}/{variable}-{index:04d}.raw"
 
@@ -167,7 +167,7 @@ class RawWriter(SeriesWriter):
     files, named in the JSON's ``components``). Each file is written as ``NAME.raw.partial``
     beside its final name; ``close()`` renames them all and then writes the JSON (atomically),
     so an old output at the same place is intact until the new one is complete, and
-    ``abort()`` only removes ``.partial`` files."""
+    ``abort()`` only removes ``.partial`` files. Slabs are appended to their step's files."""
 
     merge = False
 
@@ -178,16 +178,26 @@ class RawWriter(SeriesWriter):
     def _file(self, n: str, i: int) -> str:
         return os.path.join(self.folder, DEFAULT_PATTERN.format(variable=n, index=1 + i))
 
-    def _write(self, i: int, arrays: Dict[str, np.ndarray]) -> None:
+    def _write_slab(self, i: int, z0: int, arrays: Dict[str, np.ndarray]) -> None:
+        """Each variable's rows appended to its step's ``.partial`` file (started anew by
+        the first slab), flushed to the disk with the step's last row."""
+        last = z0 + next(iter(arrays.values())).shape[0] == self.grid.dims[2]
         for n in self.variables:
             f = self._file(n, i) + ".partial"
-            try:
+            if z0 == 0:
                 os.makedirs(os.path.dirname(f), exist_ok=True)
-                arrays[n].astype("<f4", copy=False).tofile(f)       # [Z, Y, X], x fastest
-                fsync_file(f)
-            except BaseException:      # an OSError (disk full): SeriesWriter says
-                remove_quietly(f)
-                raise
+            with open(f, "wb" if z0 == 0 else "ab") as fh:   # an OSError: SeriesWriter says
+                fh.write(memoryview(np.ascontiguousarray(arrays[n], dtype="<f4")).cast("B"))
+                if last:                                        # [nz, Y, X], x fastest
+                    fh.flush()
+                    os.fsync(fh.fileno())
+
+    def _end_step(self, i: int) -> None:
+        pass                   # renamed with the others at close: the JSON lists them all
+
+    def _drop_step(self, i: int) -> None:
+        for n in self.variables:
+            remove_quietly(self._file(n, i) + ".partial")
 
     def _finish(self) -> List[str]:
         written = []
@@ -213,6 +223,10 @@ class RawWriter(SeriesWriter):
         for n in self.variables:
             for i in range(self.n_times):
                 remove_quietly(self._file(n, i) + ".partial")
+            try:                              # a variable's folder, if this left it empty
+                os.rmdir(os.path.dirname(self._file(n, 0)))
+            except OSError:
+                pass
 
 
 class RawReader(SeriesReader):

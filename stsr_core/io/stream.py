@@ -117,7 +117,8 @@ def open_series_writer(path: str, grid: Grid, times: Sequence[float],
                        format: Optional[str] = None, compression: Optional[str] = None,
                        overwrite: bool = False,
                        metadata: Optional[Dict[str, Any]] = None,
-                       steps: Optional[Sequence[int]] = None) -> SeriesWriter:
+                       steps: Optional[Sequence[int]] = None,
+                       slab_rows: Optional[int] = None) -> SeriesWriter:
     """A writer for ``len(times)`` steps of ``variables`` on ``grid`` at ``path``: ``.pvd``
     (one ``.vti`` per step in the folder ``NAME/`` beside it), ``.vti`` (one step), ``.h5`` /
     ``.hdf5`` (one chunked dataset per array ``[T, Z, Y, X(, C)]``), ``.nc`` (netCDF-4, time
@@ -131,7 +132,11 @@ def open_series_writer(path: str, grid: Grid, times: Sequence[float],
     process opens the writer together (the checks pass or fail on all of them), writes its
     steps' ``.vti`` files, and rank 0 writes the ``.pvd`` when all are done. Only ``.pvd``
     output is split so (an ``.h5`` or ``.json`` output is one file or one list written by
-    one process: refused with a message)."""
+    one process: refused with a message).
+
+    The writer takes whole steps (``write_step``) or z-slabs (``write_slab``, see
+    io/base.py's SeriesWriter); ``slab_rows``: the rows of the slabs to come, when known, so
+    that an ``.h5``/``.nc`` is chunked to suit them (no chunk waits for a second slab)."""
     group = process_group()
     split = steps is not None and group is not None
     check = lambda: _check_output(path, grid, times, variables, components,  # noqa: E731
@@ -145,17 +150,39 @@ def open_series_writer(path: str, grid: Grid, times: Sequence[float],
         return PvdWriter.for_group(path, grid, times, variables, components, compression,
                                    overwrite).share_out(steps)  # type: ignore[arg-type]
     make_output_folder(path)
+    return writer_class(fmt, ext)(path, grid, times, variables, components, compression,
+                                  overwrite, metadata=metadata, slab_rows=slab_rows)
+
+
+def writer_class(fmt: str, ext: str) -> type:
+    """The writer of format ``fmt`` (vti|h5|netcdf|raw) for an output ending in ``ext``."""
     if fmt == "vti":
         from .vti import PvdWriter, VtiWriter
-        cls = VtiWriter if ext == ".vti" else PvdWriter
-    elif fmt == "h5":
-        from .hdf5 import H5Writer as cls  # type: ignore[assignment]
-    elif fmt == "netcdf":
-        from .netcdf import NetCDFWriter as cls  # type: ignore[assignment]
-    else:
-        from .raw import RawWriter as cls  # type: ignore[assignment]
-    return cls(path, grid, times, variables, components, compression, overwrite,
-               metadata=metadata)
+        return VtiWriter if ext == ".vti" else PvdWriter
+    if fmt == "h5":
+        from .hdf5 import H5Writer
+        return H5Writer
+    if fmt == "netcdf":
+        from .netcdf import NetCDFWriter
+        return NetCDFWriter
+    from .raw import RawWriter
+    return RawWriter
+
+
+def writer_bytes(path: str, grid: Grid, variables: Sequence[str],
+                 components: Dict[str, List[str]], rows: int, steps: int = 1,
+                 format: Optional[str] = None, compression: Optional[str] = None,
+                 slab_rows: Optional[int] = None,
+                 metadata: Optional[Dict[str, Any]] = None) -> int:
+    """The most bytes the writer of this output (as :func:`open_series_writer` would open
+    it) holds beyond the caller's arrays while slabs of ``rows`` rows come for ``steps``
+    steps open at once: its compression buffers and the partial chunks it keeps
+    (SeriesWriter.slab_bytes), known before anything is opened, for a memory plan."""
+    path = os.path.abspath(os.fspath(path))
+    fmt = output_format(path, format)
+    return writer_class(fmt, os.path.splitext(path)[1].lower()).buffer_bytes(
+        grid, list(variables), components, compression or DEFAULT_COMPRESSION[fmt], rows,
+        steps, slab_rows, metadata)
 
 
 def _check_output(path: str, grid: Grid, times: Sequence[float], variables: Sequence[str],

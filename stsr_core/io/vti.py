@@ -12,7 +12,7 @@ import os
 import re
 import tempfile
 import xml.etree.ElementTree as ET
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -22,7 +22,8 @@ from ..grid import Grid
 from ..series import Frame, VolumeSeries, arrays_holding, merged_arrays, series_from_frames
 from .base import (SeriesReader, SeriesWriter, fsync_file, keep_arrays, make_output_folder,
                    remove_quietly, split_merged)
-from .vtifile import write_vti
+from . import vtifile
+from .vtifile import VtiFile
 from .vtkxml_check import check_image_file
 
 NON_IMAGE = {".vtu": "unstructured grid", ".vtp": "polygonal data", ".vts": "structured grid",
@@ -224,11 +225,70 @@ def _replace_with(tmp: str, path: str) -> None:
     os.replace(tmp, path)
 
 
-class PvdWriter(SeriesWriter):
+class VtiStepsWriter(SeriesWriter):
+    """What the ``.vti`` writers share: each open step is a hidden temporary ``.vti``
+    (:class:`VtiFile`) that its slabs are appended to, renamed to its own name when its last
+    row is written (``_tmp`` and ``_final`` name the two)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.open_files: Dict[int, VtiFile] = {}
+
+    def _tmp(self, i: int) -> str:
+        raise NotImplementedError
+
+    def _final(self, i: int) -> str:
+        raise NotImplementedError
+
+    @classmethod
+    def buffer_bytes(cls, grid: Grid, variables: Sequence[str], components: Dict[str, List[str]],
+                     compression: str, rows: int, steps: int = 1,
+                     slab_rows: Optional[int] = None,
+                     metadata: Optional[Dict[str, Any]] = None) -> int:
+        """Beyond a vector's components put together: the compressed blocks in flight."""
+        extra = 0 if compression == "none" else 2 * (vtifile.GROUP_BYTES
+                                                     + vtifile.MAX_BLOCK_BYTES)
+        return super().buffer_bytes(grid, variables, components, compression, rows, steps,
+                                    slab_rows, metadata) + extra
+
+    def _write_slab(self, i: int, z0: int, arrays: Dict[str, np.ndarray]) -> None:
+        out = self.open_files.get(i)
+        if out is None:
+            out = VtiFile(self._tmp(i), self.grid, list(arrays),
+                          [a.shape[3] if a.ndim == 4 else 1 for a in arrays.values()],
+                          float(self.times[i]), self.compression)
+            self.open_files[i] = out
+        out.add(z0, list(arrays.values()))
+
+    def _complete_file(self, i: int) -> str:
+        """Finish step ``i``'s file and rename it into place; returns its name."""
+        out, tmp, final = self.open_files.pop(i), self._tmp(i), self._final(i)
+        try:
+            out.finish()
+            _replace_with(tmp, final)
+        except BaseException:
+            out.close()
+            remove_quietly(tmp)
+            raise
+        return final
+
+    def _drop_step(self, i: int) -> None:
+        out = self.open_files.pop(i, None)
+        if out is not None:
+            out.close()
+        remove_quietly(self._tmp(i))
+
+    def _drop_open_steps(self) -> None:
+        for i in list(self.open_files):
+            self._drop_step(i)
+
+
+class PvdWriter(VtiStepsWriter):
     """``OUT.pvd`` plus one ``.vti`` per step in the folder ``OUT/`` beside it.
 
     A new output is written in place: each ``.vti`` goes to a hidden temporary name in
-    ``OUT/`` and is renamed when complete, then ``OUT.pvd`` is rewritten atomically listing
+    ``OUT/`` (its slabs appended as they come, several steps open at once) and is renamed
+    when its last row is written, then ``OUT.pvd`` is rewritten atomically listing
     the steps complete so far, so whatever stops the run (exception, Ctrl-C, crash) the
     ``.pvd`` opens in ParaView with every step it names complete. ``abort()`` keeps those
     steps (removes everything when none was complete).
@@ -301,16 +361,14 @@ class PvdWriter(SeriesWriter):
     def _name(self, i: int) -> str:
         return f"{self.stem}_{i:04d}.vti"
 
-    def _write(self, i: int, arrays: Dict[str, np.ndarray]) -> None:
-        name = self._name(i)
-        tmp = os.path.join(self.dir, f".{name}.tmp")
-        final = os.path.join(self.dir, name)
-        try:
-            write_vti(tmp, self.grid, arrays, float(self.times[i]), self.compression)
-            _replace_with(tmp, final)
-        except BaseException:
-            remove_quietly(tmp)
-            raise
+    def _tmp(self, i: int) -> str:
+        return os.path.join(self.dir, f".{self._name(i)}.tmp")
+
+    def _final(self, i: int) -> str:
+        return os.path.join(self.dir, self._name(i))
+
+    def _end_step(self, i: int) -> None:
+        final = self._complete_file(i)
         if not self.replacing and self._lists_steps():
             try:
                 self._write_pvd(sorted(self.done + [i]))
@@ -394,6 +452,7 @@ class PvdWriter(SeriesWriter):
                               for i in range(self.n_times)]
 
     def _discard(self) -> None:
+        self._drop_open_steps()
         if self.group and not self._lists_steps():
             return       # rank 0 decides about the folder; this one's temporaries are gone
         if self.replacing or not self.done:
@@ -402,24 +461,24 @@ class PvdWriter(SeriesWriter):
                 remove_quietly(self.path)
 
 
-class VtiWriter(SeriesWriter):
+class VtiWriter(VtiStepsWriter):
     """One step in one ``.vti``, written to a hidden temporary name and renamed over the
     target when complete (an old file stays intact until then)."""
 
-    def _write(self, i: int, arrays: Dict[str, np.ndarray]) -> None:
-        tmp = os.path.join(os.path.dirname(self.path), f".{os.path.basename(self.path)}.tmp")
-        try:
-            write_vti(tmp, self.grid, arrays, float(self.times[i]), self.compression)
-            _replace_with(tmp, self.path)
-        except BaseException:
-            remove_quietly(tmp)
-            raise
+    def _tmp(self, i: int) -> str:
+        return os.path.join(os.path.dirname(self.path), f".{os.path.basename(self.path)}.tmp")
+
+    def _final(self, i: int) -> str:
+        return self.path
+
+    def _end_step(self, i: int) -> None:
+        self._complete_file(i)
 
     def _finish(self) -> List[str]:
         return [self.path]
 
     def _discard(self) -> None:
-        pass
+        self._drop_open_steps()
 
 
 # --- reading one step at a time --------------------------------------------------------------

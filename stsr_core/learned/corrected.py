@@ -8,13 +8,14 @@ model/ knows nothing of learned/; stsr_core/kinds.py picks this class for ``lear
 from __future__ import annotations
 
 import time
-from typing import Callable, Optional
+from typing import Callable, Optional, Union
 
 import torch
 
 from ..config import FastNetConfig
 from ..model import FieldSpec
 from ..model.fast import FastNet
+from ..model.steps import Steps, as_steps
 from .correction import CorrectionConfig, LearnedCorrection, learn_across_scales
 from .decoder import DecoderConfig
 from .pairs import KINDS, build_pairs, lower_pairs, probe_lattice_points
@@ -42,12 +43,14 @@ class CorrectedFastNet(FastNet):
         one and the one kept must agree: a non-default size failed to load before)."""
         return DecoderConfig(features=self.cfg.learn_features, hidden=self.cfg.learn_hidden)
 
-    def init_from_data(self, data: torch.Tensor,
+    def init_from_data(self, data: Union[torch.Tensor, Steps],
                        progress: Optional[Callable[[float], Optional[bool]]] = None,
                        budget_s: Optional[float] = None) -> Optional[bool]:
         """The base, then pairs one level down, then the decoder and its measured share
         (learned/): progress runs 0-0.2 over the base fit, 0.2-0.35 over the pairs and
-        0.35-1 over the decoder's training."""
+        0.35-1 over the decoder's training. The pairs are cut from the whole series, held
+        in memory (fitting.py checks before any work that it fits)."""
+        data = as_steps(data).whole()
         opts = self.flow_options()
         t0 = time.perf_counter()
         cfg = self.cfg

@@ -73,7 +73,7 @@ class LearnedCorrection(nn.Module):
         [V, Zo, Yo, Xo] tensors in normalised units: the decoder reads the data's own
         lattice (the kept steps around t and the base at t), as it read each pair's."""
         if self._lattice_plan is None:
-            axes = [torch.linspace(-1.0, 1.0, n, device=base.coef.device) for n in base.dims]
+            axes = [torch.linspace(-1.0, 1.0, n, device=base.device) for n in base.dims]
             self._lattice_plan = base.plan_grid(axes)
         inputs, w = lattice_inputs(base, t, self._lattice_plan)
         return self.evaluate(inputs, out_axes, w)

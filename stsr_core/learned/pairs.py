@@ -91,7 +91,7 @@ def _on_grids(base: SplineBase) -> Callable[[float, Tuple[int, int, int]], torch
     def on(t: float, dims_xyz: Tuple[int, int, int]) -> torch.Tensor:
         plan = plans.get(dims_xyz)
         if plan is None:
-            axes = [torch.linspace(-1.0, 1.0, n, device=base.coef.device) for n in dims_xyz]
+            axes = [torch.linspace(-1.0, 1.0, n, device=base.device) for n in dims_xyz]
             plan = plans[dims_xyz] = base.plan_grid(axes)
         return base.evaluate_grid(plan, t).clone()
     return on

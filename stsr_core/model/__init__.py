@@ -12,18 +12,21 @@ Interface (all tensors on the model's device):
     * ``heads`` picks one head per point (inference at arbitrary points).
     * outputs are normalised values (about [-1, 1]).
     regularization() -> scalar tensor added to the loss (0 for most kinds).
-    init_from_data(data [V, T, Z, Y, X] normalised, progress, budget_s) -> None: called
-      once before training (not on resume); models that start from the data (the fast kind's
+    init_from_data(data [V, T, Z, Y, X] normalised or steps.Steps (read a step at a time),
+      progress, budget_s) -> None: called once before training (not on resume); models that start from the data (the fast kind's
       base) use it, within ``budget_s`` seconds when given.
     latent_mu: nn.Parameter [n_vars, D] or None.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, Optional, Tuple, Union
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from .steps import Steps
 
 
 @dataclass(frozen=True)
@@ -50,10 +53,10 @@ class FieldModel(nn.Module):
         p = next(self.parameters())
         return p.new_zeros(())
 
-    def init_from_data(self, data: torch.Tensor,
+    def init_from_data(self, data: "Union[torch.Tensor, Steps]",
                        progress: Optional[Callable[[float], Optional[bool]]] = None,
                        budget_s: Optional[float] = None) -> Optional[bool]:
         """Most kinds start from random weights and ignore the data. Kinds that fit
-        themselves to ``data`` call ``progress(fraction done)`` as they go and stop early,
+        themselves to ``data`` (normalised [V, T, Z, Y, X], or steps.py's Steps) call ``progress(fraction done)`` as they go and stop early,
         returning False, when it returns False."""
 

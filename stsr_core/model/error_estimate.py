@@ -26,13 +26,15 @@ the share measured against the truth.
 from __future__ import annotations
 
 import time
-from typing import Any, Optional, Sequence
+from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import torch
 
+from . import kernels
 from .encodings import bspline_coefficients
 from .grid_plan import (GridPlan, lattice_axes, linear_matrix, separable, share_fields,
                         spline_matrix)
+from .steps import Steps, as_steps
 from .time_select import Chain, held_out_cases
 
 LEVEL = 0.9             # the share of points whose error the estimate is made to exceed
@@ -40,17 +42,40 @@ FLOOR = 1e-3            # added to both indicators, in normalised units (range 2
 MAX_SAMPLES = 1 << 20   # points per variable the quantile is taken over (a random subset)
 
 
-def scale_for(residual: torch.Tensor, indicator: torch.Tensor,
-              generator: torch.Generator) -> torch.Tensor:
-    """Per variable the smallest k with ``LEVEL`` of the points' |residual| at most
-    k (indicator + FLOOR): ``residual`` and ``indicator`` are [V, N]."""
-    ratio = residual.abs().float() / (indicator.float() + FLOOR)
-    if ratio.shape[1] > MAX_SAMPLES:
-        pick = torch.randperm(ratio.shape[1], generator=generator)[:MAX_SAMPLES]
-        ratio = ratio[:, pick.to(ratio.device)]
-    if ratio.shape[1] == 0:
-        return torch.zeros(ratio.shape[0])
+def scale_for(ratios: Sequence[torch.Tensor], generator: torch.Generator,
+              total: Optional[int] = None) -> torch.Tensor:
+    """Per variable the smallest k with ``LEVEL`` of the points' ratio |residual| /
+    (indicator + FLOOR) at most k, from ``ratios``: chunks [V, n_i] of the points in order
+    (a list, or an iterable made as it is read when ``total``, their number, is given, so
+    that only one chunk is held at a time). Over MAX_SAMPLES points per variable the
+    quantile is taken over a random subset of them (drawn from ``generator``)."""
+    pick = None
+    if total is None:
+        ratios = list(ratios)
+        total = sum(int(r.shape[1]) for r in ratios)
+    if total > MAX_SAMPLES:
+        pick = torch.randperm(total, generator=generator)[:MAX_SAMPLES]
+    kept, start, n_vars = [], 0, None
+    out = None
+    for r in ratios:
+        n_vars = int(r.shape[0])
+        if pick is None:
+            kept.append(r)
+        else:                    # the subset's points in this chunk, in the subset's order
+            if out is None:
+                out = r.new_empty((n_vars, MAX_SAMPLES))
+            here = ((pick >= start) & (pick < start + r.shape[1])).nonzero(as_tuple=True)[0]
+            out[:, here.to(r.device)] = r[:, (pick[here] - start).to(r.device)]
+        start += int(r.shape[1])
+    ratio = out if pick is not None else (torch.cat(kept, 1) if kept else None)
+    if ratio is None or ratio.shape[1] == 0:
+        return torch.zeros(n_vars or 0)
     return torch.quantile(ratio, LEVEL, dim=1).cpu()
+
+
+def ratio_of(residual: torch.Tensor, indicator: torch.Tensor) -> torch.Tensor:
+    """|residual| / (indicator + FLOOR), float32 (what :func:`scale_for` takes)."""
+    return residual.abs().float().div_(indicator.float() + FLOOR)
 
 
 def thinned_axes(dims_zyx: Sequence[int], device: torch.device):
@@ -92,42 +117,53 @@ def combine(space: torch.Tensor, time_term: torch.Tensor, w: float,
 
 
 @torch.no_grad()
-def calibrate(base: Any, data: torch.Tensor, half: Optional[torch.Tensor],
+def calibrate(base: Any, data: Union[torch.Tensor, Steps], half: Optional[torch.Tensor],
               built: Sequence[Chain], deadline: Optional[float] = None) -> None:
-    """``base.error_scale`` (a SplineBase's [2, V]) from ``data`` [V, T, Z, Y, X]: in space
-    from kept steps thinned to every other point, in time from the half series' held-out
-    steps (time_select.half_chains) predicted with the base's own choice in time."""
+    """``base.error_scale`` (a SplineBase's [2, V]) from ``data`` [V, T, Z, Y, X] (or
+    :class:`Steps`: three steps are read again): in space from kept steps thinned to every
+    other point, in time from the half series' held-out steps (time_select.half_chains)
+    predicted with the base's own choice in time."""
     gen = torch.Generator().manual_seed(0)
-    dev = base.coef.device
-    axes = thinned_axes(tuple(data.shape[-3:]), dev)
+    steps = as_steps(data)
+    dev = base.device
+    axes = thinned_axes(tuple(steps.shape), dev)
     if all(n == 1 for _, n, _ in axes):
         return                                     # a single point: nothing to hold out
     mats = [spline_matrix(a, m) for a, _, m in axes]
     lins = [linear_matrix(a, m) for a, _, m in axes]
     span = [n for _, n, _ in axes]                                      # x, y, z
     off = off_lattice((span[2], span[1], span[0]), dev)
-    res, ind = [], []
-    for k in sorted({0, base.n_slots // 2, base.n_slots - 1}):
-        thin = data[:, k, ::2, ::2, ::2].to(torch.float32)
-        spline = separable(bspline_coefficients(thin), mats)
-        true = data[:, k, :span[2], :span[1], :span[0]].to(torch.float32)
-        res.append((true - spline)[:, off])
-        ind.append((spline - separable(thin, lins)).abs()[:, off])
-    base.error_scale[0].copy_(scale_for(torch.cat(res, 1), torch.cat(ind, 1), gen))
+    kept = sorted({0, base.n_slots // 2, base.n_slots - 1})
+
+    def space_ratios(k: int) -> torch.Tensor:
+        """Step ``k``'s ratios at the points left out, one variable at a time."""
+        step = steps.step(k)
+        out = torch.empty((steps.n_vars, int(off.sum())), device=dev)
+        for v in range(steps.n_vars):
+            thin = step[v:v + 1, ::2, ::2, ::2].to(torch.float32)
+            spline = separable(bspline_coefficients(thin), mats)
+            true = step[v:v + 1, :span[2], :span[1], :span[0]].to(torch.float32)
+            out[v] = ratio_of((true - spline)[:, off],
+                              (spline - separable(thin, lins)).abs()[:, off])[0]
+        return out
+
+    base.error_scale[0].copy_(scale_for((space_ratios(k) for k in kept), gen,
+                                        total=len(kept) * int(off.sum())))
     if half is None or not built:
         return
     for sub, _, _ in built:
         for name in ("time_mix", "flow_mix", "path_mix", "path_bend"):
             if hasattr(sub, name) and hasattr(base, name):
                 getattr(sub, name).copy_(getattr(base, name))
-    res, ind = [], []
+    ratios = []
     for n, (sub, plan, k, t) in enumerate(held_out_cases(built)):
         if n and deadline is not None and time.perf_counter() > deadline:
             break
-        res.append((half[:, k] - sub.evaluate_grid(plan, t)).flatten(1))
+        res = (half[:, k] - sub.evaluate_grid(plan, t)).flatten(1)
         ends = sub.end_values(plan, t)
-        ind.append((ends[0] - ends[1]).abs().flatten(1))
-    base.error_scale[1].copy_(scale_for(torch.cat(res, 1), torch.cat(ind, 1), gen))
+        ratios.append(ratio_of(res, (ends[0] - ends[1]).abs().flatten(1)))
+        del res, ends
+    base.error_scale[1].copy_(scale_for(ratios, gen))
 
 
 @torch.no_grad()
@@ -139,13 +175,30 @@ def error_grid(base: Any, plan: GridPlan, t: float) -> torch.Tensor:
         k = j if base.n_slots == 1 or w <= 0.0 else j + 1
         return combine(space_indicator(base, plan, k).clone(), None, 0.0, base.error_scale)
     space = torch.lerp(space_indicator(base, plan, j), space_indicator(base, plan, j + 1), w)
-    if plan.data_plan is None:        # the sides' disagreement on the data's own grid
-        plan.data_plan = base.plan_grid(lattice_axes(base.dims[::-1], base.coef.device))
+    lins, box = data_carry(base, plan)
+    if plan.data_plan is None:        # the sides' disagreement on the data's own grid (the
+        whole = all(box[2 * a] == 0 and box[2 * a + 1] == n - 1   # points a slab reads)
+                    for a, n in enumerate(base.dims))
+        plan.data_plan = base.plan_grid(lattice_axes(base.dims[::-1], space.device),
+                                        None if whole else box)
     share_fields(plan, plan.data_plan)   # the same warps' grid as the output's: its fields
-    ends = base.end_values(plan.data_plan, t)
-    apart = (ends[0] - ends[1]).abs_()
-    mats = [linear_matrix(a, n) for a, n in zip(plan.axes, base.dims)]
-    return combine(space, separable(apart, mats), w, base.error_scale)
+    apart = base.end_difference(plan.data_plan, t)
+    return combine(space, separable(apart, lins), w, base.error_scale)
+
+
+def data_carry(base: Any, plan: GridPlan) -> Tuple[List[torch.Tensor], Tuple[int, ...]]:
+    """The data's points that trilinear interpolation onto the planned grid (a slab of one)
+    reads: per axis the linear matrix from them [out, n'] and their box (x0, x1, y0, y1, z0,
+    z1, inclusive), kept in the plan."""
+    if plan.data_carry is None:
+        lins, box = [], []
+        for a, n in zip(plan.axes, base.dims):
+            m = linear_matrix(a, n)
+            lo, hi = kernels.used_rows(m)
+            lins.append(m[:, lo:hi])
+            box += [lo, hi - 1]
+        plan.data_carry = (lins, tuple(box))
+    return plan.data_carry
 
 
 def space_indicator(base: Any, plan: GridPlan, k: int) -> torch.Tensor:
@@ -154,11 +207,13 @@ def space_indicator(base: Any, plan: GridPlan, k: int) -> torch.Tensor:
     f = plan.error_fields.get(k)
     if f is None:
         plan.error_fields = {i: v for i, v in plan.error_fields.items() if abs(i - k) == 1}
-        coef = base.coef[k].detach()
-        own = [spline_matrix(a, n) for a, n in
-               zip(lattice_axes(base.dims[::-1], coef.device), base.dims)]
-        lins = [linear_matrix(a, n) for a, n in zip(plan.axes, base.dims)]
-        spline = (base._slot_field(plan, k).clone() if plan.warp_on_output and base.has_flow
-                  else separable(coef, plan.spline))
-        f = plan.error_fields[k] = spline.sub_(separable(separable(coef, own), lins)).abs_()
+        lins, box = data_carry(base, plan)
+        dev = plan.axes[0].device
+        own = [spline_matrix(a, n)[box[2 * i]:box[2 * i + 1] + 1] for i, (a, n) in
+               enumerate(zip(lattice_axes(base.dims[::-1], dev), base.dims))]
+        spline = (plan.window_rows(base._slot_field(plan, k)).clone()
+                  if base.has_flow and plan.points_on_window
+                  else base.kept_field(k, plan.spline, fine=base._fine(plan, "spline")))
+        values = base.kept_field(k, own, data_points=True)   # the points the carry reads
+        f = plan.error_fields[k] = spline.sub_(separable(values, lins)).abs_()
     return f

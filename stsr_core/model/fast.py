@@ -20,7 +20,7 @@ learned/corrected.py's subclass, which adds a correction learned across scales.
 from __future__ import annotations
 
 import time
-from typing import Callable, Optional
+from typing import Callable, Optional, Union
 
 import torch
 from torch import nn
@@ -33,6 +33,7 @@ from .side_weights import load_weights
 from .space_residual import SpaceResidual
 from .space_tune import choose as choose_space_prior
 from .spline_base import MOVING, SplineBase
+from .steps import Steps
 
 # of the fit's time budget at most this share is kept from the base's fits for the spatial
 # prior's fine-tuning (the base usually ends early and leaves it more)
@@ -135,19 +136,19 @@ class FastNet(FieldModel):
             return y
         return torch.gather(y, 2, heads.view(1, -1, 1).expand(y.shape[0], -1, 1))[..., 0]
 
-    def init_from_data(self, data: torch.Tensor,
+    def init_from_data(self, data: Union[torch.Tensor, Steps],
                        progress: Optional[Callable[[float], Optional[bool]]] = None,
                        budget_s: Optional[float] = None) -> Optional[bool]:
         """The base starts as the spline interpolating the kept data (SplineBase.fit):
-        training begins at interpolation quality. Returns False when ``progress`` stopped the
-        displacement fits (the base then has those done so far, a valid model)."""
+        training begins at interpolation quality; the steps are read one at a time. Returns
+        False when ``progress`` stopped the displacement fits (the base then has those done so far, a valid model)."""
         if self.base is None:
             return None
         if self.base.space is None:
             return self.base.fit(data, self.flow_options(), progress, budget_s)
         return self._fit_with_prior(data, progress, budget_s)
 
-    def _fit_with_prior(self, data: torch.Tensor,
+    def _fit_with_prior(self, data: Union[torch.Tensor, Steps],
                         progress: Optional[Callable[[float], Optional[bool]]],
                         budget_s: Optional[float]) -> Optional[bool]:
         """The base (progress 0-0.8), then the spatial prior's fine-tuning and gate

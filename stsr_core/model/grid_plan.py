@@ -9,6 +9,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from . import kernels
+
 
 def lattice_axes(dims_zyx: Sequence[int], device: torch.device) -> List[torch.Tensor]:
     """Local coordinates (x, y, z) of a grid's own points, each [n] in [-1, 1]."""
@@ -46,11 +48,20 @@ def linear_matrix(local: torch.Tensor, n: int) -> torch.Tensor:
 
 
 def separable(a: torch.Tensor, mats: Sequence[torch.Tensor],
-              out: Optional[torch.Tensor] = None) -> torch.Tensor:
+              out: Optional[torch.Tensor] = None, last: bool = False) -> torch.Tensor:
     """``a`` [C, Z, Y, X] filtered along x, y and z by the matrices ``mats`` (x, y, z; each
     [out, in]) -> [C, Zo, Yo, Xo] (into ``out`` when given): three matrix products, coarse
-    axes first, so the cost per output value is a few dozen multiply-adds done by BLAS."""
+    axes first, so the cost per output value is a few dozen multiply-adds done by BLAS. On
+    the CPU the compiled kernel (kernels.py) does it with the matrices' bands alone, and
+    reads only the input rows the z matrix uses (a slab of the output: its rows alone), and
+    with ``last`` lays its result out channels last (a view [C, Zo, Yo, Xo] of it: the
+    compiled lookups' layout; elsewhere ignored)."""
+    if kernels.available(a.device):
+        return kernels.banded(a, mats, out, last)
     mx, my, mz = mats
+    lo, hi = kernels.used_rows(mz)           # a slab: only the rows its z matrix reads
+    if (lo, hi) != (0, a.shape[1]):
+        a, mz = a[:, lo:hi], mz[:, lo:hi]
     c, z, y, _ = a.shape
     a = a @ mx.t()                                               # [C, Z, Y, Xo]
     a = my @ a                                                   # [C, Z, Yo, Xo]
@@ -64,10 +75,22 @@ def separable(a: torch.Tensor, mats: Sequence[torch.Tensor],
 def share_fields(plan: "GridPlan", lattice: "GridPlan") -> None:
     """Let ``lattice`` (a plan of the data's lattice or a coarser one, for the sides'
     values there) use ``plan``'s slot fields where both look up on the same warps' grid
-    (whole grids: the usual case), instead of evaluating each slot once more per interval."""
+    (whole grids: the usual case; or a slab's cut of it that holds the lattice's cut),
+    instead of evaluating each slot once more per interval."""
     if plan.warp_spans is None and lattice.warp_spans is None and all(
             a.shape == b.shape for a, b in zip(plan.warp_spline, lattice.warp_spline)):
         lattice.fields = plan.fields
+        return
+    if lattice.fields is plan.fields:
+        return
+    if all(pm == lm and p0 <= l0 and l0 + ln <= p0 + pn for (pm, p0, pn), (lm, l0, ln)
+           in zip(plan.cut_ranges(), lattice.cut_ranges())):
+        lattice.fields = plan.fields          # looked up in the plan's cut from now on
+        lattice.warp_spline = plan.warp_spline
+        lattice.warp_axes = plan.warp_axes
+        lattice.fine.pop("warp", None)
+        lattice.warp_spans = plan.warp_spans
+        lattice.warp_cut = plan.warp_cut
 
 
 @dataclass
@@ -92,8 +115,15 @@ class GridPlan:
     # data's own grid for the indicator in time
     error_fields: Dict[int, torch.Tensor] = field(default_factory=dict)
     data_plan: Optional["GridPlan"] = None
+    # the data's points the indicators are carried from: per axis (x, y, z) the linear
+    # matrix from them to this grid [out, n] and the box of them (x0, x1, y0, y1, z0, z1)
+    data_carry: Optional[Tuple[List[torch.Tensor], Tuple[int, ...]]] = None
     # the lattice the network weighing the two sides works on (side_weights.py)
     side_plan: Optional["GridPlan"] = None
+    side_carry: Optional[List[torch.Tensor]] = None   # its linear carry to this grid (x y z)
+    # the slab before this one in the same interval: its fields' rows that this plan's
+    # window shares are moved, not filtered again (spline_base.slid_window)
+    slid_from: Optional["GridPlan"] = None
     # reuse two output-sized buffers from step to step (a caller that is done with each
     # step before asking for the next, as the streaming upscale is): fresh memory of that
     # size costs as much as the arithmetic on this machine's first touch of its pages
@@ -102,11 +132,47 @@ class GridPlan:
     # a piece: per axis the local coordinates (first, last) the warps' lookup grid is cut
     # to; None: the whole [-1, 1]
     warp_spans: Optional[List[Tuple[float, float]]] = None
+    # a piece: per axis (x, y, z) the whole warps' grid's point count and the cut's first
+    # index (what the compiled lookups address it by); None: the whole grid
+    warp_cut: Optional[List[Tuple[int, int]]] = None
+    # a piece whose points are points of the warps' grid: per axis (x, y, z) where they
+    # start in its cut and how many (a slab of an output at least twice as fine as the
+    # data: the kept steps' fields on the window hold the slab's values)
+    on_window: Optional[List[Tuple[int, int]]] = None
     # x, y, z local coordinates of the warps' lookup grid's points (None: not planned)
     warp_axes: Optional[List[torch.Tensor]] = None
     # the spatial prior's lattice matrices of the output grid ("spline") and the warps'
     # grid ("warp"), made when first needed (SplineBase._fine)
     fine: Dict[str, List[torch.Tensor]] = field(default_factory=dict)
+
+    @property
+    def points_on_window(self) -> bool:
+        """Whether the planned points are points of the warps' grid (or its cut)."""
+        return self.warp_on_output or self.on_window is not None
+
+    def window_rows(self, f: torch.Tensor) -> Optional[torch.Tensor]:
+        """The planned points' values out of a field on the warps' grid (cut) ``f``
+        [C, Zw, Yw, Xw] (a view), or None where the points are not points of that grid."""
+        if self.warp_on_output:
+            return f
+        if self.on_window is None:
+            return None
+        (x0, nx), (y0, ny), (z0, nz) = self.on_window
+        return f[:, z0:z0 + nz, y0:y0 + ny, x0:x0 + nx]
+
+    def cut_ranges(self) -> List[Tuple[int, int, int]]:
+        """Per axis (x, y, z): the whole warps' grid's points, the cut's first index and its
+        points (the whole grid: (m, 0, m))."""
+        if self.warp_cut is None:
+            return [(m.shape[0], 0, m.shape[0]) for m in self.warp_spline]
+        return [(m, i0, w.shape[0]) for (m, i0), w in zip(self.warp_cut, self.warp_spline)]
+
+    def lookup_index(self) -> List[Tuple[float, float]]:
+        """Per axis (x, y, z) (scale, offset) taking a local coordinate p to an index of the
+        warps' lookup grid (as cut): ``(p + 1) * scale - offset`` (kernels.warp_lookup)."""
+        if self.warp_cut is None:
+            return [(0.5 * (m.shape[0] - 1), 0.0) for m in self.warp_spline]
+        return [(0.5 * (m - 1), float(i0)) for m, i0 in self.warp_cut]
 
     def to_lookup(self, axis: int, local: torch.Tensor) -> torch.Tensor:
         """Local coordinates along ``axis`` as ``grid_sample`` addresses the warps' lookup
@@ -116,13 +182,17 @@ class GridPlan:
         lo, hi = self.warp_spans[axis]
         return local.sub_(lo).mul_(2.0 / (hi - lo)).sub_(1.0)
 
-    def buffer(self, name: str, like: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
-        """An output-sized scratch tensor: the same one each call when ``reuse``."""
+    def buffer(self, name: str, like: torch.Tensor, shape: Sequence[int],
+               last: bool = False) -> torch.Tensor:
+        """An output-sized scratch tensor: the same one each call when ``reuse``; with
+        ``last`` a [C, Z, Y, X] view of a channels-last one (the compiled lookups')."""
+        def make() -> torch.Tensor:
+            return kernels.channels_last(shape, like) if last else like.new_empty(tuple(shape))
         if not self.reuse:
-            return like.new_empty(tuple(shape))
+            return make()
         b = self.buffers.get(name)
         if b is None or tuple(b.shape) != tuple(shape):
-            b = self.buffers[name] = like.new_empty(tuple(shape))
+            b = self.buffers[name] = make()
         return b
 
     @property

@@ -14,11 +14,12 @@ fields with their full-resolution truth.
   cell, the residual at the 7 points of a lattice ``RATIO`` = 2 times finer that are not
   data points (the 8th, the data point itself, is 0: the field still passes through the
   data). Those values are the residual's samples on the fine lattice ((n - 1) 2 + 1 points
-  per axis) and the residual everywhere is their cubic B-spline (prefiltered like the
-  base's). So the correction costs one network pass per kept step and variable on the
-  data's grid, not per output point, and at any output point it is looked up like the
-  spline itself: at scale 2 the output's points are the lattice's, at scales 3, 4 or any
-  other the fine spline interpolates between them.
+  per axis) and the residual everywhere is their local cubic interpolation (Keys' cubic
+  convolution: 4 taps an axis, through every lattice value, no global prefilter, so any
+  window of it is computed from its own rows). So the correction costs one network pass
+  per kept step and variable on the data's grid, not per output point, and at any output
+  point it is looked up like the spline itself (a banded matrix per axis): at scale 2 the
+  output's points are the lattice's, at scales 3, 4 or any other it interpolates.
 * Zero padding at the box's faces (the network sees where the data ends: the spline's own
   error is largest there); large grids go through in z-slabs with a halo wider than the
   receptive field (:func:`residual_values`), so memory is bounded and the numbers are the
@@ -97,13 +98,15 @@ def detail(x: torch.Tensor) -> torch.Tensor:
     return F.max_pool3d(total, 5, stride=1, padding=2)
 
 
-def inputs(x: torch.Tensor) -> torch.Tensor:
+def inputs(x: torch.Tensor, base: Optional[torch.Tensor] = None) -> torch.Tensor:
     """What the network reads per data cell, from ``x`` [B, 1, Z, Y, X]: the data point and
     what the spline through the whole field says at the cell's other points of the fine
-    lattice, relative to it -> [B, 1 + SUB, Z, Y, X] (the spline's prefilter is global:
-    computed on the whole field, before any slab is cut)."""
-    base = gather_fine(spline_on_fine_lattice(x[:, 0]))                  # [B, SUB, ...]
-    return torch.cat([x, base - x], dim=1)
+    lattice, relative to it -> [B, 1 + SUB, Z, Y, X]. ``base`` [B, Zf, Yf, Xf]: that spline
+    on the fine lattice where known (else solved here; its prefilter is global: computed
+    on the whole field, before any slab is cut)."""
+    if base is None:
+        base = spline_on_fine_lattice(x[:, 0])
+    return torch.cat([x, gather_fine(base) - x], dim=1)
 
 
 class PriorNet(nn.Module):
@@ -182,12 +185,14 @@ def gather_fine(fine: torch.Tensor) -> torch.Tensor:
                         for a in (0, 1) if not a == b == c == 0], dim=1)
 
 
-def _run(net: PriorNet, x: torch.Tensor) -> torch.Tensor:
-    """The network over ``x`` [N, Z, Y, X] (normalised) -> [N, SUB, Z, Y, X], in z-slabs with
-    a halo when the grid is deep (bounded memory; the same numbers as one pass, since the
-    halo is wider than the receptive field and slabs start on even planes)."""
+def _run(net: PriorNet, x: torch.Tensor, base: Optional[torch.Tensor] = None
+         ) -> torch.Tensor:
+    """The network over ``x`` [N, Z, Y, X] (normalised; ``base``: the spline on the fine
+    lattice, :func:`inputs`) -> [N, SUB, Z, Y, X], in z-slabs with a halo when the grid is
+    deep (bounded memory; the same numbers as one pass, since the halo is wider than the
+    receptive field and slabs start on even planes)."""
     z = x.shape[1]
-    feats, scale = inputs(x[:, None]), detail(x[:, None])
+    feats, scale = inputs(x[:, None], base), detail(x[:, None])
     if z <= SLAB + 2 * HALO:
         return net.body(feats, scale)
     out = x.new_empty((x.shape[0], SUB) + tuple(x.shape[1:]))
@@ -198,20 +203,70 @@ def _run(net: PriorNet, x: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def residual_values(net: PriorNet, field: torch.Tensor) -> torch.Tensor:
+def residual_values(net: PriorNet, field: torch.Tensor,
+                    coef: Optional[torch.Tensor] = None) -> torch.Tensor:
     """The residual of each field of ``field`` [N, Z, Y, X] (a kept step's values at the
-    data's points, any units) on the fine lattice [N, Zf, Yf, Xf], in the field's units."""
-    x, _, half = normalise(field.to(torch.float32))
+    data's points, any units) on the fine lattice [N, Zf, Yf, Xf], in the field's units;
+    ``coef`` [N, Z+2, Y+2, X+2]: the spline's coefficients through them where known (the
+    model's own base: no prefilter to solve again)."""
+    x, centre, half = normalise(field.to(torch.float32))
+    base = None
+    if coef is not None:
+        safe = torch.where(half > MIN_RANGE, half, torch.ones_like(half))
+        base = (spline_on_fine_lattice(None, coef.to(torch.float32)) -
+                centre.view(-1, 1, 1, 1)) / safe.view(-1, 1, 1, 1)
     with torch.no_grad():
-        sub = _run(net, x) * half.view(-1, 1, 1, 1, 1)
+        sub = _run(net, x, base) * half.view(-1, 1, 1, 1, 1)
     return scatter_fine(sub, field.shape[1:])
 
 
-def residual_coefficients(net: PriorNet, field: torch.Tensor) -> torch.Tensor:
-    """The residual of each field of ``field`` [N, Z, Y, X] as cubic B-spline coefficients
-    on the fine lattice [N, Zf+2, Yf+2, Xf+2] (encodings.bspline_coefficients' layout):
-    evaluated with the fine lattice's spline matrices it adds to the base at any point."""
-    return bspline_coefficients(residual_values(net, field))
+def _interp_taps(local: torch.Tensor, n: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Keys' cubic convolution (a = -1/2, Catmull-Rom) through ``n`` samples spanning
+    [-1, 1] at local coordinates ``local`` [m]: per point 4 sample indices [m, 4] and their
+    weights [m, 4] (float64). Weight 1 at the samples themselves; past the ends the samples
+    continue linearly (the phantom sample is 2 p0 - p1), so a linear run is reproduced up
+    to the faces."""
+    m = local.shape[0]
+    if n == 1:
+        w = torch.zeros(m, 4, dtype=torch.float64, device=local.device)
+        w[:, 1] = 1.0
+        return torch.zeros(m, 4, dtype=torch.long, device=local.device), w
+    idx = ((local.to(torch.float64) + 1) * 0.5 * (n - 1)).clamp(0, n - 1)
+    i = idx.floor().clamp(0, n - 2)
+    f = idx - i
+    f2, f3 = f * f, f * f * f
+    w = torch.stack([(-f3 + 2 * f2 - f) / 2, (3 * f3 - 5 * f2 + 2) / 2,
+                     (-3 * f3 + 4 * f2 + f) / 2, (f3 - f2) / 2], dim=1)      # [m, 4]
+    low, high = (i == 0), (i == n - 2)
+    w0, w3 = torch.where(low, w[:, 0], 0.0), torch.where(high, w[:, 3], 0.0)
+    w = w + torch.stack([-w0, 2 * w0 - w3, 2 * w3 - w0, -w3], dim=1)
+    taps = (i.long()[:, None] - 1 + torch.arange(4, device=local.device)[None]).clamp(0, n - 1)
+    return taps, w
+
+
+def interp_matrix(local: torch.Tensor, n: int) -> torch.Tensor:
+    """[m, n] weights of :func:`_interp_taps` (4 non-zeros a row): the prior's residual on
+    the fine lattice's ``n`` points of an axis, at ``local`` [m]."""
+    taps, w = _interp_taps(local, n)
+    out = torch.zeros(local.shape[0], n, dtype=torch.float64, device=local.device)
+    return out.scatter_add_(1, taps, w).to(torch.float32)
+
+
+def interp_sample(values: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """``values`` [C, Z, Y, X] interpolated as :func:`interp_matrix` weighs them at local
+    points ``p`` [N, 3] (x, y, z in [-1, 1]) -> [N, C]."""
+    c, z, y, x = values.shape
+    (tx, wx), (ty, wy), (tz, wz) = (_interp_taps(p[:, a].contiguous(), n)
+                                    for a, n in enumerate((x, y, z)))
+    flat = values.reshape(c, -1)
+    out = values.new_zeros((p.shape[0], c))
+    for a in range(4):
+        for b in range(4):
+            w_ab = (wz[:, a] * wy[:, b]).to(values.dtype)
+            row = (tz[:, a] * y + ty[:, b]) * x
+            for d in range(4):
+                out += (w_ab * wx[:, d].to(values.dtype))[:, None] * flat[:, row + tx[:, d]].t()
+    return out
 
 
 def node_values(coef: torch.Tensor) -> torch.Tensor:
@@ -325,12 +380,15 @@ def random_crop(tensors: Sequence[torch.Tensor], mask: torch.Tensor, size: int,
     return [t[sl] for t in tensors], mask[sl]
 
 
-def spline_on_fine_lattice(values: torch.Tensor) -> torch.Tensor:
-    """The base (the cubic B-spline through ``values`` [N, Z, Y, X], as the engine fits it)
-    at the points of the fine lattice -> [N, Zf, Yf, Xf]: what the residual is added to."""
+def spline_on_fine_lattice(values: Optional[torch.Tensor],
+                           coef: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """The base (the cubic B-spline through ``values`` [N, Z, Y, X], as the engine fits it;
+    or with the coefficients ``coef`` [N, Z+2, Y+2, X+2] themselves) at the points of the
+    fine lattice -> [N, Zf, Yf, Xf]: what the residual is added to."""
     from .grid_plan import lattice_axes, separable, spline_matrix
-    coef = bspline_coefficients(values.to(torch.float32))
-    dims = tuple(values.shape[1:])
-    axes = lattice_axes(fine_dims(dims), values.device)                   # x, y, z
+    if coef is None:
+        coef = bspline_coefficients(values.to(torch.float32))
+    dims = tuple(n - 2 for n in coef.shape[1:])
+    axes = lattice_axes(fine_dims(dims), coef.device)                     # x, y, z
     mats = [spline_matrix(a, n) for a, n in zip(axes, dims[::-1])]
     return separable(coef, mats)

@@ -23,13 +23,14 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
 from .space_prior import (PriorNet, copy_net, detail, gather_fine, inputs, log_ratio,
                           normalise, random_crop, spline_on_fine_lattice, valid_mask)
 from .space_residual import USES, SpaceResidual
+from .steps import Steps, as_steps
 
 GATE_MARGIN_DB = 0.1     # the least gain one level down for a variable to use a network
 TUNE_LR = 2e-4           # Adam, a fifth of the offline rate: a copy that stays near it
@@ -39,6 +40,7 @@ CROP = 24                # fields larger than this (per axis, one level down) tr
 CROP_MARGIN = 4          # points at a crop's inner faces left out of its loss
 MIN_POINTS = 5           # one level down, every axis of more than one point needs this many
 MAX_SCORED_STEPS = 8     # kept steps scored per variable at most (evenly spread)
+MAX_LEVEL_POINTS = 48    # points per axis one level down kept of each (a box of the step)
 PSNR_CAP_DB = 100.0      # errors below this share of the range count as this (exact fields)
 
 
@@ -54,29 +56,41 @@ class Pairs:
     scale: torch.Tensor             # [P] truth's range / the input's (PSNR's range)
 
 
-def level_down(data: torch.Tensor, steps: Sequence[int]) -> Optional[Pairs]:
-    """The pairs of ``data`` [V, T, Z, Y, X] (normalised) at kept steps ``steps``; None when
-    the coarser grid is too small for the network to see anything."""
-    v_count, _, z, y, x = data.shape
+def level_down(data: Steps, steps: Sequence[int], most: int = MAX_LEVEL_POINTS
+               ) -> Optional[Pairs]:
+    """The pairs of ``data`` (normalised steps) at kept steps ``steps``, read one at a time;
+    None when the coarser grid is too small for the network to see anything. Per step
+    at most ``most`` points per axis one level down are kept: a box of the step at a place
+    that moves from step to step (what is scored and tuned on stays bounded at any size
+    and, over the steps, covers the whole grid)."""
+    v_count = data.n_vars
+    z, y, x = data.shape
     down = [(n + 1) // 2 for n in (z, y, x)]
     if any(1 < n < 2 * MIN_POINTS - 1 for n in (z, y, x)) or max(down) < MIN_POINTS:
         return None
-    keep = [2 * (m - 1) + 1 for m in down]                     # the truth's points
-    inputs, targets, var, step, scale = [], [], [], [], []
-    for t in steps:
-        truth = data[:, t, :keep[0], :keep[1], :keep[2]].to(torch.float32)  # [V, ...]
+    box = [min(m, most) for m in down]                            # points one level down
+    keep = [2 * (m - 1) + 1 for m in box]                         # the truth's points
+    coarse_in, targets, var, step, scale = [], [], [], [], []
+    for i, t in enumerate(steps):
+        # the box's start: spread over the grid along each axis, a different place per step
+        frac = [((i * g) % max(1, len(steps))) / max(1, len(steps) - 1) if len(steps) > 1
+                else 0.5 for g in (1, 3, 5)]
+        start = [2 * int(round(f * (d - b))) for f, d, b in zip(frac, down, box)]
+        truth = data.step(t)[:, start[0]:start[0] + keep[0], start[1]:start[1] + keep[1],
+                             start[2]:start[2] + keep[2]].to(torch.float32)  # [V, ...]
         coarse = truth[:, ::2, ::2, ::2]
         x_n, centre, half = normalise(coarse)
         safe = torch.where(half > 0, half, torch.ones_like(half)).view(-1, 1, 1, 1)
         fine = (truth - centre.view(-1, 1, 1, 1)) / safe
         res = fine - spline_on_fine_lattice(x_n)
         rng = truth.flatten(1).amax(1) - truth.flatten(1).amin(1)
-        inputs.append(x_n)
+        coarse_in.append(x_n)
         targets.append(gather_fine(res))
         var += list(range(v_count))
         step += [t] * v_count
         scale.append(rng / (2 * safe.flatten()))
-    return Pairs(torch.cat(inputs), torch.cat(targets), var, step, torch.cat(scale))
+        del truth, fine, res
+    return Pairs(torch.cat(coarse_in), torch.cat(targets), var, step, torch.cat(scale))
 
 
 def _gains(net: Optional[PriorNet], pairs: Pairs, rows: Sequence[int]) -> torch.Tensor:
@@ -154,17 +168,18 @@ def _spread(items: Sequence[int], most: int) -> List[int]:
     return [items[i] for i in sorted(set(idx))]
 
 
-def choose(space: SpaceResidual, data: torch.Tensor, mode: str,
+def choose(space: SpaceResidual, data: Union[torch.Tensor, Steps], mode: str,
            budget_s: Optional[float], tune_s: float,
            stop: Callable[[], bool] = lambda: False) -> Dict[str, object]:
     """Set ``space``'s choice per variable from ``data`` [V, T, Z, Y, X] (normalised kept
-    steps): ``mode`` "gate" (each variable the best of base, shipped and fine-tuned one
+    steps, or :class:`Steps` reading them one at a time): ``mode`` "gate" (each variable the best of base, shipped and fine-tuned one
     level down, a network only with at least GATE_MARGIN_DB), "shipped" or "tuned" (that
     one for every variable: the ablation's rows). Fine-tuning stops at ``tune_s`` seconds,
     the end of ``budget_s`` or ``stop()``. Returns the report ``stsr info`` prints (lists
     in the variables' order)."""
     t0 = time.perf_counter()
-    n_vars, n_steps = data.shape[0], data.shape[1]
+    data = as_steps(data)
+    n_vars, n_steps = data.n_vars, data.n_steps
     report: Dict[str, object] = {"mode": mode, "margin_db": GATE_MARGIN_DB}
     kept = _spread(list(range(n_steps)), MAX_SCORED_STEPS)
     pairs = level_down(data, kept)

@@ -17,22 +17,27 @@ from __future__ import annotations
 import math
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .encodings import bspline_coefficients, bspline_sample, slot_weights
+from . import kernels
 from .. import distributed
 from .paths import accelerations, bend_shift, end_weights, hermite_terms, slope_weights
-from .time_basis import (cross_validated_mix, displacement_grid_dims, fit_displacement,
-                         held_out_pairs, hermite_correction, natural_spline_slopes)
+from .slots import FileSlots
+from .steps import Steps, as_steps
+from .time_basis import (Resampled, cross_validated_mix, displacement_grid_dims,
+                         fit_displacement, held_out_pairs, hermite_correction,
+                         natural_spline_slopes, resample_for_fit)
 from .error_estimate import calibrate, error_grid
 from .grid_plan import (GridPlan, lattice_axes, linear_matrix, separable, share_fields,
                         spline_matrix)
 from .space_residual import SpaceResidual, fine_matrices
-from .time_select import chain_options, chain_pairs, chains, choose, half_chains, half_series
+from .time_select import chain_options, chain_pairs, chains, choose, half_chains, half_step
 
 BASE_TIMES = ("select", "auto", "linear", "cubic", "flow")
 MOVING = ("select", "auto", "flow")     # the base_time choices with displacements
@@ -41,6 +46,7 @@ WARP_FIELD_VALUES = 1 << 26  # values of one slot on the warps' grid when finer 
 WARP_SLAB_POINTS = 1 << 20    # output points per warp call: bounds its coordinate tensors
 PATH_SLOPE_POINTS = 1 << 18   # data points per step of the slopes along the path
 PATH_SLOPE_SPLINE = True      # look the neighbours up in the spline (else trilinearly)
+PATH_SLOPE_HALO = 16          # data rows beyond a slab's the slopes along the path are solved on
 HELD_OUT_SHARE = 0.2          # of the time budget kept for scoring held-out steps (select)
 
 
@@ -55,6 +61,40 @@ def each_slab(work: Callable[[int], None], starts: Sequence[int],
     else:
         for start in starts:
             work(start)
+
+
+def slid_window(plan: "GridPlan", before: Optional[torch.Tensor],
+                rows: Callable[[int, int], torch.Tensor],
+                whole: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """A field on ``plan``'s window of the warps' grid [C, Zw, Yw, Xw] (channels last):
+    where the slab before (``plan.slid_from``) held it on a window this one overlaps, its
+    rows there are moved down in the same memory (a larger one once, where the window
+    grew) and only the new rows computed (``rows(r0, r1)``: rows r0..r1-1 of this window),
+    so each row of the warps' grid is filtered once per interval whatever the slabs' halo;
+    else ``whole()``."""
+    prev = plan.slid_from
+    if before is None or prev is None or any(
+            a.shape != b.shape for a, b in zip(prev.warp_spline[:2], plan.warp_spline[:2])):
+        return whole()
+    (_, p0, pn), (_, c0, cn) = prev.cut_ranges()[2], plan.cut_ranges()[2]
+    lo, hi = max(p0, c0), min(p0 + pn, c0 + cn)
+    old = before.permute(1, 2, 3, 0)                            # [Zw, Yw, Xw, C]
+    if lo >= hi or c0 < p0 or not old.is_contiguous():
+        return whole()
+    row = old[0].numel()
+    cap = (old.untyped_storage().nbytes() // 4 - old.storage_offset()) // row
+    if cap >= cn:                                   # moved down in place, row by row
+        store = torch.empty(0, dtype=old.dtype).set_(
+            old.untyped_storage(), old.storage_offset(), (cap,) + tuple(old.shape[1:]))
+        if c0 != p0:
+            for r in range(lo - c0, hi - c0):     # ascending: never onto a row still to move
+                store[r].copy_(store[r + c0 - p0])
+    else:
+        store = old.new_empty((cn,) + tuple(old.shape[1:]))
+        store[lo - c0:hi - c0].copy_(old[lo - p0:hi - p0])
+    if hi < c0 + cn:
+        store[hi - c0:cn].copy_(rows(hi - c0, cn).permute(1, 2, 3, 0))
+    return store[:cn].permute(3, 0, 1, 2)
 
 
 class SplineBase(nn.Module):
@@ -89,7 +129,13 @@ class SplineBase(nn.Module):
         shape = (self.n_slots, self.n_vars, z + 2, y + 2, x + 2)
         self.hermite = base_time != "linear"
         self.trainable = bool(trainable)
-        self.coef = nn.Parameter(torch.zeros(shape), requires_grad=trainable)   # [T, V, ...]
+        # zeros that take no memory until written (numpy's calloc: untouched pages are not
+        # resident): a model loaded with its slots in a file never writes them
+        self.coef = nn.Parameter(torch.from_numpy(np.zeros(shape, dtype=np.float32)),
+                                 requires_grad=trainable)                        # [T, V, ...]
+        # the slots in a file instead (slots.py: a model file loaded lazily, or the fit's
+        # scratch file): then ``coef`` is no parameter, and reading it loads every slot
+        self._slots: Optional[FileSlots] = None
         if self.hermite:    # slopes in time of the coefficients, same layout
             if self.trainable:    # training moves them apart from the coefficients': kept
                 self.slopes = nn.Parameter(torch.zeros(shape))
@@ -109,6 +155,7 @@ class SplineBase(nn.Module):
             self.register_buffer("path_mix", torch.zeros(self.n_vars))
             self.register_buffer("path_bend", torch.zeros(()))
         self._path_slopes: Dict[int, torch.Tensor] = {}     # slot -> slopes along the path
+        self._time_slopes: Dict[int, torch.Tensor] = {}     # slot -> natural spline's slopes
         # a network weighing the two sides per point (visibility): None, or a module
         # ``(ends [2, V, Z', Y', X'], w, outside [2, Z', Y', X']) -> [V, Z', Y', X']`` weight
         # of the earlier side (outside: side_outside), applied on the data's lattice or one
@@ -124,8 +171,58 @@ class SplineBase(nn.Module):
         # (0: no estimate; model files written before it hold none)
         self.register_buffer("error_scale", torch.zeros(2, self.n_vars))
 
+    # --- where the slots live (slots.py) -----------------------------------------------------
+    def keep_slots_in(self, slots: FileSlots) -> None:
+        """Keep the coefficients in ``slots`` (a file, read a slot at a time) instead of
+        memory: for a base that is not trained (its coefficients are fitted once)."""
+        if self.trainable:
+            raise ValueError("a trainable base keeps its coefficients in memory")
+        if tuple(slots.shape) != tuple(self.slots_shape()):
+            raise ValueError(f"slots of shape {tuple(slots.shape)}; the base has "
+                             f"{tuple(self.slots_shape())}")
+        self._parameters.pop("coef", None)
+        self.__dict__.pop("coef", None)
+        self._slots = slots
+        self._time_slopes = {}
+
+    def load_slots(self) -> None:
+        """Read every slot into memory (what reading ``coef`` of a base whose slots are in a
+        file does): a model that is trained further, or code that wants them all."""
+        if self._slots is None:
+            return
+        slots, self._slots = self._slots, None
+        self.coef = nn.Parameter(slots.whole().to(self.device), requires_grad=self.trainable)
+        slots.close()
+        self._time_slopes = {}
+
+    def slots_in_file(self) -> Optional[FileSlots]:
+        """The file the slots are kept in, or None when they are in memory."""
+        return self._slots
+
+    def slots_shape(self) -> Tuple[int, ...]:
+        x, y, z = self.dims
+        return (self.n_slots, self.n_vars, z + 2, y + 2, x + 2)
+
+    def __getattr__(self, name: str):
+        if name == "coef" and self.__dict__.get("_slots") is not None:
+            self.load_slots()                       # everything that asks for all of them
+        return super().__getattr__(name)
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        if self._slots is not None:           # the file's slots, copied by the model writer
+            destination[prefix + "coef"] = self._slots
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+
     # --- model files written before the base had its own module ----------------------------
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        lazy = state_dict.get(prefix + "coef")
+        if isinstance(lazy, FileSlots):       # a model file read lazily (modelfile.py)
+            state_dict.pop(prefix + "coef")
+            if self.trainable or tuple(lazy.shape) != tuple(self.slots_shape()):
+                state_dict[prefix + "coef"] = lazy.whole()     # loaded, or refused as usual
+                lazy.close()
+            else:
+                self.keep_slots_in(lazy)
         old = prefix + "grids.0"          # format 3: one grid, values then slopes as channels
         if old in state_dict:
             grid = state_dict.pop(old)
@@ -137,43 +234,34 @@ class SplineBase(nn.Module):
             state_dict.setdefault(prefix + "path_bend", torch.zeros(()))
         state_dict.setdefault(prefix + "error_scale", torch.zeros(2, self.n_vars))
         self._path_slopes = {}
+        self._time_slopes = {}
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def slot_coef(self, k: int) -> torch.Tensor:
         """Slot ``k``'s spline coefficients [V, Z+2, Y+2, X+2] (detached): every read of one
         kept step's coefficients goes through here, so that the storage behind it may hold
-        only the slots in use."""
+        only the slots in use (a file's: the last two read are kept)."""
+        if self._slots is not None:
+            return self._slots.slot(k, self.device)
         return self.coef[k].detach()
+
+    def set_slot(self, k: int, values: torch.Tensor, var: Optional[int] = None) -> None:
+        """Set slot ``k``'s coefficients (``values`` [V, ...]), or its variable ``var``'s."""
+        if self._slots is not None:
+            self._slots.write(k, values, var)
+            self._time_slopes = {}
+        elif var is None:
+            self.coef[k].copy_(values)
+        else:
+            self.coef[k, var].copy_(values)
+        if self.space is not None:         # the corrections computed from the old ones
+            self.space.clear()
 
     def slot_residual(self, k: int):
         """Kept step ``k``'s learned correction (space_residual.Residual) or None."""
         if self.space is None:
             return None
-        return self.space.slot_residual(self.slot_coef(k), k)
-
-    def kept_field(self, k: int, mats: Sequence[torch.Tensor],
-                   fine: Callable[[], Sequence[torch.Tensor]],
-                   out: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Kept step ``k``'s field (normalised units) on the grid whose per-axis spline
-        matrices (x, y, z) are ``mats`` -> [V, Zo, Yo, Xo]: the spline through the step's
-        data plus, for the variables that use it, the spatial prior's correction (``fine()``
-        gives the same grid's matrices for the prior's lattice, asked for only then).
-        Every evaluation of a kept step's field on a grid goes through here."""
-        f = separable(self.slot_coef(k), mats, out=out)
-        if self.space is not None:
-            self.space.add_grid(f, [(self.slot_residual(k), 1.0)], fine)
-        return f
-
-    def _fine(self, plan: "GridPlan", which: str) -> Callable[[], Sequence[torch.Tensor]]:
-        """The prior's lattice matrices of the plan's output (``spline``) or warps'
-        (``warp``) grid, made when first asked for and kept on the plan."""
-        def make() -> Sequence[torch.Tensor]:
-            got = plan.fine.get(which)
-            if got is None:
-                axes = plan.axes if which == "spline" else plan.warp_axes
-                got = plan.fine[which] = fine_matrices(axes, self.dims)
-            return got
-        return make
+        return self.space.slot_residual(self.slot_coef, k)
 
     def _residual_at(self, k: int, p: torch.Tensor) -> Optional[torch.Tensor]:
         """Kept step ``k``'s correction at local points ``p`` [N, 3] -> [N, V] or None."""
@@ -184,52 +272,99 @@ class SplineBase(nn.Module):
     def slopes_at(self, k: int) -> torch.Tensor:
         """Slot ``k``'s slopes in time [V, Z+2, Y+2, X+2]: trained ones, or the natural
         cubic spline's through the coefficients (a row of [T, T] @ coef: derived per slot
-        rather than stored, which would double the model's memory)."""
+        rather than stored, which would double the model's memory; from a file's slots
+        a slot at a time, the last two kept)."""
         if self.slopes is not None:
             return self.slopes[k]
-        return torch.tensordot(self.slope_matrix[k].to(self.coef), self.coef, dims=([0], [0]))
+        got = self._time_slopes.get(k)
+        if got is not None:
+            return got
+        # kept for the interval in use only, like the slopes along the path
+        self._time_slopes = {i: v for i, v in self._time_slopes.items() if abs(i - k) == 1}
+        row = self.slope_matrix[k].tolist()
+        out = None
+        for i, wt in enumerate(row):       # slot by slot: only one more slot at a time
+            if wt != 0.0:
+                term = self.slot_coef(i) * wt
+                out = term if out is None else out.add_(term)
+        out = out if out is not None else torch.zeros_like(self.slot_coef(k))
+        if not torch.is_grad_enabled() or not self.trainable:
+            self._time_slopes[k] = out
+        return out
+
+    @property
+    def device(self) -> torch.device:
+        """Where the base's tensors are (its slots' included, when they are loaded)."""
+        return self.slot_times.device
 
     # --- fitting -----------------------------------------------------------------------------
     @torch.no_grad()
-    def fit_coefficients(self, data: torch.Tensor) -> None:
-        """The spline through ``data`` [V, T, Z, Y, X] (normalised): the prefilter per slot
-        and, where kept apart from them, the natural spline's slopes in time."""
-        for t in range(self.n_slots):          # one slot at a time: bounded memory
-            self.coef[t].copy_(bspline_coefficients(data[:, t].to(torch.float32)))
-        if self.space is not None:
-            self.space.clear()
+    def fit_coefficients(self, data: Union[torch.Tensor, Steps],
+                         each: Optional[Callable[[int, torch.Tensor], None]] = None) -> None:
+        """The spline through ``data`` [V, T, Z, Y, X] (normalised; or :class:`Steps`, read
+        one step at a time): the prefilter per slot, one variable at a time (its float64
+        temporaries are a few times one variable's size), and, where kept apart from them,
+        the natural spline's slopes in time. ``each(k, step)`` sees each step [V, Z, Y, X]
+        as it is read (what else the fit takes from it)."""
+        steps = as_steps(data)
+        for t in range(self.n_slots):
+            step = steps.step(t).to(torch.float32)
+            for v in range(self.n_vars):
+                self.set_slot(t, bspline_coefficients(step[v]), v)
+            if each is not None:
+                each(t, step)
+            del step
         if self.hermite and self.slopes is not None:
             self.slopes.copy_(torch.tensordot(self.slope_matrix.to(self.coef), self.coef,
                                               dims=([1], [0])))
         self._path_slopes = {}
+        self._time_slopes = {}
 
     @torch.no_grad()
-    def fit(self, data: torch.Tensor, flow_options: Dict[str, object],
+    def fit(self, data: Union[torch.Tensor, Steps], flow_options: Dict[str, object],
             progress: Optional[Callable[[float], Optional[bool]]] = None,
             budget_s: Optional[float] = None) -> Optional[bool]:
-        """Solve the base from ``data`` [V, T, Z, Y, X] (normalised): the spline prefilter
-        per slot, the natural-spline slopes in time, then the displacement fits and the time
-        mix. ``progress(fraction)`` hears of each displacement fit; when it returns False
-        (ParaView's abort, Ctrl-C or SIGTERM in ``stsr fit``) the fits done so far are kept,
-        the rest skipped as a spent time budget would leave them, the mixes chosen as usual,
-        and this returns False. ``budget_s`` bounds the displacement fits: each gets an equal
-        share of what is left and stops there; fits with no time left are skipped (no motion
-        compensation for that interval); :attr:`fit_notes` says what was cut. In a group of
-        processes (distributed.py) each fits its share of the displacements within the
-        budget (or until stopped) and all end with the same base (the results are
-        exchanged)."""
+        """Solve the base from ``data`` [V, T, Z, Y, X] (normalised; or :class:`Steps`, which
+        it reads a step at a time: once for the spline, the half series and the
+        displacement fits' coarsened copies, then a few steps again for the error estimate):
+        the spline prefilter per slot, the natural-spline slopes in time, then the
+        displacement fits and the time mix. ``progress(fraction)`` hears of each
+        displacement fit; when it returns False (ParaView's abort, Ctrl-C or SIGTERM in
+        ``stsr fit``) the fits done so far are kept, the rest skipped as a spent time budget
+        would leave them, the mixes chosen as usual, and this returns False. ``budget_s``
+        bounds the displacement fits: each gets an equal share of what is left and stops
+        there; fits with no time left are skipped (no motion compensation for that
+        interval); :attr:`fit_notes` says what was cut. In a group of processes
+        (distributed.py) each fits its share of the displacements within the budget (or
+        until stopped) and all end with the same base (the results are exchanged)."""
+        kernels.warm_up()         # the compiled kernels loaded before the budget's clock
         t_start = time.perf_counter()
         self.fit_notes: List[str] = []
         self.selection: Dict[str, object] = {}
-        self.fit_coefficients(data)
-        if not self.hermite:
-            return None
-        self.time_mix.zero_()
+        data = as_steps(data)
         times = self.slot_times.tolist()
         n = len(times)
         # held out at the real gap (time_select.py): the half series' chains, for the choice
-        # in time (select) and the error estimate's scale in time (every kind)
-        half = half_series(data) if len(chains(n)) else None
+        # in time (select) and the error estimate's scale in time (every kind); made, with
+        # the displacement fits' coarsened copies of each step, as the spline reads it
+        half = None
+        if self.hermite and len(chains(n)):
+            half = torch.empty((self.n_vars, n) + tuple((m + 1) // 2 for m in data.shape),
+                               device=self.device)
+        levels = {"max_points": int(flow_options.get("max_points", 32)),
+                  "levels": int(flow_options.get("levels", 1))}
+        resampled: Dict[int, Resampled] = {}
+
+        def each(k: int, step: torch.Tensor) -> None:
+            if half is not None:
+                half[:, k] = half_step(step)
+            if self.has_flow:
+                resampled[k] = resample_for_fit(step, **levels)
+
+        self.fit_coefficients(data, each)
+        if not self.hermite:
+            return None
+        self.time_mix.zero_()
         half_opts = chain_options(flow_options)
         if not self.has_flow:
             if self.base_time == "cubic":
@@ -246,12 +381,13 @@ class SplineBase(nn.Module):
         # cross-validation, and one per pair of neighbours on the half series;
         # independent of each other, so with several processes (distributed.py) each fits
         # its share and all get every result
-        jobs = [(data, j, j + 1, flow_options) for j in range(n - 1)]
+        jobs = [(resampled, j, j + 1, flow_options) for j in range(n - 1)]
         if self.base_time == "auto":
-            jobs += [(data, k0, k1, flow_options) for k0, k1 in held_out_pairs(n)]
+            jobs += [(resampled, k0, k1, flow_options) for k0, k1 in held_out_pairs(n)]
         n_main = len(jobs)
         if half is not None:
-            jobs += [(half, k0, k1, half_opts) for k0, k1 in chain_pairs(n)]
+            halves = {k: half[:, k] for k in range(n)}
+            jobs += [(halves, k0, k1, half_opts) for k0, k1 in chain_pairs(n)]
         n_fits = len(jobs)
         mine = distributed.share(n_fits)
         state = {"done": 0, "cut": 0, "skipped": 0, "stopped": 0}
@@ -262,8 +398,8 @@ class SplineBase(nn.Module):
         if budget_s is not None and half is not None:  # room to score the held-out steps
             budget_s = budget_s * (1.0 - HELD_OUT_SHARE)
 
-        def fit_one(i: int, src: torch.Tensor, k0: int, k1: int, opts: Dict[str, object]
-                    ) -> Optional[torch.Tensor]:
+        def fit_one(i: int, src: Dict[int, Union[torch.Tensor, Resampled]], k0: int, k1: int,
+                    opts: Dict[str, object]) -> Optional[torch.Tensor]:
             """One displacement fit within an equal share of the budget left (None: none
             left; a fit whose share runs out stops where it is)."""
             left = sum(1 for m in mine[state["done"]:] if (m < first) == (i < first))
@@ -275,7 +411,7 @@ class SplineBase(nn.Module):
                     state["skipped"] += 1
                     return None
                 deadline = time.perf_counter() + share
-            disp = fit_displacement(src[:, k0], src[:, k1], **opts, deadline=deadline)
+            disp = fit_displacement(src[k0], src[k1], **opts, deadline=deadline)
             if deadline is not None and time.perf_counter() >= deadline:
                 state["cut"] += 1
             return disp
@@ -298,6 +434,7 @@ class SplineBase(nn.Module):
             if fits[j] is not None:
                 self.flow[j].copy_(fits[j])
         self._path_slopes = {}
+        self._time_slopes = {}
         chain_fits = {(k0, k1): f for (_, k0, k1, _), f in zip(jobs[n_main:], fits[n_main:])}
         chains_built: List = []
         if self.base_time == "flow":
@@ -364,15 +501,25 @@ class SplineBase(nn.Module):
         d = self._path_slopes.get(k)
         if d is not None:
             return d
+        # kept for the interval in use only (one slot either side), not for the whole series
+        self._path_slopes = {i: v for i, v in self._path_slopes.items() if abs(i - k) == 1}
         x, y, z = self.dims
-        dev = self.coef.device
+        dev = self.device
         axes = [torch.linspace(-1.0, 1.0, n, device=dev) if n > 1 else
                 torch.zeros(1, device=dev) for n in (z, y, x)]
         steps, wts = slope_weights(self.slot_times.tolist(), k)
-        coef = self.coef.detach()
         own = [spline_matrix(a, n) for a, n in zip(lattice_axes((z, y, x), dev), self.dims)]
-        data = {i: separable(coef[i], own) for i in steps}           # the kept steps' values
-        vals = wts[steps.index(k)] * data[k] if k in steps else torch.zeros_like(data[steps[0]])
+        if k in steps:
+            vals = separable(self.slot_coef(k), own).mul_(wts[steps.index(k)])
+        else:
+            vals = self.slot_coef(k).new_zeros((self.n_vars, z, y, x))
+        if kernels.available(dev) and PATH_SLOPE_SPLINE:     # one compiled pass a step
+            need = list(range(self.n_vars))
+            d = vals.new_zeros((self.n_vars, z + 2, y + 2, x + 2))
+            d[need] = self.path_slope_rows(k, 0, z + 2, need)
+            self._path_slopes[k] = d
+            return d
+        data = {i: separable(self.slot_coef(i), own) for i in steps if i != k}
         rows = max(1, PATH_SLOPE_POINTS // max(1, x * y))
 
         def slab(z0: int) -> None:               # a slab at a time: bounded memory
@@ -384,7 +531,7 @@ class SplineBase(nn.Module):
                     continue
                 q = self._carry(pts, k, i)
                 if PATH_SLOPE_SPLINE:
-                    got = bspline_sample(coef[i:i + 1], q).t()
+                    got = bspline_sample(self.slot_coef(i)[None], q).t()
                 else:                    # trilinear in the step's values: 8x fewer lookups
                     got = F.grid_sample(data[i][None], q.view(1, 1, 1, -1, 3),
                                         align_corners=True, padding_mode="border")[0, :, 0, 0]
@@ -393,6 +540,44 @@ class SplineBase(nn.Module):
         each_slab(slab, range(0, z, rows), dev)
         d = self._path_slopes[k] = bspline_coefficients(vals)
         return d
+
+    def slope_variables(self) -> List[int]:
+        """The variables with a cubic share along the path (the others' slopes along the
+        path weigh nothing)."""
+        if not self.has_flow:
+            return []
+        return (self.path_mix != 0).nonzero(as_tuple=True)[0].tolist()
+
+    def path_slope_rows(self, k: int, lo: int, hi: int, variables: Sequence[int]
+                        ) -> torch.Tensor:
+        """Rows ``lo..hi-1`` (of the padded z axis, 0..Z+1) of :meth:`path_slope_coef` for
+        the ``variables`` alone -> [len(variables), hi - lo, Y+2, X+2], from the data's
+        rows around them only: the prefilter along z is solved on those rows plus
+        PATH_SLOPE_HALO each side (its influence falls by 0.27 a row: beyond the halo below
+        float32 rounding; exact where the rows reach the lattice's ends), so a slab holds
+        the slopes of its rows and not of the whole lattice. Compiled kernels only."""
+        x, y, z = self.dims
+        dev = self.slot_times.device
+        d_lo, d_hi = max(0, lo - PATH_SLOPE_HALO), min(z, hi + PATH_SLOPE_HALO)
+        lat = lattice_axes((z, y, x), dev)                     # x, y, z local coordinates
+        steps, wts = slope_weights(self.slot_times.tolist(), k)
+        own = [spline_matrix(a, n) for a, n in zip(lat, self.dims)]
+        own[2] = own[2][d_lo:d_hi]
+        if k in steps:
+            vals = separable(self.slot_coef(k)[list(variables)]
+                             if len(variables) < self.n_vars else self.slot_coef(k),
+                             own).mul_(wts[steps.index(k)])
+        else:
+            vals = torch.zeros((len(variables), d_hi - d_lo, y, x), device=dev)
+        for i, wt in zip(steps, wts):
+            if i != k:
+                sign = 1 if i > k else -1
+                order = range(k, i) if i > k else range(k - 1, i - 1, -1)
+                kernels.carried_spline(self.slot_coef(i), self.flow, list(order), sign,
+                                       [lat[0], lat[1], lat[2][d_lo:d_hi]], wt, vals,
+                                       variables)
+        coef = bspline_coefficients(vals)            # padded rows d_lo .. d_hi + 1
+        return coef[:, lo - d_lo:hi - d_lo]
 
     def _carry(self, pts: torch.Tensor, k: int, i: int) -> torch.Tensor:
         """Where the paths through ``pts`` [N, 3] at slot ``k`` are at slot ``i``: interval
@@ -450,14 +635,17 @@ class SplineBase(nn.Module):
     # --- evaluation on a regular grid ---------------------------------------------------------
     def plan_grid(self, axes: Sequence[torch.Tensor],
                   box: Optional[Sequence[int]] = None,
-                  factors: Sequence[int] = (8, 4, 2)) -> "GridPlan":
+                  factors: Sequence[int] = (8, 4, 2),
+                  margin: Sequence[float] = (0.0, 0.0, 0.0)) -> "GridPlan":
         """Prepare :meth:`evaluate_grid` on the grid whose points have the local coordinates
         ``axes`` (x, y, z; each [n] in [-1, 1], the grid spanning the data's bounds), or on
         the sub-box ``box`` of it (x0, x1, y0, y1, z0, z1, inclusive indices: an MPI piece,
         a streamed piece): the per-axis matrices then hold only the box's rows, and the
         warps' lookup grid is the whole grid's, cut to what the box's points can reach
         (the box plus the largest displacement), so a piece has the numbers of the same
-        region of the whole grid (to float32 rounding)."""
+        region of the whole grid (to float32 rounding). ``margin`` (x, y, z, local units)
+        widens that cut, so that lookups from points that far outside the box (the data's
+        points around a slab, for the error estimate) find their values in it too."""
         full = [a.to(torch.float32) for a in axes]
         if box is None:
             box = [v for a in full for v in (0, a.numel() - 1)]
@@ -488,23 +676,31 @@ class SplineBase(nn.Module):
             if self._bends():           # a bent path's ends shift by up to |a| / 8 more
                 reach = reach + self.accelerations().abs().amax(dim=(0, 2, 3, 4)) / 8
             reach = reach.tolist()
-        cut, spans = [], []
+        reach = [r + float(m) for r, m in zip(reach, margin)]
+        cut, spans, starts = [], [], []
         for k, f in enumerate(fine):
             m = f.numel()
             if m == 1:
                 cut.append(f)
                 spans.append((-1.0, 1.0))
+                starts.append((1, 0))
                 continue
             lo = float(sub[k][0]) - reach[k]
             hi = float(sub[k][-1]) + reach[k]
             i0 = max(0, int(math.floor((lo + 1) * 0.5 * (m - 1))) - 1)
             i1 = min(m - 1, int(math.ceil((hi + 1) * 0.5 * (m - 1))) + 1)
             cut.append(f[i0:i1 + 1])
+            starts.append((m, i0))
             # the cut's ends as grid_sample places the whole grid's points (i * 2/(m-1) - 1)
             spans.append((-1.0, 1.0) if (i0, i1) == (0, m - 1) else
                          (i0 * 2.0 / (m - 1) - 1.0, i1 * 2.0 / (m - 1) - 1.0))
         warp = [spline_matrix(f, n) for f, n in zip(cut, self.dims)]
-        return GridPlan(spline, linear, sub, warp, warp_spans=spans, warp_axes=cut)
+        on_window = None
+        if all(f is a for f, a in zip(fine, full)):     # the output's points are its points
+            on_window = [(int(box[2 * k]) - i0, s.numel())
+                         for k, ((_, i0), s) in enumerate(zip(starts, sub))]
+        return GridPlan(spline, linear, sub, warp, warp_spans=spans, warp_cut=starts,
+                        on_window=on_window, warp_axes=cut)
 
     @torch.no_grad()
     def evaluate_grid(self, plan: "GridPlan", t: float) -> torch.Tensor:
@@ -513,36 +709,41 @@ class SplineBase(nn.Module):
         its warped points up trilinearly in the spline evaluated on this grid (not in the
         spline itself): exact at the grid's points, within the trilinear error of a grid
         finer than the data between them."""
-        coef = self.coef.detach()
+        like = self.slot_times
         j, w = self._slot(t)
         if self.n_slots == 1 or w <= 0.0 or w >= 1.0:
             k = j if self.n_slots == 1 or w <= 0.0 else j + 1
-            out = plan.buffer("out", coef, (self.n_vars,) + plan.shape)
-            if plan.warp_on_output and self.has_flow:      # the field the warps use too
-                return out.copy_(self._slot_field(plan, k))
-            return self.kept_field(k, plan.spline, self._fine(plan, "spline"), out=out)
-        m = self.flow_mix if self.has_flow else torch.zeros_like(coef[0, :, 0, 0, 0])
+            out = plan.buffer("out", like, (self.n_vars,) + plan.shape)
+            if self.has_flow and plan.points_on_window:
+                # the field the warps use too: the planned points are points of its grid
+                return out.copy_(plan.window_rows(self._slot_field(plan, k)))
+            return self.kept_field(k, plan.spline, out=out, fine=self._fine(plan, "spline"))
+        m = self.flow_mix if self.has_flow else torch.zeros(self.n_vars, device=like.device)
         c = self.time_mix if self.hermite else torch.zeros_like(m)
         # the part that is not moved, on the data's coefficients: (1 - m) linear + c (cubic -
-        # linear); skipped for variables where it is 0 (the default: m = 1, often c = 0)
+        # linear); skipped for variables where it is 0 (the default: m = 1, often c = 0);
+        # only the coefficients' rows the grid's (a slab's) z matrix reads
         some = ((1 - m) != 0) | (c != 0)
         out = None
         if bool(some.any()):
             idx = some.nonzero(as_tuple=True)[0]
-            c0, c1 = coef[j, idx], coef[j + 1, idx]                        # [v, ...]
+            lo, hi = kernels.used_rows(plan.spline[2])
+            mats = plan.spline[:2] + [plan.spline[2][:, lo:hi]]
+            rows = (lambda f: f[idx, lo:hi]) if len(idx) < len(m) else (lambda f: f[:, lo:hi])
+            c0, c1 = rows(self.slot_coef(j)), rows(self.slot_coef(j + 1))     # [v, ...]
             comb = (c0 + w * (c1 - c0)) * (1 - m[idx]).view(-1, 1, 1, 1)
             if bool((c[idx] != 0).any()):
                 h = float(self.slot_times[j + 1] - self.slot_times[j])
-                corr = hermite_correction(c0, c1, self.slopes_at(j)[idx].detach(),
-                                          self.slopes_at(j + 1)[idx].detach(),
-                                          torch.tensor(w, dtype=coef.dtype), h)
+                corr = hermite_correction(c0, c1, rows(self.slopes_at(j).detach()),
+                                          rows(self.slopes_at(j + 1).detach()),
+                                          torch.tensor(w, dtype=c0.dtype), h)
                 comb = comb + c[idx].view(-1, 1, 1, 1) * corr
             shape = (self.n_vars,) + plan.shape
             if len(idx) == len(m):
-                out = separable(comb, plan.spline, out=plan.buffer("out", coef, shape))
+                out = separable(comb, mats, out=plan.buffer("out", like, shape))
             else:
-                out = plan.buffer("out", coef, shape).zero_().index_copy_(
-                    0, idx, separable(comb, plan.spline))
+                out = plan.buffer("out", like, shape).zero_().index_copy_(
+                    0, idx, separable(comb, mats))
             if self.space is not None:   # the prior's correction of the unmoved part
                 still = torch.where(some, 1 - m, torch.zeros_like(m))
                 self.space.add_grid(out, [(self.slot_residual(j), still * (1 - w)),
@@ -578,21 +779,86 @@ class SplineBase(nn.Module):
         j, w = slot_weights(self.slot_times, self.slot_times.new_tensor([t]))
         return int(j[0]), float(w[0, 0])
 
+    def kept_field(self, k: int, mats: Sequence[torch.Tensor],
+                   out: Optional[torch.Tensor] = None, last: bool = False,
+                   fine: Optional[Callable[[], Sequence[torch.Tensor]]] = None,
+                   data_points: bool = False) -> torch.Tensor:
+        """Kept step ``k``'s field (normalised units) on the grid, or the window of one,
+        whose per-axis spline matrices (x, y, z) are ``mats`` -> [V, Zo, Yo, Xo]: the
+        spline through the step's data plus, for the variables that use it, the spatial
+        prior's correction (``fine()``: the same points' matrices on the prior's lattice,
+        asked for only then; ``data_points``: the points are the data's own, where the
+        correction is 0); every evaluation of a kept step's field on a grid goes through
+        here. ``last``: laid out channels last where the compiled lookups read it
+        (grid_plan.separable)."""
+        f = separable(self.slot_coef(k), mats, out=out, last=last)
+        if self.space is not None and self.space.active() and not data_points:
+            if fine is None:
+                raise ValueError("kept_field: the spatial prior needs the grid's matrices "
+                                 "on its lattice (fine=)")
+            self.space.add_grid(f, [(self.slot_residual(k), 1.0)], fine)
+        return f
+
+    def _fine(self, plan: "GridPlan", which: str, lo: int = 0, hi: Optional[int] = None
+              ) -> Callable[[], Sequence[torch.Tensor]]:
+        """The prior's lattice matrices (x, y, z) of the plan's output grid (``spline``) or
+        its warps' window (``warp``), z rows ``lo:hi``; made when first asked for and kept
+        on the plan (a window's cut by its own points, so a slab's rows are the whole
+        grid's)."""
+        def make() -> Sequence[torch.Tensor]:
+            axes = plan.axes if which == "spline" else plan.warp_axes
+            got = plan.fine.get(which)
+            if got is None or got[2].shape[0] != axes[2].shape[0]:
+                got = plan.fine[which] = fine_matrices(axes, self.dims)
+            return got[:2] + [got[2][lo:hi]]
+        return make
+
     def _slot_field(self, plan: "GridPlan", k: int) -> torch.Tensor:
         """Slot ``k`` evaluated on the warps' grid, kept while it is next to the interval in
         use (outputs go forward or back in time: each slot is evaluated once)."""
         f = plan.fields.get(k)
         if f is None:
-            plan.fields = {i: v for i, v in plan.fields.items() if abs(i - k) == 1}
-            f = plan.fields[k] = self.kept_field(k, plan.warp_spline, self._fine(plan, "warp"))
+            for i in [i for i in plan.fields if abs(i - k) != 1]:
+                del plan.fields[i]          # in place: a plan sharing the dict sees it too
+            last = kernels.available(self.slot_times.device)
+            f = plan.fields[k] = slid_window(
+                plan, plan.slid_from and plan.slid_from.fields.get(k),
+                lambda lo, hi: self.kept_field(
+                    k, plan.warp_spline[:2] + [plan.warp_spline[2][lo:hi]], last=last,
+                    fine=self._fine(plan, "warp", lo, hi)),
+                lambda: self.kept_field(k, plan.warp_spline, last=last,
+                                        fine=self._fine(plan, "warp")))
         return f
 
     def _path_field(self, plan: "GridPlan", k: int) -> torch.Tensor:
         """Slot ``k``'s slopes along the path on the warps' grid, kept like the values."""
         f = plan.slope_fields.get(k)
         if f is None:
-            plan.slope_fields = {i: v for i, v in plan.slope_fields.items() if abs(i - k) == 1}
-            f = plan.slope_fields[k] = separable(self.path_slope_coef(k), plan.warp_spline)
+            plan.slope_fields = {i: v for i, v in plan.slope_fields.items()
+                                 if isinstance(i, tuple) or abs(i - k) == 1}
+            f = plan.slope_fields[k] = separable(
+                self.path_slope_coef(k), plan.warp_spline,
+                last=kernels.available(self.slot_times.device))
+        return f
+
+    def _path_field_part(self, plan: "GridPlan", k: int) -> torch.Tensor:
+        """Slot ``k``'s slopes along the path on the warps' window for the variables with a
+        cubic share alone (slope_variables), from the coefficients' rows the window reads
+        (path_slope_rows), laid out for the compiled lookups; kept like the values."""
+        key = ("part", k)
+        f = plan.slope_fields.get(key)
+        if f is None:
+            for i in [i for i in plan.slope_fields
+                      if isinstance(i, tuple) and abs(i[1] - k) != 1]:
+                del plan.slope_fields[i]
+            def rows_of(r0: int, r1: int) -> torch.Tensor:
+                mz = plan.warp_spline[2][r0:r1]
+                lo, hi = kernels.used_rows(mz)
+                coef = self.path_slope_rows(k, lo, hi, self.slope_variables())
+                return separable(coef, plan.warp_spline[:2] + [mz[:, lo:hi]], last=True)
+            f = plan.slope_fields[key] = slid_window(
+                plan, plan.slid_from and plan.slid_from.slope_fields.get(key), rows_of,
+                lambda: rows_of(0, plan.warp_spline[2].shape[0]))
         return f
 
     def _interval_paths(self, plan: "GridPlan", j: int) -> None:
@@ -621,13 +887,25 @@ class SplineBase(nn.Module):
         cubic = self.path_mix if idx is None else self.path_mix[idx]
         if idx is None and not bool((cubic != 0).any()):
             ends, weights = (k0, k1), (1.0 - w, w)
+        elif idx is None and kernels.available(k0.device):
+            # the ends' values and slopes weighed per variable in the lookups' one pass
+            h = float(self.slot_times[j + 1] - self.slot_times[j])
+            alpha, g0, beta, g1 = end_weights(w, h, cubic.to(k0))
+            self._interval_paths(plan, j)
+            out = plan.buffer(into, k0, (k0.shape[0],) + plan.shape)
+            return kernels.warp_lookup(
+                (k0, k1), (alpha, beta), plan.disp, plan.accel, bend_shift(w), plan.linear[2],
+                plan.axes, w, plan.lookup_index(), kernels.BLEND, out,
+                slopes=(self._path_field_part(plan, j), self._path_field_part(plan, j + 1)),
+                slope_weights=(g0, g1), slope_variables=self.slope_variables())[0]
         else:                            # per-variable end weights folded into the fields
             h = float(self.slot_times[j + 1] - self.slot_times[j])
             alpha, g0, beta, g1 = (t.view(-1, 1, 1, 1)
                                    for t in end_weights(w, h, cubic.to(k0)))
             sel = (lambda f: f) if idx is None else (lambda f: f.index_select(0, idx))
-            e0 = plan.buffer("end0", k0, (len(cubic),) + tuple(k0.shape[1:]))
-            e1 = plan.buffer("end1", k1, (len(cubic),) + tuple(k1.shape[1:]))
+            last = kernels.available(k0.device)
+            e0 = plan.buffer("end0", k0, (len(cubic),) + tuple(k0.shape[1:]), last)
+            e1 = plan.buffer("end1", k1, (len(cubic),) + tuple(k1.shape[1:]), last)
             torch.mul(sel(k0), alpha, out=e0)
             torch.mul(sel(k1), beta, out=e1)
             if bool((cubic != 0).any()):
@@ -648,17 +926,32 @@ class SplineBase(nn.Module):
             return None
         return self._end_values_at(plan, j, w)
 
+    @torch.no_grad()
+    def end_difference(self, plan: "GridPlan", t: float) -> Optional[torch.Tensor]:
+        """|earlier side - later side| at normalised time ``t`` on a planned grid
+        [V, Zo, Yo, Xo] (the error estimate's term in time; :meth:`end_values`), in one
+        pass of the lookups where every variable moves; None at a kept step."""
+        j, w = self._slot(t)
+        if self.n_slots == 1 or w <= 0.0 or w >= 1.0:
+            return None
+        if self.has_flow and bool((self.flow_mix != 0).all()):
+            self._interval_paths(plan, j)
+            ends = (self._slot_field(plan, j), self._slot_field(plan, j + 1))
+            return self._look_up_ends(plan, ends, w, None, "absdiff")
+        ends = self._end_values_at(plan, j, w)
+        return (ends[0] - ends[1]).abs_()
+
     def _end_values_at(self, plan: "GridPlan", j: int, w: float) -> torch.Tensor:
         """:meth:`end_values` at fraction ``w`` of interval ``j``."""
-        k0 = self._slot_field(plan, j)
-        out = k0.new_empty((2, self.n_vars) + plan.shape)
+        out = self.slot_times.new_empty((2, self.n_vars) + plan.shape)
         m = self.flow_mix if self.has_flow else torch.zeros(self.n_vars)
         moving = (m != 0).nonzero(as_tuple=True)[0]
         still = (m == 0).nonzero(as_tuple=True)[0]
         if len(still):
-            coef = self.coef.detach()
+            lo, hi = kernels.used_rows(plan.spline[2])
+            mats = plan.spline[:2] + [plan.spline[2][:, lo:hi]]
             for side in (0, 1):
-                out[side, still] = separable(coef[j + side, still], plan.spline)
+                out[side, still] = separable(self.slot_coef(j + side)[still, lo:hi], mats)
                 if self.space is not None:       # the prior's correction, still ones only
                     self.space.add_grid(out[side], [(self.slot_residual(j + side),
                                                      (m == 0).to(out.dtype))],
@@ -685,12 +978,23 @@ class SplineBase(nn.Module):
         if plan.side_plan is None:       # the data's lattice, or one `stride` times coarser
             stride = int(getattr(self.side_weights, "stride", 1))
             lattice = [(n - 2) // stride + 2 if n > 1 else 1 for n in self.dims[::-1]]
-            plan.side_plan = self.plan_grid(lattice_axes(lattice, self.coef.device))
+            axes = lattice_axes(lattice, self.slot_times.device)
+            # the lattice's points the carry to this grid (a slab of one) reads, and one
+            # more each side for the features' 3^3 means: the weights there are whole
+            mats, box = [], []
+            for a, n in zip(plan.axes, lattice[::-1]):
+                lo, hi = kernels.used_rows(linear_matrix(a, n))
+                box += [max(0, lo - 1), min(n - 1, hi)]
+                mats.append(linear_matrix(a, n)[:, box[-2]:box[-1] + 1])
+            whole = all(box[2 * i] == 0 and box[2 * i + 1] == n - 1
+                        for i, n in enumerate(lattice[::-1]))
+            plan.side_plan = self.plan_grid(axes, None if whole else box)
+            plan.side_carry = mats
         share_fields(plan, plan.side_plan)
         ends = self._end_values_at(plan.side_plan, j, w)               # [2, V, Z', Y', X']
         weight = self.side_weights(sel(ends.transpose(0, 1)).transpose(0, 1), w,
                                    self.side_outside(plan.side_plan, j, w))
-        mx, my, mz = [linear_matrix(a, n) for a, n in zip(plan.axes, weight.shape[:0:-1])]
+        mx, my, mz = plan.side_carry
         carried = (my @ (weight @ mx.t()), mz)      # in x and y here, in z slab by slab
         ends = (sel(k0), sel(k1))
         out = plan.buffer(into, k0, (ends[0].shape[0],) + plan.shape)
@@ -741,8 +1045,21 @@ class SplineBase(nn.Module):
         mz = plan.linear[2]
         disp, accel, bend = plan.disp, plan.accel, bend_shift(w)
         zo, yo, xo = plan.shape
-        gx, gy = plan.axes[0].view(1, 1, -1), plan.axes[1].view(1, -1, 1)
         both = weights is None and per_point is None
+        if per_point is None and kernels.available(ends[0].device):
+            # every variable and both sides in one compiled pass (kernels.py)
+            mode = kernels.BOTH if both else (kernels.ABSDIFF if weights == "absdiff"
+                                               else kernels.BLEND)
+            wts = None if mode != kernels.BLEND else [
+                torch.as_tensor(x, dtype=torch.float32) for x in weights]
+            got = kernels.warp_lookup(ends, wts, disp, accel, bend, mz, plan.axes, w,
+                                      plan.lookup_index(), mode,
+                                      None if out is None or both else out)
+            return got if both else got[0]
+        if weights == "absdiff":
+            pair = self._look_up_ends(plan, ends, w, None, None)
+            return torch.sub(pair[0], pair[1], out=out).abs_()
+        gx, gy = plan.axes[0].view(1, 1, -1), plan.axes[1].view(1, -1, 1)
         if both:
             out = ends[0].new_empty((2, ends[0].shape[0], zo, yo, xo))
         slab = max(1, WARP_SLAB_POINTS // max(1, yo * xo))

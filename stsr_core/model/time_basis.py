@@ -26,9 +26,12 @@ neighbouring steps, like linear interpolation.
 from __future__ import annotations
 
 import time
-from typing import Callable, Iterator, List, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
+
+from .steps import Steps, as_steps
 
 
 def natural_spline_slopes(times: Sequence[float]) -> torch.Tensor:
@@ -104,36 +107,70 @@ def displacement_grid_dims(dims: Sequence[int], coarsen: int = 2,
     return tuple(out)  # type: ignore[return-value]
 
 
-def fit_displacement(f0: torch.Tensor, f1: torch.Tensor, iters: int = 300,
-                     smooth: float = 0.1, coarsen: int = 2, max_points: int = 32,
-                     lr: float = 0.1, levels: int = 1,
-                     deadline: Optional[float] = None) -> torch.Tensor:
-    """The displacement that carries step ``f0`` onto step ``f1`` (both [V, Z, Y, X], all
-    variables at once: they move together), fitted symmetrically, ``f0(x - u/2) ~ f1(x + u/2)``,
-    on a grid ``coarsen`` times coarser than the data with a smoothness penalty. Larger data
-    is resampled to ``max_points`` per axis for the fit, which bounds its cost whatever the
-    data size (the displacement is smooth anyway). With ``levels`` > 1 the fit runs coarse to
-    fine, each level half the points per axis of the next and starting from its result, so
-    that moves of several cells are found (a gradient fit on the data alone sees only about
-    one cell). Returns [3, Zc, Yc, Xc] (x, y, z components) in the local units of
-    :func:`warp` ([-1, 1] across each axis), to be looked up trilinearly. At ``deadline``
-    (``time.perf_counter()`` seconds) the Adam steps stop and the fit so far is returned."""
-    dims = tuple(f0.shape[1:])
+@dataclass
+class Resampled:
+    """One step as :func:`fit_displacement` sees it: resampled once to each of its levels'
+    sizes (what every fit using the step would otherwise resample it to anew), so that the
+    fits of a series need only these small copies, not its steps."""
+
+    dims: Tuple[int, int, int]                             # (Z, Y, X) of the step itself
+    levels: Dict[Tuple[int, ...], torch.Tensor]            # size -> [V, *size]
+    max_points: int
+    n_levels: int
+
+
+def level_sizes(dims: Sequence[int], max_points: int, levels: int) -> List[Tuple[int, ...]]:
+    """The sizes (Z, Y, X) of the fit's levels, coarse to fine, each once: the data capped
+    at ``max_points`` per axis, each coarser level half the points per axis of the next,
+    but no fewer than 4 (or as many as the axis has)."""
     size = tuple(min(int(n), int(max_points)) for n in dims)
-    disp = None                                   # local units, on the last level's grid
-    done = set()
+    out: List[Tuple[int, ...]] = []
     for level in reversed(range(max(1, int(levels)))):
-        # each axis halved per level, but to no fewer than 4 points (or as many as it has)
         lsize = tuple((n - 1) // 2 ** level + 1 if (n - 1) // 2 ** level + 1 >= 4 else
                       min(n, 4) for n in size)
-        if lsize in done:
-            continue
-        done.add(lsize)
-        g0, g1 = (f if tuple(f.shape[1:]) == lsize else torch.nn.functional.interpolate(
-            f[None], size=lsize, mode="trilinear", align_corners=True)[0] for f in (f0, f1))
+        if lsize not in out:
+            out.append(lsize)
+    return out
+
+
+def resample_for_fit(f: torch.Tensor, max_points: int = 32, levels: int = 1) -> Resampled:
+    """Step ``f`` [V, Z, Y, X] at the sizes of :func:`fit_displacement`'s levels."""
+    dims = tuple(int(n) for n in f.shape[1:])
+    return Resampled(dims, {s: f if tuple(f.shape[1:]) == s else
+                            torch.nn.functional.interpolate(
+                                f[None], size=s, mode="trilinear", align_corners=True)[0]
+                            for s in level_sizes(dims, max_points, levels)},
+                     int(max_points), max(1, int(levels)))
+
+
+def fit_displacement(f0: Union[torch.Tensor, Resampled], f1: Union[torch.Tensor, Resampled],
+                     iters: int = 300, smooth: float = 0.1, coarsen: int = 2,
+                     max_points: int = 32, lr: float = 0.1, levels: int = 1,
+                     deadline: Optional[float] = None) -> torch.Tensor:
+    """The displacement that carries step ``f0`` onto step ``f1`` (both [V, Z, Y, X], all
+    variables at once: they move together; or each as :func:`resample_for_fit` made it with
+    the same ``max_points`` and ``levels``), fitted symmetrically, ``f0(x - u/2) ~
+    f1(x + u/2)``, on a grid ``coarsen`` times coarser than the data with a smoothness
+    penalty. Larger data is resampled to ``max_points`` per axis for the fit, which bounds
+    its cost whatever the data size (the displacement is smooth anyway). With ``levels`` > 1
+    the fit runs coarse to fine, each level half the points per axis of the next and
+    starting from its result, so that moves of several cells are found (a gradient fit on
+    the data alone sees only about one cell). Returns [3, Zc, Yc, Xc] (x, y, z components)
+    in the local units of :func:`warp` ([-1, 1] across each axis), to be looked up
+    trilinearly. At ``deadline`` (``time.perf_counter()`` seconds) the Adam steps stop and
+    the fit so far is returned."""
+    p0, p1 = (f if isinstance(f, Resampled) else resample_for_fit(f, max_points, levels)
+              for f in (f0, f1))
+    if (p0.max_points, p0.n_levels, p0.dims) != (p1.max_points, p1.n_levels, p1.dims) or \
+            (p0.max_points, p0.n_levels) != (int(max_points), max(1, int(levels))):
+        raise ValueError("fit_displacement: steps resampled for other settings")
+    dims = p0.dims
+    disp = None                                   # local units, on the last level's grid
+    for lsize in level_sizes(dims, max_points, levels):
+        g0, g1 = p0.levels[lsize], p1.levels[lsize]
         low = displacement_grid_dims(lsize, coarsen, max_points)
-        to_local = _index_to_local(lsize, f0.device)[:, None, None, None]
-        start = torch.zeros(3, *low, device=f0.device) if disp is None else \
+        to_local = _index_to_local(lsize, g0.device)[:, None, None, None]
+        start = torch.zeros(3, *low, device=g0.device) if disp is None else \
             _upsample(disp[None], low) / to_local.clamp_min(1e-12)
         disp = _fit_level(g0, g1, start, to_local, iters, smooth, lr, deadline)
     if tuple(disp.shape[1:]) != displacement_grid_dims(dims, coarsen, max_points):
@@ -269,7 +306,7 @@ def held_out_pairs(n: int) -> List[Tuple[int, int]]:
     return [(k0, k1) for _, _, k0, k1 in _held_out_steps(n)]
 
 
-def cross_validated_mix(data: torch.Tensor, times: Sequence[float],
+def cross_validated_mix(data: Union[torch.Tensor, Steps], times: Sequence[float],
                         with_flow: bool = False,
                         after_fit: Optional[Callable[[], None]] = None,
                         flow_share: Optional[float] = None,
@@ -280,32 +317,46 @@ def cross_validated_mix(data: torch.Tensor, times: Sequence[float],
     ``with_flow``, of (motion-compensated - linear) interpolation in time that best predicts
     held-out kept steps: every other kept step is left out in turn (both parities), each
     interpolant is fitted to the rest, and the least-squares mix is taken over all held-out
-    points. ``data`` is [V, T, ...]. Where the held-out steps cannot tell an interpolant from
-    linear (a cubic through fewer than 3 steps), its mix is 0: linear never overshoots.
-    With ``flow_share`` the motion-compensated share m is fixed at that value and only c is
-    chosen. ``after_fit`` is called after each displacement fit (progress; it may raise to
-    stop). ``fit_flow(f0, f1)`` replaces :func:`fit_displacement` (a budgeted fit; None: no
-    displacement for that case, which then weighs only the cubic share)."""
-    n_vars, n = data.shape[0], data.shape[1]
+    points. ``data`` is [V, T, ...] (or :class:`Steps`, read a step at a time: a case holds
+    two float64 sums the size of a step). Where the held-out steps cannot tell an
+    interpolant from linear (a cubic through fewer than 3 steps), its mix is 0: linear
+    never overshoots. With ``flow_share`` the motion-compensated share m is fixed at that
+    value and only c is chosen. ``after_fit`` is called after each displacement fit
+    (progress; it may raise to stop). ``fit_flow(f0, f1)`` replaces
+    :func:`fit_displacement` (a budgeted fit; None: no displacement for that case, which
+    then weighs only the cubic share)."""
+    steps = as_steps(data)
+    n_vars, n = steps.n_vars, steps.n_steps
     a = torch.zeros(n_vars, 2, 2, dtype=torch.float64)
     b = torch.zeros(n_vars, 2, dtype=torch.float64)
     t = [float(x) for x in times]
     for fit, i, k0, k1 in _held_out_steps(n):
         frac = (t[i] - t[k0]) / (t[k1] - t[k0])
         moved = None
-        if with_flow and data.dim() == 5:
-            disp = fit_displacement(data[:, k0], data[:, k1], **flow_options) \
-                if fit_flow is None else fit_flow(data[:, k0], data[:, k1])
+        if with_flow and len(steps.shape) == 3:
+            s0, s1 = steps.step(k0), steps.step(k1)
+            disp = fit_displacement(s0, s1, **flow_options) if fit_flow is None \
+                else fit_flow(s0, s1)
             if disp is not None:
-                moved = warped_blend(data[:, k0], data[:, k1], disp, frac)
+                moved = warped_blend(s0, s1, disp, frac)
             if after_fit is not None:
                 after_fit()
+        # linear and cubic through the fitted steps at t[i]: both are weighted sums of them
+        eye = torch.eye(len(fit), dtype=torch.float64)
+        lw, cw = (w[0] for w in interpolate_steps(eye, [t[f] for f in fit], [t[i]]))
+        lin = cub = None                                            # [V, ...] float64
+        for f, wl, wc in zip(fit, lw.tolist(), (cw - lw).tolist()):
+            if wl == 0.0 and (wc == 0.0 or len(fit) < 3):
+                continue
+            step = steps.step(f).to(torch.float64)
+            lin = step * wl if lin is None else lin.add_(step, alpha=wl)
+            if len(fit) >= 3:
+                cub = step * wc if cub is None else cub.add_(step, alpha=wc)
+        held = steps.step(i)
         for v in range(n_vars):
-            lin, cub = interpolate_steps(data[v, fit].to(torch.float64),
-                                         [t[f] for f in fit], [t[i]])
-            y = (data[v, i].to(torch.float64) - lin[0]).flatten()
-            c = (cub[0] - lin[0]).flatten() if len(fit) >= 3 else torch.zeros_like(y)
-            w = ((moved[v].to(torch.float64) - lin[0]).flatten() if moved is not None
+            y = (held[v].to(torch.float64) - lin[v]).flatten()
+            c = cub[v].flatten() if cub is not None else torch.zeros_like(y)
+            w = ((moved[v].to(torch.float64) - lin[v]).flatten() if moved is not None
                  else torch.zeros_like(y))
             a[v] += torch.stack([torch.stack([c @ c, c @ w]),
                                  torch.stack([w @ c, w @ w])]).cpu()

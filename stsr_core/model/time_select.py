@@ -45,16 +45,16 @@ def half_series(data: torch.Tensor) -> torch.Tensor:
     """``data`` [V, T, Z, Y, X] smoothed by a 3-point box per axis (so that thinning does not
     alias fine detail into the held-out comparison) and thinned to every other point
     -> [V, T, (Z+1)//2, (Y+1)//2, (X+1)//2]; an axis of one point stays."""
-    v, t = data.shape[:2]
-    out = []
-    for k in range(t):
-        x = data[:, k][None].to(torch.float32)                         # [1, V, Z, Y, X]
-        pad = [1 if n > 1 else 0 for n in x.shape[-1:-4:-1] for _ in (0, 1)]
-        x = F.pad(x, pad, mode="replicate")
-        kernel = [3 if n > 1 else 1 for n in data.shape[-3:]]
-        x = F.avg_pool3d(x, kernel, stride=1)[0]
-        out.append(x[:, ::2, ::2, ::2])
-    return torch.stack(out, 1)
+    return torch.stack([half_step(data[:, k]) for k in range(data.shape[1])], 1)
+
+
+def half_step(step: torch.Tensor) -> torch.Tensor:
+    """One step [V, Z, Y, X] of :func:`half_series` -> [V, (Z+1)//2, (Y+1)//2, (X+1)//2]."""
+    x = step[None].to(torch.float32)                                   # [1, V, Z, Y, X]
+    pad = [1 if n > 1 else 0 for n in x.shape[-1:-4:-1] for _ in (0, 1)]
+    x = F.pad(x, pad, mode="replicate")
+    kernel = [3 if n > 1 else 1 for n in step.shape[-3:]]
+    return F.avg_pool3d(x, kernel, stride=1)[0, :, ::2, ::2, ::2].contiguous()
 
 
 def chain_options(flow_options: Dict[str, object]) -> Dict[str, object]:
@@ -199,7 +199,7 @@ def half_chains(base: Any, half: torch.Tensor,
         sub = type(base)(dims, base.n_vars, [times[i] for i in chain], base_time=kind,
                          flow_coarsen=int(opts["coarsen"]),
                          flow_max_points=int(opts["max_points"]), trainable=False
-                         ).to(base.coef.device)
+                         ).to(base.device)
         sub.fit_coefficients(half[:, chain])
         if sub.has_flow:
             for i in range(len(chain) - 1):
@@ -207,20 +207,36 @@ def half_chains(base: Any, half: torch.Tensor,
                 if f is not None:
                     sub.flow[i].copy_(f)
         # the warps look up a grid 4x (2x where large) finer than the half series
-        plan = sub.plan_grid(lattice_axes(half.shape[-3:], base.coef.device), factors=(4, 2))
+        plan = sub.plan_grid(lattice_axes(half.shape[-3:], base.device), factors=(4, 2))
         yield sub, plan, [(chain[i] + 1, times[chain[i] + 1]) for i in range(len(chain) - 1)]
 
 
-def held_out_cases(built: Sequence[Chain]) -> List[Tuple[Any, GridPlan, int, float]]:
+def held_out_cases(built: Sequence[Chain]) -> Iterator[Tuple[Any, GridPlan, int, float]]:
     """The chains' held-out steps as (base, plan, step, time): up to MAX_HELD_OUT, evenly
     spread over them, in the chains' order (so each chain's slot fields are evaluated
-    once)."""
+    once). A chain's fields on its grid are let go when its cases are done (the
+    evaluation keeps the fields of the interval in use: on a large half series two of them
+    weigh as much as a step of the data)."""
     cases = [(sub, plan, k, t) for sub, plan, held in built for k, t in held]
-    if len(cases) <= MAX_HELD_OUT:
-        return cases
-    keep = sorted({round(i * (len(cases) - 1) / (MAX_HELD_OUT - 1))
-                   for i in range(MAX_HELD_OUT)})
-    return [cases[i] for i in keep]
+    if len(cases) > MAX_HELD_OUT:
+        keep = sorted({round(i * (len(cases) - 1) / (MAX_HELD_OUT - 1))
+                       for i in range(MAX_HELD_OUT)})
+        cases = [cases[i] for i in keep]
+    try:
+        for i, case in enumerate(cases):
+            yield case
+            if i + 1 == len(cases) or cases[i + 1][1] is not case[1]:
+                _let_go(case[0], case[1])
+    finally:                 # a caller that stops early (a deadline) lets go of them too
+        for sub, plan, _ in built:
+            _let_go(sub, plan)
+
+
+def _let_go(sub: Any, plan: GridPlan) -> None:
+    """Drop what evaluating ``sub`` on ``plan`` keeps (recomputed when asked again)."""
+    plan.fields, plan.slope_fields, plan.error_fields, plan.buffers = {}, {}, {}, {}
+    plan.interval = plan.disp = plan.accel = None
+    sub._path_slopes = {}
 
 
 @torch.no_grad()

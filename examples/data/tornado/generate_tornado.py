@@ -19,9 +19,13 @@ import numpy as np
 def tornado_velocity(n: int, time: float) -> np.ndarray:
     """Velocity ``[Z, Y, X, 3]`` on an n^3 grid over the unit cube at ``time``."""
     c = np.linspace(0.0, 1.0, n)
-    zc = c[:, None, None]
-    y = c[None, :, None]
-    x = c[None, None, :]
+    return velocity_at(c[None, None, :], c[None, :, None], c[:, None, None],
+                       time).astype(np.float32)
+
+
+def velocity_at(x: np.ndarray, y: np.ndarray, zc: np.ndarray, time: float) -> np.ndarray:
+    """Velocity ``[..., 3]`` (float64) at the points of the broadcast arrays ``x``, ``y``,
+    ``zc`` (the unit cube's coordinates) at ``time``."""
     xc = 0.5 + 0.1 * np.sin(0.04 * time + 10.0 * zc)       # the core sways with height/time
     yc = 0.5 + 0.1 * np.cos(0.03 * time + 3.0 * zc)
     r = 0.1 + 0.4 * zc * zc + 0.1 * zc * np.sin(8.0 * zc)   # funnel radius
@@ -35,7 +39,7 @@ def tornado_velocity(n: int, time: float) -> np.ndarray:
     vx = scale * (y - yc) + 0.1 * (x - xc)
     vy = -scale * (x - xc) + 0.1 * (y - yc)
     vz = np.broadcast_to(scale * z0, vx.shape)
-    return np.stack(np.broadcast_arrays(vx, vy, vz), axis=-1).astype(np.float32)
+    return np.stack(np.broadcast_arrays(vx, vy, vz), axis=-1)
 
 
 def vorticity_magnitude(v: np.ndarray, h: float) -> np.ndarray:

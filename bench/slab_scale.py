@@ -1,0 +1,207 @@
+"""Issue 29's benchmark: the slabbed upscale on the tornado (129^3 x 17 from 65^3 x 5 kept
+steps, 5 variables), every run a child process (wall time, its own peak RSS from wait4):
+
+1. end to end, the default ``stsr upscale --scale 2 --time-scale 4`` (.pvd, lz4, error
+   arrays) against ``bench/scipy_vtk_upscale.py`` (SciPy trilinear + linear, VTK's raw
+   writer) doing the same job, in the same run; PSNR of both against the original
+   (``stsr eval``), and of the same upscale with torch's lookups (STSR_KERNELS=torch: the
+   numbers before the compiled kernels);
+2. the cost over output sizes 65^3 .. 513^3 (``--dims``, 3 in-between times, error arrays):
+   computing alone (each slab handed to a writer that discards it: what the engine holds
+   and how fast it computes, apart from any format's writer), with the default budget and
+   with ``--max-memory 1GB``.
+
+    python -m bench.slab_scale [--sizes 65,129,257,513] [--out DIR] [--work DIR]
+
+Writes slabs.json and slabs.md (and slabs.png) to bench/results/<date>/.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from typing import Any, Dict, List, Optional
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+
+class DiscardingWriter:
+    """A writer that takes slabs and keeps nothing (the engine's cost alone)."""
+
+    max_open_steps = 16
+
+    def __init__(self) -> None:
+        self.bytes = 0
+
+    def write_slab(self, i: int, z0: int, arrays: Dict[str, Any]) -> None:
+        self.bytes += sum(a.nbytes for a in arrays.values())
+
+    def slab_bytes(self, rows: int, steps: int = 1) -> int:
+        return 0
+
+
+def child_compute(model: str, n: int, times: str, max_memory: Optional[str]) -> int:
+    """The engine alone on an n^3 output at ``times``: the memory plan, then every slab."""
+    from stsr_core import api, slabs
+    from stsr_core.outputs import has_error_estimate
+    tm = api.load_model(model, device="cpu")
+    grid = api.output_grid(tm.info.grid, dims=(n, n, n))
+    t_out = [float(v) for v in times.split(",")]
+    error = has_error_estimate(tm)
+    names = len(tm.info.variables) * (2 if error else 1)
+    budget = None if max_memory is None else slabs.parse_bytes(max_memory)
+    box = (0, n - 1, 0, n - 1, 0, n - 1)
+    t0 = time.perf_counter()
+    mem = slabs.plan_memory(tm, grid, box, names, error, budget)
+    w = DiscardingWriter()
+    r = slabs.write_slabs(tm, grid, t_out, list(range(len(t_out))), w, error, mem,
+                          overlap=False)
+    print(json.dumps({"compute_s": r["compute_s"], "seconds": time.perf_counter() - t0,
+                      "rows": mem.rows, "budget": mem.budget, "need": mem.need,
+                      "parts": mem.parts, "bytes": w.bytes, "arrays": names}))
+    return 0
+
+
+def run(cmd: List[str], log: str, env: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
+    from bench.scale.children import run_child
+    return run_child(cmd, log, env=env)
+
+
+def psnr(out: str, ref: str, log: str, env: Optional[Dict[str, str]] = None
+         ) -> Optional[Dict[str, float]]:
+    from bench.scale.children import stsr_cmd
+    j = log + ".json"
+    r = run(stsr_cmd() + ["eval", out, "--reference", ref, "--json", j], log, env)
+    if r["rc"] != 0 or not os.path.exists(j):
+        return None
+    with open(j) as fh:
+        d = json.load(fh)
+    return {k: d[k] for k in ("psnr_mean", "psnr_kept", "psnr_between") if k in d}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--sizes", default="65,129,257,513")
+    p.add_argument("--out", default=os.path.join(ROOT, "bench", "results",
+                                                 dt.date.today().isoformat()))
+    p.add_argument("--work", default="/work/scratch/i29-core/slab_scale")
+    p.add_argument("--skip-end-to-end", action="store_true")
+    p.add_argument("--child-compute", nargs=4, help=argparse.SUPPRESS)
+    a = p.parse_args()
+    if a.child_compute:
+        m, n, times, mm = a.child_compute
+        return child_compute(m, int(n), times, None if mm == "default" else mm)
+    from bench.scale.children import start_launcher, stsr_cmd
+    from bench.scale.report import machine_info, save_json
+    start_launcher()
+    os.makedirs(a.work, exist_ok=True)
+    os.makedirs(a.out, exist_ok=True)
+    logs = os.path.join(a.work, "logs")
+    os.makedirs(logs, exist_ok=True)
+    res: Dict[str, Any] = {"machine": machine_info(), "sizes": [], "end_to_end": {}}
+    data = os.path.join(a.work, "tornado129")
+    truth = os.path.join(data, "tornado.pvd")
+    if not os.path.exists(truth):
+        subprocess.run([sys.executable, os.path.join(ROOT, "examples", "data", "tornado",
+                                                     "generate_tornado.py"), "--n", "129",
+                        "--steps", "17", "--out", data], check=True)
+    coarse = os.path.join(a.work, "coarse.pvd")
+    model = os.path.join(a.work, "m.stsr")
+    if not os.path.exists(model):
+        r = run(stsr_cmd() + ["coarsen", truth, "-o", coarse, "--space", "2", "--time", "4",
+                              "--overwrite"], os.path.join(logs, "coarsen.log"))
+        assert r["rc"] == 0, r
+        res["fit"] = run(stsr_cmd() + ["fit", coarse, "-o", model, "--quiet", "--overwrite"],
+                         os.path.join(logs, "fit.log"))
+    save = lambda: save_json(res, os.path.join(a.out, "slabs.json"))  # noqa: E731
+    if not a.skip_end_to_end:
+        e2e = res["end_to_end"]
+        for name, env in (("stsr", None), ("stsr-torch-lookups", {"STSR_KERNELS": "torch"})):
+            out = os.path.join(a.work, name, "up.pvd")
+            shutil.rmtree(os.path.dirname(out), ignore_errors=True)
+            timings = os.path.join(logs, f"{name}-timings.json")
+            r = run(stsr_cmd() + ["upscale", model, "-o", out, "--scale", "2",
+                                  "--time-scale", "4", "--quiet", "--timings", timings],
+                    os.path.join(logs, f"{name}.log"), env)
+            if r["rc"] == 0:
+                with open(timings) as fh:
+                    r["timings"] = json.load(fh)
+                r["psnr"] = psnr(out, truth, os.path.join(logs, f"{name}-eval"))
+            e2e[name] = r
+            shutil.rmtree(os.path.dirname(out), ignore_errors=True)
+            save()
+        out = os.path.join(a.work, "scipy", "up.pvd")
+        shutil.rmtree(os.path.dirname(out), ignore_errors=True)
+        r = run([sys.executable, os.path.join(ROOT, "bench", "scipy_vtk_upscale.py"), coarse,
+                 out, "--scale", "2", "--time-scale", "4"], os.path.join(logs, "scipy.log"))
+        if r["rc"] == 0:
+            r["psnr"] = psnr(out, truth, os.path.join(logs, "scipy-eval"))
+        e2e["scipy_vtk"] = r
+        shutil.rmtree(os.path.dirname(out), ignore_errors=True)
+        if e2e["stsr"]["rc"] == 0 and r["rc"] == 0:
+            e2e["stsr_over_scipy"] = e2e["stsr"]["seconds"] / r["seconds"]
+            t = e2e["stsr"]["timings"]
+            e2e["end_to_end_over_compute"] = e2e["stsr"]["seconds"] / t["compute_s"]
+        save()
+    times = "2.5,22.5,52.5"        # in-between steps of three intervals (tornado dt 5 x 4)
+    for n in [int(v) for v in a.sizes.split(",")]:
+        for mm in ("default", "1GB"):
+            log = os.path.join(logs, f"size{n}-{mm}.log")
+            r = run([sys.executable, "-m", "bench.slab_scale", "--child-compute", model,
+                     str(n), times, mm], log)
+            row = {"size": n, "max_memory": mm, **r}
+            if r["rc"] == 0:
+                text = open(log).read()
+                got = json.loads(re.findall(r"^\{.*\}$", text, re.M)[-1])
+                row.update(got)
+                row["variable_points_per_s"] = n ** 3 * 3 * 5 / got["compute_s"]
+            res["sizes"].append(row)
+            print(f"[slabs] {n}^3 {mm}: rc {r['rc']}, {r['seconds']:.1f} s, "
+                  f"peak RSS {r['max_rss_mb']:.0f} MB", file=sys.stderr)
+            save()
+    write_markdown(res, os.path.join(a.out, "slabs.md"))
+    print(open(os.path.join(a.out, "slabs.md")).read())
+    return 0
+
+
+def write_markdown(res: Dict[str, Any], path: str) -> None:
+    m = res["machine"]
+    lines = [f"Machine: {m['cpu']}, {m['cores']} cores; torch {m['torch']}; commit "
+             f"{m['git_commit'][:10]}{' (dirty)' if m['git_dirty'] else ''}; {m['date']}",
+             ""]
+    e = res.get("end_to_end", {})
+    if e:
+        lines += ["Tornado 129^3 x 17 from 65^3 x 5 (5 variables), every step; child "
+                  "processes, wall time and peak RSS:", "",
+                  "| run | wall s | peak RSS MB | compute s | PSNR dB |", "|---|---|---|---|---|"]
+        for k, r in e.items():
+            if not isinstance(r, dict):
+                continue
+            t = r.get("timings", {})
+            lines.append(f"| {k} | {r['seconds']:.1f} | {r['max_rss_mb']:.0f} | "
+                         f"{t.get('compute_s', float('nan')):.1f} | {r.get('psnr')} |")
+        lines += ["", f"stsr / SciPy+VTK: {e.get('stsr_over_scipy')}; end to end / computing "
+                  f"alone: {e.get('end_to_end_over_compute')}", ""]
+    lines += ["Cost over output sizes (3 in-between times, 5 variables + error arrays; "
+              "computing alone, slabs discarded):", "",
+              "| output | --max-memory | slab rows | wall s | compute s | peak RSS MB | "
+              "M variable-points/s |", "|---|---|---|---|---|---|---|"]
+    for r in res["sizes"]:
+        rate = r.get("variable_points_per_s")
+        lines.append(f"| {r['size']}^3 | {r['max_memory']} | {r.get('rows', '-')} | "
+                     f"{r['seconds']:.1f} | {r.get('compute_s', float('nan')):.1f} | "
+                     f"{r['max_rss_mb']:.0f} | {'-' if rate is None else f'{rate / 1e6:.1f}'} |")
+    with open(path, "w") as fh:
+        fh.write("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,229 @@
+"""The fast base's compiled loops (numba, cached on disk): the kernels themselves, kept
+apart from kernels.py so that numba is imported only when a kernel first runs (``stsr info``
+and the other commands never pay for it). kernels.py has what each does and its callers."""
+import numpy as np
+from numba import njit, prange
+
+
+@njit(parallel=True, cache=True)
+def _banded(a, z_lo, z_hi, sx, wx, sy, wy, sz, wz, out):  # pragma: no cover - compiled
+    c_n = a.shape[0]
+    y_n = a.shape[2]
+    xo_n, yo_n, zo_n = sx.shape[0], sy.shape[0], sz.shape[0]   # out: [C, Zo, Yo * Xo]
+    kx, ky, kz = wx.shape[1], wy.shape[1], wz.shape[1]
+    rows = z_hi - z_lo
+    # x: a gather of kx taps per output column, on the coarse rows
+    t1 = np.empty((c_n, rows, y_n, xo_n), np.float32)
+    for cz in prange(c_n * rows):
+        c = cz // rows
+        z = cz % rows
+        for y in range(y_n):
+            src = a[c, z_lo + z, y]
+            dst = t1[c, z, y]
+            for xo in range(xo_n):
+                s = sx[xo]
+                acc = wx[xo, 0] * src[s]
+                for k in range(1, kx):
+                    acc += wx[xo, k] * src[s + k]
+                dst[xo] = acc
+    # y, then z: each output row a sum of a few whole input rows (contiguous, SIMD)
+    t2 = np.empty((c_n, rows, yo_n, xo_n), np.float32)
+    for cz in prange(c_n * rows):
+        c = cz // rows
+        z = cz % rows
+        for yo in range(yo_n):
+            s = sy[yo]
+            dst = t2[c, z, yo]
+            w0 = wy[yo, 0]
+            src = t1[c, z, s]
+            for xo in range(xo_n):
+                dst[xo] = w0 * src[xo]
+            for k in range(1, ky):
+                wk = wy[yo, k]
+                src = t1[c, z, s + k]
+                for xo in range(xo_n):
+                    dst[xo] += wk * src[xo]
+    plane = yo_n * xo_n
+    t2f = t2.reshape(c_n, rows, plane)
+    outf = out                      # [C, Zo, Yo * Xo], channels first or last
+    blk = 4096                      # a block of the plane stays cached across rows
+    n_blk = (plane + blk - 1) // blk
+    for cb in prange(c_n * n_blk):
+        c = cb // n_blk
+        p0 = (cb % n_blk) * blk
+        p1 = min(plane, p0 + blk)
+        for zo in range(zo_n):
+            s = sz[zo] - z_lo
+            dst = outf[c, zo]
+            w0 = wz[zo, 0]
+            src = t2f[c, s]
+            for p in range(p0, p1):
+                dst[p] = w0 * src[p]
+            for k in range(1, kz):
+                wk = wz[zo, k]
+                src = t2f[c, s + k]
+                for p in range(p0, p1):
+                    dst[p] += wk * src[p]
+
+@njit(parallel=True, cache=True)
+def _warp(f0, f1, a0, a1, p0, p1, g0, g1, pmap, has_slopes, disp, accel, has_accel, bend,
+          zi, zw, gx, gy, gz, s0, s1, scale, off, out, mode):  # pragma: no cover
+    zw_n, yw_n, xw_n, v_n = f0.shape        # channels last: a corner's variables adjacent
+    r_n, yo_n, xo_n = gz.shape[0], gy.shape[0], gx.shape[0]
+    zero, one, two = np.float32(0.0), np.float32(1.0), np.float32(2.0)
+    for zy in prange(r_n * yo_n):
+        z = zy // yo_n
+        y = zy % yo_n
+        i0, i1 = zi[z, 0], zi[z, 1]
+        w0, w1 = zw[z, 0], zw[z, 1]
+        for x in range(xo_n):
+            dx = w0 * disp[0, i0, y, x] + w1 * disp[0, i1, y, x]
+            dy = w0 * disp[1, i0, y, x] + w1 * disp[1, i1, y, x]
+            dz = w0 * disp[2, i0, y, x] + w1 * disp[2, i1, y, x]
+            bx = by = bz = np.float32(0.0)
+            if has_accel:
+                bx = bend * (w0 * accel[0, i0, y, x] + w1 * accel[0, i1, y, x])
+                by = bend * (w0 * accel[1, i0, y, x] + w1 * accel[1, i1, y, x])
+                bz = bend * (w0 * accel[2, i0, y, x] + w1 * accel[2, i1, y, x])
+            for side in range(2):
+                sh = s0 if side == 0 else s1
+                px = min(max(gx[x] + (sh * dx + bx), np.float32(-1.0)), np.float32(1.0))
+                py = min(max(gy[y] + (sh * dy + by), np.float32(-1.0)), np.float32(1.0))
+                pz = min(max(gz[z] + (sh * dz + bz), np.float32(-1.0)), np.float32(1.0))
+                # as grid_sample unnormalises (float32), then the window's offset
+                fx = ((px + one) / two) * scale[0] - off[0]
+                fy = ((py + one) / two) * scale[1] - off[1]
+                fz = ((pz + one) / two) * scale[2] - off[2]
+                ix = min(max(int(np.floor(fx)), 0), max(0, xw_n - 2))
+                iy = min(max(int(np.floor(fy)), 0), max(0, yw_n - 2))
+                iz = min(max(int(np.floor(fz)), 0), max(0, zw_n - 2))
+                tx = min(max(fx - ix, zero), one) if xw_n > 1 else zero
+                ty = min(max(fy - iy, zero), one) if yw_n > 1 else zero
+                tz = min(max(fz - iz, zero), one) if zw_n > 1 else zero
+                jx = ix + 1 if xw_n > 1 else ix
+                jy = iy + 1 if yw_n > 1 else iy
+                jz = iz + 1 if zw_n > 1 else iz
+                c000 = (1 - tx) * (1 - ty) * (1 - tz)
+                c100 = tx * (1 - ty) * (1 - tz)
+                c010 = (1 - tx) * ty * (1 - tz)
+                c110 = tx * ty * (1 - tz)
+                c001 = (1 - tx) * (1 - ty) * tz
+                c101 = tx * (1 - ty) * tz
+                c011 = (1 - tx) * ty * tz
+                c111 = tx * ty * tz
+                f = f0 if side == 0 else f1
+                pf = p0 if side == 0 else p1
+                g = g0 if side == 0 else g1
+                for v in range(v_n):
+                    val = (c000 * f[iz, iy, ix, v] + c100 * f[iz, iy, jx, v]
+                           + c010 * f[iz, jy, ix, v] + c110 * f[iz, jy, jx, v]
+                           + c001 * f[jz, iy, ix, v] + c101 * f[jz, iy, jx, v]
+                           + c011 * f[jz, jy, ix, v] + c111 * f[jz, jy, jx, v])
+                    slope = np.float32(0.0)
+                    q = pmap[v]
+                    if has_slopes and q >= 0 and g[v] != 0:   # the cubic along the path
+                        slope = g[v] * (
+                            c000 * pf[iz, iy, ix, q] + c100 * pf[iz, iy, jx, q]
+                            + c010 * pf[iz, jy, ix, q] + c110 * pf[iz, jy, jx, q]
+                            + c001 * pf[jz, iy, ix, q] + c101 * pf[jz, iy, jx, q]
+                            + c011 * pf[jz, jy, ix, q] + c111 * pf[jz, jy, jx, q])
+                    if mode == 1:
+                        out[side, v, z, y, x] = val
+                    elif mode == 2:
+                        if side == 0:
+                            out[0, v, z, y, x] = val
+                        else:
+                            out[0, v, z, y, x] = abs(out[0, v, z, y, x] - val)
+                    else:
+                        if side == 0:
+                            out[0, v, z, y, x] = a0[v] * val + slope
+                        else:
+                            out[0, v, z, y, x] += a1[v] * val + slope
+
+
+@njit(inline="always")
+def _flow_at(flows, j, px, py, pz):  # pragma: no cover - compiled
+    """Interval j's displacement at p, trilinear (grid_sample, align_corners, border)."""
+    fz_n, fy_n, fx_n = flows.shape[2], flows.shape[3], flows.shape[4]
+    one, two = np.float32(1.0), np.float32(2.0)
+    fx = min(max(((px + one) / two) * np.float32(fx_n - 1), np.float32(0.0)),
+             np.float32(fx_n - 1))
+    fy = min(max(((py + one) / two) * np.float32(fy_n - 1), np.float32(0.0)),
+             np.float32(fy_n - 1))
+    fz = min(max(((pz + one) / two) * np.float32(fz_n - 1), np.float32(0.0)),
+             np.float32(fz_n - 1))
+    ix, iy, iz = int(fx), int(fy), int(fz)
+    jx, jy, jz = min(ix + 1, fx_n - 1), min(iy + 1, fy_n - 1), min(iz + 1, fz_n - 1)
+    tx, ty, tz = fx - ix, fy - iy, fz - iz
+    out = np.zeros(3, np.float32)
+    for c in range(3):
+        f = flows[j, c]
+        out[c] = ((1 - tz) * ((1 - ty) * ((1 - tx) * f[iz, iy, ix] + tx * f[iz, iy, jx])
+                              + ty * ((1 - tx) * f[iz, jy, ix] + tx * f[iz, jy, jx]))
+                  + tz * ((1 - ty) * ((1 - tx) * f[jz, iy, ix] + tx * f[jz, iy, jx])
+                          + ty * ((1 - tx) * f[jz, jy, ix] + tx * f[jz, jy, jx])))
+    return out[0], out[1], out[2]
+
+@njit(inline="always")
+def _cubic_taps(p, n, w):  # pragma: no cover - compiled
+    """The first of 4 taps (padded index) and their weights ``w`` of the cubic B-spline
+    at local coordinate p on an axis of n points (bspline_sample's formula)."""
+    idx = (p + np.float32(1.0)) * np.float32(0.5) * np.float32(n - 1) + np.float32(1.0)
+    i = min(max(int(np.floor(idx)), 1), max(1, n - 1))
+    f = idx - i
+    f2 = f * f
+    f3 = f2 * f
+    w[0] = (1 - f) ** 3 / 6
+    w[1] = (3 * f3 - 6 * f2 + 4) / 6
+    w[2] = (-3 * f3 + 3 * f2 + 3 * f + 1) / 6
+    w[3] = f3 / 6
+    return i - 1
+
+@njit(parallel=True, cache=True)
+def _carried(coef, vmap, flows, intervals, sign, gx, gy, gz, wt, out):  # pragma: no cover
+    zc, yc, xc = coef.shape[1], coef.shape[2], coef.shape[3]
+    v_n = vmap.shape[0]
+    r_n, y_n, x_n = gz.shape[0], gy.shape[0], gx.shape[0]
+    one = np.float32(1.0)
+    half = np.float32(0.5) * sign
+    for zy in prange(r_n * y_n):
+        z = zy // y_n
+        y = zy % y_n
+        wx = np.empty(4, np.float32)
+        wy = np.empty(4, np.float32)
+        wz = np.empty(4, np.float32)
+        wzy = np.empty(16, np.float32)
+        kx = np.empty(4, np.int64)
+        ky = np.empty(4, np.int64)
+        kz = np.empty(4, np.int64)
+        for x in range(x_n):
+            px, py, pz = gx[x], gy[y], gz[z]
+            for m in range(intervals.shape[0]):   # interval by interval, half-way
+                j = intervals[m]
+                ux, uy, uz = _flow_at(flows, j, px, py, pz)
+                qx = min(max(px + half * ux, -one), one)
+                qy = min(max(py + half * uy, -one), one)
+                qz = min(max(pz + half * uz, -one), one)
+                vx, vy, vz = _flow_at(flows, j, qx, qy, qz)
+                px = min(max(px + sign * vx, -one), one)
+                py = min(max(py + sign * vy, -one), one)
+                pz = min(max(pz + sign * vz, -one), one)
+            sx = _cubic_taps(px, xc - 2, wx)
+            sy = _cubic_taps(py, yc - 2, wy)
+            sz = _cubic_taps(pz, zc - 2, wz)
+            for c in range(4):            # the taps' indices, once for every variable
+                kz[c] = min(max(sz + c, 0), zc - 1)
+                ky[c] = min(max(sy + c, 0), yc - 1)
+                kx[c] = min(max(sx + c, 0), xc - 1)
+            for c in range(4):
+                for b in range(4):
+                    wzy[c * 4 + b] = wz[c] * wy[b]
+            for v in range(v_n):
+                acc = np.float32(0.0)
+                cv = vmap[v]
+                for c in range(4):
+                    for b in range(4):
+                        r = coef[cv, kz[c], ky[b]]
+                        acc += wzy[c * 4 + b] * (wx[0] * r[kx[0]] + wx[1] * r[kx[1]]
+                                                 + wx[2] * r[kx[2]] + wx[3] * r[kx[3]])
+                out[v, z, y, x] += wt * acc

@@ -1,0 +1,233 @@
+"""The fast base's two hot loops as compiled, multi-threaded CPU kernels (numba), with torch
+doing the same work elsewhere (CUDA, or where numba is missing):
+
+* :func:`banded` -- a field filtered along x, y and z by banded per-axis matrices (the cubic
+  B-spline's 4 weights a row, linear interpolation's 2): the kept steps' fields on a grid,
+  the error estimate's trilinear carry. Dense matrix products do the same with hundreds of
+  zeros a row; here each output value costs its 4 (or 2) taps per axis.
+* :func:`warp_lookup` -- the warped trilinear lookups of both sides of an interval for
+  every variable at once: per output point the displacement (and a bent path's
+  acceleration) is interpolated from the flow grid once, both sides' positions and
+  trilinear weights computed once, and shared by every variable. The result is blended
+  with per-variable weights (the cubic's end weights along the path folded in), or the
+  two sides returned apart, or their absolute difference (the error estimate's term in
+  time). grid_sample's semantics: align_corners=True, border padding (positions are
+  clamped to the box first, as the callers do).
+
+Chosen by measurement among numba, VTK's resampling and torch's compiler
+(bench/kernels.py; the table in bench/results). Compiled code is cached on disk (numba's
+``cache=True``): only the first run of a new install pays the compile.
+"""
+from __future__ import annotations
+
+import os
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+import importlib.util
+
+# numba is a dependency (pyproject); a missing one leaves torch doing the work. It is
+# imported when a kernel first runs (compiled.py), not with the package.
+numba = None
+HAVE_NUMBA = importlib.util.find_spec("numba") is not None
+
+# STSR_KERNELS=torch forces the torch path on the CPU too (the equality tests use it)
+USE_NUMBA = HAVE_NUMBA and os.environ.get("STSR_KERNELS", "numba") != "torch"
+_compiled = None
+
+BLEND, BOTH, ABSDIFF = 0, 1, 2      # what warp_lookup returns
+
+
+def available(device: torch.device) -> bool:
+    """Whether the compiled kernels run for tensors on ``device`` (the CPU, with numba)."""
+    return USE_NUMBA and device.type == "cpu"
+
+
+def _threads():
+    """The compiled module (numba imported on first use), its threads as many as torch's
+    (the caller's share of the cores)."""
+    global numba, _compiled
+    if _compiled is None:
+        import numba as nb
+        from . import compiled
+        numba, _compiled = nb, compiled
+    n = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    if numba.get_num_threads() != n:
+        numba.set_num_threads(n)
+    return _compiled
+
+
+def taps(mat: torch.Tensor) -> Tuple[np.ndarray, np.ndarray]:
+    """A banded matrix [m, n] as (start [m] int64, weights [m, K] float32): row i's weights
+    are ``mat[i, start[i]:start[i] + K]`` and zero elsewhere (K: the widest band)."""
+    m, n = mat.shape
+    a = mat.detach().cpu().numpy()
+    nz = a != 0
+    anyrow = nz.any(1)
+    first = np.where(anyrow, nz.argmax(1), 0)
+    last = np.where(anyrow, n - 1 - nz[:, ::-1].argmax(1), 0)
+    k = int(max(1, (last - first).max() + 1)) if m else 1
+    start = np.minimum(first, max(0, n - k)).astype(np.int64)
+    idx = start[:, None] + np.arange(k)[None]
+    w = np.take_along_axis(a, np.minimum(idx, n - 1), 1).astype(np.float32)
+    w[idx >= n] = 0.0
+    return start, np.ascontiguousarray(w)
+
+
+def used_rows(mat: torch.Tensor) -> Tuple[int, int]:
+    """The first and one past the last column of ``mat`` [m, n] with a non-zero weight:
+    the input rows a filtering by it reads."""
+    cols = (mat != 0).any(0).nonzero()
+    if cols.numel() == 0:
+        return 0, 1
+    return int(cols[0]), int(cols[-1]) + 1
+
+
+
+def last(t: torch.Tensor) -> torch.Tensor:
+    """A field [C, Z, Y, X] as its channels-last tensor [Z, Y, X, C] (no copy where it is
+    one's view, as :func:`banded` with ``last`` makes them)."""
+    cl = t.detach().permute(1, 2, 3, 0)
+    if cl.dtype != torch.float32 or not cl.is_contiguous():
+        cl = cl.to(torch.float32).contiguous()
+    return cl
+
+
+def channels_last(shape: Sequence[int], like: torch.Tensor) -> torch.Tensor:
+    """An empty field [C, Z, Y, X] laid out channels last (the lookups' layout)."""
+    c, z, y, x = shape
+    return like.new_empty((z, y, x, c)).permute(3, 0, 1, 2)
+
+
+
+def carried_spline(coef: torch.Tensor, flows: torch.Tensor, intervals: Sequence[int],
+                   sign: int, axes: Sequence[torch.Tensor], weight: float,
+                   out: torch.Tensor, variables: Optional[Sequence[int]] = None
+                   ) -> torch.Tensor:
+    """``out`` [V, R, Y, X] += ``weight`` x the cubic B-spline with coefficients ``coef``
+    [V, Z+2, Y+2, X+2] at where the paths through the points ``axes`` (local x [X], y [Y],
+    z [R]) are after ``intervals`` (in order; ``sign`` +1 forward, -1 back), each step
+    carried by its displacement ``flows`` [T-1, 3, ...] looked up half-way (the slopes
+    along the paths, SplineBase.path_slope_coef); ``variables``: the channels of ``coef``
+    that ``out``'s channels are (None: all, in order); only the rows looked up are read."""
+    c = _threads()
+    vmap = np.arange(coef.shape[0]) if variables is None else np.asarray(list(variables))
+    c._carried(_np(coef), vmap.astype(np.int64), _np(flows),
+               np.asarray(list(intervals), np.int64),
+             np.float32(sign), *(_np(a) for a in axes), np.float32(weight), out.numpy())
+    return out
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    """A float32 C-ordered numpy view (a copy only where ``t`` is not already one)."""
+    return t.detach().to(torch.float32).contiguous().numpy()
+
+
+def banded(a: torch.Tensor, mats: Sequence[torch.Tensor],
+           out: Optional[torch.Tensor] = None, last: bool = False) -> torch.Tensor:
+    """``a`` [C, Z, Y, X] filtered along x, y and z by the banded matrices ``mats`` (x, y,
+    z; each [out, in]) -> [C, Zo, Yo, Xo] (into ``out`` when given; with ``last`` a view of
+    a channels-last tensor, the lookups' layout), on the CPU by the compiled kernel reading
+    only the input rows the z matrix uses."""
+    mx, my, mz = mats
+    sx, wx = taps(mx)
+    sy, wy = taps(my)
+    sz, wz = taps(mz)
+    c = a.shape[0]
+    shape = (c, mz.shape[0], my.shape[0], mx.shape[0])
+    if last:
+        out = channels_last(shape, torch.empty(0))
+    elif out is None or not out.is_contiguous():
+        out = torch.empty(shape, dtype=torch.float32)
+    if mz.shape[0] == 0:
+        return out
+    flat = out.view(c, shape[1], shape[2] * shape[3])       # a view either way
+    z_lo = int(sz.min())
+    z_hi = int((sz + wz.shape[1]).max())
+    c_mod = _threads()
+    an = a.detach()
+    if an.dtype != torch.float32 or not an.is_contiguous():
+        an = an[:, z_lo:z_hi].to(torch.float32).contiguous()
+        sz = sz - z_lo
+        z_lo, z_hi = 0, z_hi - z_lo
+    c_mod._banded(an.numpy(), z_lo, z_hi, sx, wx, sy, wy, sz, wz, flat.numpy())
+    return out
+
+
+def linear_rows(mz: torch.Tensor) -> Tuple[np.ndarray, np.ndarray]:
+    """A linear-interpolation matrix [r, n] (2 non-zeros a row at most) as the two input
+    rows and weights of each output row ([r, 2] int64 and float32)."""
+    start, w = taps(mz)
+    if w.shape[1] == 1:
+        w = np.concatenate([w, np.zeros_like(w)], 1)
+    w = w[:, :2]
+    idx = np.stack([start, np.minimum(start + 1, mz.shape[1] - 1)], 1)
+    return np.ascontiguousarray(idx), np.ascontiguousarray(w)
+
+
+def warp_lookup(ends: Sequence[torch.Tensor], weights: Optional[Sequence[torch.Tensor]],
+                disp: torch.Tensor, accel: Optional[torch.Tensor], bend: float,
+                mz: torch.Tensor, axes: Sequence[torch.Tensor], w: float,
+                index: Sequence[Tuple[float, float]], mode: int,
+                out: Optional[torch.Tensor] = None,
+                slopes: Optional[Sequence[torch.Tensor]] = None,
+                slope_weights: Optional[Sequence[torch.Tensor]] = None,
+                slope_variables: Optional[Sequence[int]] = None) -> torch.Tensor:
+    """Both sides of an interval looked up along the paths at fraction ``w`` for every
+    variable at once (the module's docstring). ``ends``: the two slots' fields on the
+    warps' grid (or a window of it) [V, Zw, Yw, Xw]; ``weights``: per variable the two
+    sides' weights [V] (mode BLEND); ``disp``/``accel``: [3, Zd, Yo, Xo] the displacement
+    (and acceleration) already carried in x and y, ``mz`` [R, Zd] its carry in z;
+    ``axes``: the output points' local coordinates (x [Xo], y [Yo], z [R]); ``index`` per
+    axis (x, y, z): (scale, offset) taking a local coordinate p to the field's index
+    ``(p + 1) * scale - offset``; ``slopes``/``slope_weights``: the two ends' slopes along
+    the path and their per-variable weights, added in the same pass (BLEND: the cubic
+    along the path, paths.end_weights); ``slope_variables``: the variables whose slopes
+    the slopes' channels are (None: all). Returns [V, R, Yo, Xo] (BLEND, ABSDIFF) or
+    [2, V, R, Yo, Xo] (BOTH)."""
+    f0, f1 = last(ends[0]).numpy(), last(ends[1]).numpy()
+    v = f0.shape[3]
+    gx, gy, gz = (_np(a) for a in axes)
+    lead = 2 if mode == BOTH else 1
+    shape = (lead, v, gz.shape[0], gy.shape[0], gx.shape[0])
+    if out is None or not out.is_contiguous():
+        out = torch.empty(shape, dtype=torch.float32)
+    outn = out.numpy().reshape(shape)
+    if weights is None:
+        a0 = a1 = np.ones(v, np.float32)
+    else:
+        a0, a1 = (np.ascontiguousarray(np.broadcast_to(np.asarray(
+            x.detach().cpu().numpy() if torch.is_tensor(x) else x, np.float32), (v,)))
+            for x in weights)
+    zi, zw = linear_rows(mz)
+    acc = _np(accel) if accel is not None else np.zeros((3, 1, 1, 1), np.float32)
+    scale = np.array([2.0 * s for s, _ in index], np.float32)      # size - 1
+    off = np.array([o for _, o in index], np.float32)
+    pmap = np.full(v, -1, np.int64)
+    if slopes is not None:
+        pmap[list(range(v)) if slope_variables is None else list(slope_variables)] = \
+            np.arange(v if slope_variables is None else len(slope_variables))
+        p0, p1 = last(slopes[0]).numpy(), last(slopes[1]).numpy()
+        g0, g1 = (np.ascontiguousarray(x.detach().cpu().numpy(), np.float32)
+                  for x in slope_weights)
+    else:
+        p0 = p1 = np.zeros((1, 1, 1, 1), np.float32)
+        g0 = g1 = np.zeros(v, np.float32)
+    _threads()._warp(f0, f1, a0, a1, p0, p1, g0, g1, pmap, slopes is not None, _np(disp),
+                     acc, accel is not None, np.float32(bend), zi, zw, gx, gy, gz, np.float32(-w), np.float32(1.0 - w), scale, off, outn, mode)
+    return out.view(shape)
+
+
+def warm_up() -> None:
+    """Load (or, on a new install, compile and cache) both kernels now, on tiny arrays, so
+    that their code is resident before memory is planned and no step pays for it."""
+    if not USE_NUMBA:
+        return
+    a = torch.zeros(1, 2, 2, 2)
+    m = torch.eye(2)
+    banded(a, [m, m, m])
+    banded(a, [m, m, m], last=True)
+    warp_lookup((a, a), (torch.ones(1), torch.ones(1)), torch.zeros(3, 2, 2, 2), None, 0.0,
+                m, [torch.zeros(2)] * 3, 0.5, [(0.5, 0.0)] * 3, BLEND)

@@ -1,0 +1,462 @@
+"""The fast base on an output grid, slab by slab: memory set by a budget, not by the grid.
+
+An upscale reads top-down: :func:`plan_memory` (before any work: what stays resident, the
+slab's rows, or one line saying what is needed) -> :func:`slab_steps` (interval by interval,
+slab by slab, every output step of the interval for that slab) -> the writer's
+``write_slab``. Each slab is a box of the output grid (all of x and y, a run of z rows, or
+the piece of an MPI rank, streamed piece or ParaView extent cut into rows) planned as
+:meth:`SplineBase.plan_grid` plans a box: its spline matrices hold only its rows, and the
+warps' lookup grid is cut to the window those rows reach (their rows plus the largest
+displacement), so the two kept steps' fields, the slopes along the paths and the error
+estimate's fields exist on the window alone, once per interval and slab, and every number
+is that of the same region of the whole grid (to float32 rounding).
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from .errors import StsrError
+from .grid import Grid
+from .model import kernels
+from .model.grid_plan import GridPlan
+from .outputs import Extent, error_names
+from .trained import TrainedModel
+
+DEFAULT_SHARE = 0.5            # of the available memory, the default --max-memory
+DEFAULT_CAP = 2_000_000_000    # at most this by default (bytes)
+SLACK_BYTES = 48 << 20         # the allocator's and threads' slack beyond what is counted
+MIN_OPEN_STEPS = 16            # steps a writer keeps open at once (CONTEXT interface 2)
+
+
+def rss_bytes() -> int:
+    """This process's resident memory now."""
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):   # not Linux: counted as nothing
+        return 0
+
+
+def available_bytes() -> int:
+    """The memory the system can give without swapping (MemAvailable), or 8 GB unknown."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return 8_000_000_000
+
+
+def human(n: float) -> str:
+    return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.0f} MB"
+
+
+def parse_bytes(text: str) -> int:
+    """'1GB', '512MB', '2.5G', '1e9' -> bytes (decimal units; KiB/MiB/GiB binary)."""
+    s = str(text).strip().upper().replace(" ", "")
+    units = {"KIB": 1 << 10, "MIB": 1 << 20, "GIB": 1 << 30, "TIB": 1 << 40,
+             "KB": 10 ** 3, "MB": 10 ** 6, "GB": 10 ** 9, "TB": 10 ** 12,
+             "K": 10 ** 3, "M": 10 ** 6, "G": 10 ** 9, "T": 10 ** 12, "B": 1}
+    for u in sorted(units, key=len, reverse=True):
+        if s.endswith(u):
+            num, mult = s[:-len(u)], units[u]
+            break
+    else:
+        num, mult = s, 1
+    try:
+        value = float(num) * mult
+    except ValueError:
+        raise StsrError(f"--max-memory {text!r} is not a size: give bytes with a unit, "
+                        "e.g. 1GB or 512MB") from None
+    if not math.isfinite(value) or value <= 0:
+        raise StsrError(f"--max-memory {text!r} must be a positive size, e.g. 1GB")
+    return int(value)
+
+
+def default_max_memory(resident: Optional[int] = None, share: int = 1) -> int:
+    """The default budget: DEFAULT_SHARE of the memory this process may have (what it
+    holds and what is available), at most DEFAULT_CAP; ``share``: the processes on this
+    machine that split it (MPI ranks)."""
+    resident = rss_bytes() if resident is None else resident
+    whole = DEFAULT_SHARE * (available_bytes() + share * resident)
+    return int(min(DEFAULT_CAP * share, whole) / max(1, share))
+
+
+@dataclass
+class MemoryPlan:
+    """What the slabbed evaluation will hold, decided before any work."""
+
+    rows: int                          # output z rows per slab
+    budget: int                        # bytes the process may use at its peak
+    need: int                          # bytes expected at the peak with these rows
+    parts: Dict[str, int] = field(default_factory=dict)   # what is counted, bytes
+    default_budget: bool = True        # the budget was the default, not --max-memory
+    buffers: int = 2                   # host buffers of a slab (one computed, one written)
+
+    def text(self) -> str:
+        return ", ".join(f"{k} {human(v)}" for k, v in self.parts.items() if v)
+
+
+def fast_base(tm: TrainedModel) -> Any:
+    """The model's spline base when the fast base alone answers on whole grids, else None."""
+    base = getattr(tm.model, "base", None)
+    if base is None or getattr(tm.model, "has_network", True) or \
+            getattr(tm.model, "correction", None) is not None:
+        return None
+    return base
+
+
+def covers_bounds(tm: TrainedModel, grid: Grid) -> bool:
+    """Whether ``grid`` spans the data's bounds (the plans' local coordinates)."""
+    return not tm.info.grid.resampled(grid.dims).differences(grid)
+
+
+def whole_box(grid: Grid) -> Extent:
+    return (0, grid.dims[0] - 1, 0, grid.dims[1] - 1, 0, grid.dims[2] - 1)
+
+
+def output_axes(grid: Grid, device: torch.device) -> List[torch.Tensor]:
+    return [torch.linspace(-1.0, 1.0, n, device=device) for n in grid.dims]
+
+
+def slab_margin(base: Any, error: bool) -> Tuple[float, float, float]:
+    """How far (local units, x y z) a slab's warps' window reaches beyond its rows besides
+    the displacement: one data cell with the error estimate, whose data points around the
+    slab then look up in the same window, and with the network weighing the sides the
+    points of its lattice around the slab (two of its cells)."""
+    cells = 1.0 if error else 0.0
+    if getattr(base, "side_weights", None) is not None:   # its lattice's points around
+        cells = max(cells, 2.0 * int(getattr(base.side_weights, "stride", 1)) + 1.0)
+    return tuple(2.0 * cells / (n - 1) + 1e-6 if n > 1 and cells else 0.0  # type: ignore
+                 for n in base.dims)
+
+
+def slab_plan(base: Any, axes: Sequence[torch.Tensor], box: Extent, error: bool,
+              buffers: Optional[Dict[str, torch.Tensor]] = None) -> GridPlan:
+    """The plan of one slab (a box of the output grid whose local ``axes`` span the
+    data's bounds); ``buffers``: scratch tensors shared from slab to slab."""
+    plan = base.plan_grid(axes, box, margin=slab_margin(base, error))
+    if buffers is not None:
+        plan.reuse = True
+        plan.buffers = buffers
+    return plan
+
+
+def interval_groups(base: Any, t_norm: Sequence[float], steps: Sequence[int],
+                    most: int) -> List[List[int]]:
+    """``steps`` (indices into ``t_norm``) cut into runs of consecutive steps in the same
+    interval between kept steps (a kept step goes with the interval it starts), at most
+    ``most`` a run: each run's slabs share the interval's fields."""
+    groups: List[List[int]] = []
+    last = None
+    for i in steps:
+        j, _ = base._slot(float(t_norm[i]))
+        if groups and j == last and len(groups[-1]) < most:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+        last = j
+    return groups
+
+
+def _window_bytes(plan: GridPlan) -> int:
+    return 4 * math.prod(m.shape[0] for m in plan.warp_spline)
+
+
+def plan_memory(tm: TrainedModel, grid: Grid, box: Extent, n_arrays: int, error: bool,
+                max_memory: Optional[int], buffers_per_slab: int = 2,
+                writer_bytes: Optional[Callable[[int], int]] = None,
+                options: str = "", row_multiple: int = 1) -> MemoryPlan:
+    """The slab rows that keep this process within ``max_memory`` (None: the default,
+    DEFAULT_SHARE of the available memory and at most DEFAULT_CAP, or what the smallest
+    slab needs where that is more and the machine has it), counting what is resident now
+    (the process and its model), the data-sized fields of an interval (the slopes along the
+    paths and in time), and per slab the warps' window fields, their filtering's scratch,
+    the error estimate's fields and the host buffers; ``writer_bytes(rows)``: what the
+    writer holds; rows a multiple of ``row_multiple`` where more than that fit (a writer's
+    chunks then never wait for a second slab). A budget that cannot be met raises one
+    StsrError saying what is needed and what lowers it; nothing has been computed or
+    written then."""
+    base = fast_base(tm)
+    v = base.n_vars
+    dev = base.slot_times.device
+    kernels.warm_up()                 # the kernels' code counts in what is resident
+    resident = rss_bytes()
+    x0, x1, y0, y1, z0, z1 = box
+    zb = z1 - z0 + 1
+    p = (x1 - x0 + 1) * (y1 - y0 + 1)
+    axes = output_axes(grid, dev)
+    mid = z0 + zb // 2
+    probe_rows = [1, max(1, min(zb, 32))]
+    windows = []
+    for r in probe_rows:
+        lo = min(max(z0, mid - r // 2), z1 - r + 1)
+        windows.append(_window_bytes(slab_plan(base, axes, (x0, x1, y0, y1, lo, lo + r - 1),
+                                               error)) * v)
+    if probe_rows[1] > probe_rows[0]:
+        win_per_row = (windows[1] - windows[0]) / (probe_rows[1] - probe_rows[0])
+    else:
+        win_per_row = 0.0
+    win_fixed = windows[0] - win_per_row
+    cubic = bool(getattr(base, "has_flow", False) and (base.path_mix != 0).any())
+    still_cubic = bool(getattr(base, "hermite", False) and (base.time_mix != 0).any())
+    fused = kernels.available(dev) and bool(getattr(base, "has_flow", False)) and \
+        bool((base.flow_mix != 0).all()) and getattr(base, "side_weights", None) is None
+    if fused:           # 2 slots, + the slopes along the path of the variables with a share
+        n_fields = 2 + 2 * len(base.slope_variables()) / v
+    else:               # + every variable's slopes and the two ends folded per variable
+        n_fields = 2 + (4 if cubic else 0)
+    # a field's filtering holds its last two passes on the coefficients' rows: the window
+    # over the warps' grid's refinement of the data along z
+    probe = slab_plan(base, axes, (x0, x1, y0, y1, z0, z1), error)
+    ratio = max(1.0, (probe.cut_ranges()[2][0] - 1) / max(1, base.dims[2] - 1))
+    scratch = min(1.0, 2.5 / ratio)
+    del probe
+    slot = 4 * v * math.prod(d + 2 for d in base.dims)
+    space = getattr(base, "space", None)     # the spatial prior's corrections (kept steps)
+    prior = space.memory_bytes(base.dims[::-1]) if space is not None else 0
+    data_sized = slot * ((0 if fused else 6 if cubic else 0) + (3 if still_cubic else 0))
+    per_row_out = 4 * p * (n_arrays * buffers_per_slab + (4 * v if error else 0)
+                           + (0 if kernels.available(dev) else 12))
+
+    def need(rows: int) -> Tuple[int, Dict[str, int]]:
+        win = win_fixed + win_per_row * rows
+        parts = {"process and model": resident, "data-sized fields": data_sized,
+                 "spatial prior": prior,
+                 "window fields": int(win * (n_fields + scratch)),
+                 "slab buffers": int(per_row_out * rows),
+                 "writer": int(writer_bytes(rows)) if writer_bytes is not None else 0,
+                 "slack": SLACK_BYTES}
+        return sum(parts.values()), parts
+
+    smallest, parts1 = need(1)
+    avail = available_bytes()
+    default = max_memory is None
+    if default:
+        budget = default_max_memory(resident)
+        if smallest > budget and smallest <= 0.9 * (avail + resident):
+            budget = smallest
+    else:
+        budget = int(max_memory)
+    if smallest > budget:
+        what = "--max-memory " + human(budget) if not default else \
+            f"the memory available ({human(avail)})"
+        lower = (["--no-error"] if error else []) + [o for o in options.split(",") if o]
+        counted = ", ".join(f"{k} {human(x)}" for k, x in parts1.items() if x)
+        raise StsrError(f"{what} is too small for this output: one slab of it needs "
+                        f"{human(smallest)} ({counted}); give --max-memory "
+                        f"{human(smallest * 1.05)} or more"
+                        + (f", or lower the need with {' or '.join(lower)}" if lower else ""))
+    rows = zb
+    if need(zb)[0] > budget:
+        lo, hi = 1, zb                  # the most rows that fit (need grows with rows)
+        while hi - lo > 1:
+            m = (lo + hi) // 2
+            lo, hi = (m, hi) if need(m)[0] <= budget else (lo, m)
+        rows = lo
+    if row_multiple > 1 and rows > row_multiple and rows < zb:
+        rows -= rows % row_multiple
+    total, parts = need(rows)
+    return MemoryPlan(rows=rows, budget=budget, need=total, parts=parts,
+                      default_budget=default, buffers=buffers_per_slab)
+
+
+def to_physical(tm: TrainedModel, vals: torch.Tensor) -> None:
+    """Normalised values [V, ...] to the variables' units, in place."""
+    for i, n in enumerate(tm.info.variables):
+        st = tm.info.stats[n]
+        if st.hi > st.lo:
+            vals[i].add_(1.0).mul_(st.half_range).add_(st.lo)
+        else:
+            vals[i].fill_(st.lo)
+
+
+@torch.no_grad()
+def evaluate_slab(tm: TrainedModel, plan: GridPlan, t_norm: float, error: bool,
+                  host: torch.Tensor) -> torch.Tensor:
+    """One step on one slab, in physical units, into ``host`` [V (+ V errors), r, Y, X]
+    (on the model's device, or a host buffer the values are copied to)."""
+    base = fast_base(tm)
+    v = base.n_vars
+    same = host.device == base.slot_times.device
+    if same:
+        plan.buffers["out"] = host[:v]          # evaluated straight into the buffer
+    vals = base.evaluate_grid(plan, t_norm)
+    to_physical(tm, vals)
+    if vals.data_ptr() != host.data_ptr():
+        host[:v].copy_(vals, non_blocking=host.is_pinned())
+    if error:
+        err = base.error_grid(plan, t_norm)
+        for i, n in enumerate(tm.info.variables):
+            err[i].mul_(tm.info.stats[n].half_range)
+        host[v:2 * v].copy_(err, non_blocking=host.is_pinned())
+    return host
+
+
+def slab_arrays(tm: TrainedModel, host: torch.Tensor, error: bool) -> Dict[str, np.ndarray]:
+    """A slab's host buffer as the writer's arrays: name -> [r, Y, X] (views)."""
+    a = host.numpy()
+    names = list(tm.info.variables) + (error_names(tm.info)[0] if error else [])
+    return {n: a[k] for k, n in enumerate(names)}
+
+
+def slab_steps(tm: TrainedModel, grid: Grid, t_norm: Sequence[float], steps: Sequence[int],
+               box: Extent, error: bool, mem: MemoryPlan, take: Callable[[], torch.Tensor],
+               most_open: int = MIN_OPEN_STEPS
+               ) -> Iterator[Tuple[int, int, torch.Tensor]]:
+    """(step index, first row, host buffer [V (+ V), r, Y, X]) in loop order: interval by
+    interval, slab by slab, every step of the interval for that slab; ``take()`` gives a
+    host buffer of the slab's shape (the caller returns it when done with it)."""
+    base = fast_base(tm)
+    axes = output_axes(grid, base.slot_times.device)
+    x0, x1, y0, y1, z0, z1 = box
+    shared: Dict[str, torch.Tensor] = {}
+    for group in interval_groups(base, t_norm, steps, most_open):
+        before = None
+        for s0 in range(z0, z1 + 1, mem.rows):
+            s1 = min(z1, s0 + mem.rows - 1)
+            if s1 - s0 + 1 != mem.rows:
+                shared = {}              # the last, shorter slab: buffers of its own shape
+            plan = slab_plan(base, axes, (x0, x1, y0, y1, s0, s1), error, shared)
+            if kernels.available(base.slot_times.device):
+                plan.slid_from = before      # its window's fields slide into this one's
+                if before is not None:
+                    before.slid_from = None
+            for i in group:
+                host = take()[:, :s1 - s0 + 1]
+                yield i, s0 - z0, evaluate_slab(tm, plan, float(t_norm[i]), error, host)
+            before = plan
+            before.error_fields, before.data_plan, before.side_plan = {}, None, None
+        before = plan = None
+
+
+def predict_box(tm: TrainedModel, t: float, grid: Grid, box: Extent, error: bool,
+                max_memory: Optional[int] = None,
+                progress: Optional[Callable[[float], Optional[bool]]] = None
+                ) -> Optional[Dict[str, np.ndarray]]:
+    """The fast base at time ``t`` on the ``box`` of ``grid``, computed slab by slab into
+    whole arrays (name -> [Z, Y, X] of the box); None if ``progress`` returned False."""
+    base = fast_base(tm)
+    v = base.n_vars
+    n_arrays = v * (2 if error else 1)
+    x0, x1, y0, y1, z0, z1 = box
+    shape = (n_arrays, z1 - z0 + 1, y1 - y0 + 1, x1 - x0 + 1)
+    result = np.empty(shape, np.float32)
+    mem = plan_memory(tm, grid, box, n_arrays, error, max_memory, buffers_per_slab=1,
+                      writer_bytes=lambda rows: result.nbytes)
+    dev = base.slot_times.device
+    if mem.rows == shape[1] and dev.type == "cpu":      # one slab: straight into the result
+        buf = torch.from_numpy(result)
+        take = lambda: buf                                  # noqa: E731
+    else:
+        buf = torch.empty((n_arrays, mem.rows) + shape[2:], dtype=torch.float32,
+                          device=dev)
+        take = lambda: buf                                  # noqa: E731
+    n_slabs = -(-shape[1] // mem.rows)
+    for k, (_, r0, host) in enumerate(slab_steps(tm, grid, [tm.info.normalised_time(t)],
+                                                  [0], box, error, mem, take)):
+        if host.data_ptr() != torch.from_numpy(result).data_ptr():
+            result[:, r0:r0 + host.shape[1]] = host.cpu().numpy()
+        if progress is not None and progress((k + 1) / n_slabs) is False:
+            return None
+    names = list(tm.info.variables) + (error_names(tm.info)[0] if error else [])
+    return {n: result[k] for k, n in enumerate(names)}
+
+
+def write_slabs(tm: TrainedModel, grid: Grid, t_out: Sequence[float], steps: Sequence[int],
+                writer: Any, error: bool, mem: MemoryPlan,
+                callback: Optional[Callable[[float], Optional[bool]]] = None,
+                overlap: bool = True) -> Dict[str, float]:
+    """Every step of ``steps`` slab by slab (:func:`slab_steps`) handed to
+    ``writer.write_slab``; with ``overlap`` (and a background writer that takes slabs,
+    io/background.py) written on a thread while the next slab is computed, through
+    ``mem.buffers`` host buffers that go back to the pool once written (a slow disk makes
+    the computing wait). On CUDA the slab is computed into one of two device buffers and
+    copied to a pinned host buffer without waiting; the writing thread awaits that copy
+    alone (a CUDA event). ``callback(fraction)`` returning False cancels. Returns the
+    seconds computing, writing and waiting for the writer."""
+    import time
+    from .io.background import BackgroundWriter
+    from .overlap import HostBuffers, step_ready
+    base = fast_base(tm)
+    dev = base.slot_times.device
+    n_arrays = base.n_vars * (2 if error else 1)
+    z_n, y_n, x_n = grid.shape
+    shape = (n_arrays, mem.rows, y_n, x_n)
+    cuda = dev.type == "cuda"
+    threaded = overlap and hasattr(BackgroundWriter, "write_slab")
+    pool = HostBuffers(shape, dev, mem.buffers if threaded else 1)
+    works = [torch.empty(shape, dtype=torch.float32, device=dev) for _ in range(2)] \
+        if cuda else []
+    box = (0, x_n - 1, 0, y_n - 1, 0, z_n - 1)
+    t_norm = [tm.info.normalised_time(float(t)) for t in t_out]
+    total = max(1, len(steps) * -(-z_n // mem.rows))
+    state = {"done": 0, "cancelled": False, "turn": 0}
+    held: List[torch.Tensor] = []
+
+    def written() -> None:
+        state["done"] += 1
+        if callback is not None and callback(state["done"] / total) is False:
+            state["cancelled"] = True
+
+    def take() -> torch.Tensor:
+        if cuda:
+            state["turn"] ^= 1
+            return works[state["turn"]]
+        buf = pool.take()
+        held.append(buf)
+        return buf
+
+    background = BackgroundWriter(writer, on_written=None) if threaded else None
+    compute_s = write_s = waited = 0.0
+    try:
+        t0 = time.perf_counter()
+        for i, r0, slab in slab_steps(tm, grid, t_norm, steps, box, error, mem, take):
+            if cuda:
+                t1 = time.perf_counter()
+                full = pool.take()
+                waited += time.perf_counter() - t1
+                host = full[:, :slab.shape[1]]
+                host.copy_(slab, non_blocking=True)
+            else:
+                full, host = held.pop(), slab
+            compute_s += time.perf_counter() - t0
+            t1 = time.perf_counter()
+            arrays = slab_arrays(tm, host, error)
+            if background is not None:
+                def release(b: torch.Tensor = full) -> None:
+                    pool.give_back(b)
+                    written()
+                background.write_slab(i, r0, arrays, ready=step_ready(dev), release=release)
+                waited += time.perf_counter() - t1
+            else:
+                if cuda:
+                    torch.cuda.current_stream(dev).synchronize()
+                writer.write_slab(i, r0, arrays)
+                pool.give_back(full)
+                written()
+                write_s += time.perf_counter() - t1
+            if state["cancelled"]:
+                raise StsrError("prediction cancelled")
+            t0 = time.perf_counter()
+        if background is not None:
+            t1 = time.perf_counter()
+            background.finish()
+            waited += time.perf_counter() - t1
+            write_s = background.write_s
+        if state["cancelled"]:
+            raise StsrError("prediction cancelled")
+    except BaseException:
+        if background is not None:
+            background.abort()
+        raise
+    return {"compute_s": compute_s, "write_s": write_s,
+            "wait_s": waited if background is not None else write_s}

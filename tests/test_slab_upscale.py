@@ -1,0 +1,265 @@
+"""The fast base slab by slab (issue 29): every stage of a slab equals the same rows of the
+whole grid, the compiled kernels give today's numbers, a budget that cannot be met is
+refused in one line before anything is written, and a real process under a small address
+space limit finishes a medium output within a small --max-memory."""
+import os
+import resource
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from stsr_core import api, slabs
+from stsr_core.io import read_series, write_series
+from stsr_core.model import kernels
+from stsr_core.model.error_estimate import space_indicator
+from test_engine import smooth_series
+from test_model import moving_blob
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def model():
+    """A blob moving 3 cells between kept steps, with every part of the base in use: bent
+    paths, a cubic share along them, one variable still (linear + a cubic share in time)
+    and the error estimate."""
+    s = moving_blob(2.0 * np.arange(5))
+    tm = api.fit(s, device="cpu", model_overrides={"flow_iters": 30})
+    base = tm.model.base
+    assert base.has_error_estimate()
+    base.path_bend.fill_(1.0)
+    base.path_mix.copy_(torch.tensor([0.6, 0.0]))
+    base.flow_mix.copy_(torch.tensor([1.0, 0.0]))       # the second variable still
+    base.time_mix.copy_(torch.tensor([0.0, 0.5]))
+    return tm
+
+
+def whole_box(g):
+    return (0, g.dims[0] - 1, 0, g.dims[1] - 1, 0, g.dims[2] - 1)
+
+
+def relative(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.abs(a - b).max() / max(1e-30, np.abs(b).max()))
+
+
+@pytest.mark.parametrize("t, scale", [(2.0, 2), (2.5, 2), (3.0, 2), (4.7, 2), (2.0, 8),
+                                      (4.7, 8)])
+def test_every_stage_of_a_slab_equals_those_rows_of_the_whole_grid(model, t, scale):
+    """The kept steps' fields on the slab's window of the warps' grid, the slopes along the
+    paths there, the values, the error estimate's indicator in space and the sides'
+    disagreement on the data's points around the slab: each the whole grid's numbers at
+    those rows (the compiled kernels on both). At scale 8 the output's points are the
+    warps' grid's own (its fields then give the kept steps' values)."""
+    base = model.model.base
+    g = api.output_grid(model.info.grid, scale=scale)
+    axes = slabs.output_axes(g, torch.device("cpu"))
+    whole = base.plan_grid(axes)
+    tn = model.info.normalised_time(t)
+    full_vals = base.evaluate_grid(whole, tn).clone()
+    full_err = base.error_grid(whole, tn).clone()
+    j, w = base._slot(tn)
+    z_n = g.dims[2]
+    for z0, z1 in ((0, 3), (4, 9), (10, z_n - 1)):
+        box = (0, g.dims[0] - 1, 0, g.dims[1] - 1, z0, z1)
+        plan = slabs.slab_plan(base, axes, box, error=True)
+        assert plan.warp_cut is not None       # a window, not the whole warps' grid
+        assert plan.points_on_window == (scale == 8)
+        np.testing.assert_allclose(base.evaluate_grid(plan, tn), full_vals[:, z0:z1 + 1],
+                                   rtol=0, atol=1e-6)
+        np.testing.assert_allclose(base.error_grid(plan, tn), full_err[:, z0:z1 + 1],
+                                   rtol=0, atol=1e-6)
+        # the fields on the window are the whole warps' grid's rows there
+        (m, c0, n), = [plan.cut_ranges()[2]]
+        for k in {j, j + 1} & set(plan.fields):
+            np.testing.assert_allclose(plan.fields[k], whole.fields[k][:, c0:c0 + n],
+                                       rtol=0, atol=1e-6)
+        for k in set(plan.slope_fields) & set(whole.slope_fields):   # from its rows alone
+            np.testing.assert_allclose(plan.slope_fields[k],
+                                       whole.slope_fields[k][:, c0:c0 + n], rtol=0, atol=1e-5)
+        for k in set(plan.error_fields):
+            np.testing.assert_allclose(space_indicator(base, plan, k),
+                                       space_indicator(base, whole, k)[:, z0:z1 + 1],
+                                       rtol=0, atol=1e-6)
+        if 0 < w < 1:
+            assert plan.data_plan.fields is plan.fields   # the same window, not evaluated twice
+            d0 = plan.data_carry[1][4]
+            part = base.end_difference(plan.data_plan, tn)
+            full = base.end_difference(whole.data_plan, tn)
+            np.testing.assert_allclose(part, full[:, d0:d0 + part.shape[1]], rtol=0,
+                                       atol=1e-6)
+
+
+@pytest.mark.parametrize("all_moving", [False, True])
+def test_the_compiled_kernels_give_the_numbers_of_torch_on_the_whole_grid(model, monkeypatch,
+                                                                          all_moving):
+    """Today's whole-grid evaluation (torch: dense matrix products, grid_sample, the slopes
+    along the paths by bspline_sample) against the compiled kernels: values and error
+    arrays within 1e-5 of the largest value."""
+    g = api.output_grid(model.info.grid, scale=2)
+    box = whole_box(g)
+    base = model.model.base
+    kept_mix = base.flow_mix.clone()
+    try:
+        if all_moving:  # every variable moving: the slopes along the path inside the lookups
+            base.flow_mix.fill_(1.0)
+        check_against_torch(model, base, g, box, monkeypatch)
+    finally:
+        base.flow_mix.copy_(kept_mix)
+
+
+def check_against_torch(model, base, g, box, monkeypatch):
+    base._path_slopes, base._time_slopes = {}, {}
+    got = {t: slabs.predict_box(model, t, g, box, True) for t in (2.0, 2.5, 4.7)}
+    monkeypatch.setattr(kernels, "USE_NUMBA", False)
+    base._path_slopes, base._time_slopes = {}, {}     # the slopes along the paths anew
+    plan = base.plan_grid(slabs.output_axes(g, torch.device("cpu")))
+    for t, arrays in got.items():
+        tn = model.info.normalised_time(t)
+        vals = base.evaluate_grid(plan, tn).clone()
+        err = base.error_grid(plan, tn).clone()
+        for i, n in enumerate(model.info.variables):
+            st = model.info.stats[n]
+            ref = st.denormalise(vals[i]).numpy()
+            assert relative(arrays[n], ref) < 1e-5, (t, n)
+            assert relative(arrays[n + "_error"], err[i].numpy() * st.half_range) < 1e-5
+    monkeypatch.setattr(kernels, "USE_NUMBA", True)
+    base._path_slopes, base._time_slopes = {}, {}
+
+
+def test_a_slabbed_upscale_equals_the_whole_grid_one(model, tmp_path, monkeypatch):
+    """The same upscale in one slab and in slabs of 3 rows: the same files' values (bent
+    paths, a still variable, the error arrays); from slab to slab the kept steps' fields
+    slide (the rows two windows share are moved, not filtered again)."""
+    real = slabs.plan_memory
+
+    def rows(n):
+        def plan(*a, **k):
+            m = real(*a, **k)
+            m.rows = min(m.rows, n)
+            return m
+        return plan
+    from stsr_core.model import spline_base
+    real_slide, slid = spline_base.slid_window, []
+
+    def spy(plan, before, rows_of, whole):      # which fields slid from the slab before
+        slid.append(before is not None and plan.slid_from is not None)
+        return real_slide(plan, before, rows_of, whole)
+    monkeypatch.setattr(spline_base, "slid_window", spy)
+    for name, n in (("whole.h5", 10 ** 6), ("slabs.h5", 3)):
+        monkeypatch.setattr(slabs, "plan_memory", rows(n))
+        r = api.upscale(model, str(tmp_path / name), scale=2, time_scale=4)
+        assert r["memory"]["rows"] == min(n, r["grid"].dims[2])
+    assert sum(slid) > len(slid) / 2      # most slabs moved their fields down
+    a, b = read_series(str(tmp_path / "whole.h5")), read_series(str(tmp_path / "slabs.h5"))
+    assert sorted(a.variables) == sorted(b.variables) and "heat_error" in a.variables
+    for n in a.variables:
+        np.testing.assert_allclose(a.variables[n], b.variables[n], rtol=0, atol=1e-6)
+
+
+def stsr(*args, env=None, **kw):
+    return subprocess.run([sys.executable, "-m", "stsr_core.cli", *map(str, args)],
+                          capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=ROOT, **(env or {})), **kw)
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    d = tmp_path_factory.mktemp("slabs")
+    s = smooth_series(nx=17, ny=17, nz=17, nt=3)
+    write_series(s, str(d / "in.h5"))
+    r = stsr("fit", d / "in.h5", "-o", d / "m.stsr", "--quiet", "--set", "flow_iters=10")
+    assert r.returncode == 0, r.stderr
+    return d / "m.stsr"
+
+
+@pytest.mark.parametrize("name", ["out.h5", "out.pvd"])
+def test_a_budget_too_small_is_refused_in_one_line_before_any_output_is_written(
+        model_file, tmp_path, name):
+    r = stsr("upscale", model_file, "-o", tmp_path / "o" / name, "--scale", "8",
+             "--max-memory", "20MB")
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("stsr: error: --max-memory 20 MB is too small for this "
+                               "output: one slab of it needs"), lines[0]
+    assert "give --max-memory" in lines[0] and "--no-error" in lines[0]
+    assert not [f for _, _, fs in os.walk(tmp_path) for f in fs]       # nothing written
+    bad = stsr("upscale", model_file, "-o", tmp_path / "x.h5", "--max-memory", "lots")
+    assert bad.returncode == 2 and "--max-memory 'lots' is not a size" in bad.stderr
+
+
+def test_a_process_under_a_small_address_space_limit_finishes_a_medium_output(
+        model_file, tmp_path):
+    """129^3 x 5 steps x 4 arrays upscaled by a real process whose address space is
+    limited (RLIMIT_AS, 3 GiB: torch, numba and the model map about 1 GiB of it at start) with
+    --max-memory 600MB: it finishes, the output is whole, and its peak RSS keeps within
+    10 % of the budget."""
+    limit = 3 << 30
+    out = tmp_path / "big.h5"
+
+    def limited():
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    proc = subprocess.Popen([sys.executable, "-m", "stsr_core.cli", "upscale",
+                             str(model_file), "-o", str(out), "--scale", "8",
+                             "--time-scale", "2", "--max-memory", "600MB", "--quiet"],
+                            env=dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1"),
+                            stderr=subprocess.PIPE, preexec_fn=limited)
+    _, status, usage = os.wait4(proc.pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, proc.stderr.read().decode()
+    back = read_series(str(out))
+    assert back.n_times == 5 and back.grid.dims == (129, 129, 129)
+    assert all(np.isfinite(v).all() for v in back.variables.values())
+    assert usage.ru_maxrss * 1024 < 1.1 * 600e6, usage.ru_maxrss
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA device (bench/gpu_check.sh runs it)"))])
+def test_the_slabbed_upscale_on_each_device_gives_the_cpu_kernels_numbers(model_file,
+                                                                          tmp_path, device,
+                                                                          monkeypatch):
+    """The same upscale in slabs of 5 rows on ``device`` (CUDA: torch's lookups, two
+    pinned host buffers taking turns) and on the CPU's compiled kernels in one slab."""
+    real = slabs.plan_memory
+
+    def five(*a, **k):
+        m = real(*a, **k)
+        m.rows = min(m.rows, 5)
+        return m
+    ref = api.upscale(api.load_model(str(model_file), device="cpu"), str(tmp_path / "c.h5"),
+                      scale=3, time_scale=3)
+    monkeypatch.setattr(slabs, "plan_memory", five)
+    r = api.upscale(api.load_model(str(model_file), device=device), str(tmp_path / "d.h5"),
+                    scale=3, time_scale=3)
+    assert r["memory"]["rows"] == 5 and ref["memory"]["rows"] > 5
+    a, b = read_series(str(tmp_path / "c.h5")), read_series(str(tmp_path / "d.h5"))
+    for n in a.variables:
+        assert relative(b.variables[n], a.variables[n]) < 1e-5, n
+
+
+def test_a_slab_weighs_its_sides_on_the_lattice_around_it_as_the_whole_grid_does(model):
+    """With the network weighing the two sides (side_net=prior), a slab's weights come
+    from the points of the network's lattice around the slab alone (its 3^3 means whole
+    there), looked up in the slab's own window: the same numbers as the whole grid's."""
+    from stsr_core.model.side_weights import load_weights
+    base = model.model.base
+    base.side_weights = load_weights()
+    try:
+        g = api.output_grid(model.info.grid, scale=2)
+        axes = slabs.output_axes(g, torch.device("cpu"))
+        tn = model.info.normalised_time(2.5)
+        whole = base.evaluate_grid(base.plan_grid(axes), tn).clone()
+        for z0, z1 in ((0, 2), (5, 8)):
+            plan = slabs.slab_plan(base, axes, (0, g.dims[0] - 1, 0, g.dims[1] - 1, z0, z1),
+                                   error=True)
+            got = base.evaluate_grid(plan, tn)
+            lattice = [(n - 2) // base.side_weights.stride + 2 for n in base.dims[::-1]]
+            if z0 == 0:                 # the first slab: a box of the lattice, in its window
+                assert plan.side_plan.shape[0] < lattice[0]
+                assert plan.side_plan.fields is plan.fields
+            np.testing.assert_allclose(got, whole[:, z0:z1 + 1], rtol=0, atol=1e-5)
+    finally:
+        base.side_weights = None
