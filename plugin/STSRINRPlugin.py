@@ -5,8 +5,10 @@ an engine call (stsr_core.api: fit / load_model / save_model / predict_timestep)
 No training logic lives here.
 
 Loading: Tools > Manage Plugins > Load New (this file), or PV_PLUGIN_PATH=<repo>/plugin, or
-``LoadPlugin(".../STSRINRPlugin.py", ns=globals())`` in pvpython/pvbatch. ParaView 5.11 on
-Python 3.11 also needs the getargspec shim: run ParaView through ``scripts/stsr-paraview``.
+``LoadPlugin(".../STSRINRPlugin.py", ns=globals())`` in pvpython/pvbatch, or from a wheel
+(``stsr plugin-path``). ParaView 5.11 on Python 3.11 also needs the getargspec shim: run
+ParaView through ``scripts/stsr-paraview``. The same file serves ParaView 5.11 (VTK 9.2) and
+5.13 (VTK 9.3): see _panel for what changed between them.
 """
 import functools
 import os
@@ -21,10 +23,22 @@ from vtkmodules.vtkCommonExecutionModel import (vtkAlgorithm,
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
+# Inside ParaView torch must not load triton. PyPI's CUDA builds of torch bring it (Debian 13
+# gets torch from there), and the first torch.optim optimiser imports torch._dynamo, which
+# imports triton to learn whether it is installed: in the GUI, where OpenGL (Mesa's llvmpipe)
+# has loaded its LLVM already, loading libtriton.so ends ParaView with a segmentation fault
+# (seen with ParaView 5.13.2 and torch 2.13.0+cu130; pvpython, which had not rendered, was
+# not hit). The engine never compiles with triton, so the plugin hides it: 'import triton'
+# then fails as it does where triton is not installed.
+if "triton" not in sys.modules:
+    sys.modules["triton"] = None
+
 
 def _find_core():
-    """Make stsr_core importable from beside this file (installed layout) or from the
-    repository this file lives in (behind anything already on the path)."""
+    """Make stsr_core importable from beside this file's folder (the wheel's layout:
+    site-packages/stsr_paraview/STSRINRPlugin.py beside site-packages/stsr_core; CMake's:
+    STSRINR/STSRINRPlugin.py beside STSRINR/stsr_core) or from the repository this file
+    lives in, behind anything already on the path."""
     for p in (_HERE, os.path.dirname(_HERE)):
         if os.path.isdir(os.path.join(p, "stsr_core")) and p not in sys.path:
             sys.path.append(p)
@@ -52,7 +66,7 @@ SPATIAL_PRIOR_DEFAULT = next(iter(SPATIAL_PRIORS))
 
 def _engine():
     """Import stsr_core.api (found as _find_core finds it) with the repository's venv
-    (torch) if there is one."""
+    (torch) if there is one; without them, an error that says how to get them."""
     try:
         from stsr_core import api
         return api
@@ -70,11 +84,86 @@ def _engine():
     try:
         from stsr_core import api
     except ImportError as exc:
-        raise RuntimeError(
-            "STSR-INR needs PyTorch and the stsr_core package in ParaView's Python (%s). Run "
-            "'make setup' in the stsr-inr repository and start ParaView with "
-            "scripts/stsr-paraview, or pip-install torch==2.13.0 for /usr/bin/python3." % exc)
+        raise RuntimeError(_missing_engine(exc))
     return api
+
+
+def _venv_around(folder):
+    """The virtual environment (a folder with pyvenv.cfg) that ``folder`` lies in, or None."""
+    while True:
+        if os.path.isfile(os.path.join(folder, "pyvenv.cfg")):
+            return folder
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            return None
+        folder = parent
+
+
+def _venv_python(venv):
+    """The venv's Python version ("3.11") and interpreter, from its pyvenv.cfg."""
+    version = ""
+    try:
+        with open(os.path.join(venv, "pyvenv.cfg")) as fh:
+            for line in fh:
+                key, _, value = line.partition("=")
+                if key.strip() in ("version", "version_info"):
+                    version = ".".join(value.strip().split(".")[:2])
+    except OSError:
+        pass
+    exe = os.path.join(venv, "Scripts", "python.exe") if os.name == "nt" else \
+        os.path.join(venv, "bin", "python")
+    return version, exe
+
+
+def _missing_engine(exc):
+    """What ParaView's output window says when torch or stsr_core cannot be imported: the
+    Python that ParaView runs, where it looked, and the command that fixes it for the way
+    this plugin file was installed (a repository, a venv from the wheel, a file alone)."""
+    import paraview
+    pv = getattr(paraview, "__version__", "")
+    here = "%d.%d" % sys.version_info[:2]
+    python = os.path.join(sys.base_prefix, "bin", "python" + here)
+    if not os.path.isfile(python):      # ParaView's own Python (Kitware's binaries)
+        python = "python" + here
+
+    def start(venv):
+        """How this ParaView starts with ``venv``'s packages (--venv since 5.12)."""
+        if pv.split(".")[:2] == ["5", "11"]:
+            return "start ParaView with PYTHONPATH=%s" % os.path.join(
+                venv, "lib", "python" + here, "site-packages")
+        return "start 'paraview --venv=%s'" % venv
+
+    # what pip should install: torch (or another requirement); stsr_core comes with the
+    # plugin in the wheel, which this project does not publish: 'pip wheel .' makes it
+    missing = (getattr(exc, "name", None) or "torch").split(".")[0]
+    what = "stsr_inr-*.whl (made by 'pip wheel .' in the stsr-inr repository)" \
+        if missing == "stsr_core" else missing
+    repo = os.path.dirname(_HERE)
+    venv = _venv_around(_HERE)
+    if os.path.isfile(os.path.join(repo, "scripts", "setup.sh")):
+        fix = ("run 'make setup' in %s, then start ParaView with %s"
+               % (repo, os.path.join(repo, "scripts", "stsr-paraview")))
+    elif venv and _venv_python(venv)[0] not in ("", here):
+        fix = ("the plugin's venv %s has Python %s but ParaView runs %s: make a venv with "
+               "ParaView's: '%s -m venv DIR', 'DIR/bin/pip install torch stsr_inr-*.whl', "
+               "then %s" % (venv, _venv_python(venv)[0], here, python, start("DIR")))
+    elif venv:
+        fix = "'%s' -m pip install %s, then %s" % (_venv_python(venv)[1], what, start(venv))
+    else:
+        fix = ("'%s -m venv DIR', 'DIR/bin/pip install torch stsr_inr-*.whl' (made by 'pip "
+               "wheel .' in the stsr-inr repository), then set PV_PLUGIN_PATH to what "
+               "'DIR/bin/stsr plugin-path' prints and %s" % (python, start("DIR")))
+    # Python's path, then the folders the plugin itself searched for stsr_core (see
+    # _find_core) and for the repository's venv (see _engine) where they are not on it
+    looked = [p for p in sys.path if p]
+    looked += [p for p in (_HERE, repo, os.path.join(repo, ".venv", "lib", "python" + here,
+                                                      "site-packages")) if p not in looked]
+    return ("STSR-INR needs PyTorch and the stsr_core package in ParaView's Python (%s).\n"
+            "ParaView %s runs Python %s (%s, prefix %s).\n"
+            "It looked in: %s\n"
+            "To fix: %s."
+            % (exc, pv, sys.version.split()[0], python, sys.prefix,
+               os.pathsep.join(looked), fix))
 
 
 def _error(algorithm, message):
@@ -100,8 +189,9 @@ def _reports_errors(request_method):
 
 
 # --- properties: factories of decorated setters -----------------------------------------
-# ParaView 5.11 builds a proxy's XML from each class's own __dict__, so every class assigns
-# its properties in its body (SetX = _number(...)); @_panel then lists them in that order.
+# ParaView (5.11 and 5.13) builds a proxy's XML from each class's own __dict__, so every
+# class assigns its properties in its body (SetX = _number(...)); @_panel then lists them in
+# that order.
 
 def _setter(name, attr, convert, retrain):
     """Set<name>: store convert(*values) in ``attr``; a change re-executes and, with
@@ -216,8 +306,11 @@ def _timestep_values():
 
 def _panel(*groups):
     """Class decorator (under @smproxy): the panel lists the properties in the order the class
-    body defines them (ParaView 5.11 would sort them by method name), grouped by ``groups``:
-    (label, property names) pairs."""
+    body defines them, grouped by ``groups``: (label, property names) pairs. ParaView itself
+    orders a class's decorated methods by name (5.11) or by their functions' first line
+    (5.13, where the factories' setters all share one line): taking them off the methods and
+    listing them at class level, which both versions put first as given, gives one order on
+    both."""
     def original(obj):          # ParaView's decorators wrap functions and classes alike
         while hasattr(obj, "_pv_original_func"):
             obj = obj._pv_original_func
@@ -382,7 +475,7 @@ def _output_at_requested_time(algorithm, api, tm, outInfoVec):
         img = _image(api, tm, t_query, grid, ext,
                      progress=lambda f: (algorithm.UpdateProgress(f), not abort())[1],
                      error=algorithm._error)
-        if img is None:          # aborted; VTK 9.2 keeps the flag set, and every later
+        if img is None:          # aborted; VTK 9.2/9.3 keep the flag set, and every later
             algorithm.SetAbortExecute(0)     # update would stop at once: the next one computes
             return 1
         img.SetOrigin(*grid.origin)   # the piece's place in the whole grid
@@ -641,7 +734,8 @@ class STSRINRUpscale(VTKPythonAlgorithmBase):
         self._model = tm
         if tm.info.history.get("stopped") == "cancelled":
             # the abort is honoured (the model is what the fit made so far, saved); VTK 9.2
-            # keeps the flag set, which would stop every later update of this filter at once
+            # and 9.3 (ParaView 5.11, 5.13) keep the flag set, which would stop every later
+            # update of this filter at once
             self.SetAbortExecute(0)
         self._force_train = False
 

@@ -1,4 +1,4 @@
-"""The ``stsr`` command: fit, upscale, eval, info, blend.
+"""The ``stsr`` command: fit, upscale, eval, info, blend, coarsen, plugin-path.
 
 User mistakes (bad files, options, mismatched models) print one line ``stsr: error: ...``
 and exit with status 2; a traceback means a bug.
@@ -197,6 +197,14 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--arrays", type=_names, metavar="a,b,...")
     c.add_argument("--format", choices=["vti", "h5", "netcdf"])
     c.add_argument("--overwrite", action="store_true")
+
+    pp = sub.add_parser("plugin-path", help="print the folder of the installed ParaView plugin",
+                        description="Print the folder that holds the ParaView plugin installed "
+                                    "with this package (STSRINRPlugin.py, alone there): give "
+                                    "it to ParaView as PV_PLUGIN_PATH, or load the file by "
+                                    "Tools > Manage Plugins > Load New (docs/paraview.md).")
+    pp.add_argument("--file", action="store_true",
+                    help="print the plugin file's path instead of its folder")
     return p
 
 
@@ -612,8 +620,25 @@ def cmd_coarsen(a: argparse.Namespace) -> int:
     return 0
 
 
+PLUGIN_FILE = "STSRINRPlugin.py"
+
+
+def cmd_plugin_path(a: argparse.Namespace) -> int:
+    """The plugin ships as the one file of ``stsr_paraview`` (a folder beside stsr_core, no
+    ``__init__``; see setup.py): found without importing it (it imports ParaView)."""
+    import importlib.util
+    spec = importlib.util.find_spec("stsr_paraview")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        if os.path.isfile(os.path.join(folder, PLUGIN_FILE)):
+            print(os.path.join(folder, PLUGIN_FILE) if a.file else folder)
+            return 0
+    raise StsrError(f"the ParaView plugin ({PLUGIN_FILE}) is not installed with this "
+                    f"package (no stsr_paraview folder holding it beside stsr_core): "
+                    f"reinstall it, e.g. '{sys.executable} -m pip install stsr-inr'")
+
+
 COMMANDS = {"coarsen": cmd_coarsen, "fit": cmd_fit, "upscale": cmd_upscale, "eval": cmd_eval, "info": cmd_info,
-            "blend": cmd_blend}
+            "blend": cmd_blend, "plugin-path": cmd_plugin_path}
 
 
 class Terminated(KeyboardInterrupt):
@@ -646,9 +671,15 @@ class _StopDuringTheFit:
             raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
         self.signum = signum
         if self.main:
-            print(f"\nstsr: {_stopped(signum)[0]}: ending the fit with the work done so far "
-                  "and saving it (again to stop at once, leaving the model file as it was)",
-                  file=sys.stderr)
+            # straight to the descriptor: the signal may come while the progress bar is
+            # inside a write to sys.stderr, where a print raises 'reentrant call' (seen on
+            # Debian 13's Python 3.13 in make test-debian13)
+            text = (f"\nstsr: {_stopped(signum)[0]}: ending the fit with the work done so far "
+                    "and saving it (again to stop at once, leaving the model file as it was)\n")
+            try:
+                os.write(sys.stderr.fileno(), text.encode())
+            except (OSError, ValueError):          # no descriptor (an in-memory stream)
+                print(text, end="", file=sys.stderr)
 
     def training_started(self) -> None:
         """From here a signal stops at once; one that came just before stops now."""

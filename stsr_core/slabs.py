@@ -399,7 +399,7 @@ def write_slabs(tm: TrainedModel, grid: Grid, t_out: Sequence[float], steps: Seq
     box = (0, x_n - 1, 0, y_n - 1, 0, z_n - 1)
     t_norm = [tm.info.normalised_time(float(t)) for t in t_out]
     total = max(1, len(steps) * -(-z_n // mem.rows))
-    state = {"done": 0, "cancelled": False, "turn": 0}
+    state = {"done": 0, "cancelled": False, "turn": 0, "waited": 0.0}
     held: List[torch.Tensor] = []
 
     def written() -> None:
@@ -411,7 +411,9 @@ def write_slabs(tm: TrainedModel, grid: Grid, t_out: Sequence[float], steps: Seq
         if cuda:
             state["turn"] ^= 1
             return works[state["turn"]]
-        buf = pool.take()
+        t1 = time.perf_counter()
+        buf = pool.take()        # every buffer still being written: the computing waits
+        state["waited"] += time.perf_counter() - t1
         held.append(buf)
         return buf
 
@@ -428,7 +430,9 @@ def write_slabs(tm: TrainedModel, grid: Grid, t_out: Sequence[float], steps: Seq
                 host.copy_(slab, non_blocking=True)
             else:
                 full, host = held.pop(), slab
-            compute_s += time.perf_counter() - t0
+            compute_s += time.perf_counter() - t0 - state["waited"]
+            waited += state["waited"]
+            state["waited"] = 0.0
             t1 = time.perf_counter()
             arrays = slab_arrays(tm, host, error)
             if background is not None:

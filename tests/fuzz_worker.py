@@ -23,8 +23,19 @@ import sys
 import traceback
 from typing import Any, Dict, Optional, Sequence
 
-# a damaged header may ask for terabytes: fail that allocation, not the machine
+# a damaged header may ask for terabytes: fail that allocation, not the machine (3 GB of
+# address space beyond what the libraries map: PyPI's CUDA torch on Debian 13 maps more
+# than 3 GB by itself)
 MEMORY_LIMIT = 3 << 30
+
+
+def _address_space() -> int:
+    """Bytes of address space this process has mapped (VmSize), after the imports."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+    return 0
 
 
 def _series(path: str, arrays: Optional[Sequence[str]]) -> Dict[str, Any]:
@@ -139,12 +150,19 @@ def handle(request: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def main() -> None:
-    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
     # answers go to a private copy of stdout; C libraries' prints go to stderr
     answers = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)
     import torch
     torch.set_num_threads(1)
+    from stsr_core.io import hdf5, netcdf, vti
+    for load in (vti._vtk, hdf5._h5py, netcdf._netcdf4):    # the readers' libraries, mapped
+        try:                                                # before the limit
+            load()
+        except Exception:  # noqa: BLE001 - a reader without its library says so per case
+            pass
+    limit = _address_space() + MEMORY_LIMIT
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     for line in sys.stdin:
         answers.write(json.dumps(handle(json.loads(line))) + "\n")
         answers.flush()

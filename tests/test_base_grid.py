@@ -1,6 +1,7 @@
 """The fast default at real size: the base alone, compact, evaluated on whole grids, fitted
 within the time budget, streamed to disk with bounded memory."""
 import os
+import re
 import subprocess
 import sys
 import time
@@ -76,7 +77,15 @@ def test_the_time_budget_bounds_the_fit_to_the_data_and_says_what_it_cut():
     assert took < 6 * 3, took
     notes = tm.info.history["init_notes"]
     assert notes and all("time budget" in n for n in notes), notes
-    assert "of 31 displacement fits stopped before their 300 Adam steps" in notes[0], notes
+    # every fit is accounted for: stopped at the end of its share, or skipped where no share
+    # was left (a fit has no other way to end early), and some ran and were stopped. When
+    # the held-out scoring is cut too (a busy machine), its note comes first.
+
+    def fits(what):
+        return sum(int(m.group(1)) for m in (re.match(r"(\d+) of 31 displacement fits " + what,
+                                                      n) for n in notes) if m)
+    cut, skipped = fits("stopped before their 300 Adam steps"), fits("skipped for the")
+    assert cut >= 1 and cut + skipped == 31, notes
     # the cut fits still take part in the held-out choice (still or moving per variable,
     # model/time_select.py), and the model follows what it said
     choice = tm.info.history["time_choice"]
@@ -95,7 +104,7 @@ def test_upscaling_streams_every_step_to_disk_with_bounded_memory(tmp_path):
     """The same 33^3 model upscaled to 129^3 points x 4 variables at 2 in-between times and
     at 19 times (0.6 GB more output; make test-long: 73 times, 2.5 GB): the upscale's peak
     memory (measured by the kernel for each real process) grows by far less than the
-    output, and stays under 1 GB."""
+    output, and stays under 0.75 GB beyond what the libraries take alone."""
     s = smooth_series(nx=33, ny=33, nz=33, nt=10)
     s.variables["a"] = s.variables["rho"] * 3
     s.variables["b"] = s.variables["temperature"] + 1
@@ -127,4 +136,10 @@ def test_upscaling_streams_every_step_to_disk_with_bounded_memory(tmp_path):
     assert many >= 129 ** 3 * steps * 4 * 4
     # holding the steps would grow the peak by the output's growth at least
     assert peak - few_peak < (many - few) / 3, (few_peak, peak, few, many)
-    assert peak < 1.0e9, peak
+    # above what the libraries alone take (torch's CPU build 0.24 GB, PyPI's CUDA build on
+    # Debian 13 0.57 GB): the upscale's own memory
+    base = subprocess.Popen([sys.executable, "-c", "import torch, h5py, stsr_core.api, "
+                             "stsr_core.cli"], env=env)
+    _, status, usage = os.wait4(base.pid, 0)
+    libraries = usage.ru_maxrss * 1024
+    assert peak - libraries < 0.75e9, (peak, libraries)

@@ -172,7 +172,7 @@ def test_the_synopses_list_only_options_the_commands_have():
     for _, body in blocks(ROOT / "docs" / "command-line.md", language=""):
         command = None
         for line in body:
-            m = re.match(r"^stsr (\w+)", line)
+            m = re.match(r"^stsr ([\w-]+)", line)
             command = m.group(1) if m else command
             if command is None:
                 continue

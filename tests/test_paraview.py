@@ -1,6 +1,7 @@
 """The plugin in the real ParaView: pvpython, pvbatch and the GUI under Xvfb (no mocks)."""
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -291,7 +292,9 @@ def test_error_array_missing_at_a_timestep(plugin, tmp_path):
 
 
 def test_error_no_engine_available(series_file, tmp_path):
-    """The plugin file alone (no stsr_core, no torch next to it): a clear message."""
+    """The plugin file alone (no stsr_core, no torch next to it, no venv around it): the
+    message names ParaView's Python and the paths it looked in, and says how to make a venv
+    with the wheel and point ParaView at it."""
     lone = tmp_path / "lone" / "plugin"
     lone.mkdir(parents=True)
     shutil.copy(PLUGIN, lone)
@@ -307,6 +310,13 @@ def test_error_no_engine_available(series_file, tmp_path):
     finally:
         alone.stop()
     one_error(r, "STSR-INR needs PyTorch and the stsr_core package")
+    (message,) = {m for m in r["errors"] if m.startswith("ERROR: STSRINR")}
+    lines = message.strip().split("\n")
+    assert "No module named 'stsr_core'" in lines[0], message
+    assert re.search(r"^ParaView \d+\.\d+\.\d+ runs Python 3\.\d+\.\d+ \(", lines[1]), message
+    assert lines[2].startswith("It looked in: ") and str(lone) in lines[2], message
+    assert lines[3].startswith("To fix: '") and " -m venv DIR', 'DIR/bin/pip install torch " \
+        "stsr_inr-*.whl'" in lines[3] and "'DIR/bin/stsr plugin-path'" in lines[3], message
 
 
 def test_error_time_interpolation_on_a_preset_without_it(plugin, series_file):
@@ -472,6 +482,11 @@ def test_gui_stays_up_and_renders_after_each_error_and_an_abort_during_the_fit(g
     assert sorted(tm.info.variables) == ["rho", "temperature", "v_0", "v_1", "v_2"]
     assert abort["points_after"] == points and abort["points_next_time"] == points, abort
     assert _colours(tmp_path / "after-abort.png") > 50
+    # a preset with a network (torch.optim) trains in the GUI: with PyPI's CUDA torch
+    # (Debian 13) that loaded triton, which crashed ParaView, until the plugin hid it
+    network = res["network"]
+    assert network["errors"] == [] and network["points"] == points, network
+    assert network["training"]["steps"] == 2, network
 
 
 def test_pvpython_examples_run_as_they_are(tmp_path):

@@ -1,17 +1,15 @@
 """Put on PYTHONPATH for pvpython, pvbatch and the paraview GUI (scripts/stsr-paraview does):
 
 * ParaView 5.11 + Python 3.11: ParaView's plugin loader imports ``inspect.getargspec``,
-  removed in 3.11 -- alias it before any plugin loads;
+  removed in 3.11 -- alias it before any plugin loads, there only (stsr_getargspec_shim);
 * make the project's venv (torch) and the repository (stsr_core) importable;
 * chain to Debian's own sitecustomize so nothing it does is lost.
 """
-import inspect
 import os
 import site
 import sys
 
-if not hasattr(inspect, "getargspec"):
-    inspect.getargspec = inspect.getfullargspec  # type: ignore[attr-defined]
+import stsr_getargspec_shim  # noqa: F401 - aliases getargspec where ParaView 5.11 needs it
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _VENV_SITE = os.path.join(_ROOT, ".venv", "lib",

@@ -99,7 +99,10 @@ class BackgroundWriter:
             finally:
                 del slab
                 if release is not None:
-                    release()
+                    try:             # the caller's (e.g. its progress): an error is its own
+                        release()
+                    except BaseException as exc:  # noqa: BLE001 - handed over as above
+                        self._error = self._error or exc
                 with self._cond:
                     self._pending -= nbytes
                     self._cond.notify_all()

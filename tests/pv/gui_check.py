@@ -9,7 +9,7 @@ GUI session (ParaView starts once):
    that do not fit, a model folder that does not exist) and aborts a filter during the
    base's fit to the data. After each: the error messages ParaView received, a screenshot of
    the view (the GUI still renders) and the working filter's output at another time (still
-   updates) (gui_errors.json).
+   updates) (gui_errors.json); last, a preset with a network trains (gui_errors.json too).
 Each part writes its result even when it fails; ends with os._exit(0) (the GUI is still up
 to run it)."""
 import json
@@ -152,6 +152,16 @@ def errors_and_abort():
     result["abort"]["points_after"] = still_working("abort")
     stopper.UpdatePipeline(2.25)
     result["abort"]["points_next_time"] = stopper.GetDataInformation().GetNumberOfPoints()
+
+    # a preset with a network trains in the GUI too (torch.optim: with PyPI's CUDA torch it
+    # would load triton, which crashed the GUI; the plugin keeps it out)
+    del messages[:]
+    net = simple.STSRINRUpscale(Input=reader, Preset="siren", TrainingSteps=2,
+                                TrainingMinutes=0.0)
+    net.UpdatePipeline(2.25)
+    result["network"] = {"errors": list(messages),
+                         "points": net.GetDataInformation().GetNumberOfPoints(),
+                         "training": net.GetClientSideObject().last_training}
     result["ok"] = True
     return result
 
