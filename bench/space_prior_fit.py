@@ -12,7 +12,8 @@ base then gets each of ``shipped``, ``tuned`` and ``gate`` (space_tune.choose on
 kept steps, as the fit does after the base), so the rows differ only by the prior. Scored
 at scale 2: every kept step and the steps between kept ones (per phase of the interval),
 PSNR per variable and step as stsr_core.metrics does, against the cubic B-spline alone
-(``off``). ``--cost``: the upscale's compute seconds (scale 2, every original step) without
+(``off``), and the plain baseline: the spline at kept steps, linear in time between them
+(``linear``). ``--cost``: the upscale's compute seconds (scale 2, every original step) without
 the prior and with it on every variable (the worst case), in one run, and the network's
 seconds per kept step and variable. Writes JSON and Markdown.
 """
@@ -95,6 +96,33 @@ def score(tm: api.TrainedModel, fine: VolumeSeries, every: int = 4,
     return {n: {k: round(float(np.mean(v)), 3) for k, v in d.items()} for n, d in out.items()}
 
 
+def score_linear(tm: api.TrainedModel, fine: VolumeSeries, every: int = 4,
+                 intervals: int = 2) -> Dict[str, Dict[str, float]]:
+    """:func:`score`'s table for the plain baseline: the cubic B-spline at the kept steps
+    (``tm`` without the prior: the default model's kept steps are the spline through the
+    data) and linear in time between them."""
+    g = api.output_grid(tm.info.grid, scale=2)
+    out: Dict[str, Dict[str, List[float]]] = {}
+    n_steps = (fine.n_times - 1) // every * every + 1
+    kept = {t: api.predict_timestep(tm, float(fine.times[t]), g)
+            for t in range(0, min(n_steps, intervals * every + 1), every)}
+    for t in range(0, n_steps, every):
+        pred = kept[t] if t in kept else api.predict_timestep(tm, float(fine.times[t]), g)
+        for n in tm.info.variables:
+            truth = fine.variables[n][t][:g.dims[2], :g.dims[1], :g.dims[0]]
+            out.setdefault(n, {}).setdefault("kept", []).append(psnr(pred[n], truth))
+    for t in range(min(n_steps, intervals * every + 1)):
+        if t % every == 0:
+            continue
+        t0, t1 = t - t % every, t - t % every + every
+        w = float((fine.times[t] - fine.times[t0]) / (fine.times[t1] - fine.times[t0]))
+        for n in tm.info.variables:
+            pred = (1 - w) * kept[t0][n] + w * kept[t1][n]
+            truth = fine.variables[n][t][:g.dims[2], :g.dims[1], :g.dims[0]]
+            out[n].setdefault(f"phase {t % every}/{every}", []).append(psnr(pred, truth))
+    return {n: {k: round(float(np.mean(v)), 3) for k, v in d.items()} for n, d in out.items()}
+
+
 def run_dataset(name: str, a: argparse.Namespace) -> Dict[str, object]:
     fine = load(name, a.data, a.n)
     coarse = coarse_of(fine)
@@ -104,7 +132,8 @@ def run_dataset(name: str, a: argparse.Namespace) -> Dict[str, object]:
         api.fit(coarse, device="cpu", max_minutes=a.minutes, checkpoint_path=path, seed=0)
     fit_s = time.perf_counter() - t0
     off = api.load_model(path, device="cpu")
-    rows: Dict[str, object] = {"off": {"scores": score(off, fine),
+    rows: Dict[str, object] = {"linear": {"scores": score_linear(off, fine)},
+                               "off": {"scores": score(off, fine),
                                        "base_fit_s": round(fit_s, 1),
                                        "model_bytes": os.path.getsize(path)}}
     for mode in MODES:
@@ -124,18 +153,27 @@ def run_dataset(name: str, a: argparse.Namespace) -> Dict[str, object]:
 def table(results: Dict[str, Dict[str, object]]) -> List[str]:
     """Markdown: per dataset and variable, kept-step PSNR of the spline and each mode's
     gain, the gate's decision and its one-level-down gains."""
-    lines = ["| dataset | variable | spline (off), kept | shipped | tuned | gate | gate's choice"
-             " (gain one level down: shipped / tuned) |", "|---|---|---|---|---|---|---|"]
+    lines = ["| dataset | variable | kept: spline (off) | shipped | tuned | gate | between: "
+             "linear in time | off | shipped | tuned | gate | gate's choice (gain one level "
+             "down: shipped / tuned) |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for ds, rows in results.items():
         off = rows["off"]["scores"]
         rep = rows["gate"]["report"]
         for i, (var, s) in enumerate(off.items()):
-            cells = [f"{rows[m]['scores'][var]['kept'] - s['kept']:+.2f}" for m in MODES]
+            kept = [f"{rows[m]['scores'][var]['kept'] - s['kept']:+.2f}" for m in MODES]
+            betw = [f"{between(rows[m]['scores'][var]) - between(s):+.2f}" for m in MODES]
+            lin = between(rows["linear"]["scores"][var]) if "linear" in rows else math.nan
             gs, gt = rep.get("gain_db_shipped", []), rep.get("gain_db_tuned", [])
             fmt = (lambda xs: "-" if i >= len(xs) or xs[i] is None else f"{xs[i]:+.2f}")
-            lines.append(f"| {ds} | {var} | {s['kept']:.2f} | " + " | ".join(cells)
+            lines.append(f"| {ds} | {var} | {s['kept']:.2f} | " + " | ".join(kept)
+                         + f" | {lin:.2f} | {between(s):.2f} | " + " | ".join(betw)
                          + f" | {rep['decision'][i]} ({fmt(gs)} / {fmt(gt)}) |")
     return lines
+
+
+def between(scores: Dict[str, float]) -> float:
+    """The mean PSNR over the phases between kept steps of one variable's scores."""
+    return float(np.mean([v for k, v in scores.items() if k != "kept"]))
 
 
 def summary(results: Dict[str, Dict[str, object]]) -> Dict[str, object]:
