@@ -183,7 +183,9 @@ def summary(results: Dict[str, Dict[str, object]]) -> Dict[str, object]:
         per = {}
         for ds, rows in results.items():
             off, on = rows["off"]["scores"], rows[mode]["scores"]
-            kept = [on[v]["kept"] - off[v]["kept"] for v in off]
+            # a variable the spline gets exactly (inf dB with and without) counts in neither
+            kept = [on[v]["kept"] - off[v]["kept"] for v in off
+                    if math.isfinite(on[v]["kept"] - off[v]["kept"])]
             betw = [np.mean([on[v][k] - off[v][k] for k in off[v] if k != "kept"])
                     for v in off]
             per[ds] = {"kept_db": round(float(np.mean(kept)), 3),
@@ -244,12 +246,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--out", default=os.path.join(ROOT, "bench", "results",
                                                  time.strftime("%Y-%m-%d"), "space_prior"))
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--table-only", action="store_true",
+                   help="rewrite fit.md from the fit.json in --out (no fitting)")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     os.makedirs(a.work, exist_ok=True)
     os.makedirs(a.out, exist_ok=True)
     stamp = {"machine": f"{os.cpu_count()} cores, torch {torch.__version__}",
              "written": time.strftime("%Y-%m-%d %H:%M")}
+    if a.table_only:                  # the tables again from the JSON a run wrote
+        with open(os.path.join(a.out, "fit.json")) as fh:
+            results = json.load(fh)["results"]
+        return write_tables(results, a.out)
     if a.cost:
         r = cost(a.cost, a)
         print(json.dumps(r), flush=True)
@@ -262,6 +270,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         with open(os.path.join(a.out, "fit.json"), "w") as fh:       # as it goes
             json.dump({"results": results, "summary": summary(results), **stamp,
                        "minutes": a.minutes, "tune_s": a.tune_s}, fh, indent=1)
+    return write_tables(results, a.out)
+
+
+def write_tables(results: Dict[str, Dict[str, object]], out: str) -> int:
+    """fit.md: :func:`table` and :func:`summary` of ``results``, also printed."""
     lines = table(results)
     s = summary(results)
     lines += ["", "| mode | mean kept gain | mean between gain | per dataset (kept / between) |",
@@ -272,7 +285,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         lines.append(f"| {mode} | {r['mean_kept_db']:+.2f} | {r['mean_between_db']:+.2f} | "
                      f"{per} |")
     print("\n".join(lines), flush=True)
-    with open(os.path.join(a.out, "fit.md"), "w") as fh:
+    with open(os.path.join(out, "fit.md"), "w") as fh:
         fh.write("\n".join(lines) + "\n")
     return 0
 
