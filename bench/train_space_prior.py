@@ -42,20 +42,9 @@ from stsr_core.model.space_prior import (MSE_FLOOR, PriorNet, WEIGHTS_PATH,  # n
                                          detail, gather_fine, inputs, log_ratio,
                                          parameter_count, random_crop, save_weights,
                                          spline_on_fine_lattice, valid_mask)
+from bench.train_side_weights import seed_list  # noqa: E402  (the same seed syntax)
 
 DEFAULT_CACHE = os.path.join(ROOT, "bench", "data", "prior_cache")
-
-
-def seed_list(text: str) -> List[int]:
-    """``0-47,100`` -> [0, 1, ..., 47, 100]."""
-    out: List[int] = []
-    for part in text.split(","):
-        if "-" in part:
-            a, b = part.split("-")
-            out += list(range(int(a), int(b) + 1))
-        elif part.strip():
-            out.append(int(part))
-    return out
 
 
 # --- stage 1: the samples ------------------------------------------------------------------

@@ -33,8 +33,6 @@ and gates it per variable on its own series: space_tune.py.
 from __future__ import annotations
 
 import hashlib
-import io
-import json
 import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -43,6 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .encodings import bspline_coefficients
+from .network_file import save_network
 
 WEIGHTS_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights",
                             "space_prior_v1.pt")
@@ -291,20 +290,7 @@ def save_weights(net: PriorNet, path: str, provenance: Optional[Dict[str, Any]] 
                  ) -> None:
     """The weights to ``path`` and ``provenance`` (if given) to ``path`` with .json, each
     written to a temp file and renamed (a killed training leaves the files as they were)."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    payload = {"format": FORMAT, "version": 1, "settings": net.settings(),
-               "state_dict": {k: v.detach().cpu().clone() for k, v in
-                              net.state_dict().items()}}
-    buf = io.BytesIO()
-    torch.save(payload, buf)
-    files = [(path, buf.getvalue())]
-    if provenance is not None:
-        files.append((os.path.splitext(path)[0] + ".json",
-                      (json.dumps(provenance, indent=1) + "\n").encode()))
-    for target, data in files:
-        with open(target + ".tmp", "wb") as fh:
-            fh.write(data)
-        os.replace(target + ".tmp", target)
+    save_network(net, path, FORMAT, provenance)
 
 
 def load_weights(path: Optional[str] = None) -> PriorNet:
