@@ -78,14 +78,17 @@ def test_the_time_budget_bounds_the_fit_to_the_data_and_says_what_it_cut():
     notes = tm.info.history["init_notes"]
     assert notes and all("time budget" in n for n in notes), notes
     # every fit is accounted for: stopped at the end of its share, or skipped where no share
-    # was left (a fit has no other way to end early), and some ran and were stopped. When
-    # the held-out scoring is cut too (a busy machine), its note comes first.
+    # was left (a fit has no other way to end early). When the held-out scoring is cut too
+    # (a busy machine), its note comes first.
 
     def fits(what):
         return sum(int(m.group(1)) for m in (re.match(r"(\d+) of 31 displacement fits " + what,
                                                       n) for n in notes) if m)
     cut, skipped = fits("stopped before their 300 Adam steps"), fits("skipped for the")
-    assert cut >= 1 and cut + skipped == 31, notes
+    assert cut + skipped == 31, notes
+    # some ran and were stopped, unless the parts before them (the prefilter, the held-out
+    # scoring) took the whole budget on a busy machine: then every fit is skipped
+    assert cut >= 1 or took > 6, (took, notes)
     # the cut fits still take part in the held-out choice (still or moving per variable,
     # model/time_select.py), and the model follows what it said
     choice = tm.info.history["time_choice"]
