@@ -5,7 +5,7 @@ PY := .venv/bin/python
 STSR := .venv/bin/stsr
 
 .PHONY: setup demo test test-debian13 test-long pytest fuzz bench bench-quick bench-between bench-scale bench-learning \
-	bench-slabs gpu-check train-side-weights train-prior clean
+	bench-slabs gpu-check bench-data bench-quality train-side-weights train-prior clean
 
 setup:
 	bash scripts/setup.sh
@@ -51,6 +51,19 @@ bench: setup
 # part one at a time (about 45 min on 2 cores; ARGS="--quick" checks the pipeline)
 bench-between: setup
 	$(PY) -m bench.between $(ARGS)
+
+# Issue 30's series from real solvers (py-pde, PhiFlow, lbmpy in .venv-data, made on first use):
+# cached in bench/data, not committed (about 1 GB; 40-60 minutes on 2 cores the first time)
+bench-data: setup
+	$(PY) -m examples.data.solvers $(ARGS)
+
+# Issue 30's quality benchmark and ablation: every benchmark data set, every row (a set of
+# --set overrides; rows the engine lacks are reported as not available), kept steps against
+# tricubic, in-between steps against linear in time and today's default (main at 2e1fd8a,
+# before issue 30, run as its own row; hours at the
+# 5-minute budget; ARGS="--quick" checks the pipeline, ARGS="--datasets wake --rows base,faces")
+bench-quality: setup
+	$(PY) -m bench.quality --engine-row main@2e1fd8a=2e1fd8a --default main@2e1fd8a $(ARGS)
 
 bench-scale: setup
 	$(PY) -m bench.scale $(ARGS)

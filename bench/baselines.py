@@ -32,15 +32,17 @@ def _space(coarse: VolumeSeries, fine_dims: Sequence[int], fine_origin, fine_spa
     return out
 
 
-def interpolate(coarse: VolumeSeries, fine: VolumeSeries, order: int) -> VolumeSeries:
-    """order 1: trilinear + linear in time; order 3: tricubic + cubic spline in time."""
+def interpolate(coarse: VolumeSeries, fine: VolumeSeries, order: int,
+                linear_time: bool = False) -> VolumeSeries:
+    """order 1: trilinear + linear in time; order 3: tricubic + cubic spline in time
+    (``linear_time``: tricubic + linear in time)."""
     spatial = _space(coarse, fine.dims, fine.origin, fine.spacing, order)
     tc, tf = coarse.times, fine.times
     out = {}
     for name, arr in spatial.items():
         if coarse.n_times == 1:
             out[name] = np.repeat(arr, fine.n_times, axis=0)
-        elif order == 1 or coarse.n_times < 4:
+        elif order == 1 or linear_time or coarse.n_times < 4:
             j = np.clip(np.searchsorted(tc, tf, side="right") - 1, 0, len(tc) - 2)
             w = ((tf - tc[j]) / (tc[j + 1] - tc[j]))[:, None, None, None].astype(np.float32)
             out[name] = (1 - w) * arr[j] + w * arr[j + 1]

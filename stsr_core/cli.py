@@ -468,6 +468,11 @@ def cmd_info(a: argparse.Namespace) -> int:
         scale = base.error_scale.tolist()
         d["error_scale"] = {n: {"space": scale[0][i], "time": scale[1][i]}
                             for i, n in enumerate(info.variables)}
+    if base is not None and hasattr(base, "spline_boundary"):
+        from .model.encodings import BOUNDARIES
+        d["spline_boundary"] = {n: {axis: [BOUNDARIES[c] for c in ends]
+                                    for axis, ends in zip("xyz", row)}
+                                for n, row in zip(info.variables, base.spline_boundary.tolist())}
     learned = info.history.get("learned")
     if learned:
         d["learned"] = learned
@@ -516,6 +521,16 @@ def cmd_info(a: argparse.Namespace) -> int:
         print(f"             {note}")
     if h.get("time_choice"):
         _print_time_choice(h["time_choice"], info.variables)
+    if "spline_boundary" in d and all(e == "natural" for f in d["spline_boundary"].values()
+                                      for ends in f.values() for e in ends):
+        print("faces        the spline is natural at every face (a model file written before "
+              "the choice, spline_boundary=natural, or too few points to choose)")
+    elif "spline_boundary" in d:
+        print("faces        the spline's condition at each face (x, y, z; low/high), chosen "
+              "per variable on the kept data one level down:")
+        for n, faces in d["spline_boundary"].items():
+            print(f"  {n:<20s} " + ", ".join(f"{axis} {'/'.join(ends)}"
+                                            for axis, ends in faces.items()))
     if "error_scale" in d:
         print("error        NAME_error arrays: the estimate's scales per variable, in space "
               "(kept steps thinned to every other point) and in time (held-out steps of the "

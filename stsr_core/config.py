@@ -52,6 +52,7 @@ CHOICES: Dict[str, Tuple[Any, ...]] = {
     "base": ("spline", "none"),
     "base_time": tuple(BASE_TIME_DESCRIPTIONS),
     "flow_path": ("auto", "straight", "bent"),
+    "spline_boundary": ("select", "natural"),
     "path_values": ("auto", "linear", "cubic"),
     "schedule": ("constant", "cosine"),
     "learn_pairs": ("all", "space", "time"),
@@ -280,6 +281,10 @@ class FastNetConfig:
     # linear or cubic along them, chosen on held-out steps coarsened in space as in time
     # (time_select.py)
     base_time: str = "select"
+    # the spline's condition at the faces of the box (the prefilter's boundary condition):
+    # "select" per variable, axis and end from the kept data (model/spline_boundary.py), or
+    # "natural" everywhere (zero second derivative: the only kind before issue 30)
+    spline_boundary: str = "select"
     # the paths between kept steps (model/paths.py): straight through each interval or bent
     # through three kept steps, and the values along them linear or cubic; "auto": chosen on
     # the held-out steps with base_time select, straight and linear with auto and flow

@@ -144,3 +144,43 @@ def test_scale_harness_end_to_end(tmp_path):
     assert g["from_case"] == "A" and g["fit_s"] == a["fit"]["seconds"]
     for f in ("scale.md", "scale.png"):
         assert os.path.getsize(out / f) > 0
+
+
+def test_the_quality_harness_scores_every_row_and_reports_unknown_settings(tmp_path):
+    """bench.quality --quick on tiny generated data (17^3 x 9): the base and the kept-step
+    fix fitted in child processes, scored kept and per phase against the classical
+    baselines with the error estimate's figures; a row whose setting this engine lacks is
+    reported as not available, not a failure; a row fitted by the committed engine exported
+    from git (as main at 2e1fd8a is, for today's default) is scored as the reference."""
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    r = subprocess.run([sys.executable, "-m", "bench.quality", "--quick", "--rows", "base,faces",
+                        "--row", "later=no_such_setting=1", "--engine-row", "head=HEAD",
+                        "--engine-row", "old=HEAD,no_such_setting=1", "--default", "head",
+                        "--cache", str(tmp_path / "data"), "--out", str(tmp_path / "out")],
+                       cwd=root, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    with open(tmp_path / "out" / "quality.json") as fh:
+        report = json.load(fh)
+    assert [d["dataset"] for d in report["results"]] == ["fronts", "shear"]
+    for d in report["results"]:
+        assert d["fine"] == [17, 17, 17] and d["steps"] == 9 and d["kept_steps"] == 3
+        assert set(d["tricubic_kept"]) == {"nearest", "mirror", "reflect"}
+        assert "not_available" in d["rows"]["later"]
+        assert "no_such_setting" in d["rows"]["old"]["not_available"]
+        # the committed engine, exported outside the worktree, fits its own row
+        assert not d["rows"]["head"]["engine_file"].startswith(root + os.sep)
+        assert d["rows"]["faces"]["engine_file"].startswith(root + os.sep)
+        for row in ("base", "faces", "head"):
+            x = d["rows"][row]
+            assert set(x["phase"]) == {"0", "1", "2", "3"}
+            assert np.isclose(x["kept"], x["phase"]["0"])
+            assert 0.5 < x["error"]["between"]["coverage"] <= 1.0
+            assert x["fit_s"] > 0 and x["upscale_rate"] > 0 and x["rss_upscale"] > 1e8
+        # the fix's kept steps are the cubic B-spline of the kept points, at least as good
+        assert d["rows"]["faces"]["kept"] >= d["tricubic_kept"]["nearest"] - 0.1
+    md = (tmp_path / "out" / "quality.md").read_text()
+    assert "not available" in md and "Trained on" in md
+    assert "reference between steps: `head`" in md and "faces between - head" in md
+    assert (tmp_path / "out" / "quality.png").stat().st_size > 1000

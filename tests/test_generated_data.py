@@ -154,3 +154,22 @@ def test_the_training_cli_writes_count_series_and_an_index_and_skips_them_next_t
     before = os.path.getmtime(os.path.join(out, "family_3.h5"))
     assert main(["--out", out, "--count", "2", "--first-seed", "3"]) == 0
     assert os.path.getmtime(os.path.join(out, "family_3.h5")) == before
+
+
+def test_a_solver_series_is_converted_with_its_grid_and_vorticity():
+    """examples/data/solvers' conversion of a solver's frames (here made by hand: a solid
+    rotation about z at rate 0.3, the wake's layout): cell-centred grid, velocity as one
+    vector, and |curl v| = twice the rate, by central differences."""
+    from examples.data.solvers.__main__ import to_series
+    n, h, rate = 9, 0.5, 0.3
+    c = (np.arange(n) + 0.5) * h
+    z, y, x = np.meshgrid(c, c, c, indexing="ij")
+    frames = {"velocity_0": np.stack([-rate * (y - 2)] * 3).astype(np.float32),
+              "velocity_1": np.stack([rate * (x - 2)] * 3).astype(np.float32),
+              "velocity_2": np.zeros((3, n, n, n), np.float32),
+              "pressure": np.zeros((3, n, n, n), np.float32),
+              "times": np.array([0.0, 1.0, 2.0]), "spacing": np.asarray(h)}
+    s = to_series("wake", frames)
+    assert s.dims == (n, n, n) and s.spacing == (h, h, h) and s.origin == (h / 2,) * 3
+    assert s.components == {"velocity": ["velocity_0", "velocity_1", "velocity_2"]}
+    np.testing.assert_allclose(s.variables["vorticity_magnitude"], 2 * rate, rtol=1e-5)

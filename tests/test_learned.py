@@ -19,7 +19,10 @@ from stsr_run import main_here
 
 # short fits for tiny tests, trusting what the probe measures whatever the data's size
 TINY = {"flow_iters": 30, "learn_steps": 30, "learn_min_points": 0, "learn_min_steps": 0}
-BASE_KW = {"base_time": "auto", "flow_coarsen": 2, "flow_max_points": 32}
+# the spline's faces natural, as before issue 30 chose them: these pairs' inputs stay as
+# they were. (The noise test below holds for its draw, seed 1, not for every draw: its share
+# came out >= 0.1 for 3 of seeds 0-5 with either condition, measured 2026-12-05.)
+BASE_KW = {"base_time": "auto", "flow_coarsen": 2, "flow_max_points": 32, "boundary": "natural"}
 FLOW = {"iters": 30, "smooth": 0.1, "coarsen": 2, "max_points": 32, "levels": 2}
 
 

@@ -72,30 +72,80 @@ def bspline_sample(grid: torch.Tensor, local: torch.Tensor) -> torch.Tensor:
     return (vals * w[None]).sum(1).t()
 
 
-@functools.lru_cache(maxsize=64)
-def _bspline_solve_matrix(n: int) -> torch.Tensor:
+# The spline's condition at each end of an axis (the prefilter's boundary condition): the n
+# samples fix n of the n + 2 coefficients, each end fixes one more. Codes as stored in
+# SplineBase.spline_boundary; model files written before the choice hold none: all natural.
+BOUNDARIES = ("natural",     # zero second derivative: the spline continues linearly
+              "not-a-knot",  # zero jump of the third derivative at the second point: the
+                             # first two pieces are one cubic (exact for cubic polynomials)
+              "quadratic",   # zero third derivative: the end piece is a parabola
+              "nearest",     # the samples continued by the end value (SciPy's "nearest")
+              "reflect")     # the samples mirrored about the half-cell beyond the end
+                             # (SciPy's "reflect": a zero-flux wall between the samples)
+NATURAL = 0
+EXTEND = 12          # samples an extension ("nearest", "reflect") adds beyond the end
+
+
+def _end_row(code: int, size: int) -> torch.Tensor:
+    """[size] the low end's condition on the coefficients of an axis of ``size`` coefficients
+    (an extension's far end: natural, whose effect fades by 0.27 a sample)."""
+    taps = {1: (1.0, -4.0, 6.0, -4.0, 1.0), 2: (1.0, -3.0, 3.0, -1.0)}.get(code, (1.0, -2.0, 1.0))
+    row = torch.zeros(size, dtype=torch.float64)
+    row[:len(taps)] = torch.tensor(taps, dtype=torch.float64)
+    return row
+
+
+def _extension(code: int, n: int) -> torch.Tensor:
+    """[EXTEND, n] the samples an extension puts beyond the low end, nearest first."""
+    e = torch.zeros(EXTEND, n, dtype=torch.float64)
+    for k in range(EXTEND):
+        e[k, 0 if code == 3 else min(k, n - 1)] = 1.0
+    return e
+
+
+@functools.lru_cache(maxsize=256)
+def _bspline_solve_matrix(n: int, low: int = NATURAL, high: int = NATURAL) -> torch.Tensor:
     """[n + 2, n] matrix taking n samples on an axis to the n + 2 cubic B-spline coefficients
-    (one padding point each side) that interpolate them exactly, with zero second difference
-    of the coefficients at both ends (the spline continues linearly)."""
+    (one padding point each side) that interpolate them exactly, with the conditions ``low``
+    and ``high`` (codes of BOUNDARIES) at the two ends: a condition on the coefficients, or
+    the samples extended beyond the end and the spline of the longer axis cut back."""
     if n == 1:
         return torch.ones(3, 1, dtype=torch.float64)
-    a = torch.zeros(n + 2, n + 2, dtype=torch.float64)
-    for k in range(n):                      # sample k = (c[k] + 4 c[k+1] + c[k+2]) / 6
+    if n < 4:              # too few samples for a condition on the third derivative
+        low, high = (NATURAL if c in (1, 2) else c for c in (low, high))
+    pad_lo = EXTEND if low >= 3 else 0
+    pad_hi = EXTEND if high >= 3 else 0
+    m = n + pad_lo + pad_hi                   # samples after extension
+    ext = torch.zeros(m, n, dtype=torch.float64)
+    if pad_lo:
+        ext[:pad_lo] = _extension(low, n).flip(0)
+    ext[pad_lo:pad_lo + n] = torch.eye(n, dtype=torch.float64)
+    if pad_hi:
+        ext[pad_lo + n:] = _extension(high, n).flip(1)
+    a = torch.zeros(m + 2, m + 2, dtype=torch.float64)
+    for k in range(m):                      # sample k = (c[k] + 4 c[k+1] + c[k+2]) / 6
         a[k + 1, k:k + 3] = torch.tensor([1.0, 4.0, 1.0], dtype=torch.float64) / 6
-    a[0, 0:3] = torch.tensor([1.0, -2.0, 1.0], dtype=torch.float64)
-    a[n + 1, n - 1:n + 2] = torch.tensor([1.0, -2.0, 1.0], dtype=torch.float64)
-    rhs = torch.zeros(n + 2, n, dtype=torch.float64)
-    rhs[1:n + 1] = torch.eye(n, dtype=torch.float64)
-    return torch.linalg.solve(a, rhs)
+    a[0] = _end_row(NATURAL if pad_lo else low, m + 2)
+    a[m + 1] = _end_row(NATURAL if pad_hi else high, m + 2).flip(0)
+    rhs = torch.zeros(m + 2, m, dtype=torch.float64)
+    rhs[1:m + 1] = torch.eye(m, dtype=torch.float64)
+    return (torch.linalg.solve(a, rhs) @ ext)[pad_lo:pad_lo + n + 2]
 
 
-def bspline_coefficients(values: torch.Tensor) -> torch.Tensor:
+def bspline_coefficients(values: torch.Tensor, boundary: Optional[torch.Tensor] = None
+                         ) -> torch.Tensor:
     """Cubic B-spline coefficients [..., Z+2, Y+2, X+2] that make :func:`bspline_sample`
     reproduce ``values`` [..., Z, Y, X] exactly at the sample points (the prefilter of
-    spline interpolation, solved axis by axis)."""
+    spline interpolation, solved axis by axis). ``boundary``: the condition at each end of
+    each axis, codes of BOUNDARIES as [3, 2] (x, y, z; low, high) for all values or
+    [V, 3, 2] for values [V, Z, Y, X] one variable each; None: natural everywhere."""
+    if boundary is not None and boundary.dim() == 3:
+        return torch.stack([bspline_coefficients(values[i], boundary[i])
+                            for i in range(values.shape[0])])
+    ends = [[NATURAL, NATURAL]] * 3 if boundary is None else boundary.tolist()
     c = values.to(torch.float64)
-    for axis in (-1, -2, -3):
-        m = _bspline_solve_matrix(c.shape[axis]).to(c.device)
+    for axis, (low, high) in zip((-1, -2, -3), ends):
+        m = _bspline_solve_matrix(c.shape[axis], int(low), int(high)).to(c.device)
         c = torch.movedim(torch.tensordot(torch.movedim(c, axis, -1), m, dims=([-1], [1])),
                           -1, axis)
     return c.to(values.dtype)

@@ -141,7 +141,7 @@ def calibrate(base: Any, data: Union[torch.Tensor, Steps], half: Optional[torch.
         out = torch.empty((steps.n_vars, int(off.sum())), device=dev)
         for v in range(steps.n_vars):
             thin = step[v:v + 1, ::2, ::2, ::2].to(torch.float32)
-            spline = separable(bspline_coefficients(thin), mats)
+            spline = separable(bspline_coefficients(thin, base.spline_boundary[v:v + 1]), mats)
             true = step[v:v + 1, :span[2], :span[1], :span[0]].to(torch.float32)
             out[v] = ratio_of((true - spline)[:, off],
                               (spline - separable(thin, lins)).abs()[:, off])[0]

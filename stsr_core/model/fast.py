@@ -64,6 +64,7 @@ class FastNet(FieldModel):
                                    base_time=cfg.base_time, flow_coarsen=cfg.flow_coarsen,
                                    flow_max_points=cfg.flow_max_points,
                                    flow_path=cfg.flow_path, path_values=cfg.path_values,
+                                   boundary=cfg.spline_boundary,
                                    trainable=cfg.base_trainable and self.has_network)
             if cfg.side_net != "off":
                 self._attach_side_weights(cfg)

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .encodings import bspline_coefficients, bspline_sample, slot_weights
+from .encodings import NATURAL, bspline_coefficients, bspline_sample, slot_weights
 from . import kernels
 from .. import distributed
 from .paths import accelerations, bend_shift, end_weights, hermite_terms, slope_weights
@@ -34,12 +34,15 @@ from .time_basis import (Resampled, cross_validated_mix, displacement_grid_dims,
                          fit_displacement, held_out_pairs, hermite_correction,
                          natural_spline_slopes, resample_for_fit)
 from .error_estimate import calibrate, error_grid
+from .spline_boundary import choose_boundary
 from .grid_plan import (GridPlan, lattice_axes, linear_matrix, separable, share_fields,
                         spline_matrix)
 from .space_residual import SpaceResidual, fine_matrices
 from .time_select import chain_options, chain_pairs, chains, choose, half_chains, half_step
 
 BASE_TIMES = ("select", "auto", "linear", "cubic", "flow")
+SPLINE_BOUNDARIES = ("select", "natural")   # the spline's faces: chosen per variable, or all
+                                            # natural (the only kind before the choice)
 MOVING = ("select", "auto", "flow")     # the base_time choices with displacements
 MIN_FIT_SECONDS = 0.05       # a displacement fit with less time than this is skipped
 WARP_FIELD_VALUES = 1 << 26  # values of one slot on the warps' grid when finer than 2x
@@ -108,14 +111,21 @@ class SplineBase(nn.Module):
             cubic share).
         flow_coarsen, flow_max_points: the displacement grid (time_basis.py).
         trainable: whether training may change the coefficients.
+        boundary: the spline's condition at the faces of the box, "select" (per variable,
+            axis and end, from the kept data: spline_boundary.py) or "natural".
     """
 
     def __init__(self, dims: Sequence[int], n_vars: int, slot_times: Sequence[float],
                  base_time: str = "auto", flow_coarsen: int = 2, flow_max_points: int = 32,
-                 trainable: bool = True, flow_path: str = "auto", path_values: str = "auto"):
+                 trainable: bool = True, flow_path: str = "auto", path_values: str = "auto",
+                 boundary: str = "select"):
         super().__init__()
         if base_time not in BASE_TIMES:
             raise ValueError(f"unknown base_time {base_time!r}: use {', '.join(BASE_TIMES)}")
+        if boundary not in SPLINE_BOUNDARIES:
+            raise ValueError(f"unknown spline_boundary {boundary!r}: use "
+                             f"{', '.join(SPLINE_BOUNDARIES)}")
+        self.boundary_rule = boundary
         self.base_time = base_time
         # paths.py, forced or chosen: "auto" leaves it to the held-out steps (select) or
         # keeps paths straight and linear along them (auto, flow: as before paths could bend)
@@ -136,6 +146,11 @@ class SplineBase(nn.Module):
         # the slots in a file instead (slots.py: a model file loaded lazily, or the fit's
         # scratch file): then ``coef`` is no parameter, and reading it loads every slot
         self._slots: Optional[FileSlots] = None
+        # the condition the prefilter met at each face, per variable: codes of
+        # encodings.BOUNDARIES [V, 3, 2] (x, y, z; low, high); the coefficients hold it, the
+        # slopes along the path (derived from values when first used) need it again; model
+        # files written before the choice hold none and load as natural everywhere
+        self.register_buffer("spline_boundary", torch.zeros(self.n_vars, 3, 2, dtype=torch.long))
         if self.hermite:    # slopes in time of the coefficients, same layout
             if self.trainable:    # training moves them apart from the coefficients': kept
                 self.slopes = nn.Parameter(torch.zeros(shape))
@@ -233,6 +248,8 @@ class SplineBase(nn.Module):
             state_dict.setdefault(prefix + "path_mix", torch.zeros(self.n_vars))
             state_dict.setdefault(prefix + "path_bend", torch.zeros(()))
         state_dict.setdefault(prefix + "error_scale", torch.zeros(2, self.n_vars))
+        state_dict.setdefault(prefix + "spline_boundary",
+                              torch.zeros(self.n_vars, 3, 2, dtype=torch.long))
         self._path_slopes = {}
         self._time_slopes = {}
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
@@ -300,17 +317,25 @@ class SplineBase(nn.Module):
     # --- fitting -----------------------------------------------------------------------------
     @torch.no_grad()
     def fit_coefficients(self, data: Union[torch.Tensor, Steps],
-                         each: Optional[Callable[[int, torch.Tensor], None]] = None) -> None:
+                         each: Optional[Callable[[int, torch.Tensor], None]] = None,
+                         boundary: Optional[torch.Tensor] = None) -> None:
         """The spline through ``data`` [V, T, Z, Y, X] (normalised; or :class:`Steps`, read
         one step at a time): the prefilter per slot, one variable at a time (its float64
-        temporaries are a few times one variable's size), and, where kept apart from them,
-        the natural spline's slopes in time. ``each(k, step)`` sees each step [V, Z, Y, X]
-        as it is read (what else the fit takes from it)."""
+        temporaries are a few times one variable's size), with the condition at each face
+        ``boundary`` ([V, 3, 2] codes; None: chosen from the data, which reads up to
+        spline_boundary.MAX_STEPS steps once more, or natural, as the base's rule says),
+        and, where kept apart from them, the natural spline's slopes in time.
+        ``each(k, step)`` sees each step [V, Z, Y, X] as it is read (what else the fit
+        takes from it)."""
         steps = as_steps(data)
+        if boundary is None:
+            boundary = (choose_boundary(steps) if self.boundary_rule == "select" else
+                        torch.zeros_like(self.spline_boundary))
+        self.spline_boundary.copy_(boundary)
         for t in range(self.n_slots):
             step = steps.step(t).to(torch.float32)
             for v in range(self.n_vars):
-                self.set_slot(t, bspline_coefficients(step[v]), v)
+                self.set_slot(t, bspline_coefficients(step[v], self.spline_boundary[v]), v)
             if each is not None:
                 each(t, step)
             del step
@@ -538,7 +563,7 @@ class SplineBase(nn.Module):
                 vals[:, z0:z0 + rows] += wt * got.reshape(self.n_vars, -1, y, x)
 
         each_slab(slab, range(0, z, rows), dev)
-        d = self._path_slopes[k] = bspline_coefficients(vals)
+        d = self._path_slopes[k] = bspline_coefficients(vals, self.spline_boundary)
         return d
 
     def slope_variables(self) -> List[int]:
@@ -576,7 +601,14 @@ class SplineBase(nn.Module):
                 kernels.carried_spline(self.slot_coef(i), self.flow, list(order), sign,
                                        [lat[0], lat[1], lat[2][d_lo:d_hi]], wt, vals,
                                        variables)
-        coef = bspline_coefficients(vals)            # padded rows d_lo .. d_hi + 1
+        # the faces' conditions of these variables; a z end cut off by the halo natural
+        # (its influence fades like the halo's), the lattice's own z ends as chosen
+        faces = self.spline_boundary[list(variables)].clone()         # [v, 3, 2]
+        if d_lo > 0:
+            faces[:, 2, 0] = NATURAL
+        if d_hi < z:
+            faces[:, 2, 1] = NATURAL
+        coef = bspline_coefficients(vals, faces)     # padded rows d_lo .. d_hi + 1
         return coef[:, lo - d_lo:hi - d_lo]
 
     def _carry(self, pts: torch.Tensor, k: int, i: int) -> torch.Tensor:

@@ -200,7 +200,7 @@ def half_chains(base: Any, half: torch.Tensor,
                          flow_coarsen=int(opts["coarsen"]),
                          flow_max_points=int(opts["max_points"]), trainable=False
                          ).to(base.device)
-        sub.fit_coefficients(half[:, chain])
+        sub.fit_coefficients(half[:, chain], boundary=base.spline_boundary)
         if sub.has_flow:
             for i in range(len(chain) - 1):
                 f = fits.get((chain[i], chain[i + 1]))

@@ -39,12 +39,9 @@ def write(kind: str, out: str, n: int = 65, steps: int = 25, seed: int = 0,
     stamp_path = os.path.join(out, f"{kind}.json")
     wanted = {"kind": kind, "n": n, "steps": steps, "seed": seed, "format": fmt,
               "source_sha256": source_hash(kind)}
-    if not force and os.path.exists(path) and os.path.exists(stamp_path):
-        with open(stamp_path) as fh:
-            stamp = json.load(fh)
-        if {k: stamp.get(k) for k in wanted} == wanted:
-            stamp["cached"] = True
-            return stamp
+    stamp = None if force or not os.path.exists(path) else stamped(stamp_path, wanted)
+    if stamp is not None:
+        return stamp
     t0 = time.perf_counter()
     series = generate(kind, n, steps, seed)
     seconds = time.perf_counter() - t0
@@ -56,11 +53,26 @@ def write(kind: str, out: str, n: int = 65, steps: int = 25, seed: int = 0,
         stamp["linear_in_time_psnr_k4"] = linear_in_time_psnr(series, 4)
         stamp["motion_cells_per_4_steps"] = {v: motion_per_interval(series, v, 4)
                                              for v in series.names}
+    write_stamp(stamp_path, stamp)
+    return stamp
+
+
+def stamped(stamp_path: str, wanted: Dict[str, object]) -> Optional[Dict[str, object]]:
+    """The stamp at ``stamp_path`` (with ``cached``: True) when it holds ``wanted``'s
+    values, else None: the series beside it was made by the same code and arguments."""
+    if not os.path.exists(stamp_path):
+        return None
+    with open(stamp_path) as fh:
+        stamp = json.load(fh)
+    return dict(stamp, cached=True) if {k: stamp.get(k) for k in wanted} == wanted else None
+
+
+def write_stamp(stamp_path: str, stamp: Dict[str, object]) -> None:
+    """``stamp`` as JSON at ``stamp_path``, atomically (a temporary file, then renamed)."""
     tmp = stamp_path + ".tmp"
     with open(tmp, "w") as fh:
         json.dump(stamp, fh, indent=2)
     os.replace(tmp, stamp_path)
-    return stamp
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -21,7 +21,23 @@ import sys
 import numpy as np
 
 
+def wide_sparse_indices() -> None:
+    """phiml 1.16's numpy backend casts a sparse matrix's linear indices back to their
+    int32 input, which wraps for grids past ~36^3 cells (rows x columns > 2^31; the
+    pressure solve then fails with 'index ... out of bounds'): ravel them as int64."""
+    from phiml.backend._numpy_backend import NumPyBackend
+    ravel = NumPyBackend.ravel_multi_index
+    if getattr(ravel, "wide", False):
+        return
+
+    def ravel64(self, multi_index, shape, mode="undefined"):
+        return ravel(self, np.asarray(multi_index, dtype=np.int64), shape, mode)
+    ravel64.wide = True
+    NumPyBackend.ravel_multi_index = ravel64
+
+
 def simulate(n: int, frames: int, every: int, warmup: int, dt: float) -> dict:
+    wide_sparse_indices()
     from phi import flow
     from phi.flow import (Box, CenteredGrid, Solve, Sphere, StaggeredGrid, advect, channel,
                           extrapolation, fluid, resample, tensor)
@@ -59,19 +75,14 @@ def simulate(n: int, frames: int, every: int, warmup: int, dt: float) -> dict:
 
 def write(npz: str, out_dir: str) -> None:
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
+    from examples.data.solvers.fields import vorticity_magnitude
     from stsr_core.io import write_series
     from stsr_core.series import VolumeSeries
     d = np.load(npz)
-    v = np.stack([d["vx"], d["vy"], d["vz"]], axis=-1)
     h = 1.0
-    vort = []
-    for t in range(v.shape[0]):
-        g = [np.gradient(v[t, ..., i], h, axis=(0, 1, 2)) for i in range(3)]
-        w = np.stack([g[2][1] - g[1][0], g[0][0] - g[2][2], g[1][2] - g[0][1]])
-        vort.append(np.sqrt((w ** 2).sum(0)))
     variables = {"smoke": d["smoke"], "velocity_0": d["vx"], "velocity_1": d["vy"],
                  "velocity_2": d["vz"], "pressure": d["pressure"],
-                 "vorticity_magnitude": np.stack(vort).astype(np.float32)}
+                 "vorticity_magnitude": vorticity_magnitude(d["vx"], d["vy"], d["vz"], h)}
     series = VolumeSeries(times=d["times"], variables=variables, origin=(0.5, 0.5, 0.5),
                           spacing=(h, h, h),
                           components={"velocity": ["velocity_0", "velocity_1", "velocity_2"]})
