@@ -5,7 +5,7 @@ PY := .venv/bin/python
 STSR := .venv/bin/stsr
 
 .PHONY: setup demo test test-debian13 test-long pytest fuzz bench bench-quick bench-between bench-scale bench-learning \
-	bench-slabs gpu-check bench-data bench-quality train-side-weights clean
+	bench-slabs gpu-check bench-data bench-quality train-side-weights train-prior clean
 
 setup:
 	bash scripts/setup.sh
@@ -90,6 +90,14 @@ bench-learning: setup
 # bench/data/side_cache); ARGS="--out /tmp/w.pt" etc. leaves the shipped weights alone
 train-side-weights: setup
 	$(PY) -m bench.train_side_weights $(ARGS)
+
+# Issue 30's spatial prior: trains and rewrites the shipped
+# stsr_core/model/weights/space_prior_v1.pt (+ .json, its provenance) on generated fields
+# (examples/data/space_families.py; under 3 hours on 2 cores: the samples once, about 5
+# minutes, cached in bench/data/prior_cache, then 2.5 hours of training, checkpointed: a
+# rerun resumes); ARGS="--out /tmp/w.pt --hours 0.5" etc. leaves the shipped weights alone
+train-prior: setup
+	$(PY) -m bench.train_space_prior $(ARGS)
 
 clean:
 	rm -rf build build-configure.log demo-output

@@ -52,13 +52,16 @@ def _choices():
     try:
         from stsr_core import config
     except ImportError:
-        return {"fast": ""}, ("auto",), {"auto": ""}
-    return config.PRESET_DESCRIPTIONS, config.DEVICES, config.BASE_TIME_DESCRIPTIONS
+        return {"fast": ""}, ("auto",), {"auto": ""}, {"off": ""}
+    return (config.PRESET_DESCRIPTIONS, config.DEVICES, config.BASE_TIME_DESCRIPTIONS,
+            config.SPACE_PRIOR_DESCRIPTIONS)
 
 
-PRESETS, DEVICES, TIME_INTERPOLATIONS = _choices()   # TimeInterpolation: the fast base_time
+# TimeInterpolation: the fast base_time; SpatialPrior: its space_prior
+PRESETS, DEVICES, TIME_INTERPOLATIONS, SPATIAL_PRIORS = _choices()
 # the first listed is the engine's default: left at it, every preset keeps its own default
 TIME_INTERPOLATION_DEFAULT = next(iter(TIME_INTERPOLATIONS))
+SPATIAL_PRIOR_DEFAULT = next(iter(SPATIAL_PRIORS))
 
 
 def _engine():
@@ -489,7 +492,8 @@ _OUTPUT = ("Output", ["SpatialScale", "OutputDimensions", "TemporalScale", "Erro
 
 @smproxy.filter(name="STSRINRUpscale", label="STSR-INR Upscale", support_reload=False)
 @_panel(("Input", ["Arrays"]), _OUTPUT,
-        ("Training", ["TrainingMinutes", "TrainingSteps", "Preset", "TimeInterpolation"]),
+        ("Training", ["TrainingMinutes", "TrainingSteps", "Preset", "TimeInterpolation",
+                      "SpatialPrior"]),
         ("Model", ["ModelFile", "Train"]), ("Run", ["Device", "Seed"]))
 @smhint.xml('<ShowInMenu category="STSR-INR"/>')
 @smproperty.input(name="Input", port_index=0)
@@ -511,6 +515,7 @@ class STSRINRUpscale(VTKPythonAlgorithmBase):
         self._steps = 0
         self._preset = "fast"
         self._time_interp = TIME_INTERPOLATION_DEFAULT
+        self._space_prior = SPATIAL_PRIOR_DEFAULT
         self._model_file = ""
         self._device = "auto"
         self._seed = 0
@@ -557,6 +562,9 @@ class STSRINRUpscale(VTKPythonAlgorithmBase):
     SetTimeInterpolation = _choice("TimeInterpolation", "_time_interp", TIME_INTERPOLATIONS,
                                    advanced=True,
                                    doc="fast preset: how it fills in between input steps. ")
+    SetSpatialPrior = _choice("SpatialPrior", "_space_prior", SPATIAL_PRIORS, advanced=True,
+                              doc="fast preset: its kept steps' fields between the input's "
+                                  "points. ")
     SetModelFile = _model_path("ModelFile", "_model_file", retrain=True,
                                doc="Model to use if it exists, else where training saves it.")
 
@@ -708,17 +716,20 @@ class STSRINRUpscale(VTKPythonAlgorithmBase):
         if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
             raise RuntimeError("ModelFile folder '%s' does not exist"
                                % os.path.dirname(os.path.abspath(path)))
-        overrides = None
-        if self._time_interp != TIME_INTERPOLATION_DEFAULT:
-            if not hasattr(api.get_preset(self._preset)[0], "base_time"):
-                raise RuntimeError("TimeInterpolation '%s' applies to the fast preset only; "
-                                   "set it to %s for preset '%s'"
-                                   % (self._time_interp, TIME_INTERPOLATION_DEFAULT,
-                                      self._preset))
-            overrides = {"base_time": self._time_interp}
+        overrides = {}
+        for prop, value, default, key in (
+                ("TimeInterpolation", self._time_interp, TIME_INTERPOLATION_DEFAULT,
+                 "base_time"),
+                ("SpatialPrior", self._space_prior, SPATIAL_PRIOR_DEFAULT, "space_prior")):
+            if value == default:
+                continue
+            if not hasattr(api.get_preset(self._preset)[0], key):
+                raise RuntimeError("%s '%s' applies to the fast preset only; set it to %s "
+                                   "for preset '%s'" % (prop, value, default, self._preset))
+            overrides[key] = value
         tm = api.fit(self._series, self._preset, steps=steps, max_minutes=minutes,
                      device=self._device, seed=self._seed, callback=progress,
-                     checkpoint_path=path, model_overrides=overrides)
+                     checkpoint_path=path, model_overrides=overrides or None)
         self.last_training = dict(tm.info.history)
         self._model = tm
         if tm.info.history.get("stopped") == "cancelled":

@@ -476,6 +476,9 @@ def cmd_info(a: argparse.Namespace) -> int:
     learned = info.history.get("learned")
     if learned:
         d["learned"] = learned
+    space = info.history.get("space_prior")
+    if space:
+        d["space_prior"] = space
     if a.json:
         print(json.dumps(d, indent=2))
         return 0
@@ -536,6 +539,8 @@ def cmd_info(a: argparse.Namespace) -> int:
             print(f"  {n:<20s} space {e['space']:.3g}, time {e['time']:.3g}")
     if learned:
         _print_learned(learned, info.variables)
+    if space:
+        _print_space_prior(space, info.variables)
     return 0
 
 
@@ -567,6 +572,30 @@ def _print_time_choice(r: dict, names: List[str]) -> None:
     for i, n in enumerate(names):
         cells = ", ".join(f"{k} {v[i]:.2f}" for k, v in db.items() if i < len(v))
         print(f"  {n:<20s} {cells}")
+
+def _print_space_prior(r: dict, names: List[str]) -> None:
+    """The spatial prior's choice per variable and the scores behind it (one level down)."""
+    how = {"gate": "per variable the network that gains most over the cubic B-spline one "
+                   f"level down, if by at least {r.get('margin_db', 0):g} dB",
+           "shipped": "the shipped network on every variable",
+           "tuned": "the fine-tuned network on every variable"}.get(r.get("mode"), "")
+    print(f"space prior  {r.get('mode')}: {how}")
+    if r.get("note"):
+        print(f"             {r['note']}")
+    tuned = r.get("tune_note") or (f"fine-tuned {r.get('tune_steps', 0)} steps in "
+                                   f"{float(r.get('tune_s', 0)):.1f} s")
+    print(f"             {tuned}; gains one level down ({r.get('scored_on', '-')}): "
+          "shipped / fine-tuned")
+
+    def db(xs: list, i: int) -> str:
+        return "-" if i >= len(xs) or xs[i] is None else f"{xs[i]:+.2f}"
+    for i, n in enumerate(names):
+        choice = r.get("decision", [])
+        pick = choice[i] if i < len(choice) else "-"
+        print(f"  {n:<20s} {db(r.get('gain_db_shipped', []), i)} / "
+              f"{db(r.get('gain_db_tuned', []), i)} dB -> "
+              f"{ {'base': 'the spline alone', 'shipped': 'shipped prior', 'tuned': 'fine-tuned prior'}.get(pick, pick)}")
+
 
 def _print_learned(r: dict, names: List[str]) -> None:
     """The learned correction's measured shares, held-out gains and error calibration."""

@@ -38,6 +38,14 @@ BASE_TIME_DESCRIPTIONS: Dict[str, str] = {
     "cubic": "natural cubic spline in time",
     "flow": "motion-compensated (follows features that move between steps)",
 }
+# the fast preset's spatial prior (model/space_prior.py); the engine's default first
+SPACE_PRIOR_DESCRIPTIONS: Dict[str, str] = {
+    "off": "the kept steps' fields are the cubic B-spline through the data",
+    "gate": "per array a network trained offline on generated fields, or its copy fine-"
+            "tuned on the series, where one level down it beats the cubic B-spline",
+    "shipped": "the network trained offline on every array",
+    "tuned": "its copy fine-tuned on the series on every array",
+}
 CHOICES: Dict[str, Tuple[Any, ...]] = {
     "encoding": ("grid", "fourier", "none"),
     "grid_interp": ("cubic", "linear"),
@@ -49,6 +57,7 @@ CHOICES: Dict[str, Tuple[Any, ...]] = {
     "schedule": ("constant", "cosine"),
     "learn_pairs": ("all", "space", "time"),
     "side_net": ("off", "prior"),
+    "space_prior": tuple(SPACE_PRIOR_DESCRIPTIONS),
     "device": DEVICES,
     "heads": (1, 8),                 # 1: one output per point; 8: one per octant block
 }
@@ -138,6 +147,8 @@ RANGES: Dict[str, Range] = {
     # the learned correction
     "learn_share": SHARE, "learn_steps": COUNT0, "learn_min_points": COUNT0,
     "learn_min_steps": COUNT0, "learn_features": COUNT, "learn_hidden": COUNT,
+    # the spatial prior's fine-tuning
+    "space_tune_s": WEIGHT,
     # training
     "steps": Range(0, integer=True, none=True),
     "max_minutes": Range(0, open_lo=True, none=True),
@@ -290,6 +301,14 @@ class FastNetConfig:
     # (1 - w and w, everywhere) or "prior" (a small network trained offline on generated
     # series and shipped with the package, model/side_weights.py; a model keeps its copy)
     side_net: str = "off"
+    # the kept steps' fields between the data's points (model/space_prior.py): "off" (the
+    # cubic B-spline alone), "gate" (a network trained offline on generated fields, shipped
+    # with the package, and a copy of it fine-tuned on the series one level down, each used
+    # per variable only where it beats the spline there: model/space_tune.py), "shipped" or
+    # "tuned" (that one on every variable, for comparisons); the steps between kept ones
+    # get it through the paths
+    space_prior: str = "off"
+    space_tune_s: float = 60.0   # most seconds of the fit's budget for the fine-tuning
     base_trainable: bool = True  # with a network: training may change the base too
     base_out_init: float = 0.0   # scale of the output layer's initial weights with a base
     # regularisation
@@ -392,7 +411,8 @@ def config_to_dict(cfg: Any) -> Dict[str, Any]:
 
 
 # what files written before a setting existed did, where today's default differs
-SETTINGS_BEFORE_THEY_EXISTED: Dict[str, Dict[str, Any]] = {"fast": {"network": True}}
+SETTINGS_BEFORE_THEY_EXISTED: Dict[str, Dict[str, Any]] = {
+    "fast": {"network": True, "space_prior": "off"}}
 
 
 def model_config_from_dict(d: Dict[str, Any]) -> Any:

@@ -178,6 +178,8 @@ def _start_run(src: FitSource, preset: str, tcfg: TrainConfig,
         info.history["time_choice"] = dict(choice)
     if getattr(model, "correction", None) is not None:
         info.history["learned"] = dict(model.correction.report)
+    if getattr(model, "space_report", None):    # the spatial prior's choice (stsr info)
+        info.history["space_prior"] = dict(model.space_report)
     tm = TrainedModel(model, info, mcfg, tcfg)
     init_s = time.perf_counter() - t_init
     data = steps.whole() if optimizer is not None and not cancelled else None

@@ -221,6 +221,8 @@ def plan_memory(tm: TrainedModel, grid: Grid, box: Extent, n_arrays: int, error:
     scratch = min(1.0, 2.5 / ratio)
     del probe
     slot = 4 * v * math.prod(d + 2 for d in base.dims)
+    space = getattr(base, "space", None)     # the spatial prior's corrections (kept steps)
+    prior = space.memory_bytes(base.dims[::-1]) if space is not None else 0
     data_sized = slot * ((0 if fused else 6 if cubic else 0) + (3 if still_cubic else 0))
     per_row_out = 4 * p * (n_arrays * buffers_per_slab + (4 * v if error else 0)
                            + (0 if kernels.available(dev) else 12))
@@ -228,6 +230,7 @@ def plan_memory(tm: TrainedModel, grid: Grid, box: Extent, n_arrays: int, error:
     def need(rows: int) -> Tuple[int, Dict[str, int]]:
         win = win_fixed + win_per_row * rows
         parts = {"process and model": resident, "data-sized fields": data_sized,
+                 "spatial prior": prior,
                  "window fields": int(win * (n_fields + scratch)),
                  "slab buffers": int(per_row_out * rows),
                  "writer": int(writer_bytes(rows)) if writer_bytes is not None else 0,

@@ -27,7 +27,7 @@ PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 UNCHECKED = {"cmake", "ctest", "export", "paraview", "scontrol"}
 # the make targets whose ARGS go to a Python module's command line
 MAKE_MODULES = {"bench": "bench.run", "bench-quick": "bench.run", "bench-scale": "bench.scale",
-                "bench-learning": "bench.learning"}
+                "bench-learning": "bench.learning", "train-prior": "bench.train_space_prior"}
 
 
 def blocks(page: Path, language: str = "sh") -> Iterator[Tuple[int, List[str]]]:

@@ -154,6 +154,18 @@ def test_the_wheel_carries_the_engine_and_the_plugin_alone_in_its_folder(wheel):
     assert "<2" not in numpy_req, numpy_req      # numpy 2 allowed wherever it is given
 
 
+def test_the_wheel_carries_the_shipped_networks_and_their_provenance(wheel):
+    """The side-weights network and the spatial prior (stsr_core/model/weights): the same
+    bytes as in the source, each .pt beside its provenance JSON."""
+    whl = zipfile.ZipFile(wheel)
+    source = sorted(p.name for p in (ROOT / "stsr_core" / "model" / "weights").iterdir()
+                    if p.suffix in (".pt", ".json"))
+    assert {"space_prior_v1.pt", "space_prior_v1.json", "side_weights_v1.pt"} <= set(source)
+    for name in source:
+        assert whl.read(f"stsr_core/model/weights/{name}") == \
+            (ROOT / "stsr_core" / "model" / "weights" / name).read_bytes(), name
+
+
 def test_a_fresh_venv_without_torch_answers_and_the_plugin_says_how_to_get_torch(
         wheel, paraview, series, tmp_path):
     """The missing-torch message, in a pvpython whose Python has no torch: ParaView loads

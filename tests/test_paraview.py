@@ -101,6 +101,28 @@ def test_filter_and_model_source(prog, series_file, tmp_path):
     np.testing.assert_allclose(filt["v"], v, rtol=1e-5, atol=1e-6)
 
 
+def test_the_filter_and_the_model_source_upscale_with_the_spatial_prior(series_file, tmp_path):
+    model = tmp_path / "prior.stsr"
+    r = run_pv("pvpython", "prior_check.py", PLUGIN, series_file, model, tmp_path)
+    assert r.returncode == 0 and "prior_check done" in r.stdout, r.stdout + r.stderr
+    res = json.loads((tmp_path / "prior.json").read_text())
+    assert res["choices"] == list(config.SPACE_PRIOR_DESCRIPTIONS)
+    tm = api.load_model(str(model), device="cpu")
+    assert tm.model_config.space_prior == "shipped"
+    assert tm.model.base.space.use.tolist() == [1] * 5         # every array corrected
+    got = np.load(tmp_path / "prior.npz")
+    g = api.output_grid(tm.info.grid, scale=2)
+    off = api.fit(vector_series(), device="cpu", model_overrides={"base_time": "linear"})
+    for label, t in (("kept", res["times"][2]), ("between", res["times"][1])):
+        direct, plain = api.predict_timestep(tm, t, g), api.predict_timestep(off, t, g)
+        for name in ("temperature", "rho"):
+            filt, src = got[f"filter_{label}_{name}"], got[f"source_{label}_{name}"]
+            np.testing.assert_allclose(filt, direct[name].ravel(), rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(src, filt, rtol=1e-5, atol=1e-6)
+        # the prior changed the arrays (kept step: itself; between: through the blend)
+        assert max(float(np.abs(direct[n] - plain[n]).max()) for n in direct) > 0, label
+
+
 @pytest.fixture(scope="module")
 def plugin(tmp_path_factory):
     """One pvpython with the plugin loaded, for the checks that can share it (its errors,

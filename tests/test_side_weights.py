@@ -12,7 +12,7 @@ import torch
 
 from stsr_core import api
 from stsr_core.config import model_config_from_dict
-from stsr_core.model import side_weights
+from stsr_core.model import side_weights, space_prior
 from stsr_core.model.side_weights import SideWeights, load_weights
 from stsr_core.model.spline_base import SplineBase
 from test_model import moving_blob
@@ -21,23 +21,29 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRIOR = {"side_net": "prior", "base_time": "flow", "flow_iters": 30}
 
 
+def load_offline(module: str, extra: str = "") -> str:
+    """What ``stsr_core.model.<module>.load_weights()`` prints (its parameter count, then
+    ``extra``) in a Python whose sockets all fail: loading must not reach for any
+    download."""
+    code = ("import socket\n"
+            "def refuse(*a, **k): raise OSError('no network in this test')\n"
+            "socket.socket.connect = refuse; socket.create_connection = refuse\n"
+            "socket.getaddrinfo = refuse\n"
+            f"from stsr_core.model.{module} import load_weights\n"
+            "net = load_weights()\n"
+            f"print(sum(p.numel() for p in net.parameters()){', ' + extra if extra else ''})\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
 def test_the_shipped_weights_are_small_and_load_with_the_network_cut_off():
     assert os.path.getsize(side_weights.WEIGHTS_PATH) < 100_000
     provenance = os.path.splitext(side_weights.WEIGHTS_PATH)[0] + ".json"
     with open(provenance) as fh:
         assert "bench/train_side_weights.py" in json.load(fh)["what"]
-    # a Python whose sockets all fail: loading must not reach for any download
-    code = ("import socket\n"
-            "def refuse(*a, **k): raise OSError('no network in this test')\n"
-            "socket.socket.connect = refuse; socket.create_connection = refuse\n"
-            "socket.getaddrinfo = refuse\n"
-            "from stsr_core.model.side_weights import load_weights\n"
-            "net = load_weights()\n"
-            "print(sum(p.numel() for p in net.parameters()), net.stride)\n")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                         text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    n_params, stride = map(int, out.stdout.split())
+    n_params, stride = map(int, load_offline("side_weights", "net.stride").split())
     assert 0 < n_params < 10_000 and stride >= 1
 
 
@@ -141,17 +147,19 @@ def test_the_training_script_runs_end_to_end_and_leaves_the_shipped_weights(tmp_
         assert fh.read() == shipped
 
 
-def test_the_plugin_install_carries_the_shipped_weights(tmp_path):
+def test_the_plugin_install_carries_both_shipped_networks_and_their_provenance(tmp_path):
     build, prefix = tmp_path / "build", tmp_path / "prefix"
     for cmd in (["cmake", "-S", ROOT, "-B", str(build), "-DBUILD_TESTING=OFF",
                  f"-DCMAKE_INSTALL_PREFIX={prefix}"], ["cmake", "--install", str(build)]):
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, r.stdout + r.stderr
-    found = sorted(p.name for p in prefix.rglob("side_weights_v1.*"))
-    assert found == ["side_weights_v1.json", "side_weights_v1.pt"], found
-    installed = next(prefix.rglob("side_weights_v1.pt"))
-    assert installed.parent.parent.name == "model"
-    assert installed.read_bytes() == open(side_weights.WEIGHTS_PATH, "rb").read()
+    for stem, shipped in (("side_weights_v1", side_weights.WEIGHTS_PATH),
+                          ("space_prior_v1", space_prior.WEIGHTS_PATH)):
+        found = sorted(p.name for p in prefix.rglob(stem + ".*"))
+        assert found == [stem + ".json", stem + ".pt"], found
+        installed = next(prefix.rglob(stem + ".pt"))
+        assert installed.parent.parent.name == "model"
+        assert installed.read_bytes() == open(shipped, "rb").read()
 
 
 def test_a_piece_of_the_grid_weighs_its_sides_as_the_whole_grid_does():

@@ -31,6 +31,9 @@ class CorrectedFastNet(FastNet):
         if self.has_network:
             raise ValueError("the learned correction (learn) replaces the network: "
                              "set network=false")
+        if self.base.space is not None:
+            raise ValueError("the learned correction (learn) and the spatial prior "
+                             "(space_prior) both correct the base: set space_prior=off")
         self.correction = LearnedCorrection(spec.n_vars, self._decoder_config())
         # trained by init_from_data on pairs of its own, not by the training loop
         self.correction.requires_grad_(False)

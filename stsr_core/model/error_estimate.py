@@ -213,7 +213,7 @@ def space_indicator(base: Any, plan: GridPlan, k: int) -> torch.Tensor:
                enumerate(zip(lattice_axes(base.dims[::-1], dev), base.dims))]
         spline = (plan.window_rows(base._slot_field(plan, k)).clone()
                   if base.has_flow and plan.points_on_window
-                  else base.kept_field(k, plan.spline))
-        values = base.kept_field(k, own)           # the data's points the carry reads
+                  else base.kept_field(k, plan.spline, fine=base._fine(plan, "spline")))
+        values = base.kept_field(k, own, data_points=True)   # the points the carry reads
         f = plan.error_fields[k] = spline.sub_(separable(values, lins)).abs_()
     return f

@@ -19,6 +19,7 @@ learned/corrected.py's subclass, which adds a correction learned across scales.
 """
 from __future__ import annotations
 
+import time
 from typing import Callable, Optional, Union
 
 import torch
@@ -29,8 +30,14 @@ from . import FieldModel, FieldSpec
 from .encodings import FourierFeatures, Identity, SpaceTimeGrid
 from .siren import SineLayer
 from .side_weights import load_weights
+from .space_residual import SpaceResidual
+from .space_tune import choose as choose_space_prior
 from .spline_base import MOVING, SplineBase
 from .steps import Steps
+
+# of the fit's time budget at most this share is kept from the base's fits for the spatial
+# prior's fine-tuning (the base usually ends early and leaves it more)
+SPACE_SHARE = 0.35
 
 
 class FastNet(FieldModel):
@@ -61,6 +68,11 @@ class FastNet(FieldModel):
                                    trainable=cfg.base_trainable and self.has_network)
             if cfg.side_net != "off":
                 self._attach_side_weights(cfg)
+            if cfg.space_prior != "off":
+                if self.has_network:     # training evaluates the base with gradients
+                    raise ValueError(f"space_prior={cfg.space_prior} corrects the base's "
+                                     "kept steps: set network=false")
+                self.base.space = SpaceResidual(spec.n_vars)
             if self.has_network:
                 with torch.no_grad():  # start as the base alone; the network learns corrections
                     self.out.weight.mul_(cfg.base_out_init)
@@ -133,7 +145,31 @@ class FastNet(FieldModel):
         False when ``progress`` stopped the displacement fits (the base then has those done so far, a valid model)."""
         if self.base is None:
             return None
-        return self.base.fit(data, self.flow_options(), progress, budget_s)
+        if self.base.space is None:
+            return self.base.fit(data, self.flow_options(), progress, budget_s)
+        return self._fit_with_prior(data, progress, budget_s)
+
+    def _fit_with_prior(self, data: Union[torch.Tensor, Steps],
+                        progress: Optional[Callable[[float], Optional[bool]]],
+                        budget_s: Optional[float]) -> Optional[bool]:
+        """The base (progress 0-0.8), then the spatial prior's fine-tuning and gate
+        (space_tune.py) in what is left of the budget; its report in ``space_report``."""
+        t0 = time.perf_counter()
+        keep = None if budget_s is None else min(self.cfg.space_tune_s, SPACE_SHARE * budget_s)
+        part = None if progress is None else (lambda f: progress(0.8 * f))
+        if self.base.fit(data, self.flow_options(), part,
+                         None if budget_s is None else budget_s - keep) is False:
+            return False
+        stopped = [False]
+
+        def stop() -> bool:
+            stopped[0] = stopped[0] or (progress is not None and progress(0.9) is False)
+            return stopped[0]
+
+        left = None if budget_s is None else budget_s - (time.perf_counter() - t0)
+        self.space_report = choose_space_prior(self.base.space, data, self.cfg.space_prior,
+                                               left, self.cfg.space_tune_s, stop)
+        return False if stopped[0] else None
 
     def flow_options(self) -> dict:
         """The displacement fits' settings (time_basis.fit_displacement's keywords)."""

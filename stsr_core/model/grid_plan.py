@@ -87,6 +87,8 @@ def share_fields(plan: "GridPlan", lattice: "GridPlan") -> None:
            in zip(plan.cut_ranges(), lattice.cut_ranges())):
         lattice.fields = plan.fields          # looked up in the plan's cut from now on
         lattice.warp_spline = plan.warp_spline
+        lattice.warp_axes = plan.warp_axes
+        lattice.fine.pop("warp", None)
         lattice.warp_spans = plan.warp_spans
         lattice.warp_cut = plan.warp_cut
 
@@ -137,6 +139,11 @@ class GridPlan:
     # start in its cut and how many (a slab of an output at least twice as fine as the
     # data: the kept steps' fields on the window hold the slab's values)
     on_window: Optional[List[Tuple[int, int]]] = None
+    # x, y, z local coordinates of the warps' lookup grid's points (None: not planned)
+    warp_axes: Optional[List[torch.Tensor]] = None
+    # the spatial prior's lattice matrices of the output grid ("spline") and the warps'
+    # grid ("warp"), made when first needed (SplineBase._fine)
+    fine: Dict[str, List[torch.Tensor]] = field(default_factory=dict)
 
     @property
     def points_on_window(self) -> bool:

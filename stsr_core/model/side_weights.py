@@ -29,8 +29,6 @@ by point (other grids) still blend 1 - w and w.
 """
 from __future__ import annotations
 
-import io
-import json
 import math
 import os
 from typing import Any, Dict, Optional
@@ -38,6 +36,8 @@ from typing import Any, Dict, Optional
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .network_file import save_network
 
 WEIGHTS_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights",
                             "side_weights_v1.pt")
@@ -118,18 +118,7 @@ class SideWeights(nn.Module):
 def save_weights(net: SideWeights, path: str, provenance: Dict[str, Any]) -> None:
     """The weights to ``path`` and ``provenance`` to ``path`` with .json, each written to a
     temp file and renamed (a killed training leaves the shipped files as they were)."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    payload = {"format": FORMAT, "version": 1, "settings": net.settings(),
-               "state_dict": {k: v.detach().cpu().clone() for k, v in
-                              net.state_dict().items()}}
-    buf = io.BytesIO()
-    torch.save(payload, buf)
-    for target, data in ((path, buf.getvalue()),
-                         (os.path.splitext(path)[0] + ".json",
-                          (json.dumps(provenance, indent=1) + "\n").encode())):
-        with open(target + ".tmp", "wb") as fh:
-            fh.write(data)
-        os.replace(target + ".tmp", target)
+    save_network(net, path, FORMAT, provenance)
 
 
 def load_weights(path: Optional[str] = None) -> SideWeights:

@@ -37,6 +37,7 @@ from .error_estimate import calibrate, error_grid
 from .spline_boundary import choose_boundary
 from .grid_plan import (GridPlan, lattice_axes, linear_matrix, separable, share_fields,
                         spline_matrix)
+from .space_residual import SpaceResidual, fine_matrices
 from .time_select import (carried_scores, chain_options, chain_pairs, chains, choose,
                           half_chains, half_step)
 
@@ -177,6 +178,11 @@ class SplineBase(nn.Module):
         # ``stride`` (its attribute) times coarser and carried to the output grid (see
         # _weighted_sides; side_weights.py)
         self.side_weights: Optional[nn.Module] = None
+        # the spatial prior (space_residual.py): per variable a learned correction of the
+        # kept steps' fields between the data's points, or None (the spline alone); every
+        # evaluation of a kept step's field adds it, so the steps between them get it
+        # through the paths
+        self.space: Optional[SpaceResidual] = None
         # error_estimate.py: per variable the scales of the indicators in space and in time
         # (0: no estimate; model files written before it hold none)
         self.register_buffer("error_scale", torch.zeros(2, self.n_vars))
@@ -266,6 +272,20 @@ class SplineBase(nn.Module):
             self.coef[k].copy_(values)
         else:
             self.coef[k, var].copy_(values)
+        if self.space is not None:         # the corrections computed from the old ones
+            self.space.clear()
+
+    def slot_residual(self, k: int):
+        """Kept step ``k``'s learned correction (space_residual.Residual) or None."""
+        if self.space is None:
+            return None
+        return self.space.slot_residual(self.slot_coef, k)
+
+    def _residual_at(self, k: int, p: torch.Tensor) -> Optional[torch.Tensor]:
+        """Kept step ``k``'s correction at local points ``p`` [N, 3] -> [N, V] or None."""
+        if self.space is None:
+            return None
+        return self.space.sample(self.slot_residual(k), p, self.n_vars)
 
     def slopes_at(self, k: int) -> torch.Tensor:
         """Slot ``k``'s slopes in time [V, Z+2, Y+2, X+2]: trained ones, or the natural
@@ -624,9 +644,9 @@ class SplineBase(nn.Module):
         for jj in torch.unique(j).tolist():
             sel = (j == jj).nonzero(as_tuple=True)[0]
             p, wj = pts[sel], w[sel]
-            a = bspline_sample(self.coef[jj:jj + 1], p)                       # [n, V]
+            a = self._slot_sample(jj, p)                                       # [n, V]
             if self.n_slots > 1 and bool((wj > 0).any()):
-                b = bspline_sample(self.coef[jj + 1:jj + 2], p)
+                b = self._slot_sample(jj + 1, p)
                 line = a + wj * (b - a)
                 if self.hermite:
                     d0 = bspline_sample(self.slopes_at(jj)[None], p)
@@ -639,6 +659,13 @@ class SplineBase(nn.Module):
                 a = line
             out[sel] = a
         return out
+
+    def _slot_sample(self, k: int, p: torch.Tensor) -> torch.Tensor:
+        """Kept step ``k``'s field at local points ``p`` [N, 3] -> [N, V]: the spline and
+        the prior's correction where a variable uses it."""
+        v = bspline_sample(self.coef[k:k + 1], p)
+        r = self._residual_at(k, p)
+        return v if r is None else v + r
 
     # --- evaluation on a regular grid ---------------------------------------------------------
     def plan_grid(self, axes: Sequence[torch.Tensor],
@@ -677,7 +704,7 @@ class SplineBase(nn.Module):
         if whole:
             warp = [m if f is a else spline_matrix(f, n)
                     for m, f, a, n in zip(spline, fine, full, self.dims)]
-            return GridPlan(spline, linear, sub, warp)
+            return GridPlan(spline, linear, sub, warp, warp_axes=fine)
         reach = [0.0, 0.0, 0.0]            # the largest displacement per axis (local units)
         if self.has_flow and self.flow.numel():
             reach = self.flow.abs().amax(dim=(0, 2, 3, 4))
@@ -708,7 +735,7 @@ class SplineBase(nn.Module):
             on_window = [(int(box[2 * k]) - i0, s.numel())
                          for k, ((_, i0), s) in enumerate(zip(starts, sub))]
         return GridPlan(spline, linear, sub, warp, warp_spans=spans, warp_cut=starts,
-                        on_window=on_window)
+                        on_window=on_window, warp_axes=cut)
 
     @torch.no_grad()
     def evaluate_grid(self, plan: "GridPlan", t: float) -> torch.Tensor:
@@ -725,7 +752,7 @@ class SplineBase(nn.Module):
             if self.has_flow and plan.points_on_window:
                 # the field the warps use too: the planned points are points of its grid
                 return out.copy_(plan.window_rows(self._slot_field(plan, k)))
-            return self.kept_field(k, plan.spline, out=out)
+            return self.kept_field(k, plan.spline, out=out, fine=self._fine(plan, "spline"))
         m = self.flow_mix if self.has_flow else torch.zeros(self.n_vars, device=like.device)
         c = self.time_mix if self.hermite else torch.zeros_like(m)
         # the part that is not moved, on the data's coefficients: (1 - m) linear + c (cubic -
@@ -752,6 +779,11 @@ class SplineBase(nn.Module):
             else:
                 out = plan.buffer("out", like, shape).zero_().index_copy_(
                     0, idx, separable(comb, mats))
+            if self.space is not None:   # the prior's correction of the unmoved part
+                still = torch.where(some, 1 - m, torch.zeros_like(m))
+                self.space.add_grid(out, [(self.slot_residual(j), still * (1 - w)),
+                                          (self.slot_residual(j + 1), still * w)],
+                                    self._fine(plan, "spline"))
         moving = m != 0
         if bool(moving.all()):
             # nothing still (the usual case): looked up straight into the output's buffer
@@ -783,13 +815,38 @@ class SplineBase(nn.Module):
         return int(j[0]), float(w[0, 0])
 
     def kept_field(self, k: int, mats: Sequence[torch.Tensor],
-                   out: Optional[torch.Tensor] = None, last: bool = False) -> torch.Tensor:
+                   out: Optional[torch.Tensor] = None, last: bool = False,
+                   fine: Optional[Callable[[], Sequence[torch.Tensor]]] = None,
+                   data_points: bool = False) -> torch.Tensor:
         """Kept step ``k``'s field (normalised units) on the grid, or the window of one,
         whose per-axis spline matrices (x, y, z) are ``mats`` -> [V, Zo, Yo, Xo]: the
-        spline through the step's data; every evaluation of a kept step's field on a grid
-        goes through here (what a learned spatial correction adds to). ``last``: laid out
-        channels last where the compiled lookups read it (grid_plan.separable)."""
-        return separable(self.slot_coef(k), mats, out=out, last=last)
+        spline through the step's data plus, for the variables that use it, the spatial
+        prior's correction (``fine()``: the same points' matrices on the prior's lattice,
+        asked for only then; ``data_points``: the points are the data's own, where the
+        correction is 0); every evaluation of a kept step's field on a grid goes through
+        here. ``last``: laid out channels last where the compiled lookups read it
+        (grid_plan.separable)."""
+        f = separable(self.slot_coef(k), mats, out=out, last=last)
+        if self.space is not None and self.space.active() and not data_points:
+            if fine is None:
+                raise ValueError("kept_field: the spatial prior needs the grid's matrices "
+                                 "on its lattice (fine=)")
+            self.space.add_grid(f, [(self.slot_residual(k), 1.0)], fine)
+        return f
+
+    def _fine(self, plan: "GridPlan", which: str, lo: int = 0, hi: Optional[int] = None
+              ) -> Callable[[], Sequence[torch.Tensor]]:
+        """The prior's lattice matrices (x, y, z) of the plan's output grid (``spline``) or
+        its warps' window (``warp``), z rows ``lo:hi``; made when first asked for and kept
+        on the plan (a window's cut by its own points, so a slab's rows are the whole
+        grid's)."""
+        def make() -> Sequence[torch.Tensor]:
+            axes = plan.axes if which == "spline" else plan.warp_axes
+            got = plan.fine.get(which)
+            if got is None or got[2].shape[0] != axes[2].shape[0]:
+                got = plan.fine[which] = fine_matrices(axes, self.dims)
+            return got[:2] + [got[2][lo:hi]]
+        return make
 
     def _slot_field(self, plan: "GridPlan", k: int) -> torch.Tensor:
         """Slot ``k`` evaluated on the warps' grid, kept while it is next to the interval in
@@ -802,8 +859,10 @@ class SplineBase(nn.Module):
             f = plan.fields[k] = slid_window(
                 plan, plan.slid_from and plan.slid_from.fields.get(k),
                 lambda lo, hi: self.kept_field(
-                    k, plan.warp_spline[:2] + [plan.warp_spline[2][lo:hi]], last=last),
-                lambda: self.kept_field(k, plan.warp_spline, last=last))
+                    k, plan.warp_spline[:2] + [plan.warp_spline[2][lo:hi]], last=last,
+                    fine=self._fine(plan, "warp", lo, hi)),
+                lambda: self.kept_field(k, plan.warp_spline, last=last,
+                                        fine=self._fine(plan, "warp")))
         return f
 
     def _path_field(self, plan: "GridPlan", k: int) -> torch.Tensor:
@@ -928,6 +987,10 @@ class SplineBase(nn.Module):
             mats = plan.spline[:2] + [plan.spline[2][:, lo:hi]]
             for side in (0, 1):
                 out[side, still] = separable(self.slot_coef(j + side)[still, lo:hi], mats)
+                if self.space is not None:       # the prior's correction, still ones only
+                    self.space.add_grid(out[side], [(self.slot_residual(j + side),
+                                                     (m == 0).to(out.dtype))],
+                                        self._fine(plan, "spline"))
         if len(moving):
             self._interval_paths(plan, j)
             ends = tuple(self._slot_field(plan, j + side) for side in (0, 1))
@@ -1078,8 +1141,8 @@ class SplineBase(nn.Module):
             shift = 0.5 * wj * (1 - wj) * self._flow_at(jj, p, self.accelerations()[jj])
         back = (p - wj * disp + shift).clamp(-1.0, 1.0)
         ahead = (p + (1 - wj) * disp + shift).clamp(-1.0, 1.0)
-        v0 = bspline_sample(self.coef[jj:jj + 1], back)
-        v1 = bspline_sample(self.coef[jj + 1:jj + 2], ahead)
+        v0 = self._slot_sample(jj, back)
+        v1 = self._slot_sample(jj + 1, ahead)
         out = (1 - wj) * v0 + wj * v1
         if bool((self.path_mix != 0).any()):
             h = float(self.slot_times[jj + 1] - self.slot_times[jj])
