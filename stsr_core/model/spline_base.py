@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -99,6 +99,15 @@ def slid_window(plan: "GridPlan", before: Optional[torch.Tensor],
     if hi < c0 + cn:
         store[hi - c0:cn].copy_(rows(hi - c0, cn).permute(1, 2, 3, 0))
     return store[:cn].permute(3, 0, 1, 2)
+
+
+def drop_slid(plan: "GridPlan", before: Optional[Dict[Any, torch.Tensor]], key: Any) -> None:
+    """Let go of the slab before's field ``key`` once it has been slid into ``plan``'s
+    window: where the window grew, its old memory is freed now, not when the slab before is
+    (which would hold the old and the new windows of every field at once: more than the
+    memory plan counts)."""
+    if before is not None and before is not plan.fields and before is not plan.slope_fields:
+        before.pop(key, None)
 
 
 class SplineBase(nn.Module):
@@ -863,6 +872,7 @@ class SplineBase(nn.Module):
                     fine=self._fine(plan, "warp", lo, hi)),
                 lambda: self.kept_field(k, plan.warp_spline, last=last,
                                         fine=self._fine(plan, "warp")))
+            drop_slid(plan, plan.slid_from and plan.slid_from.fields, k)
         return f
 
     def _path_field(self, plan: "GridPlan", k: int) -> torch.Tensor:
@@ -894,6 +904,7 @@ class SplineBase(nn.Module):
             f = plan.slope_fields[key] = slid_window(
                 plan, plan.slid_from and plan.slid_from.slope_fields.get(key), rows_of,
                 lambda: rows_of(0, plan.warp_spline[2].shape[0]))
+            drop_slid(plan, plan.slid_from and plan.slid_from.slope_fields, key)
         return f
 
     def _interval_paths(self, plan: "GridPlan", j: int) -> None:
