@@ -423,15 +423,17 @@ def test_gui_time_keeper_and_screenshot(gui):
     assert abs(res["time"] - 1.75) < 1e-9 and abs(res["view_time"] - 1.75) < 1e-9
     # the panel lists properties in the order a user sets them, the rarely changed ones
     # behind the gear button (advanced), in groups
-    advanced = {"TrainingSteps", "TimeInterpolation", "Device", "Seed"}
+    advanced = {"TrainingSteps", "TimeInterpolation", "SpatialPrior", "Device", "Seed"}
     assert res["panel"] == [[n, "advanced" if n in advanced else "default"] for n in (
         "Input", "Arrays", "SpatialScale", "OutputDimensions", "TemporalScale",
-        "ErrorEstimate", "TrainingMinutes", "TrainingSteps", "Preset", "TimeInterpolation", "ModelFile",
+        "ErrorEstimate", "TrainingMinutes", "TrainingSteps", "Preset", "TimeInterpolation",
+        "SpatialPrior", "ModelFile",
         "Train", "Device", "Seed")]
     assert res["groups"] == [
         ["Input", "Arrays"],
         ["Output", "SpatialScale", "OutputDimensions", "TemporalScale", "ErrorEstimate"],
-        ["Training", "TrainingMinutes", "TrainingSteps", "Preset", "TimeInterpolation"],
+        ["Training", "TrainingMinutes", "TrainingSteps", "Preset", "TimeInterpolation",
+         "SpatialPrior"],
         ["Model", "ModelFile", "Train"], ["Run", "Device", "Seed"]]
     from matplotlib.image import imread
     img = imread(str(tmp_path / "gui.png"))
