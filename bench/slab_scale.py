@@ -168,6 +168,8 @@ def main() -> int:
                   f"peak RSS {r['max_rss_mb']:.0f} MB", file=sys.stderr)
             save()
     write_markdown(res, os.path.join(a.out, "slabs.md"))
+    from bench.slab_plot import plot
+    plot(res, os.path.join(a.out, "slabs.png"))
     print(open(os.path.join(a.out, "slabs.md")).read())
     return 0
 
@@ -199,6 +201,9 @@ def write_markdown(res: Dict[str, Any], path: str) -> None:
         lines.append(f"| {r['size']}^3 | {r['max_memory']} | {r.get('rows', '-')} | "
                      f"{r['seconds']:.1f} | {r.get('compute_s', float('nan')):.1f} | "
                      f"{r['max_rss_mb']:.0f} | {'-' if rate is None else f'{rate / 1e6:.1f}'} |")
+    from bench.slab_plot import targets
+    lines += ["", "Each run's peak RSS against its budget (decimal GB; issue 29: within 10 % of "
+              "--max-memory, 2.5 GB at most) and its rate (target 60 M):", ""] + targets(res)
     with open(path, "w") as fh:
         fh.write("\n".join(lines) + "\n")
 
