@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tracemalloc
 import weakref
+from typing import Tuple
 
 import numpy as np
 import pytest
@@ -105,15 +106,22 @@ def _limited(limit: int):
     return apply
 
 
-def _mapped_after_start(env) -> int:
+def _process_at_start(env) -> Tuple[int, int]:
     """Bytes of address space a fit's process has mapped before it holds any data (its
-    libraries, the compiled kernels the fit loads before its clock starts among them)."""
+    libraries, the compiled kernels the fit loads before its clock starts among them), and
+    the bytes of it resident then."""
     r = subprocess.run([sys.executable, "-c", "import h5py, torch, stsr_core.cli, "
                         "stsr_core.fitting; torch.ones(64, 64) @ torch.ones(64, 64); "
                         "from stsr_core.model import kernels; kernels.warm_up(); "
-                        "print(open('/proc/self/status').read().split('VmPeak:')[1].split()[0])"],
+                        "s = open('/proc/self/status').read(); "
+                        "print(s.split('VmPeak:')[1].split()[0], s.split('VmHWM:')[1].split()[0])"],
                        capture_output=True, text=True, env=env, timeout=120)
-    return int(r.stdout.split()[-1]) * 1024
+    mapped, resident = r.stdout.split()[-2:]
+    return int(mapped) * 1024, int(resident) * 1024
+
+
+def _mapped_after_start(env) -> int:
+    return _process_at_start(env)[0]
 
 
 def test_a_real_fit_under_an_address_space_limit_reads_a_series_the_old_path_could_not_hold(
