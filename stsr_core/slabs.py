@@ -299,25 +299,42 @@ def to_physical(tm: TrainedModel, vals: torch.Tensor) -> None:
             vals[i].fill_(st.lo)
 
 
+def units(tm: TrainedModel) -> torch.Tensor:
+    """[2, V] per variable the scale and offset taking normalised values v to the
+    variables' units, ``(v + 1) * scale + offset`` (:func:`to_physical`'s; a constant
+    variable: scale 0)."""
+    rows = []
+    for n in tm.info.variables:
+        st = tm.info.stats[n]
+        rows.append((st.half_range if st.hi > st.lo else 0.0, st.lo))
+    return torch.tensor(rows, dtype=torch.float32).t().contiguous()
+
+
 @torch.no_grad()
 def evaluate_slab(tm: TrainedModel, plan: GridPlan, t_norm: float, error: bool,
                   host: torch.Tensor) -> torch.Tensor:
     """One step on one slab, in physical units, into ``host`` [V (+ V errors), r, Y, X]
-    (on the model's device, or a host buffer the values are copied to)."""
+    (on the model's device, or a host buffer the values are copied to): the units applied
+    in the lookups' pass and the error estimate computed in one pass straight into its
+    rows where the compiled kernels run."""
     base = fast_base(tm)
     v = base.n_vars
-    same = host.device == base.slot_times.device
+    dev = base.slot_times.device
+    same = host.device == dev
     if same:
         plan.buffers["out"] = host[:v]          # evaluated straight into the buffer
-    vals = base.evaluate_grid(plan, t_norm)
-    to_physical(tm, vals)
+    u = units(tm).to(dev)
+    vals = base.evaluate_grid(plan, t_norm, units=u)
     if vals.data_ptr() != host.data_ptr():
         host[:v].copy_(vals, non_blocking=host.is_pinned())
     if error:
-        err = base.error_grid(plan, t_norm)
-        for i, n in enumerate(tm.info.variables):
-            err[i].mul_(tm.info.stats[n].half_range)
-        host[v:2 * v].copy_(err, non_blocking=host.is_pinned())
+        half = torch.tensor([tm.info.stats[n].half_range for n in tm.info.variables],
+                            dtype=torch.float32, device=dev)
+        if same and kernels.available(dev):
+            base.error_grid(plan, t_norm, units=half, out=host[v:2 * v])
+        else:
+            err = base.error_grid(plan, t_norm, units=half)
+            host[v:2 * v].copy_(err, non_blocking=host.is_pinned())
     return host
 
 

@@ -86,6 +86,12 @@ def test_every_stage_of_a_slab_equals_those_rows_of_the_whole_grid(model, t, sca
             np.testing.assert_allclose(space_indicator(base, plan, k),
                                        space_indicator(base, whole, k)[:, z0:z1 + 1],
                                        rtol=0, atol=1e-6)
+        # the compiled one-pass estimate in the variables' units, straight into a buffer
+        half = torch.tensor([0.5, 3.0])
+        got = torch.full((base.n_vars,) + plan.shape, float("nan"))
+        base.error_grid(plan, tn, units=half, out=got)
+        np.testing.assert_allclose(got, full_err[:, z0:z1 + 1] * half.view(-1, 1, 1, 1),
+                                   rtol=0, atol=1e-5)
         if 0 < w < 1:
             assert plan.data_plan.fields is plan.fields   # the same window, not evaluated twice
             d0 = plan.data_carry[1][4]

@@ -144,6 +144,8 @@ class GridPlan:
     # the spatial prior's lattice matrices of the output grid ("spline") and the warps'
     # grid ("warp"), made when first needed (SplineBase._fine)
     fine: Dict[str, List[torch.Tensor]] = field(default_factory=dict)
+    # whether the last evaluation applied the caller's units in the lookups' pass
+    units_applied: bool = False
 
     @property
     def points_on_window(self) -> bool:

@@ -747,12 +747,27 @@ class SplineBase(nn.Module):
                         on_window=on_window, warp_axes=cut)
 
     @torch.no_grad()
-    def evaluate_grid(self, plan: "GridPlan", t: float) -> torch.Tensor:
+    def evaluate_grid(self, plan: "GridPlan", t: float,
+                      units: Optional[torch.Tensor] = None) -> torch.Tensor:
         """The base at normalised time ``t`` on a planned grid -> [V, Zo, Yo, Xo]; the same
         numbers as ``forward`` at those points, except that the motion-compensated term looks
         its warped points up trilinearly in the spline evaluated on this grid (not in the
         spline itself): exact at the grid's points, within the trilinear error of a grid
-        finer than the data between them."""
+        finer than the data between them. ``units`` [2, V] (scale, offset): the values
+        taken to ``(v + 1) * scale + offset`` (the variables' units), in the lookups' pass
+        where every variable moves."""
+        got = self._evaluate_grid(plan, t, units)
+        if units is not None and not plan.units_applied:
+            u = units.to(got)
+            got.add_(1.0).mul_(u[0].view(-1, 1, 1, 1)).add_(u[1].view(-1, 1, 1, 1))
+        plan.units_applied = False
+        return got
+
+    def _evaluate_grid(self, plan: "GridPlan", t: float,
+                       units: Optional[torch.Tensor]) -> torch.Tensor:
+        """:meth:`evaluate_grid`; sets ``plan.units_applied`` where ``units`` were applied
+        in the lookups' pass."""
+        plan.units_applied = False
         like = self.slot_times
         j, w = self._slot(t)
         if self.n_slots == 1 or w <= 0.0 or w >= 1.0:
@@ -796,9 +811,16 @@ class SplineBase(nn.Module):
         moving = m != 0
         if bool(moving.all()):
             # nothing still (the usual case): looked up straight into the output's buffer
-            # (the caller's host buffer when streaming), not into a buffer of its own
-            moved = self._warped_grid(plan, j, w, into="warp" if out is not None else "out")
-            moved.mul_(m.view(-1, 1, 1, 1))
+            # (the caller's host buffer when streaming), not into a buffer of its own; with
+            # the moved share and the units applied in the same pass where the kernels can
+            post = None
+            if out is None and units is not None:
+                post = torch.cat([m.view(1, -1).to(torch.float32),
+                                  units.to(torch.float32)])                  # [3, V]
+            moved = self._warped_grid(plan, j, w, into="warp" if out is not None else "out",
+                                      post=post)
+            if not plan.units_applied:
+                moved.mul_(m.view(-1, 1, 1, 1))
             out = moved if out is None else out.add_(moved)
         elif bool(moving.any()):         # some variables still (select): only the others move
             idx = moving.nonzero(as_tuple=True)[0]
@@ -811,10 +833,12 @@ class SplineBase(nn.Module):
         """Whether the fit calibrated an error estimate (model files from before it: no)."""
         return bool((self.error_scale[0] > 0).any())
 
-    def error_grid(self, plan: "GridPlan", t: float) -> torch.Tensor:
+    def error_grid(self, plan: "GridPlan", t: float, units: Optional[torch.Tensor] = None,
+                   out: Optional[torch.Tensor] = None) -> torch.Tensor:
         """The error estimate at normalised time ``t`` on a planned grid [V, Zo, Yo, Xo], in
-        the base's normalised units (error_estimate.py)."""
-        return error_grid(self, plan, t)
+        the base's normalised units, or times ``units`` [V] (the half ranges) into ``out``
+        (error_estimate.py)."""
+        return error_grid(self, plan, t, units, out)
 
     def _slot(self, t: float) -> Tuple[int, float]:
         """The interval (its first slot) holding normalised time ``t``, and the fraction, as
@@ -918,32 +942,45 @@ class SplineBase(nn.Module):
             plan.interval = key
 
     def _warped_grid(self, plan: "GridPlan", j: int, w: float,
-                     idx: Optional[torch.Tensor] = None, into: str = "warp") -> torch.Tensor:
+                     idx: Optional[torch.Tensor] = None, into: str = "warp",
+                     post: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Motion-compensated values of interval j at fraction w on the planned grid
         [V, Zo, Yo, Xo] (or of the variables ``idx`` alone): both slots are evaluated on the
         grid once per interval, the displacement (and the paths' acceleration) in x and y
         too (on its own few z-planes), and in z slab by slab. Linear along the path, both
         ends are looked up and blended; with a cubic share the two ends' values and slopes
         are first combined per variable (paths.end_weights), so each end is still one
-        lookup. ``into``: the plan's buffer the values go to."""
+        lookup. ``into``: the plan's buffer the values go to; ``post`` [3, V]: the moved
+        share and the units applied in the compiled lookups' pass where they run (then
+        ``plan.units_applied`` is set; kernels.warp_lookup)."""
         self._interval_paths(plan, j)
         if self.side_weights is not None:
             return self._weighted_sides(plan, j, w, idx, into)
         k0, k1 = self._slot_field(plan, j), self._slot_field(plan, j + 1)
         cubic = self.path_mix if idx is None else self.path_mix[idx]
+        fused = idx is None and kernels.available(k0.device)
         if idx is None and not bool((cubic != 0).any()):
             ends, weights = (k0, k1), (1.0 - w, w)
-        elif idx is None and kernels.available(k0.device):
+            if fused and post is not None:
+                out = plan.buffer(into, k0, (k0.shape[0],) + plan.shape)
+                plan.units_applied = True
+                return kernels.warp_lookup(
+                    ends, [torch.full((k0.shape[0],), x) for x in weights], plan.disp,
+                    plan.accel, bend_shift(w), plan.linear[2], plan.axes, w,
+                    plan.lookup_index(), kernels.BLEND, out, post=post)[0]
+        elif fused:
             # the ends' values and slopes weighed per variable in the lookups' one pass
             h = float(self.slot_times[j + 1] - self.slot_times[j])
             alpha, g0, beta, g1 = end_weights(w, h, cubic.to(k0))
             self._interval_paths(plan, j)
             out = plan.buffer(into, k0, (k0.shape[0],) + plan.shape)
+            plan.units_applied = post is not None
             return kernels.warp_lookup(
                 (k0, k1), (alpha, beta), plan.disp, plan.accel, bend_shift(w), plan.linear[2],
                 plan.axes, w, plan.lookup_index(), kernels.BLEND, out,
                 slopes=(self._path_field_part(plan, j), self._path_field_part(plan, j + 1)),
-                slope_weights=(g0, g1), slope_variables=self.slope_variables())[0]
+                slope_weights=(g0, g1), slope_variables=self.slope_variables(),
+                post=post)[0]
         else:                            # per-variable end weights folded into the fields
             h = float(self.slot_times[j + 1] - self.slot_times[j])
             alpha, g0, beta, g1 = (t.view(-1, 1, 1, 1)
