@@ -129,7 +129,8 @@ def banded(a: torch.Tensor, mats: Sequence[torch.Tensor],
            out: Optional[torch.Tensor] = None, last: bool = False) -> torch.Tensor:
     """``a`` [C, Z, Y, X] filtered along x, y and z by the banded matrices ``mats`` (x, y,
     z; each [out, in]) -> [C, Zo, Yo, Xo] (into ``out`` when given; with ``last`` a view of
-    a channels-last tensor, the lookups' layout), on the CPU by the compiled kernel reading
+    a channels-last tensor, the lookups' layout, ``out`` then such a view), on the CPU by
+    the compiled kernel reading
     only the input rows the z matrix uses."""
     mx, my, mz = mats
     sx, wx = taps(mx)
@@ -138,7 +139,9 @@ def banded(a: torch.Tensor, mats: Sequence[torch.Tensor],
     c = a.shape[0]
     shape = (c, mz.shape[0], my.shape[0], mx.shape[0])
     if last:
-        out = channels_last(shape, torch.empty(0))
+        if out is None or tuple(out.shape) != shape or \
+                not out.permute(1, 2, 3, 0).is_contiguous():
+            out = channels_last(shape, torch.empty(0))
     elif out is None or not out.is_contiguous():
         out = torch.empty(shape, dtype=torch.float32)
     if mz.shape[0] == 0:

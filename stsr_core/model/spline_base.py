@@ -68,36 +68,50 @@ def each_slab(work: Callable[[int], None], starts: Sequence[int],
 
 
 def slid_window(plan: "GridPlan", before: Optional[torch.Tensor],
-                rows: Callable[[int, int], torch.Tensor],
-                whole: Callable[[], torch.Tensor]) -> torch.Tensor:
+                rows: Callable[..., torch.Tensor],
+                whole: Callable[[], torch.Tensor], channels: int = 0) -> torch.Tensor:
     """A field on ``plan``'s window of the warps' grid [C, Zw, Yw, Xw] (channels last):
     where the slab before (``plan.slid_from``) held it on a window this one overlaps, its
-    rows there are moved down in the same memory (a larger one once, where the window
-    grew) and only the new rows computed (``rows(r0, r1)``: rows r0..r1-1 of this window),
+    rows there are moved down in the same memory and only the new rows computed
+    (``rows(r0, r1, out=None)``: rows r0..r1-1 of this window, into ``out`` when given),
     so each row of the warps' grid is filtered once per interval whatever the slabs' halo;
-    else ``whole()``."""
+    else ``whole()``, or (``channels`` given: the compiled kernels) its rows into memory of
+    ``plan.window_cap`` rows (the largest window of the slabs of this box: a window that
+    grows from slab to slab, as the first ones clipped at the grid's edge do, then never
+    needs new memory while its old is still held)."""
     prev = plan.slid_from
+    (_, c0, cn) = plan.cut_ranges()[2]
+    cap = max(cn, int(plan.window_cap or 0))
+
+    def fresh(like: torch.Tensor, c: int) -> torch.Tensor:
+        yw, xw = plan.warp_spline[1].shape[0], plan.warp_spline[0].shape[0]
+        return like.new_empty((cap, yw, xw, c))
+
     if before is None or prev is None or any(
             a.shape != b.shape for a, b in zip(prev.warp_spline[:2], plan.warp_spline[:2])):
-        return whole()
-    (_, p0, pn), (_, c0, cn) = prev.cut_ranges()[2], plan.cut_ranges()[2]
+        if not channels or plan.window_cap is None or cap == cn:
+            return whole()
+        store = fresh(plan.axes[0].new_empty(0, dtype=torch.float32), channels)
+        rows(0, cn, out=store[:cn].permute(3, 0, 1, 2))
+        return store[:cn].permute(3, 0, 1, 2)
+    (_, p0, pn) = prev.cut_ranges()[2]
     lo, hi = max(p0, c0), min(p0 + pn, c0 + cn)
     old = before.permute(1, 2, 3, 0)                            # [Zw, Yw, Xw, C]
     if lo >= hi or c0 < p0 or not old.is_contiguous():
         return whole()
     row = old[0].numel()
-    cap = (old.untyped_storage().nbytes() // 4 - old.storage_offset()) // row
-    if cap >= cn:                                   # moved down in place, row by row
+    have = (old.untyped_storage().nbytes() // 4 - old.storage_offset()) // row
+    if have >= cn:                                  # moved down in place, row by row
         store = torch.empty(0, dtype=old.dtype).set_(
-            old.untyped_storage(), old.storage_offset(), (cap,) + tuple(old.shape[1:]))
+            old.untyped_storage(), old.storage_offset(), (have,) + tuple(old.shape[1:]))
         if c0 != p0:
             for r in range(lo - c0, hi - c0):     # ascending: never onto a row still to move
                 store[r].copy_(store[r + c0 - p0])
     else:
-        store = old.new_empty((cn,) + tuple(old.shape[1:]))
+        store = fresh(old, old.shape[3])
         store[lo - c0:hi - c0].copy_(old[lo - p0:hi - p0])
     if hi < c0 + cn:
-        store[hi - c0:cn].copy_(rows(hi - c0, cn).permute(1, 2, 3, 0))
+        rows(hi - c0, cn, out=store[hi - c0:cn].permute(3, 0, 1, 2))
     return store[:cn].permute(3, 0, 1, 2)
 
 
@@ -891,11 +905,12 @@ class SplineBase(nn.Module):
             last = kernels.available(self.slot_times.device)
             f = plan.fields[k] = slid_window(
                 plan, plan.slid_from and plan.slid_from.fields.get(k),
-                lambda lo, hi: self.kept_field(
-                    k, plan.warp_spline[:2] + [plan.warp_spline[2][lo:hi]], last=last,
-                    fine=self._fine(plan, "warp", lo, hi)),
+                lambda lo, hi, out=None: self.kept_field(
+                    k, plan.warp_spline[:2] + [plan.warp_spline[2][lo:hi]], out=out,
+                    last=last, fine=self._fine(plan, "warp", lo, hi)),
                 lambda: self.kept_field(k, plan.warp_spline, last=last,
-                                        fine=self._fine(plan, "warp")))
+                                        fine=self._fine(plan, "warp")),
+                self.n_vars if last else 0)
             drop_slid(plan, plan.slid_from and plan.slid_from.fields, k)
         return f
 
@@ -920,14 +935,17 @@ class SplineBase(nn.Module):
             for i in [i for i in plan.slope_fields
                       if isinstance(i, tuple) and abs(i[1] - k) != 1]:
                 del plan.slope_fields[i]
-            def rows_of(r0: int, r1: int) -> torch.Tensor:
+            def rows_of(r0: int, r1: int, out: Optional[torch.Tensor] = None
+                        ) -> torch.Tensor:
                 mz = plan.warp_spline[2][r0:r1]
                 lo, hi = kernels.used_rows(mz)
                 coef = self.path_slope_rows(k, lo, hi, self.slope_variables())
-                return separable(coef, plan.warp_spline[:2] + [mz[:, lo:hi]], last=True)
+                return separable(coef, plan.warp_spline[:2] + [mz[:, lo:hi]], out=out,
+                                 last=True)
             f = plan.slope_fields[key] = slid_window(
                 plan, plan.slid_from and plan.slid_from.slope_fields.get(key), rows_of,
-                lambda: rows_of(0, plan.warp_spline[2].shape[0]))
+                lambda: rows_of(0, plan.warp_spline[2].shape[0]),
+                len(self.slope_variables()))
             drop_slid(plan, plan.slid_from and plan.slid_from.slope_fields, key)
         return f
 
