@@ -386,10 +386,19 @@ def slab_steps(tm: TrainedModel, grid: Grid, t_norm: Sequence[float], steps: Seq
     shared: Dict[str, torch.Tensor] = {}
     slide = kernels.available(base.slot_times.device)
     cap = window_cap(base, axes, box, mem.rows, error) if slide else None
+    one = None       # the box in one slab: one plan for every interval, so that a kept
+    if mem.rows >= z1 - z0 + 1:   # step's fields serve both intervals beside it (the
+        one = slab_plan(base, axes, box, error, shared)   # later one's slot, the next's)
     for group in interval_groups(base, t_norm, steps, most_open):
         before = None
         for s0 in range(z0, z1 + 1, mem.rows):
             s1 = min(z1, s0 + mem.rows - 1)
+            if one is not None:
+                plan = one
+                for i in group:
+                    host = take()[:, :s1 - s0 + 1]
+                    yield i, s0 - z0, evaluate_slab(tm, plan, float(t_norm[i]), error, host)
+                continue
             if s1 - s0 + 1 != mem.rows:
                 shared = {}              # the last, shorter slab: buffers of its own shape
             plan = slab_plan(base, axes, (x0, x1, y0, y1, s0, s1), error, shared)

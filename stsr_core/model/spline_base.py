@@ -14,6 +14,7 @@ live in encodings.py.
 """
 from __future__ import annotations
 
+import ctypes
 import math
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -104,9 +105,10 @@ def slid_window(plan: "GridPlan", before: Optional[torch.Tensor],
     if have >= cn:                                  # moved down in place, row by row
         store = torch.empty(0, dtype=old.dtype).set_(
             old.untyped_storage(), old.storage_offset(), (have,) + tuple(old.shape[1:]))
-        if c0 != p0:
-            for r in range(lo - c0, hi - c0):     # ascending: never onto a row still to move
-                store[r].copy_(store[r + c0 - p0])
+        if c0 != p0:                       # one overlapping move (memmove), not per row
+            nbytes = row * old.element_size()
+            dst = store.data_ptr() + (lo - c0) * nbytes
+            ctypes.memmove(dst, dst + (c0 - p0) * nbytes, (hi - lo) * nbytes)
     else:
         store = fresh(old, old.shape[3])
         store[lo - c0:hi - c0].copy_(old[lo - p0:hi - p0])
@@ -728,12 +730,7 @@ class SplineBase(nn.Module):
             warp = [m if f is a else spline_matrix(f, n)
                     for m, f, a, n in zip(spline, fine, full, self.dims)]
             return GridPlan(spline, linear, sub, warp, warp_axes=fine)
-        reach = [0.0, 0.0, 0.0]            # the largest displacement per axis (local units)
-        if self.has_flow and self.flow.numel():
-            reach = self.flow.abs().amax(dim=(0, 2, 3, 4))
-            if self._bends():           # a bent path's ends shift by up to |a| / 8 more
-                reach = reach + self.accelerations().abs().amax(dim=(0, 2, 3, 4)) / 8
-            reach = reach.tolist()
+        reach = self._reach()
         reach = [r + float(m) for r, m in zip(reach, margin)]
         cut, spans, starts = [], [], []
         for k, f in enumerate(fine):
@@ -759,6 +756,21 @@ class SplineBase(nn.Module):
                          for k, ((_, i0), s) in enumerate(zip(starts, sub))]
         return GridPlan(spline, linear, sub, warp, warp_spans=spans, warp_cut=starts,
                         on_window=on_window, warp_axes=cut)
+
+    def _reach(self) -> List[float]:
+        """The largest displacement per axis (x, y, z; local units) a path's end reaches,
+        kept while the displacements and the bend are unchanged (every slab's plan asks)."""
+        if not (self.has_flow and self.flow.numel()):
+            return [0.0, 0.0, 0.0]
+        key = (self.flow._version, id(self.flow), float(self.path_bend))
+        got = self.__dict__.get("_reach_kept")
+        if got is not None and got[0] == key:
+            return list(got[1])
+        reach = self.flow.abs().amax(dim=(0, 2, 3, 4))
+        if self._bends():               # a bent path's ends shift by up to |a| / 8 more
+            reach = reach + self.accelerations().abs().amax(dim=(0, 2, 3, 4)) / 8
+        self.__dict__["_reach_kept"] = (key, reach.tolist())
+        return reach.tolist()
 
     @torch.no_grad()
     def evaluate_grid(self, plan: "GridPlan", t: float,
@@ -954,9 +966,16 @@ class SplineBase(nn.Module):
         in x and y ([3, Zd, Yo, Xo]; z is done slab by slab), once per interval."""
         key = (j, float(self.path_bend))   # the held-out scoring switches the bend
         if plan.interval != key:
+            prev = plan.slid_from          # the slab before: the same x and y, so the same
             mx, my, _ = plan.linear
-            plan.disp = my @ (self.flow[j] @ mx.t())
-            plan.accel = my @ (self.accelerations()[j] @ mx.t()) if self._bends() else None
+            if prev is not None and prev.interval == key and prev.disp is not None and \
+                    all(a.shape == b.shape and torch.equal(a, b)
+                        for a, b in zip(prev.linear[:2], plan.linear[:2])):
+                plan.disp, plan.accel = prev.disp, prev.accel
+            else:
+                plan.disp = my @ (self.flow[j] @ mx.t())
+                plan.accel = my @ (self.accelerations()[j] @ mx.t()) if self._bends() \
+                    else None
             plan.interval = key
 
     def _warped_grid(self, plan: "GridPlan", j: int, w: float,
