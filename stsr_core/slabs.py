@@ -245,6 +245,8 @@ def plan_memory(tm: TrainedModel, grid: Grid, box: Extent, n_arrays: int, error:
     space = getattr(base, "space", None)     # the spatial prior's corrections (kept steps)
     prior = space.memory_bytes(base.dims[::-1]) if space is not None else 0
     data_sized = slot * ((0 if fused else 6 if cubic else 0) + (3 if still_cubic else 0))
+    if fused:     # the slopes along the path kept per slot (two), and their solve's scratch
+        data_sized += 5 * base.slope_part_bytes()
     one_pass = kernels.available(dev)       # the error estimate in one compiled pass
     per_row_out = 4 * p * (n_arrays * buffers_per_slab + (0 if kernels.available(dev) else 12))
     err_fixed = err_per_row = 0.0

@@ -52,6 +52,8 @@ WARP_SLAB_POINTS = 1 << 20    # output points per warp call: bounds its coordina
 PATH_SLOPE_POINTS = 1 << 18   # data points per step of the slopes along the path
 PATH_SLOPE_SPLINE = True      # look the neighbours up in the spline (else trilinearly)
 PATH_SLOPE_HALO = 16          # data rows beyond a slab's the slopes along the path are solved on
+PATH_SLOPE_KEEP = 32 << 20    # bytes: a slot's slopes along the path (the variables with a
+                              # cubic share) up to this size solved once on the whole lattice
 HELD_OUT_SHARE = 0.2          # of the time budget kept for scoring held-out steps (select)
 
 
@@ -555,7 +557,8 @@ class SplineBase(nn.Module):
         if d is not None:
             return d
         # kept for the interval in use only (one slot either side), not for the whole series
-        self._path_slopes = {i: v for i, v in self._path_slopes.items() if abs(i - k) == 1}
+        self._path_slopes = {i: v for i, v in self._path_slopes.items()
+                             if isinstance(i, tuple) or abs(i - k) == 1}
         x, y, z = self.dims
         dev = self.device
         axes = [torch.linspace(-1.0, 1.0, n, device=dev) if n > 1 else
@@ -600,6 +603,30 @@ class SplineBase(nn.Module):
         if not self.has_flow:
             return []
         return (self.path_mix != 0).nonzero(as_tuple=True)[0].tolist()
+
+    def slope_part_bytes(self) -> int:
+        """Bytes of one slot's slopes along the path for the variables with a cubic share
+        on the whole lattice, where they are kept (:meth:`path_slope_part`), else 0."""
+        x, y, z = self.dims
+        n = 4 * len(self.slope_variables()) * (x + 2) * (y + 2) * (z + 2)
+        return n if n <= PATH_SLOPE_KEEP else 0
+
+    def path_slope_part(self, k: int, lo: int, hi: int) -> torch.Tensor:
+        """Rows ``lo..hi-1`` of slot ``k``'s slopes along the path for the variables with a
+        cubic share (slope_variables): where those are small (PATH_SLOPE_KEEP) solved once
+        on the whole lattice and kept for the interval in use (each slab then takes its
+        rows, instead of solving its rows and a halo again), else :meth:`path_slope_rows`."""
+        variables = self.slope_variables()
+        if not self.slope_part_bytes():
+            return self.path_slope_rows(k, lo, hi, variables)
+        key = ("part", k, tuple(variables))
+        got = self._path_slopes.get(key)
+        if got is None:
+            self._path_slopes = {i: v for i, v in self._path_slopes.items()
+                                 if not isinstance(i, tuple) or abs(i[1] - k) == 1}
+            got = self._path_slopes[key] = self.path_slope_rows(
+                k, 0, self.dims[2] + 2, variables)
+        return got[:, lo:hi]
 
     def path_slope_rows(self, k: int, lo: int, hi: int, variables: Sequence[int]
                         ) -> torch.Tensor:
@@ -951,7 +978,7 @@ class SplineBase(nn.Module):
                         ) -> torch.Tensor:
                 mz = plan.warp_spline[2][r0:r1]
                 lo, hi = kernels.used_rows(mz)
-                coef = self.path_slope_rows(k, lo, hi, self.slope_variables())
+                coef = self.path_slope_part(k, lo, hi)
                 return separable(coef, plan.warp_spline[:2] + [mz[:, lo:hi]], out=out,
                                  last=True)
             f = plan.slope_fields[key] = slid_window(
