@@ -148,17 +148,6 @@ def _warp(f0, f1, a0, a1, p0, p1, g0, g1, pmap, has_slopes, disp, accel, has_acc
                             out[0, v, z, y, x] += a1[v] * val + slope
 
 
-@njit(inline="always")
-def _tri(a, v, z0, z1, wz0, wz1, y0, y1, wy0, wy1, x0, x1, wx0, wx1):  # pragma: no cover
-    """a [V, Z, Y, X] at one point, trilinear, summed as the separable filtering sums (x,
-    then y, then z)."""
-    r00 = wx0 * a[v, z0, y0, x0] + wx1 * a[v, z0, y0, x1]
-    r01 = wx0 * a[v, z0, y1, x0] + wx1 * a[v, z0, y1, x1]
-    r10 = wx0 * a[v, z1, y0, x0] + wx1 * a[v, z1, y0, x1]
-    r11 = wx0 * a[v, z1, y1, x0] + wx1 * a[v, z1, y1, x1]
-    return wz0 * (wy0 * r00 + wy1 * r01) + wz1 * (wy0 * r10 + wy1 * r11)
-
-
 @njit(parallel=True, cache=True)
 def _error(sp0, sp1, o0, o1, val0, val1, dd, has_time, xi, xw, yi, yw, zi, zw, w, ks, kt,
            hr, floor, out):  # pragma: no cover - compiled
@@ -167,8 +156,11 @@ def _error(sp0, sp1, o0, o1, val0, val1, dd, has_time, xi, xw, yi, yw, zi, zw, w
     output points [Zs, Ys, Xs, V] (channels last; those points from o0/o1 (z, y, x) on),
     val0/val1 their values at the data's points and dd the sides' disagreement there
     [V, Zd, Yd, Xd], carried trilinearly (xi/xw, yi/yw, zi/zw: per output index its two
-    data points and weights); w the fraction of the interval, kt already times 4w(1-w)."""
+    data points and weights; per output row first in z and y along the whole data row,
+    then per point in x); w the fraction of the interval, kt already times 4w(1-w)."""
     v_n, r_n, yo_n, xo_n = out.shape
+    xd_n = val0.shape[3]
+    n_in = 3 if has_time else 2
     one = np.float32(1.0)
     half = np.float32(0.5)
     for zy in prange(r_n * yo_n):
@@ -176,20 +168,31 @@ def _error(sp0, sp1, o0, o1, val0, val1, dd, has_time, xi, xw, yi, yw, zi, zw, w
         y = zy % yo_n
         z0, z1, wz0, wz1 = zi[z, 0], zi[z, 1], zw[z, 0], zw[z, 1]
         y0, y1, wy0, wy1 = yi[y, 0], yi[y, 1], yw[y, 0], yw[y, 1]
+        row = np.empty((n_in, v_n, xd_n), np.float32)     # carried in z and y
+        for a in range(n_in):
+            src = val0 if a == 0 else (val1 if a == 1 else dd)
+            for v in range(v_n):
+                r00 = src[v, z0, y0]
+                r01 = src[v, z0, y1]
+                r10 = src[v, z1, y0]
+                r11 = src[v, z1, y1]
+                dst = row[a, v]
+                for xd in range(xd_n):
+                    dst[xd] = wz0 * (wy0 * r00[xd] + wy1 * r01[xd]) + \
+                        wz1 * (wy0 * r10[xd] + wy1 * r11[xd])
         for x in range(xo_n):
             x0, x1, wx0, wx1 = xi[x, 0], xi[x, 1], xw[x, 0], xw[x, 1]
             for v in range(v_n):
                 s0 = abs(sp0[z + o0[0], y + o0[1], x + o0[2], v]
-                         - _tri(val0, v, z0, z1, wz0, wz1, y0, y1, wy0, wy1, x0, x1, wx0, wx1))
+                         - (wx0 * row[0, v, x0] + wx1 * row[0, v, x1]))
                 s1 = abs(sp1[z + o1[0], y + o1[1], x + o1[2], v]
-                         - _tri(val1, v, z0, z1, wz0, wz1, y0, y1, wy0, wy1, x0, x1, wx0, wx1))
+                         - (wx0 * row[1, v, x0] + wx1 * row[1, v, x1]))
                 # torch.lerp's two forms
                 s = s0 + w * (s1 - s0) if abs(w) < half else s1 - (s1 - s0) * (one - w)
                 e = (s + floor) * ks[v]
                 if has_time:
-                    d = _tri(dd, v, z0, z1, wz0, wz1, y0, y1, wy0, wy1, x0, x1, wx0, wx1)
-                    t = (d + floor) * kt[v]
-                    e = np.float32(math.hypot(e, t))
+                    t = (wx0 * row[2, v, x0] + wx1 * row[2, v, x1] + floor) * kt[v]
+                    e = np.float32(math.sqrt(np.float64(e) * e + np.float64(t) * t))
                 out[v, z, y, x] = e * hr[v]
 
 
