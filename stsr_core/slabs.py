@@ -319,20 +319,10 @@ def window_cap(base: Any, axes: Sequence[torch.Tensor], box: Extent, rows: int,
     return min(most + 1, plan.cut_ranges()[2][0])
 
 
-def to_physical(tm: TrainedModel, vals: torch.Tensor) -> None:
-    """Normalised values [V, ...] to the variables' units, in place."""
-    for i, n in enumerate(tm.info.variables):
-        st = tm.info.stats[n]
-        if st.hi > st.lo:
-            vals[i].add_(1.0).mul_(st.half_range).add_(st.lo)
-        else:
-            vals[i].fill_(st.lo)
-
-
 def units(tm: TrainedModel) -> torch.Tensor:
     """[2, V] per variable the scale and offset taking normalised values v to the
-    variables' units, ``(v + 1) * scale + offset`` (:func:`to_physical`'s; a constant
-    variable: scale 0)."""
+    variables' units, ``(v + 1) * scale + offset`` in float32 (VariableStats.denormalise's;
+    a constant variable: scale 0, its one value)."""
     rows = []
     for n in tm.info.variables:
         st = tm.info.stats[n]
