@@ -12,6 +12,11 @@ steps, 5 variables), every run a child process (wall time, its own peak RSS from
    with ``--max-memory 1GB``.
 
     python -m bench.slab_scale [--sizes 65,129,257,513] [--out DIR] [--work DIR]
+                               [--baseline CHECKOUT [--baseline-sizes 65,129,257]]
+
+With ``--baseline`` the same children run from another checkout (the code before a change)
+right after each of this tree's, in the same run, so that both see the same load. Every
+child's load average (1 minute) before and after it is kept beside its figures.
 
 Writes slabs.json and slabs.md (and slabs.png) to bench/results/<date>/.
 """
@@ -22,6 +27,7 @@ import datetime as dt
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -70,16 +76,28 @@ def child_compute(model: str, n: int, times: str, max_memory: Optional[str]) -> 
     return 0
 
 
-def run(cmd: List[str], log: str, env: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
+def run(cmd: List[str], log: str, env: Optional[Dict[str, str]] = None,
+        root: Optional[str] = None) -> Dict[str, Any]:
+    """One child, measured, with the load average before and after; ``root``: another
+    checkout to run it from (its code first on the path, its folder the working one)."""
     from bench.scale.children import run_child
-    return run_child(cmd, log, env=env)
+    if root is not None:
+        cmd = ["bash", "-c", f"cd {shlex.quote(root)} && exec "
+               + " ".join(shlex.quote(c) for c in cmd)]
+        env = {**(env or {}), "PYTHONPATH": root}
+    before = os.getloadavg()[0]
+    r = run_child(cmd, log, env=env)
+    r["load"] = [round(before, 2), round(os.getloadavg()[0], 2)]
+    if root is not None:
+        r["root"] = root
+    return r
 
 
 def psnr(out: str, ref: str, log: str, env: Optional[Dict[str, str]] = None
          ) -> Optional[Dict[str, float]]:
     from bench.scale.children import stsr_cmd
     j = log + ".json"
-    r = run(stsr_cmd() + ["eval", out, "--reference", ref, "--json", j], log, env)
+    r = run(stsr_cmd() + ["eval", out, "--reference", ref, "--json", j], log)
     if r["rc"] != 0 or not os.path.exists(j):
         return None
     with open(j) as fh:
@@ -94,6 +112,9 @@ def main() -> int:
                                                  dt.date.today().isoformat()))
     p.add_argument("--work", default="/work/scratch/i29-core/slab_scale")
     p.add_argument("--skip-end-to-end", action="store_true")
+    p.add_argument("--baseline", help="another checkout run beside this tree, same run")
+    p.add_argument("--baseline-sizes", default="65,129,257",
+                   help="the sizes the baseline runs (513^3 takes tens of minutes)")
     p.add_argument("--child-compute", nargs=4, help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.child_compute:
@@ -106,7 +127,12 @@ def main() -> int:
     os.makedirs(a.out, exist_ok=True)
     logs = os.path.join(a.work, "logs")
     os.makedirs(logs, exist_ok=True)
-    res: Dict[str, Any] = {"machine": machine_info(), "sizes": [], "end_to_end": {}}
+    res: Dict[str, Any] = {"machine": machine_info(), "sizes": [], "end_to_end": {},
+                           "baseline": a.baseline, "baseline_sizes": []}
+    if a.baseline:
+        res["baseline_commit"] = subprocess.run(
+            ["git", "-C", a.baseline, "rev-parse", "HEAD"], capture_output=True,
+            text=True).stdout.strip()
     data = os.path.join(a.work, "tornado129")
     truth = os.path.join(data, "tornado.pvd")
     if not os.path.exists(truth):
@@ -122,15 +148,24 @@ def main() -> int:
         res["fit"] = run(stsr_cmd() + ["fit", coarse, "-o", model, "--quiet", "--overwrite"],
                          os.path.join(logs, "fit.log"))
     save = lambda: save_json(res, os.path.join(a.out, "slabs.json"))  # noqa: E731
+    # each code's compiled kernels loaded (compiled and cached where new) before any timing
+    for root in [None] + ([a.baseline] if a.baseline else []):
+        run([sys.executable, "-m", "bench.slab_scale", "--child-compute", model, "33",
+             "2.5", "default"], os.path.join(logs, f"warm-up{'' if root is None else '-b'}.log"),
+            root=root)
     if not a.skip_end_to_end:
         e2e = res["end_to_end"]
-        for name, env in (("stsr", None), ("stsr-torch-lookups", {"STSR_KERNELS": "torch"})):
+        runs = [("stsr", None, None)]
+        if a.baseline:
+            runs.append(("stsr-baseline", None, a.baseline))
+        runs.append(("stsr-torch-lookups", {"STSR_KERNELS": "torch"}, None))
+        for name, env, root in runs:
             out = os.path.join(a.work, name, "up.pvd")
             shutil.rmtree(os.path.dirname(out), ignore_errors=True)
             timings = os.path.join(logs, f"{name}-timings.json")
             r = run(stsr_cmd() + ["upscale", model, "-o", out, "--scale", "2",
                                   "--time-scale", "4", "--quiet", "--timings", timings],
-                    os.path.join(logs, f"{name}.log"), env)
+                    os.path.join(logs, f"{name}.log"), env, root)
             if r["rc"] == 0:
                 with open(timings) as fh:
                     r["timings"] = json.load(fh)
@@ -150,23 +185,31 @@ def main() -> int:
             e2e["stsr_over_scipy"] = e2e["stsr"]["seconds"] / r["seconds"]
             t = e2e["stsr"]["timings"]
             e2e["end_to_end_over_compute"] = e2e["stsr"]["seconds"] / t["compute_s"]
+            if e2e.get("stsr-baseline", {}).get("rc") == 0:
+                e2e["baseline_over_scipy"] = e2e["stsr-baseline"]["seconds"] / r["seconds"]
         save()
     times = "2.5,22.5,52.5"        # in-between steps of three intervals (tornado dt 5 x 4)
+    base_sizes = [int(v) for v in a.baseline_sizes.split(",")] if a.baseline else []
     for n in [int(v) for v in a.sizes.split(",")]:
         for mm in ("default", "1GB"):
-            log = os.path.join(logs, f"size{n}-{mm}.log")
-            r = run([sys.executable, "-m", "bench.slab_scale", "--child-compute", model,
-                     str(n), times, mm], log)
-            row = {"size": n, "max_memory": mm, **r}
-            if r["rc"] == 0:
-                text = open(log).read()
-                got = json.loads(re.findall(r"^\{.*\}$", text, re.M)[-1])
-                row.update(got)
-                row["variable_points_per_s"] = n ** 3 * 3 * 5 / got["compute_s"]
-            res["sizes"].append(row)
-            print(f"[slabs] {n}^3 {mm}: rc {r['rc']}, {r['seconds']:.1f} s, "
-                  f"peak RSS {r['max_rss_mb']:.0f} MB", file=sys.stderr)
-            save()
+            for key, root in (("sizes", None), ("baseline_sizes", a.baseline)):
+                if key == "baseline_sizes" and n not in base_sizes:
+                    continue
+                tag = "" if root is None else "-baseline"
+                log = os.path.join(logs, f"size{n}-{mm}{tag}.log")
+                r = run([sys.executable, "-m", "bench.slab_scale", "--child-compute", model,
+                         str(n), times, mm], log, root=root)
+                row = {"size": n, "max_memory": mm, **r}
+                if r["rc"] == 0:
+                    text = open(log).read()
+                    got = json.loads(re.findall(r"^\{.*\}$", text, re.M)[-1])
+                    row.update(got)
+                    row["variable_points_per_s"] = n ** 3 * 3 * 5 / got["compute_s"]
+                res[key].append(row)
+                print(f"[slabs] {n}^3 {mm}{tag}: rc {r['rc']}, {r['seconds']:.1f} s, "
+                      f"peak RSS {r['max_rss_mb']:.0f} MB, load {r['load']}",
+                      file=sys.stderr)
+                save()
     write_markdown(res, os.path.join(a.out, "slabs.md"))
     from bench.slab_plot import plot
     plot(res, os.path.join(a.out, "slabs.png"))
@@ -191,16 +234,34 @@ def write_markdown(res: Dict[str, Any], path: str) -> None:
             lines.append(f"| {k} | {r['seconds']:.1f} | {r['max_rss_mb']:.0f} | "
                          f"{t.get('compute_s', float('nan')):.1f} | {r.get('psnr')} |")
         lines += ["", f"stsr / SciPy+VTK: {e.get('stsr_over_scipy')}; end to end / computing "
-                  f"alone: {e.get('end_to_end_over_compute')}", ""]
+                  f"alone: {e.get('end_to_end_over_compute')}"
+                  + (f"; baseline stsr / SciPy+VTK: {e.get('baseline_over_scipy')}"
+                     if "baseline_over_scipy" in e else ""), "",
+                  "Load average (1 min) before / after each run: "
+                  + ", ".join(f"{k} {r['load'][0]:.1f} / {r['load'][1]:.1f}"
+                              for k, r in e.items() if isinstance(r, dict) and "load" in r),
+                  ""]
+    base = {(r["size"], r["max_memory"]): r for r in res.get("baseline_sizes", [])}
     lines += ["Cost over output sizes (3 in-between times, 5 variables + error arrays; "
-              "computing alone, slabs discarded):", "",
+              "computing alone, slabs discarded)"
+              + (f"; beside each, the baseline ({res.get('baseline')} at "
+                 f"{str(res.get('baseline_commit'))[:10]}) run right after it" if base else "")
+              + ":", "",
               "| output | --max-memory | slab rows | wall s | compute s | peak RSS MB | "
-              "M variable-points/s |", "|---|---|---|---|---|---|---|"]
-    for r in res["sizes"]:
+              "M variable-points/s | load before / after |", "|---|---|---|---|---|---|---|---|"]
+
+    def line(r: Dict[str, Any], name: str) -> str:
         rate = r.get("variable_points_per_s")
-        lines.append(f"| {r['size']}^3 | {r['max_memory']} | {r.get('rows', '-')} | "
-                     f"{r['seconds']:.1f} | {r.get('compute_s', float('nan')):.1f} | "
-                     f"{r['max_rss_mb']:.0f} | {'-' if rate is None else f'{rate / 1e6:.1f}'} |")
+        load = r.get("load", [float("nan")] * 2)
+        return (f"| {name} | {r['max_memory']} | {r.get('rows', '-')} | "
+                f"{r['seconds']:.1f} | {r.get('compute_s', float('nan')):.1f} | "
+                f"{r['max_rss_mb']:.0f} | {'-' if rate is None else f'{rate / 1e6:.1f}'} | "
+                f"{load[0]:.1f} / {load[1]:.1f} |")
+    for r in res["sizes"]:
+        lines.append(line(r, f"{r['size']}^3"))
+        b = base.get((r["size"], r["max_memory"]))
+        if b is not None:
+            lines.append(line(b, f"{r['size']}^3 baseline"))
     from bench.slab_plot import targets
     lines += ["", "Each run's peak RSS against its budget (decimal GB; issue 29: within 10 % of "
               "--max-memory, 2.5 GB at most) and its rate (target 60 M):", ""] + targets(res)

@@ -239,13 +239,28 @@ def plan_memory(tm: TrainedModel, grid: Grid, box: Extent, n_arrays: int, error:
     probe = slab_plan(base, axes, (x0, x1, y0, y1, z0, z1), error)
     ratio = max(1.0, (probe.cut_ranges()[2][0] - 1) / max(1, base.dims[2] - 1))
     scratch = min(1.0, 2.5 / ratio)
+    on_window = probe.points_on_window
     del probe
     slot = 4 * v * math.prod(d + 2 for d in base.dims)
     space = getattr(base, "space", None)     # the spatial prior's corrections (kept steps)
     prior = space.memory_bytes(base.dims[::-1]) if space is not None else 0
     data_sized = slot * ((0 if fused else 6 if cubic else 0) + (3 if still_cubic else 0))
-    per_row_out = 4 * p * (n_arrays * buffers_per_slab + (4 * v if error else 0)
-                           + (0 if kernels.available(dev) else 12))
+    if fused:     # the slopes along the path kept per slot (two), and their solve's scratch
+        data_sized += 5 * base.slope_part_bytes()
+    one_pass = kernels.available(dev)       # the error estimate in one compiled pass
+    per_row_out = 4 * p * (n_arrays * buffers_per_slab + (0 if kernels.available(dev) else 12))
+    err_fixed = err_per_row = 0.0
+    if error:
+        # the output-sized fields it holds: none where the output's points are the warps'
+        # grid's (the kept steps' fields there are its spline), else the two kept steps'
+        # spline on the slab (and, torch: the indicator in space lerped, the carried term)
+        err_per_row = 4 * p * v * ((0 if on_window else 2) if one_pass else 4)
+        # the data's points around the slab: both kept steps' values and the sides'
+        # disagreement (three fields) on data rows of a slab's (and two more)
+        dx, dy, dz = base.dims
+        data_row = 4 * 3 * v * dx * dy
+        err_per_row += data_row * (dz - 1) / max(1, grid.dims[2] - 1)
+        err_fixed = 2 * data_row
 
     def need(rows: int) -> Tuple[int, Dict[str, int]]:
         win = win_fixed + win_per_row * rows
@@ -253,6 +268,7 @@ def plan_memory(tm: TrainedModel, grid: Grid, box: Extent, n_arrays: int, error:
                  "spatial prior": prior,
                  "window fields": int(win * (n_fields + scratch)),
                  "slab buffers": int(per_row_out * rows),
+                 "error estimate": int(err_fixed + err_per_row * rows),
                  "writer": int(writer_bytes(rows)) if writer_bytes is not None else 0,
                  "slack": SLACK_BYTES}
         return sum(parts.values()), parts
@@ -289,35 +305,56 @@ def plan_memory(tm: TrainedModel, grid: Grid, box: Extent, n_arrays: int, error:
                       default_budget=default, buffers=buffers_per_slab)
 
 
-def to_physical(tm: TrainedModel, vals: torch.Tensor) -> None:
-    """Normalised values [V, ...] to the variables' units, in place."""
-    for i, n in enumerate(tm.info.variables):
+def window_cap(base: Any, axes: Sequence[torch.Tensor], box: Extent, rows: int,
+               error: bool) -> int:
+    """The most rows of the warps' grid a window of the box's slabs of ``rows`` rows holds
+    (those in the middle, clipped by neither end, plus one for where the window's ends
+    round): the fields are made with room for that many (GridPlan.window_cap)."""
+    x0, x1, y0, y1, z0, z1 = box
+    mid = z0 + ((z1 - z0 + 1) // 2 // rows) * rows
+    most = 0
+    for s0 in {max(z0, min(z1, mid + d * rows)) for d in (-1, 0, 1)}:
+        plan = slab_plan(base, axes, (x0, x1, y0, y1, s0, min(z1, s0 + rows - 1)), error)
+        most = max(most, plan.cut_ranges()[2][2])
+    return min(most + 1, plan.cut_ranges()[2][0])
+
+
+def units(tm: TrainedModel) -> torch.Tensor:
+    """[2, V] per variable the scale and offset taking normalised values v to the
+    variables' units, ``(v + 1) * scale + offset`` in float32 (VariableStats.denormalise's;
+    a constant variable: scale 0, its one value)."""
+    rows = []
+    for n in tm.info.variables:
         st = tm.info.stats[n]
-        if st.hi > st.lo:
-            vals[i].add_(1.0).mul_(st.half_range).add_(st.lo)
-        else:
-            vals[i].fill_(st.lo)
+        rows.append((st.half_range if st.hi > st.lo else 0.0, st.lo))
+    return torch.tensor(rows, dtype=torch.float32).t().contiguous()
 
 
 @torch.no_grad()
 def evaluate_slab(tm: TrainedModel, plan: GridPlan, t_norm: float, error: bool,
                   host: torch.Tensor) -> torch.Tensor:
     """One step on one slab, in physical units, into ``host`` [V (+ V errors), r, Y, X]
-    (on the model's device, or a host buffer the values are copied to)."""
+    (on the model's device, or a host buffer the values are copied to): the units applied
+    in the lookups' pass and the error estimate computed in one pass straight into its
+    rows where the compiled kernels run."""
     base = fast_base(tm)
     v = base.n_vars
-    same = host.device == base.slot_times.device
+    dev = base.slot_times.device
+    same = host.device == dev
     if same:
         plan.buffers["out"] = host[:v]          # evaluated straight into the buffer
-    vals = base.evaluate_grid(plan, t_norm)
-    to_physical(tm, vals)
+    u = units(tm).to(dev)
+    vals = base.evaluate_grid(plan, t_norm, units=u)
     if vals.data_ptr() != host.data_ptr():
         host[:v].copy_(vals, non_blocking=host.is_pinned())
     if error:
-        err = base.error_grid(plan, t_norm)
-        for i, n in enumerate(tm.info.variables):
-            err[i].mul_(tm.info.stats[n].half_range)
-        host[v:2 * v].copy_(err, non_blocking=host.is_pinned())
+        half = torch.tensor([tm.info.stats[n].half_range for n in tm.info.variables],
+                            dtype=torch.float32, device=dev)
+        if same and kernels.available(dev):
+            base.error_grid(plan, t_norm, units=half, out=host[v:2 * v])
+        else:
+            err = base.error_grid(plan, t_norm, units=half)
+            host[v:2 * v].copy_(err, non_blocking=host.is_pinned())
     return host
 
 
@@ -339,15 +376,27 @@ def slab_steps(tm: TrainedModel, grid: Grid, t_norm: Sequence[float], steps: Seq
     axes = output_axes(grid, base.slot_times.device)
     x0, x1, y0, y1, z0, z1 = box
     shared: Dict[str, torch.Tensor] = {}
+    slide = kernels.available(base.slot_times.device)
+    cap = window_cap(base, axes, box, mem.rows, error) if slide else None
+    one = None       # the box in one slab: one plan for every interval, so that a kept
+    if mem.rows >= z1 - z0 + 1:   # step's fields serve both intervals beside it (the
+        one = slab_plan(base, axes, box, error, shared)   # later one's slot, the next's)
     for group in interval_groups(base, t_norm, steps, most_open):
         before = None
         for s0 in range(z0, z1 + 1, mem.rows):
             s1 = min(z1, s0 + mem.rows - 1)
+            if one is not None:
+                plan = one
+                for i in group:
+                    host = take()[:, :s1 - s0 + 1]
+                    yield i, s0 - z0, evaluate_slab(tm, plan, float(t_norm[i]), error, host)
+                continue
             if s1 - s0 + 1 != mem.rows:
                 shared = {}              # the last, shorter slab: buffers of its own shape
             plan = slab_plan(base, axes, (x0, x1, y0, y1, s0, s1), error, shared)
-            if kernels.available(base.slot_times.device):
+            if slide:
                 plan.slid_from = before      # its window's fields slide into this one's
+                plan.window_cap = cap
                 if before is not None:
                     before.slid_from = None
             for i in group:

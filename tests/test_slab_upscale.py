@@ -86,6 +86,12 @@ def test_every_stage_of_a_slab_equals_those_rows_of_the_whole_grid(model, t, sca
             np.testing.assert_allclose(space_indicator(base, plan, k),
                                        space_indicator(base, whole, k)[:, z0:z1 + 1],
                                        rtol=0, atol=1e-6)
+        # the compiled one-pass estimate in the variables' units, straight into a buffer
+        half = torch.tensor([0.5, 3.0])
+        got = torch.full((base.n_vars,) + plan.shape, float("nan"))
+        base.error_grid(plan, tn, units=half, out=got)
+        np.testing.assert_allclose(got, full_err[:, z0:z1 + 1] * half.view(-1, 1, 1, 1),
+                                   rtol=0, atol=1e-5)
         if 0 < w < 1:
             assert plan.data_plan.fields is plan.fields   # the same window, not evaluated twice
             d0 = plan.data_carry[1][4]
@@ -147,9 +153,9 @@ def test_a_slabbed_upscale_equals_the_whole_grid_one(model, tmp_path, monkeypatc
     from stsr_core.model import spline_base
     real_slide, slid = spline_base.slid_window, []
 
-    def spy(plan, before, rows_of, whole):      # which fields slid from the slab before
+    def spy(plan, before, *rest):      # which fields slid from the slab before
         slid.append(before is not None and plan.slid_from is not None)
-        return real_slide(plan, before, rows_of, whole)
+        return real_slide(plan, before, *rest)
     monkeypatch.setattr(spline_base, "slid_window", spy)
     for name, n in (("whole.h5", 10 ** 6), ("slabs.h5", 3)):
         monkeypatch.setattr(slabs, "plan_memory", rows(n))
@@ -160,6 +166,31 @@ def test_a_slabbed_upscale_equals_the_whole_grid_one(model, tmp_path, monkeypatc
     assert sorted(a.variables) == sorted(b.variables) and "heat_error" in a.variables
     for n in a.variables:
         np.testing.assert_allclose(a.variables[n], b.variables[n], rtol=0, atol=1e-6)
+
+
+def test_window_fields_slide_in_the_memory_made_for_the_first_slab(model, monkeypatch):
+    """Each field on a slab's window is made once per interval with room for the largest
+    window of the box's slabs (slabs.window_cap): the windows that grow from the grid's edge
+    inwards slide in that memory, never holding an old and a new window at once (what the
+    memory plan does not count)."""
+    base = model.model.base
+    g = api.output_grid(model.info.grid, scale=2)
+    mem = slabs.MemoryPlan(rows=3, budget=0, need=0)
+    buf = torch.empty((2 * base.n_vars, 3, g.dims[1], g.dims[0]))
+    plans, real = [], slabs.slab_plan
+    monkeypatch.setattr(slabs, "slab_plan", lambda *a, **k: plans.append(real(*a, **k))
+                        or plans[-1])
+    stores, windows = set(), set()
+    for _ in slabs.slab_steps(model, g, [model.info.normalised_time(2.5)], [0],
+                              whole_box(g), True, mem, lambda: buf):
+        p = plans[-1]              # the kept steps' values, and slopes along the path slid
+        fields = [("value", k, f) for k, f in p.fields.items()] + \
+            [("slope", k, f) for k, f in p.slope_fields.items() if isinstance(k, tuple)]
+        assert fields
+        stores.add(tuple(sorted((str(a), str(k), f.untyped_storage().data_ptr())
+                                for a, k, f in fields)))
+        windows.add(p.cut_ranges()[2][2])
+    assert len(windows) > 1 and len(stores) == 1
 
 
 def stsr(*args, env=None, **kw):

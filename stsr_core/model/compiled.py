@@ -1,6 +1,8 @@
 """The fast base's compiled loops (numba, cached on disk): the kernels themselves, kept
 apart from kernels.py so that numba is imported only when a kernel first runs (``stsr info``
 and the other commands never pay for it). kernels.py has what each does and its callers."""
+import math
+
 import numpy as np
 from numba import njit, prange
 
@@ -67,7 +69,9 @@ def _banded(a, z_lo, z_hi, sx, wx, sy, wy, sz, wz, out):  # pragma: no cover - c
 
 @njit(parallel=True, cache=True)
 def _warp(f0, f1, a0, a1, p0, p1, g0, g1, pmap, has_slopes, disp, accel, has_accel, bend,
-          zi, zw, gx, gy, gz, s0, s1, scale, off, out, mode):  # pragma: no cover
+          zi, zw, gx, gy, gz, s0, s1, scale, off, out, mode, post, has_post):  # pragma: no cover
+    # post [3, V] (BLEND): the blend then times post[0], plus 1, times post[1], plus post[2]
+    # (the moved share and the variables' units, as SplineBase.evaluate_grid applies them)
     zw_n, yw_n, xw_n, v_n = f0.shape        # channels last: a corner's variables adjacent
     r_n, yo_n, xo_n = gz.shape[0], gy.shape[0], gx.shape[0]
     zero, one, two = np.float32(0.0), np.float32(1.0), np.float32(2.0)
@@ -137,8 +141,59 @@ def _warp(f0, f1, a0, a1, p0, p1, g0, g1, pmap, has_slopes, disp, accel, has_acc
                     else:
                         if side == 0:
                             out[0, v, z, y, x] = a0[v] * val + slope
+                        elif has_post:
+                            r = (out[0, v, z, y, x] + (a1[v] * val + slope)) * post[0, v]
+                            out[0, v, z, y, x] = (r + one) * post[1, v] + post[2, v]
                         else:
                             out[0, v, z, y, x] += a1[v] * val + slope
+
+
+@njit(parallel=True, cache=True)
+def _error(sp0, sp1, o0, o1, val0, val1, dd, has_time, xi, xw, yi, yw, zi, zw, w, ks, kt,
+           hr, floor, out):  # pragma: no cover - compiled
+    """The error estimate on a slab in one pass (error_estimate.error_grid's formula, in
+    the variables' units) into out [V, R, Y, X]: sp0/sp1 the two kept steps' spline at the
+    output points [Zs, Ys, Xs, V] (channels last; those points from o0/o1 (z, y, x) on),
+    val0/val1 their values at the data's points and dd the sides' disagreement there
+    [V, Zd, Yd, Xd], carried trilinearly (xi/xw, yi/yw, zi/zw: per output index its two
+    data points and weights; per output row first in z and y along the whole data row,
+    then per point in x); w the fraction of the interval, kt already times 4w(1-w)."""
+    v_n, r_n, yo_n, xo_n = out.shape
+    xd_n = val0.shape[3]
+    n_in = 3 if has_time else 2
+    one = np.float32(1.0)
+    half = np.float32(0.5)
+    for zy in prange(r_n * yo_n):
+        z = zy // yo_n
+        y = zy % yo_n
+        z0, z1, wz0, wz1 = zi[z, 0], zi[z, 1], zw[z, 0], zw[z, 1]
+        y0, y1, wy0, wy1 = yi[y, 0], yi[y, 1], yw[y, 0], yw[y, 1]
+        row = np.empty((n_in, v_n, xd_n), np.float32)     # carried in z and y
+        for a in range(n_in):
+            src = val0 if a == 0 else (val1 if a == 1 else dd)
+            for v in range(v_n):
+                r00 = src[v, z0, y0]
+                r01 = src[v, z0, y1]
+                r10 = src[v, z1, y0]
+                r11 = src[v, z1, y1]
+                dst = row[a, v]
+                for xd in range(xd_n):
+                    dst[xd] = wz0 * (wy0 * r00[xd] + wy1 * r01[xd]) + \
+                        wz1 * (wy0 * r10[xd] + wy1 * r11[xd])
+        for x in range(xo_n):
+            x0, x1, wx0, wx1 = xi[x, 0], xi[x, 1], xw[x, 0], xw[x, 1]
+            for v in range(v_n):
+                s0 = abs(sp0[z + o0[0], y + o0[1], x + o0[2], v]
+                         - (wx0 * row[0, v, x0] + wx1 * row[0, v, x1]))
+                s1 = abs(sp1[z + o1[0], y + o1[1], x + o1[2], v]
+                         - (wx0 * row[1, v, x0] + wx1 * row[1, v, x1]))
+                # torch.lerp's two forms
+                s = s0 + w * (s1 - s0) if abs(w) < half else s1 - (s1 - s0) * (one - w)
+                e = (s + floor) * ks[v]
+                if has_time:
+                    t = (wx0 * row[2, v, x0] + wx1 * row[2, v, x1] + floor) * kt[v]
+                    e = np.float32(math.sqrt(np.float64(e) * e + np.float64(t) * t))
+                out[v, z, y, x] = e * hr[v]
 
 
 @njit(inline="always")

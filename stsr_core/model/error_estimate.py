@@ -167,23 +167,95 @@ def calibrate(base: Any, data: Union[torch.Tensor, Steps], half: Optional[torch.
 
 
 @torch.no_grad()
-def error_grid(base: Any, plan: GridPlan, t: float) -> torch.Tensor:
+def error_grid(base: Any, plan: GridPlan, t: float, units: Optional[torch.Tensor] = None,
+               out: Optional[torch.Tensor] = None) -> torch.Tensor:
     """E at normalised time ``t`` on ``base``'s (a SplineBase's) planned grid
-    [V, Zo, Yo, Xo], in the base's normalised units."""
+    [V, Zo, Yo, Xo], in the base's normalised units, or times ``units`` [V] (the variables'
+    half ranges: their units) into ``out`` when given. With the compiled kernels in one
+    pass (:func:`kernels.error_pass`): no field of the output's size besides ``out``."""
     j, w = base._slot(t)
-    if base.n_slots == 1 or w <= 0.0 or w >= 1.0:
+    kept = base.n_slots == 1 or w <= 0.0 or w >= 1.0
+    if kernels.available(plan.axes[0].device) and out is not None:
+        k = (j if base.n_slots == 1 or w <= 0.0 else j + 1) if kept else j
+        ends = [k] if kept else [j, j + 1]
+        splines = [spline_at_points(base, plan, i) for i in ends]
+        values = [data_values(base, plan, i) for i in ends]
+        lins, _ = data_carry(base, plan)
+        apart, c = None, 0.0
+        if not kept:
+            apart, c = base.end_difference(data_plan(base, plan), t), 4.0 * w * (1.0 - w)
+        scales = base.error_scale.to(out)
+        return kernels.error_pass((splines[0], splines[-1]), (values[0], values[-1]), apart,
+                                  lins, 0.0 if kept else w, scales[0], scales[1] * c,
+                                  units.to(out), FLOOR, out)
+    if kept:
         k = j if base.n_slots == 1 or w <= 0.0 else j + 1
-        return combine(space_indicator(base, plan, k).clone(), None, 0.0, base.error_scale)
-    space = torch.lerp(space_indicator(base, plan, j), space_indicator(base, plan, j + 1), w)
-    lins, box = data_carry(base, plan)
-    if plan.data_plan is None:        # the sides' disagreement on the data's own grid (the
-        whole = all(box[2 * a] == 0 and box[2 * a + 1] == n - 1   # points a slab reads)
+        got = combine(space_indicator(base, plan, k).clone(), None, 0.0, base.error_scale)
+    else:
+        space = torch.lerp(space_indicator(base, plan, j), space_indicator(base, plan, j + 1),
+                           w)
+        lins, _ = data_carry(base, plan)
+        apart = base.end_difference(data_plan(base, plan), t)
+        got = combine(space, separable(apart, lins), w, base.error_scale)
+    if units is not None:
+        got.mul_(units.to(got).view(-1, 1, 1, 1))
+    return got if out is None else out.copy_(got)
+
+
+def data_plan(base: Any, plan: GridPlan) -> GridPlan:
+    """The plan of the data's own points around ``plan``'s (the points a slab's carry
+    reads), where the sides' disagreement is looked up, kept in the plan; it looks up in
+    ``plan``'s fields (the same warps' grid as the output's)."""
+    if plan.data_plan is None:
+        _, box = data_carry(base, plan)
+        whole = all(box[2 * a] == 0 and box[2 * a + 1] == n - 1
                     for a, n in enumerate(base.dims))
-        plan.data_plan = base.plan_grid(lattice_axes(base.dims[::-1], space.device),
+        plan.data_plan = base.plan_grid(lattice_axes(base.dims[::-1], plan.axes[0].device),
                                         None if whole else box)
-    share_fields(plan, plan.data_plan)   # the same warps' grid as the output's: its fields
-    apart = base.end_difference(plan.data_plan, t)
-    return combine(space, separable(apart, lins), w, base.error_scale)
+    share_fields(plan, plan.data_plan)
+    return plan.data_plan
+
+
+def data_values(base: Any, plan: GridPlan, k: int) -> torch.Tensor:
+    """Slot ``k``'s values at the data's points the carry to ``plan``'s grid reads
+    [V, Zd, Yd, Xd], kept in the plan while its interval is in use."""
+    key = ("data", k)
+    f = plan.error_fields.get(key)
+    if f is None:
+        _keep_near(plan, k)
+        lins, box = data_carry(base, plan)
+        dev = plan.axes[0].device
+        own = [spline_matrix(a, n)[box[2 * i]:box[2 * i + 1] + 1] for i, (a, n) in
+               enumerate(zip(lattice_axes(base.dims[::-1], dev), base.dims))]
+        f = plan.error_fields[key] = base.kept_field(k, own, data_points=True)
+    return f
+
+
+def spline_at_points(base: Any, plan: GridPlan, k: int
+                     ) -> Tuple[torch.Tensor, Tuple[int, int, int]]:
+    """Slot ``k``'s spline at ``plan``'s points as a channels-last field and where the
+    points start in it (z, y, x): the kept step's field on the warps' window where the
+    points are points of it (no copy), else evaluated on them and kept in the plan while
+    its interval is in use."""
+    if base.has_flow and plan.points_on_window:
+        f = base._slot_field(plan, k)
+        if plan.warp_on_output:
+            return f, (0, 0, 0)
+        (x0, _), (y0, _), (z0, _) = plan.on_window
+        return f, (z0, y0, x0)
+    key = ("spline", k)
+    f = plan.error_fields.get(key)
+    if f is None:
+        _keep_near(plan, k)
+        f = plan.error_fields[key] = base.kept_field(k, plan.spline, last=True,
+                                                     fine=base._fine(plan, "spline"))
+    return f, (0, 0, 0)
+
+
+def _keep_near(plan: GridPlan, k: int) -> None:
+    """Drop the plan's error fields of slots not next to ``k`` (another interval's)."""
+    plan.error_fields = {i: v for i, v in plan.error_fields.items()
+                         if abs((i[1] if isinstance(i, tuple) else i) - k) <= 1}
 
 
 def data_carry(base: Any, plan: GridPlan) -> Tuple[List[torch.Tensor], Tuple[int, ...]]:
@@ -206,7 +278,7 @@ def space_indicator(base: Any, plan: GridPlan, k: int) -> torch.Tensor:
     plan while its interval is in use."""
     f = plan.error_fields.get(k)
     if f is None:
-        plan.error_fields = {i: v for i, v in plan.error_fields.items() if abs(i - k) == 1}
+        _keep_near(plan, k)
         lins, box = data_carry(base, plan)
         dev = plan.axes[0].device
         own = [spline_matrix(a, n)[box[2 * i]:box[2 * i + 1] + 1] for i, (a, n) in

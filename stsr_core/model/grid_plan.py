@@ -124,6 +124,9 @@ class GridPlan:
     # the slab before this one in the same interval: its fields' rows that this plan's
     # window shares are moved, not filtered again (spline_base.slid_window)
     slid_from: Optional["GridPlan"] = None
+    # the most rows of the warps' grid any slab of the box's windows holds: a window's
+    # fields are made with room for that many, so they slide without new memory
+    window_cap: Optional[int] = None
     # reuse two output-sized buffers from step to step (a caller that is done with each
     # step before asking for the next, as the streaming upscale is): fresh memory of that
     # size costs as much as the arithmetic on this machine's first touch of its pages
@@ -144,6 +147,8 @@ class GridPlan:
     # the spatial prior's lattice matrices of the output grid ("spline") and the warps'
     # grid ("warp"), made when first needed (SplineBase._fine)
     fine: Dict[str, List[torch.Tensor]] = field(default_factory=dict)
+    # whether the last evaluation applied the caller's units in the lookups' pass
+    units_applied: bool = False
 
     @property
     def points_on_window(self) -> bool:

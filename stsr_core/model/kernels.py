@@ -129,7 +129,8 @@ def banded(a: torch.Tensor, mats: Sequence[torch.Tensor],
            out: Optional[torch.Tensor] = None, last: bool = False) -> torch.Tensor:
     """``a`` [C, Z, Y, X] filtered along x, y and z by the banded matrices ``mats`` (x, y,
     z; each [out, in]) -> [C, Zo, Yo, Xo] (into ``out`` when given; with ``last`` a view of
-    a channels-last tensor, the lookups' layout), on the CPU by the compiled kernel reading
+    a channels-last tensor, the lookups' layout, ``out`` then such a view), on the CPU by
+    the compiled kernel reading
     only the input rows the z matrix uses."""
     mx, my, mz = mats
     sx, wx = taps(mx)
@@ -138,7 +139,9 @@ def banded(a: torch.Tensor, mats: Sequence[torch.Tensor],
     c = a.shape[0]
     shape = (c, mz.shape[0], my.shape[0], mx.shape[0])
     if last:
-        out = channels_last(shape, torch.empty(0))
+        if out is None or tuple(out.shape) != shape or \
+                not out.permute(1, 2, 3, 0).is_contiguous():
+            out = channels_last(shape, torch.empty(0))
     elif out is None or not out.is_contiguous():
         out = torch.empty(shape, dtype=torch.float32)
     if mz.shape[0] == 0:
@@ -174,7 +177,8 @@ def warp_lookup(ends: Sequence[torch.Tensor], weights: Optional[Sequence[torch.T
                 out: Optional[torch.Tensor] = None,
                 slopes: Optional[Sequence[torch.Tensor]] = None,
                 slope_weights: Optional[Sequence[torch.Tensor]] = None,
-                slope_variables: Optional[Sequence[int]] = None) -> torch.Tensor:
+                slope_variables: Optional[Sequence[int]] = None,
+                post: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Both sides of an interval looked up along the paths at fraction ``w`` for every
     variable at once (the module's docstring). ``ends``: the two slots' fields on the
     warps' grid (or a window of it) [V, Zw, Yw, Xw]; ``weights``: per variable the two
@@ -185,8 +189,10 @@ def warp_lookup(ends: Sequence[torch.Tensor], weights: Optional[Sequence[torch.T
     ``(p + 1) * scale - offset``; ``slopes``/``slope_weights``: the two ends' slopes along
     the path and their per-variable weights, added in the same pass (BLEND: the cubic
     along the path, paths.end_weights); ``slope_variables``: the variables whose slopes
-    the slopes' channels are (None: all). Returns [V, R, Yo, Xo] (BLEND, ABSDIFF) or
-    [2, V, R, Yo, Xo] (BOTH)."""
+    the slopes' channels are (None: all); ``post`` [3, V] (BLEND): each blend then times
+    post[0], plus 1, times post[1], plus post[2] in the same pass (the moved share and the
+    variables' units). Returns [V, R, Yo, Xo] (BLEND, ABSDIFF) or [2, V, R, Yo, Xo]
+    (BOTH)."""
     f0, f1 = last(ends[0]).numpy(), last(ends[1]).numpy()
     v = f0.shape[3]
     gx, gy, gz = (_np(a) for a in axes)
@@ -215,9 +221,39 @@ def warp_lookup(ends: Sequence[torch.Tensor], weights: Optional[Sequence[torch.T
     else:
         p0 = p1 = np.zeros((1, 1, 1, 1), np.float32)
         g0 = g1 = np.zeros(v, np.float32)
+    pp = np.zeros((3, v), np.float32) if post is None else _np(post)
     _threads()._warp(f0, f1, a0, a1, p0, p1, g0, g1, pmap, slopes is not None, _np(disp),
-                     acc, accel is not None, np.float32(bend), zi, zw, gx, gy, gz, np.float32(-w), np.float32(1.0 - w), scale, off, outn, mode)
+                     acc, accel is not None, np.float32(bend), zi, zw, gx, gy, gz,
+                     np.float32(-w), np.float32(1.0 - w), scale, off, outn, mode, pp,
+                     post is not None and mode == BLEND)
     return out.view(shape)
+
+
+def error_pass(splines: Sequence[Tuple[torch.Tensor, Sequence[int]]],
+               values: Sequence[torch.Tensor], apart: Optional[torch.Tensor],
+               carry: Sequence[torch.Tensor], w: float, ks: torch.Tensor,
+               kt: torch.Tensor, units: torch.Tensor, floor: float,
+               out: torch.Tensor) -> torch.Tensor:
+    """The error estimate on a slab in one pass into ``out`` [V, R, Y, X] (the variables'
+    units): ``splines`` the two kept steps' spline at the output points, each a field
+    [V, Zs, Ys, Xs] laid out channels last and where the points start in it (z, y, x);
+    ``values`` their values at the data's points around the slab and ``apart`` (None at a
+    kept step) the sides' disagreement there [V, Zd, Yd, Xd]; ``carry`` the linear
+    matrices (x, y, z) from those points to the output's; ``ks``, ``kt`` [V] the scales
+    (kt already times 4w(1-w)); ``units`` [V] the half ranges. error_estimate.error_grid
+    has the formula; the same numbers to float32 rounding."""
+    (sp0, o0), (sp1, o1) = splines
+    xi, xw = linear_rows(carry[0])
+    yi, yw = linear_rows(carry[1])
+    zi, zw = linear_rows(carry[2])
+    v0, v1 = (_np(a) for a in values)
+    dd = _np(apart) if apart is not None else np.zeros((1, 1, 1, 1), np.float32)
+    outn = out.numpy()
+    _threads()._error(last(sp0).numpy(), last(sp1).numpy(), np.asarray(o0, np.int64),
+                      np.asarray(o1, np.int64), v0, v1, dd, apart is not None, xi, xw, yi,
+                      yw, zi, zw, np.float32(w), _np(ks), _np(kt), _np(units),
+                      np.float32(floor), outn)
+    return out
 
 
 def warm_up() -> None:
@@ -231,3 +267,8 @@ def warm_up() -> None:
     banded(a, [m, m, m], last=True)
     warp_lookup((a, a), (torch.ones(1), torch.ones(1)), torch.zeros(3, 2, 2, 2), None, 0.0,
                 m, [torch.zeros(2)] * 3, 0.5, [(0.5, 0.0)] * 3, BLEND)
+    # the error pass into a whole buffer and into a shorter last slab's rows of one
+    one = torch.ones(1)
+    sp = (channels_last((1, 2, 2, 2), a).copy_(a), (0, 0, 0))
+    for out in (torch.zeros(1, 2, 2, 2), torch.zeros(1, 3, 2, 2)[:, :2]):
+        error_pass((sp, sp), (a, a), a, [m, m, m], 0.5, one, one, one, 1e-3, out)

@@ -14,6 +14,7 @@ live in encodings.py.
 """
 from __future__ import annotations
 
+import ctypes
 import math
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -51,6 +52,8 @@ WARP_SLAB_POINTS = 1 << 20    # output points per warp call: bounds its coordina
 PATH_SLOPE_POINTS = 1 << 18   # data points per step of the slopes along the path
 PATH_SLOPE_SPLINE = True      # look the neighbours up in the spline (else trilinearly)
 PATH_SLOPE_HALO = 16          # data rows beyond a slab's the slopes along the path are solved on
+PATH_SLOPE_KEEP = 32 << 20    # bytes: a slot's slopes along the path (the variables with a
+                              # cubic share) up to this size solved once on the whole lattice
 HELD_OUT_SHARE = 0.2          # of the time budget kept for scoring held-out steps (select)
 
 
@@ -68,36 +71,51 @@ def each_slab(work: Callable[[int], None], starts: Sequence[int],
 
 
 def slid_window(plan: "GridPlan", before: Optional[torch.Tensor],
-                rows: Callable[[int, int], torch.Tensor],
-                whole: Callable[[], torch.Tensor]) -> torch.Tensor:
+                rows: Callable[..., torch.Tensor],
+                whole: Callable[[], torch.Tensor], channels: int = 0) -> torch.Tensor:
     """A field on ``plan``'s window of the warps' grid [C, Zw, Yw, Xw] (channels last):
     where the slab before (``plan.slid_from``) held it on a window this one overlaps, its
-    rows there are moved down in the same memory (a larger one once, where the window
-    grew) and only the new rows computed (``rows(r0, r1)``: rows r0..r1-1 of this window),
+    rows there are moved down in the same memory and only the new rows computed
+    (``rows(r0, r1, out=None)``: rows r0..r1-1 of this window, into ``out`` when given),
     so each row of the warps' grid is filtered once per interval whatever the slabs' halo;
-    else ``whole()``."""
+    else ``whole()``, or (``channels`` given: the compiled kernels) its rows into memory of
+    ``plan.window_cap`` rows (the largest window of the slabs of this box: a window that
+    grows from slab to slab, as the first ones clipped at the grid's edge do, then never
+    needs new memory while its old is still held)."""
     prev = plan.slid_from
+    (_, c0, cn) = plan.cut_ranges()[2]
+    cap = max(cn, int(plan.window_cap or 0))
+
+    def fresh(like: torch.Tensor, c: int) -> torch.Tensor:
+        yw, xw = plan.warp_spline[1].shape[0], plan.warp_spline[0].shape[0]
+        return like.new_empty((cap, yw, xw, c))
+
     if before is None or prev is None or any(
             a.shape != b.shape for a, b in zip(prev.warp_spline[:2], plan.warp_spline[:2])):
-        return whole()
-    (_, p0, pn), (_, c0, cn) = prev.cut_ranges()[2], plan.cut_ranges()[2]
+        if not channels or plan.window_cap is None or cap == cn:
+            return whole()
+        store = fresh(plan.axes[0].new_empty(0, dtype=torch.float32), channels)
+        rows(0, cn, out=store[:cn].permute(3, 0, 1, 2))
+        return store[:cn].permute(3, 0, 1, 2)
+    (_, p0, pn) = prev.cut_ranges()[2]
     lo, hi = max(p0, c0), min(p0 + pn, c0 + cn)
     old = before.permute(1, 2, 3, 0)                            # [Zw, Yw, Xw, C]
     if lo >= hi or c0 < p0 or not old.is_contiguous():
         return whole()
     row = old[0].numel()
-    cap = (old.untyped_storage().nbytes() // 4 - old.storage_offset()) // row
-    if cap >= cn:                                   # moved down in place, row by row
+    have = (old.untyped_storage().nbytes() // 4 - old.storage_offset()) // row
+    if have >= cn:                                  # moved down in place, row by row
         store = torch.empty(0, dtype=old.dtype).set_(
-            old.untyped_storage(), old.storage_offset(), (cap,) + tuple(old.shape[1:]))
-        if c0 != p0:
-            for r in range(lo - c0, hi - c0):     # ascending: never onto a row still to move
-                store[r].copy_(store[r + c0 - p0])
+            old.untyped_storage(), old.storage_offset(), (have,) + tuple(old.shape[1:]))
+        if c0 != p0:                       # one overlapping move (memmove), not per row
+            nbytes = row * old.element_size()
+            dst = store.data_ptr() + (lo - c0) * nbytes
+            ctypes.memmove(dst, dst + (c0 - p0) * nbytes, (hi - lo) * nbytes)
     else:
-        store = old.new_empty((cn,) + tuple(old.shape[1:]))
+        store = fresh(old, old.shape[3])
         store[lo - c0:hi - c0].copy_(old[lo - p0:hi - p0])
     if hi < c0 + cn:
-        store[hi - c0:cn].copy_(rows(hi - c0, cn).permute(1, 2, 3, 0))
+        rows(hi - c0, cn, out=store[hi - c0:cn].permute(3, 0, 1, 2))
     return store[:cn].permute(3, 0, 1, 2)
 
 
@@ -539,7 +557,8 @@ class SplineBase(nn.Module):
         if d is not None:
             return d
         # kept for the interval in use only (one slot either side), not for the whole series
-        self._path_slopes = {i: v for i, v in self._path_slopes.items() if abs(i - k) == 1}
+        self._path_slopes = {i: v for i, v in self._path_slopes.items()
+                             if isinstance(i, tuple) or abs(i - k) == 1}
         x, y, z = self.dims
         dev = self.device
         axes = [torch.linspace(-1.0, 1.0, n, device=dev) if n > 1 else
@@ -584,6 +603,30 @@ class SplineBase(nn.Module):
         if not self.has_flow:
             return []
         return (self.path_mix != 0).nonzero(as_tuple=True)[0].tolist()
+
+    def slope_part_bytes(self) -> int:
+        """Bytes of one slot's slopes along the path for the variables with a cubic share
+        on the whole lattice, where they are kept (:meth:`path_slope_part`), else 0."""
+        x, y, z = self.dims
+        n = 4 * len(self.slope_variables()) * (x + 2) * (y + 2) * (z + 2)
+        return n if n <= PATH_SLOPE_KEEP else 0
+
+    def path_slope_part(self, k: int, lo: int, hi: int) -> torch.Tensor:
+        """Rows ``lo..hi-1`` of slot ``k``'s slopes along the path for the variables with a
+        cubic share (slope_variables): where those are small (PATH_SLOPE_KEEP) solved once
+        on the whole lattice and kept for the interval in use (each slab then takes its
+        rows, instead of solving its rows and a halo again), else :meth:`path_slope_rows`."""
+        variables = self.slope_variables()
+        if not self.slope_part_bytes():
+            return self.path_slope_rows(k, lo, hi, variables)
+        key = ("part", k, tuple(variables))
+        got = self._path_slopes.get(key)
+        if got is None:
+            self._path_slopes = {i: v for i, v in self._path_slopes.items()
+                                 if not isinstance(i, tuple) or abs(i[1] - k) == 1}
+            got = self._path_slopes[key] = self.path_slope_rows(
+                k, 0, self.dims[2] + 2, variables)
+        return got[:, lo:hi]
 
     def path_slope_rows(self, k: int, lo: int, hi: int, variables: Sequence[int]
                         ) -> torch.Tensor:
@@ -714,12 +757,7 @@ class SplineBase(nn.Module):
             warp = [m if f is a else spline_matrix(f, n)
                     for m, f, a, n in zip(spline, fine, full, self.dims)]
             return GridPlan(spline, linear, sub, warp, warp_axes=fine)
-        reach = [0.0, 0.0, 0.0]            # the largest displacement per axis (local units)
-        if self.has_flow and self.flow.numel():
-            reach = self.flow.abs().amax(dim=(0, 2, 3, 4))
-            if self._bends():           # a bent path's ends shift by up to |a| / 8 more
-                reach = reach + self.accelerations().abs().amax(dim=(0, 2, 3, 4)) / 8
-            reach = reach.tolist()
+        reach = self._reach()
         reach = [r + float(m) for r, m in zip(reach, margin)]
         cut, spans, starts = [], [], []
         for k, f in enumerate(fine):
@@ -746,13 +784,43 @@ class SplineBase(nn.Module):
         return GridPlan(spline, linear, sub, warp, warp_spans=spans, warp_cut=starts,
                         on_window=on_window, warp_axes=cut)
 
+    def _reach(self) -> List[float]:
+        """The largest displacement per axis (x, y, z; local units) a path's end reaches,
+        kept while the displacements and the bend are unchanged (every slab's plan asks)."""
+        if not (self.has_flow and self.flow.numel()):
+            return [0.0, 0.0, 0.0]
+        key = (self.flow._version, id(self.flow), float(self.path_bend))
+        got = self.__dict__.get("_reach_kept")
+        if got is not None and got[0] == key:
+            return list(got[1])
+        reach = self.flow.abs().amax(dim=(0, 2, 3, 4))
+        if self._bends():               # a bent path's ends shift by up to |a| / 8 more
+            reach = reach + self.accelerations().abs().amax(dim=(0, 2, 3, 4)) / 8
+        self.__dict__["_reach_kept"] = (key, reach.tolist())
+        return reach.tolist()
+
     @torch.no_grad()
-    def evaluate_grid(self, plan: "GridPlan", t: float) -> torch.Tensor:
+    def evaluate_grid(self, plan: "GridPlan", t: float,
+                      units: Optional[torch.Tensor] = None) -> torch.Tensor:
         """The base at normalised time ``t`` on a planned grid -> [V, Zo, Yo, Xo]; the same
         numbers as ``forward`` at those points, except that the motion-compensated term looks
         its warped points up trilinearly in the spline evaluated on this grid (not in the
         spline itself): exact at the grid's points, within the trilinear error of a grid
-        finer than the data between them."""
+        finer than the data between them. ``units`` [2, V] (scale, offset): the values
+        taken to ``(v + 1) * scale + offset`` (the variables' units), in the lookups' pass
+        where every variable moves."""
+        got = self._evaluate_grid(plan, t, units)
+        if units is not None and not plan.units_applied:
+            u = units.to(got)
+            got.add_(1.0).mul_(u[0].view(-1, 1, 1, 1)).add_(u[1].view(-1, 1, 1, 1))
+        plan.units_applied = False
+        return got
+
+    def _evaluate_grid(self, plan: "GridPlan", t: float,
+                       units: Optional[torch.Tensor]) -> torch.Tensor:
+        """:meth:`evaluate_grid`; sets ``plan.units_applied`` where ``units`` were applied
+        in the lookups' pass."""
+        plan.units_applied = False
         like = self.slot_times
         j, w = self._slot(t)
         if self.n_slots == 1 or w <= 0.0 or w >= 1.0:
@@ -796,9 +864,16 @@ class SplineBase(nn.Module):
         moving = m != 0
         if bool(moving.all()):
             # nothing still (the usual case): looked up straight into the output's buffer
-            # (the caller's host buffer when streaming), not into a buffer of its own
-            moved = self._warped_grid(plan, j, w, into="warp" if out is not None else "out")
-            moved.mul_(m.view(-1, 1, 1, 1))
+            # (the caller's host buffer when streaming), not into a buffer of its own; with
+            # the moved share and the units applied in the same pass where the kernels can
+            post = None
+            if out is None and units is not None:
+                post = torch.cat([m.view(1, -1).to(torch.float32),
+                                  units.to(torch.float32)])                  # [3, V]
+            moved = self._warped_grid(plan, j, w, into="warp" if out is not None else "out",
+                                      post=post)
+            if not plan.units_applied:
+                moved.mul_(m.view(-1, 1, 1, 1))
             out = moved if out is None else out.add_(moved)
         elif bool(moving.any()):         # some variables still (select): only the others move
             idx = moving.nonzero(as_tuple=True)[0]
@@ -811,10 +886,12 @@ class SplineBase(nn.Module):
         """Whether the fit calibrated an error estimate (model files from before it: no)."""
         return bool((self.error_scale[0] > 0).any())
 
-    def error_grid(self, plan: "GridPlan", t: float) -> torch.Tensor:
+    def error_grid(self, plan: "GridPlan", t: float, units: Optional[torch.Tensor] = None,
+                   out: Optional[torch.Tensor] = None) -> torch.Tensor:
         """The error estimate at normalised time ``t`` on a planned grid [V, Zo, Yo, Xo], in
-        the base's normalised units (error_estimate.py)."""
-        return error_grid(self, plan, t)
+        the base's normalised units, or times ``units`` [V] (the half ranges) into ``out``
+        (error_estimate.py)."""
+        return error_grid(self, plan, t, units, out)
 
     def _slot(self, t: float) -> Tuple[int, float]:
         """The interval (its first slot) holding normalised time ``t``, and the fraction, as
@@ -867,11 +944,12 @@ class SplineBase(nn.Module):
             last = kernels.available(self.slot_times.device)
             f = plan.fields[k] = slid_window(
                 plan, plan.slid_from and plan.slid_from.fields.get(k),
-                lambda lo, hi: self.kept_field(
-                    k, plan.warp_spline[:2] + [plan.warp_spline[2][lo:hi]], last=last,
-                    fine=self._fine(plan, "warp", lo, hi)),
+                lambda lo, hi, out=None: self.kept_field(
+                    k, plan.warp_spline[:2] + [plan.warp_spline[2][lo:hi]], out=out,
+                    last=last, fine=self._fine(plan, "warp", lo, hi)),
                 lambda: self.kept_field(k, plan.warp_spline, last=last,
-                                        fine=self._fine(plan, "warp")))
+                                        fine=self._fine(plan, "warp")),
+                self.n_vars if last else 0)
             drop_slid(plan, plan.slid_from and plan.slid_from.fields, k)
         return f
 
@@ -896,14 +974,17 @@ class SplineBase(nn.Module):
             for i in [i for i in plan.slope_fields
                       if isinstance(i, tuple) and abs(i[1] - k) != 1]:
                 del plan.slope_fields[i]
-            def rows_of(r0: int, r1: int) -> torch.Tensor:
+            def rows_of(r0: int, r1: int, out: Optional[torch.Tensor] = None
+                        ) -> torch.Tensor:
                 mz = plan.warp_spline[2][r0:r1]
                 lo, hi = kernels.used_rows(mz)
-                coef = self.path_slope_rows(k, lo, hi, self.slope_variables())
-                return separable(coef, plan.warp_spline[:2] + [mz[:, lo:hi]], last=True)
+                coef = self.path_slope_part(k, lo, hi)
+                return separable(coef, plan.warp_spline[:2] + [mz[:, lo:hi]], out=out,
+                                 last=True)
             f = plan.slope_fields[key] = slid_window(
                 plan, plan.slid_from and plan.slid_from.slope_fields.get(key), rows_of,
-                lambda: rows_of(0, plan.warp_spline[2].shape[0]))
+                lambda: rows_of(0, plan.warp_spline[2].shape[0]),
+                len(self.slope_variables()))
             drop_slid(plan, plan.slid_from and plan.slid_from.slope_fields, key)
         return f
 
@@ -912,38 +993,58 @@ class SplineBase(nn.Module):
         in x and y ([3, Zd, Yo, Xo]; z is done slab by slab), once per interval."""
         key = (j, float(self.path_bend))   # the held-out scoring switches the bend
         if plan.interval != key:
+            prev = plan.slid_from          # the slab before: the same x and y, so the same
             mx, my, _ = plan.linear
-            plan.disp = my @ (self.flow[j] @ mx.t())
-            plan.accel = my @ (self.accelerations()[j] @ mx.t()) if self._bends() else None
+            if prev is not None and prev.interval == key and prev.disp is not None and \
+                    all(a.shape == b.shape and torch.equal(a, b)
+                        for a, b in zip(prev.linear[:2], plan.linear[:2])):
+                plan.disp, plan.accel = prev.disp, prev.accel
+            else:
+                plan.disp = my @ (self.flow[j] @ mx.t())
+                plan.accel = my @ (self.accelerations()[j] @ mx.t()) if self._bends() \
+                    else None
             plan.interval = key
 
     def _warped_grid(self, plan: "GridPlan", j: int, w: float,
-                     idx: Optional[torch.Tensor] = None, into: str = "warp") -> torch.Tensor:
+                     idx: Optional[torch.Tensor] = None, into: str = "warp",
+                     post: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Motion-compensated values of interval j at fraction w on the planned grid
         [V, Zo, Yo, Xo] (or of the variables ``idx`` alone): both slots are evaluated on the
         grid once per interval, the displacement (and the paths' acceleration) in x and y
         too (on its own few z-planes), and in z slab by slab. Linear along the path, both
         ends are looked up and blended; with a cubic share the two ends' values and slopes
         are first combined per variable (paths.end_weights), so each end is still one
-        lookup. ``into``: the plan's buffer the values go to."""
+        lookup. ``into``: the plan's buffer the values go to; ``post`` [3, V]: the moved
+        share and the units applied in the compiled lookups' pass where they run (then
+        ``plan.units_applied`` is set; kernels.warp_lookup)."""
         self._interval_paths(plan, j)
         if self.side_weights is not None:
             return self._weighted_sides(plan, j, w, idx, into)
         k0, k1 = self._slot_field(plan, j), self._slot_field(plan, j + 1)
         cubic = self.path_mix if idx is None else self.path_mix[idx]
+        fused = idx is None and kernels.available(k0.device)
         if idx is None and not bool((cubic != 0).any()):
             ends, weights = (k0, k1), (1.0 - w, w)
-        elif idx is None and kernels.available(k0.device):
+            if fused and post is not None:
+                out = plan.buffer(into, k0, (k0.shape[0],) + plan.shape)
+                plan.units_applied = True
+                return kernels.warp_lookup(
+                    ends, [torch.full((k0.shape[0],), x) for x in weights], plan.disp,
+                    plan.accel, bend_shift(w), plan.linear[2], plan.axes, w,
+                    plan.lookup_index(), kernels.BLEND, out, post=post)[0]
+        elif fused:
             # the ends' values and slopes weighed per variable in the lookups' one pass
             h = float(self.slot_times[j + 1] - self.slot_times[j])
             alpha, g0, beta, g1 = end_weights(w, h, cubic.to(k0))
             self._interval_paths(plan, j)
             out = plan.buffer(into, k0, (k0.shape[0],) + plan.shape)
+            plan.units_applied = post is not None
             return kernels.warp_lookup(
                 (k0, k1), (alpha, beta), plan.disp, plan.accel, bend_shift(w), plan.linear[2],
                 plan.axes, w, plan.lookup_index(), kernels.BLEND, out,
                 slopes=(self._path_field_part(plan, j), self._path_field_part(plan, j + 1)),
-                slope_weights=(g0, g1), slope_variables=self.slope_variables())[0]
+                slope_weights=(g0, g1), slope_variables=self.slope_variables(),
+                post=post)[0]
         else:                            # per-variable end weights folded into the fields
             h = float(self.slot_times[j + 1] - self.slot_times[j])
             alpha, g0, beta, g1 = (t.view(-1, 1, 1, 1)
