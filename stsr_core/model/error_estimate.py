@@ -20,10 +20,12 @@ data's own held-out points, so every model of the default kind has one (issue 25
   evaluate with) over-cover at the data's level: the base's error shrinks relative to its
   indicators as the grid refines and the gap narrows, for smooth fields much faster than
   the indicators (92-99.9 % of points covered on the benchmark's unseen series, for 90 %
-  asked). So each is also measured two levels down (k_s: the thinned steps thinned again;
-  k_t: how the ratio of the half series' linear interpolation in time changes from its
-  held-out gap to twice it) and the one-level value is multiplied by the change from two
-  levels down to one (``level_factor``; ``error_scale_data``). f is a small floor
+  asked). So k_s is also measured two levels down (the thinned steps thinned again), and
+  both one-level values are multiplied by how much k_s shrank from two levels down to one,
+  to the powers SPACE_EXPONENT and TIME_EXPONENT (``level_factor``; ``error_scale_data``).
+  In time no second level is measured: the held-out steps of a quarter series would need
+  displacement fits of their own, and the half series' plain interpolation at twice its
+  gap, tried, grew on the wake where the error shrinks. f is a small floor
   (``FLOOR`` in the base's normalised units) so that the estimate is never exactly 0
   between points.
 
@@ -52,14 +54,16 @@ MAX_SAMPLES = 1 << 20   # points per variable the quantile is taken over (a rand
 # the buffers issue 30's recalibration adds to a base beside error_scale, each [2, V]
 ERROR_LEVELS = ("error_scale_down2", "error_scale_data", "error_cover_down1")
 MIN_FACTOR = 0.1        # the most a scale is cut by from one level down to the data's
-# in space the change from two levels down to one is taken to the power 0.75 at the data's
-# level (measured on the quality benchmark's series: the full change over-shrinks on the
-# tornado's velocity magnitude, whose kink at 0 the coarsest level resolves worst; see
-# bench/results/2026-12-05/error-calibration.md); in time the scale may grow up to 4x
-# (the plume's velocities: the error shrinks more slowly than the sides' disagreement as
-# the gap narrows)
-SPACE_EXPONENT = 0.75
-MOST_TIME_FACTOR = 4.0
+# the change from two levels down to one in space, taken at the data's level to these
+# powers: in space (below 1: the full change over-shrinks where the coarsest level resolves a
+# feature worst, the tornado's velocity magnitude with its kink at 0) and in time (the ratio
+# between steps shrinks from one level down to the data's about as the space ratio does on
+# the tornado, the excitable fronts and the wake; the half series' own interpolation in time
+# at twice its gap was tried as the time level and failed on the wake, whose motion
+# decorrelates over four kept steps). Measured on the quality benchmark's series:
+# bench/results/2026-12-05/error-calibration.md
+SPACE_EXPONENT = 0.85
+TIME_EXPONENT = 0.9
 
 
 def sample_ratios(ratios: Sequence[torch.Tensor], generator: torch.Generator,
@@ -188,33 +192,14 @@ def thinned_ratios(step: torch.Tensor, boundary: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def level_factor(down1: torch.Tensor, down2: torch.Tensor, exponent: float = 1.0,
-                 most: float = 1.0) -> torch.Tensor:
-    """Per variable the factor a scale one level down is multiplied by at the data's level:
-    how much it changed from two levels down to one (down1 / down2), taken to be what it
-    changes by again from one level down to the data's, raised to ``exponent`` (below 1:
-    the change is trusted less than fully), within [MIN_FACTOR, ``most``] (never cut
-    below MIN_FACTOR of the one-level value on the word of a few coarse points); 1 where a
-    level is missing."""
+def level_factor(down1: torch.Tensor, down2: torch.Tensor) -> torch.Tensor:
+    """Per variable how much a scale shrank from two levels down to one (down1 / down2),
+    taken as what it shrinks by again from one level down to the data's: within
+    [MIN_FACTOR, 1] (never raised above the one-level value, nor cut below MIN_FACTOR of it
+    on the word of a few coarse points); 1 where a level is missing."""
     f = torch.where((down1 > 0) & (down2 > 0), down1 / down2.clamp_min(1e-30),
                     torch.ones_like(down1))
-    return f.clamp(MIN_FACTOR, most).pow(exponent)
-
-
-def time_levels(half: torch.Tensor, gen: torch.Generator) -> Tuple[torch.Tensor, torch.Tensor]:
-    """How the error of interpolating in time grows with the gap, measured on the half series
-    ``half`` [V, n, ...]: per variable the ``LEVEL`` quantile of |step k - the linear
-    interpolation of its two neighbours at the gap| / (their difference + FLOOR), at gaps of
-    two and four kept steps (k +- 1, k +- 2; every k that has them) -> (q2 [V], q4 [V]); 0
-    where a gap has no case (fewer than 5 kept steps for the wider one)."""
-    n = int(half.shape[1])
-    out = []
-    for g in (1, 2):
-        ratios = [ratio_of(half[:, k] - 0.5 * (half[:, k - g] + half[:, k + g]),
-                           (half[:, k + g] - half[:, k - g]).abs()).flatten(1)
-                  for k in range(g, n - g)]
-        out.append(scale_for(ratios, gen) if ratios else torch.zeros(int(half.shape[0])))
-    return out[0], out[1]
+    return f.clamp(MIN_FACTOR, 1.0)
 
 
 @torch.no_grad()
@@ -227,17 +212,17 @@ def calibrate(base: Any, data: Union[torch.Tensor, Steps], half: Optional[torch.
       recalibration (model files made before it evaluate with these): in space from kept
       steps thinned to every other point, in time from the half series' held-out steps
       predicted with the base's own choice in time;
-    * ``base.error_scale_down2``: the same two levels down (space: the thinned steps thinned
-      again; time: the half series interpolated linearly at twice its held-out gap, with the
-      same at its own gap beside it, ``time_levels``), and ``base.error_scale_data``, the
-      scales applied at the data's level: each one-level scale times the factor it shrank
-      by from two levels down to one (``level_factor``). The base's error relative to its
+    * ``base.error_scale_down2``: the space scale two levels down (the thinned steps
+      thinned again; the time row stays 0: not measured), and ``base.error_scale_data``,
+      the scales applied at the data's level: each one-level scale times the factor the
+      space scale shrank by from two levels down to one (``level_factor``), to the power
+      SPACE_EXPONENT in space and TIME_EXPONENT in time. The base's error relative to its
       indicators shrinks as the grid refines and the gap narrows (for smooth fields much
       faster than the indicators), which the one-level scales alone ignore;
     * ``base.error_cover_down1``: the share of the one-level-down points the data-level
       scales cover (stsr info prints it)."""
     gen = torch.Generator().manual_seed(0)         # the one-level scales' draws, as before
-    more = torch.Generator().manual_seed(1)        # the new levels' own
+    more = torch.Generator().manual_seed(1)        # two levels down: its own draws
     steps = as_steps(data)
     if thinned_count(tuple(steps.shape)) == 0:
         return                                     # too few points: nothing to hold out
@@ -258,13 +243,12 @@ def calibrate(base: Any, data: Union[torch.Tensor, Steps], half: Optional[torch.
     down2 = sample_ratios(coarser, more, n2)
     base.error_scale[0].copy_(quantile_of(down1, v))
     base.error_scale_down2[0].copy_(quantile_of(down2, v))
-    base.error_scale_data[0].copy_(base.error_scale[0] * level_factor(
-        base.error_scale[0], base.error_scale_down2[0], SPACE_EXPONENT))
+    shrink = level_factor(base.error_scale[0], base.error_scale_down2[0])
+    base.error_scale_data[0].copy_(base.error_scale[0] * shrink.pow(SPACE_EXPONENT))
     base.error_cover_down1[0].copy_(coverage_of(down1, base.error_scale_data[0]))
     del down1, down2, coarser
-    base.error_scale_data[1].copy_(base.error_scale[1])
     if half is None or not built:
-        return
+        return                   # no time scale (error_scale[1] stays 0: kept steps only)
     for sub, _, _ in built:
         for name in ("time_mix", "flow_mix", "path_mix", "path_bend"):
             if hasattr(sub, name) and hasattr(base, name):
@@ -280,11 +264,7 @@ def calibrate(base: Any, data: Union[torch.Tensor, Steps], half: Optional[torch.
     held = sample_ratios(ratios, gen)
     del ratios
     base.error_scale[1].copy_(quantile_of(held, v))
-    q2, q4 = time_levels(half, more)
-    base.error_scale_down2[1].copy_(base.error_scale[1] * torch.where(
-        q2 > 0, q4 / q2.clamp_min(1e-30), torch.zeros_like(q2)))
-    base.error_scale_data[1].copy_(base.error_scale[1] * level_factor(q2, q4,
-                                                                      most=MOST_TIME_FACTOR))
+    base.error_scale_data[1].copy_(base.error_scale[1] * shrink.pow(TIME_EXPONENT))
     base.error_cover_down1[1].copy_(coverage_of(held, base.error_scale_data[1]))
 
 
