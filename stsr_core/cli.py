@@ -540,13 +540,14 @@ def cmd_info(a: argparse.Namespace) -> int:
             print(f"  {n:<20s} " + ", ".join(f"{axis} {'/'.join(ends)}"
                                             for axis, ends in faces.items()))
     if "error_scale" in d and all("space_down1" in e for e in d["error_scale"].values()):
+        from .model.error_estimate import SPACE_EXPONENT, TIME_EXPONENT
         print("error        NAME_error arrays, made for 90 % of points below them: per "
               "variable the scales applied, in space and in time: each the scale one level "
               "down (space: kept steps thinned to every other point; time: held-out steps of "
               "the half series) times how much the space scale shrank from two levels down "
-              "to one (to the power 0.85 in space, 0.9 in time); and the share of the "
-              "one-level-down points each applied scale covers (at the data's level, where "
-              "the error is smaller, it covers more):")
+              f"to one (to the power {SPACE_EXPONENT:g} in space, {TIME_EXPONENT:g} in time); "
+              "and the share of the one-level-down points each applied scale covers (under "
+              "90 %: one level down the error is larger for the same indicators):")
         for n, e in d["error_scale"].items():
             print(f"  {n:<20s} space {e['space']:.3g} (one level down {e['space_down1']:.3g}, "
                   f"two {e['space_down2']:.3g}; covers {100 * e['space_cover_down1']:.0f} % one "
