@@ -195,10 +195,11 @@ class SplineBase(nn.Module):
         # error_estimate.py: per variable the scales of the indicators in space and in time
         # (0: no estimate; model files written before it hold none)
         self.register_buffer("error_scale", torch.zeros(2, self.n_vars))
-        # issue 30's recalibration: the same two levels down, the scales applied at the
-        # data's level (extrapolated from the two; zeros in model files made before it,
-        # which evaluate with error_scale as they did) and the share of the one-level-down
-        # points those cover
+        # issue 30's recalibration, each [2, V] (space, time): the space scale two levels
+        # down (time row 0), the scales applied at the data's level (carried from one
+        # level down by the space scale's change between the two; zeros in model files
+        # made before it, which evaluate with error_scale as they did) and the share of
+        # the one-level-down points those cover
         for name in ERROR_LEVELS:
             self.register_buffer(name, torch.zeros(2, self.n_vars))
 
