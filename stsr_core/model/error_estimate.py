@@ -237,7 +237,9 @@ def calibrate(base: Any, data: Union[torch.Tensor, Steps], half: Optional[torch.
         for k in kept:
             step = steps.step(k)
             coarser.append(thinned_ratios(step[:, ::2, ::2, ::2], bound))
-            yield thinned_ratios(step, bound)
+            ratios = thinned_ratios(step, bound)
+            del step                       # one step held at a time, as the fit reads them
+            yield ratios
 
     down1 = sample_ratios(one_level(), gen, n1)
     down2 = sample_ratios(coarser, more, n2)
