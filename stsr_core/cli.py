@@ -465,9 +465,17 @@ def cmd_info(a: argparse.Namespace) -> int:
         d["base_path_bend"] = bool(mixes["path_bend"][0])
     if base is not None and api.has_error_estimate(tm) and \
             getattr(tm.model, "correction", None) is None:
-        scale = base.error_scale.tolist()
-        d["error_scale"] = {n: {"space": scale[0][i], "time": scale[1][i]}
-                            for i, n in enumerate(info.variables)}
+        from .model.error_estimate import data_scales
+        used, down1 = data_scales(base).tolist(), base.error_scale.tolist()
+        levels = hasattr(base, "error_scale_data") and bool((base.error_scale_data[0] > 0).any())
+        d["error_scale"] = {}
+        for i, n in enumerate(info.variables):
+            e = d["error_scale"][n] = {"space": used[0][i], "time": used[1][i]}
+            if levels:            # issue 30's recalibration: the levels behind those
+                down2, cover = base.error_scale_down2.tolist(), base.error_cover_down1.tolist()
+                e.update(space_down1=down1[0][i], time_down1=down1[1][i],
+                         space_down2=down2[0][i], space_cover_down1=cover[0][i],
+                         time_cover_down1=cover[1][i])
     if base is not None and hasattr(base, "spline_boundary"):
         from .model.encodings import BOUNDARIES
         d["spline_boundary"] = {n: {axis: [BOUNDARIES[c] for c in ends]
@@ -531,10 +539,25 @@ def cmd_info(a: argparse.Namespace) -> int:
         for n, faces in d["spline_boundary"].items():
             print(f"  {n:<20s} " + ", ".join(f"{axis} {'/'.join(ends)}"
                                             for axis, ends in faces.items()))
-    if "error_scale" in d:
+    if "error_scale" in d and all("space_down1" in e for e in d["error_scale"].values()):
+        from .model.error_estimate import SPACE_EXPONENT, TIME_EXPONENT
+        print("error        NAME_error arrays, made for 90 % of points below them: per "
+              "variable the scales applied, in space and in time: each the scale one level "
+              "down (space: kept steps thinned to every other point; time: held-out steps of "
+              "the half series) times how much the space scale shrank from two levels down "
+              f"to one (to the power {SPACE_EXPONENT:g} in space, {TIME_EXPONENT:g} in time); "
+              "and the share of the one-level-down points each applied scale covers (under "
+              "90 %: one level down the error is larger for the same indicators):")
+        for n, e in d["error_scale"].items():
+            print(f"  {n:<20s} space {e['space']:.3g} (one level down {e['space_down1']:.3g}, "
+                  f"two {e['space_down2']:.3g}; covers {100 * e['space_cover_down1']:.0f} % one "
+                  f"level down), time {e['time']:.3g} (one level down {e['time_down1']:.3g}; "
+                  f"covers {100 * e['time_cover_down1']:.0f} %)")
+    elif "error_scale" in d:
         print("error        NAME_error arrays: the estimate's scales per variable, in space "
               "(kept steps thinned to every other point) and in time (held-out steps of the "
-              "half series), made for 90 % of points below it:")
+              "half series), made for 90 % of points below it one level down (a model file "
+              "made before the scales were carried to the data's level: it covers more there):")
         for n, e in d["error_scale"].items():
             print(f"  {n:<20s} space {e['space']:.3g}, time {e['time']:.3g}")
     if learned:

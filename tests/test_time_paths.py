@@ -152,11 +152,11 @@ def test_whole_grid_evaluation_matches_point_by_point_on_bent_and_cubic_paths(se
 
 
 def test_the_error_estimate_covers_about_nine_in_ten_points_of_an_analytic_field():
-    """Made for 90 % of points below it, calibrated one level down (a coarser grid, a wider
-    gap), where the base errs more for its indicators than at the data's level: on a smooth
-    travelling field (the same field at twice the resolution as the truth) it covers more
-    (measured: 0.99 on kept steps and between them) and is about 9-10 times the mean error,
-    but it follows the error (correlation 0.55 and 0.38)."""
+    """Made for 90 % of points below it, calibrated one and two levels down and carried to
+    the data's level (issue 30; error_estimate.py): on a smooth travelling field (the same
+    field at twice the resolution as the truth) it covers 0.95 of the kept steps' points and
+    0.94 between them, at 1.6 and 1.7 times the mean error (one level down alone: 0.99,
+    8-11 times), and follows the error (correlation 0.55 and 0.45)."""
     kept = circling_blob(np.arange(0, 25, 4.0), n=20)
     fine = circling_blob(np.arange(0, 25, 1.0), n=20, every=0.5)
     tm = api.fit(kept, device="cpu", model_overrides=FEW_FLOW_STEPS)
@@ -169,7 +169,8 @@ def test_the_error_estimate_covers_about_nine_in_ten_points_of_an_analytic_field
         est = np.concatenate([pred.variables[n + "_error"][t].ravel()
                               for n in fine.variables for t in steps])
         assert float(np.mean(err <= est)) >= 0.85, (which, float(np.mean(err <= est)))
-        assert est.mean() < 20 * err.mean(), (which, est.mean() / err.mean())
+        assert float(np.mean(err <= est)) <= 0.975, (which, float(np.mean(err <= est)))
+        assert est.mean() < 4 * err.mean(), (which, est.mean() / err.mean())
         assert np.corrcoef(est, err)[0, 1] > 0.25, (which, np.corrcoef(est, err)[0, 1])
 
 

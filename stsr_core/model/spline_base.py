@@ -34,7 +34,7 @@ from .steps import Steps, as_steps
 from .time_basis import (Resampled, cross_validated_mix, displacement_grid_dims,
                          fit_displacement, held_out_pairs, hermite_correction,
                          natural_spline_slopes, resample_for_fit)
-from .error_estimate import calibrate, error_grid
+from .error_estimate import ERROR_LEVELS, calibrate, error_grid
 from .spline_boundary import choose_boundary
 from .grid_plan import (GridPlan, lattice_axes, linear_matrix, separable, share_fields,
                         spline_matrix)
@@ -213,6 +213,13 @@ class SplineBase(nn.Module):
         # error_estimate.py: per variable the scales of the indicators in space and in time
         # (0: no estimate; model files written before it hold none)
         self.register_buffer("error_scale", torch.zeros(2, self.n_vars))
+        # issue 30's recalibration, each [2, V] (space, time): the space scale two levels
+        # down (time row 0), the scales applied at the data's level (carried from one
+        # level down by the space scale's change between the two; zeros in model files
+        # made before it, which evaluate with error_scale as they did) and the share of
+        # the one-level-down points those cover
+        for name in ERROR_LEVELS:
+            self.register_buffer(name, torch.zeros(2, self.n_vars))
 
     # --- where the slots live (slots.py) -----------------------------------------------------
     def keep_slots_in(self, slots: FileSlots) -> None:
@@ -276,6 +283,8 @@ class SplineBase(nn.Module):
             state_dict.setdefault(prefix + "path_mix", torch.zeros(self.n_vars))
             state_dict.setdefault(prefix + "path_bend", torch.zeros(()))
         state_dict.setdefault(prefix + "error_scale", torch.zeros(2, self.n_vars))
+        for name in ERROR_LEVELS:
+            state_dict.setdefault(prefix + name, torch.zeros(2, self.n_vars))
         state_dict.setdefault(prefix + "spline_boundary",
                               torch.zeros(self.n_vars, 3, 2, dtype=torch.long))
         self._path_slopes = {}
