@@ -515,6 +515,14 @@ class SplineBase(nn.Module):
                                   "fits skipped (those intervals: no motion compensation)")
         return False if stop else None
 
+    def weighs_sides(self) -> bool:
+        """Whether a network weighs the two sides between kept steps on whole grids (a time
+        refinement the gate turned off for every variable does not: the fused lookups)."""
+        net = self.side_weights
+        if net is None:
+            return False
+        return not getattr(net, "refines", False) or bool(net.use.any())
+
     def _gate_refine(self, half: Optional[torch.Tensor], built: Sequence[Any],
                      deadline: Optional[float]) -> None:
         """The time refinement network's use per variable (time_refine.gate: only where it
@@ -955,7 +963,7 @@ class SplineBase(nn.Module):
         are first combined per variable (paths.end_weights), so each end is still one
         lookup. ``into``: the plan's buffer the values go to."""
         self._interval_paths(plan, j)
-        if self.side_weights is not None:
+        if self.weighs_sides():
             return self._weighted_sides(plan, j, w, idx, into)
         k0, k1 = self._slot_field(plan, j), self._slot_field(plan, j + 1)
         cubic = self.path_mix if idx is None else self.path_mix[idx]
