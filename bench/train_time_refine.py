@@ -42,6 +42,7 @@ from stsr_core.blocks import normalise_times  # noqa: E402
 from stsr_core.model.error_estimate import lattice_axes  # noqa: E402
 from stsr_core.model.time_refine import (TimeRefine, WEIGHTS_PATH,  # noqa: E402
                                          save_weights)
+from stsr_core.model.side_weights import load_weights as load_side  # noqa: E402
 from stsr_core.series import VolumeSeries  # noqa: E402
 from bench.train_side_weights import gap_for, seed_list, step_db  # noqa: E402
 
@@ -176,19 +177,25 @@ def summary(cases: Sequence[Case], net: TimeRefine) -> Dict[str, object]:
 
 def train(cases: Sequence[Case], hidden: int, stride: int, steps: int, lr: float,
           batch: int, seed: int, checkpoint: Optional[str] = None, every: int = 100,
-          log=print) -> TimeRefine:
+          log=print, with_side: bool = True) -> TimeRefine:
     """Adam on the mean over (step, variable) of log(MSE with the network / the base's MSE):
     the mean change of PSNR between steps (x -10 / ln 10). Resumes from ``checkpoint``
     when it exists (same settings), and writes it every ``every`` steps."""
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    net = TimeRefine(hidden, stride)
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    side = load_side() if with_side else None
+    net = TimeRefine(hidden, stride, side_hidden=side.hidden if side else 0)
+    if side is not None:             # the shipped side network, frozen: training starts there
+        if side.stride != stride:
+            raise SystemExit(f"--stride {stride}: the shipped side network's is {side.stride}")
+        net.side.load_state_dict(side.state_dict())
+        net.side.requires_grad_(False)
+    opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     start, run = 0, 0.0
     if checkpoint and os.path.exists(checkpoint):
         state = torch.load(checkpoint, weights_only=False)
-        if state["settings"] != [hidden, stride, steps, lr, batch, seed]:
+        if state["settings"] != [hidden, stride, steps, lr, batch, seed, with_side]:
             raise SystemExit(f"{checkpoint} was written with other settings "
                              f"{state['settings']}: remove it or use them")
         net.load_state_dict(state["net"])
@@ -228,7 +235,7 @@ def train(cases: Sequence[Case], hidden: int, stride: int, steps: int, lr: float
                 f"{time.perf_counter() - t0:.0f} s")
         if checkpoint and ((step + 1) % every == 0 or step + 1 == steps):
             tmp = checkpoint + ".tmp"
-            torch.save({"settings": [hidden, stride, steps, lr, batch, seed],
+            torch.save({"settings": [hidden, stride, steps, lr, batch, seed, with_side],
                         "net": net.state_dict(), "opt": opt.state_dict(),
                         "sched": sched.state_dict(), "gen": gen.get_state(),
                         "step": step + 1, "run": run}, tmp)
@@ -261,6 +268,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--no-side", action="store_true", help="without the shipped side "
+                   "network's term (default: with it, frozen, as where training starts)")
     p.add_argument("--data-only", action="store_true", help="stage 1 only (fill the cache)")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -278,7 +287,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     t1 = time.perf_counter()
     net = train(groups["train"], a.hidden, a.stride, a.steps, a.lr, a.batch, a.seed,
                 checkpoint, a.checkpoint_every,
-                log=lambda m: print(f"[time-refine] {m}", flush=True))
+                log=lambda m: print(f"[time-refine] {m}", flush=True), with_side=not a.no_side)
     t2 = time.perf_counter()
     result = {name: summary(cases, net) for name, cases in groups.items()}
     for name, r in result.items():
@@ -296,6 +305,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 "none of the benchmark's kinds",
         "train_seeds": a.train_seeds, "val_seeds": a.val_seeds,
         "settings": {"hidden": a.hidden, "stride": a.stride, "steps": a.steps,
+                     "side": "frozen side_weights_v1" if not a.no_side else "none",
                      "batch": a.batch, "lr": a.lr, "seed": a.seed},
         "parameters": sum(t.numel() for t in net.parameters()),
         "results": result,

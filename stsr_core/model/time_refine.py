@@ -5,10 +5,12 @@ Between kept steps K_j and K_{j+1} the base blends the earlier side (K_j looked 
 path through a point was) and the later one with weights 1 - w and w (plus the cubic share
 along the path, which this network leaves as it is). The refinement replaces that blend by
 
-    earlier * q + later * (1 - q) + c,   q = sigmoid(logit(1 - w) + net_0),
+    earlier * q + later * (1 - q) + c,   q = sigmoid(logit(1 - w) + side + net_0),
                                          c = net_1 * (the local mean of |earlier - later|)
 
-per variable and point, with ``net`` a small MLP of local features (:func:`refine_features`):
+per variable and point, with ``side`` the shipped 97-weight side network's term
+(side_weights.py, frozen: the floor to beat is where training starts) and ``net`` a small MLP
+of local features (:func:`refine_features`):
 both sides' difference, its size and local mean, the mean over all variables, each side's
 departure from its own 3^3 mean (the spatial error indicator's stand-in: the error estimate's
 S, spline minus trilinear, is 0 at the lattice's points, where the sides' curvature says how
@@ -36,7 +38,7 @@ import torch
 from torch import nn
 
 from .network_file import save_network
-from .side_weights import EPS, OUTSIDE_CAP, box3
+from .side_weights import EPS, OUTSIDE_CAP, SideWeights, box3
 
 WEIGHTS_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights",
                             "time_refine_v1.pt")
@@ -83,10 +85,15 @@ class TimeRefine(nn.Module):
 
     refines = True
 
-    def __init__(self, hidden: int = 16, stride: int = 2, n_vars: int = 0):
+    def __init__(self, hidden: int = 16, stride: int = 2, n_vars: int = 0,
+                 side_hidden: int = 0):
         super().__init__()
         self.hidden = int(hidden)
         self.stride = int(stride)
+        # the side network's term on the logit (0 hidden: none); its weights are the shipped
+        # side_weights_v1's when trained (bench/train_time_refine.py), kept frozen
+        self.side_hidden = int(side_hidden)
+        self.side = SideWeights(self.side_hidden, self.stride) if self.side_hidden else None
         self.inner = nn.Linear(N_FEATURES, self.hidden)
         self.middle = nn.Linear(self.hidden, self.hidden)
         self.outer = nn.Linear(self.hidden, 2)
@@ -113,7 +120,10 @@ class TimeRefine(nn.Module):
         raw = self.outputs(f)                                          # [2, V, Z, Y, X]
         wc = min(max(1.0 - float(w), EPS), 1.0 - EPS)
         prior = math.log(wc / (1.0 - wc))
-        weight = torch.sigmoid(raw[0] + prior)
+        logit = raw[0] + prior
+        if self.side is not None:
+            logit = logit + self.side.correction(ends, w, outside)
+        weight = torch.sigmoid(logit)
         corr = raw[1] * f[2]                          # a multiple of the local disagreement
         if self.use.numel():
             use = self.use if variables is None else self.use[variables]
@@ -129,7 +139,7 @@ class TimeRefine(nn.Module):
         return self.refine(ends, w, outside, motion)[0]
 
     def settings(self) -> Dict[str, int]:
-        return {"hidden": self.hidden, "stride": self.stride}
+        return {"hidden": self.hidden, "stride": self.stride, "side_hidden": self.side_hidden}
 
 
 def save_weights(net: TimeRefine, path: str, provenance: Dict[str, Any]) -> None:
@@ -178,6 +188,7 @@ def gate(base: Any, half: torch.Tensor, built: Sequence[Any],
     PSNR over the steps: sets ``base.side_weights.use`` and returns the scores (stsr info)."""
     from .time_select import held_out_cases
     import time as _time
+    t0 = _time.perf_counter()
     net = base.side_weights
     n_vars = base.n_vars
     moving = (base.flow_mix != 0).cpu()
@@ -198,7 +209,8 @@ def gate(base: Any, half: torch.Tensor, built: Sequence[Any],
             db[name].append(_db(err, rng))
         sub.side_weights = None
         n += 1
-    report: Dict[str, object] = {"held_out_steps": n, "margin_db": GATE_MARGIN_DB}
+    report: Dict[str, object] = {"held_out_steps": n, "margin_db": GATE_MARGIN_DB,
+                                 "seconds": round(_time.perf_counter() - t0, 2)}
     if not n:
         net.use = torch.zeros(n_vars)
         report["reason"] = "no held-out steps of the half series: off"
