@@ -79,7 +79,7 @@ def test_a_model_with_the_network_predicts_the_same_after_save_and_load(tmp_path
     g = api.output_grid(tm.info.grid, scale=2)
     before = api.predict_timestep(tm, 2.5, g)
     # the model keeps its own copy: other shipped weights do not change what it predicts
-    other = TimeRefine(hidden=load_weights().hidden, stride=load_weights().stride, n_vars=2)
+    other = TimeRefine(**load_weights().settings(), n_vars=2)
     torch.nn.init.normal_(other.outer.weight, 0.0, 5.0)
     monkeypatch.setattr("stsr_core.model.fast.load_refine", lambda n_vars: other)
     back = api.load_model(path, device="cpu")
