@@ -108,15 +108,17 @@ def markdown(results: Sequence[Dict], info: Dict) -> str:
            "variables (and steps).", "",
            "## Between kept steps (mean of 1/4, 1/2, 3/4) and kept", "",
            "| data set | kept (model) | " + " | ".join(cols) + " | refine - default |"
-           " side - default |", "|---" * (len(cols) + 4) + "|"]
+           " refine_all - default | side - default |", "|---" * (len(cols) + 5) + "|"]
     for r in results:
         out.append(f"| {r['dataset']} | {r['default']['kept']:.2f} | "
                    + " | ".join(f"{r[c]['between']:.2f}" for c in cols)
                    + f" | {r['refine']['between'] - r['default']['between']:+.2f}"
+                   f" | {r['refine_all']['between'] - r['default']['between']:+.2f}"
                    f" | {r['side']['between'] - r['default']['between']:+.2f} |")
     mean = {c: float(np.mean([r[c]["between"] for r in results])) for c in cols}
     out.append("| **mean** | | " + " | ".join(f"{mean[c]:.2f}" for c in cols)
                + f" | {mean['refine'] - mean['default']:+.2f} | "
+               f"{mean['refine_all'] - mean['default']:+.2f} | "
                f"{mean['side'] - mean['default']:+.2f} |")
     out += ["", "## Per phase (kept, 1/4, 1/2, 3/4)", "",
             "| data set | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
