@@ -5,7 +5,7 @@ PY := .venv/bin/python
 STSR := .venv/bin/stsr
 
 .PHONY: setup demo test test-debian13 test-long pytest fuzz bench bench-quick bench-between bench-scale bench-learning \
-	bench-slabs gpu-check bench-data bench-quality train-side-weights train-prior clean
+	bench-slabs gpu-check bench-data bench-quality train-side-weights train-prior train-time-refine clean
 
 setup:
 	bash scripts/setup.sh
@@ -98,6 +98,14 @@ train-side-weights: setup
 # rerun resumes); ARGS="--out /tmp/w.pt --hours 0.5" etc. leaves the shipped weights alone
 train-prior: setup
 	$(PY) -m bench.train_space_prior $(ARGS)
+
+# Issue 30's time refinement network: trains and rewrites the shipped
+# stsr_core/model/weights/time_refine_v1.pt (+ .json, its provenance) on generated series
+# (examples/data/training_families.py; the series' bases once, about 30 s each on 2 cores,
+# cached in bench/data/refine_cache, then the network, checkpointed there: a rerun resumes);
+# ARGS="--out /tmp/w.pt --steps 200" etc. leaves the shipped weights alone
+train-time-refine: setup
+	$(PY) -m bench.train_time_refine $(ARGS)
 
 clean:
 	rm -rf build build-configure.log demo-output

@@ -94,8 +94,8 @@ ROWS: Dict[str, Tuple[str, List[str]]] = {
               ["spline_boundary=select", "space_prior=tuned"]),
     "gate": ("+ the gate: prior, tuned copy or spline per variable, one level down",
              ["spline_boundary=select", "space_prior=gate"]),
-    "time": ("+ the time refinement (issue 30, branch i30-time)",
-             ["spline_boundary=select", "space_prior=gate", "time_refine=net"]),
+    "time": ("+ the time refinement network, gated per variable on the half series",
+             ["spline_boundary=select", "space_prior=gate", "side_net=refine"]),
 }
 
 
@@ -133,7 +133,7 @@ def training_kinds() -> Dict[str, Dict[str, str]]:
     sys.path.insert(0, ROOT)
     out: Dict[str, Dict[str, str]] = {}
     from examples.data import training_families as tf
-    out["the side weights (examples/data/training_families.py)"] = {
+    out["the side weights and the time refinement (examples/data/training_families.py)"] = {
         "carried fields": f"random fields ({', '.join(tf.FIELD_TYPES)}) carried by a random "
                           "motion all variables share (translations, rotations, "
                           "divergence-free flows), 25^3-33^3 x 9-17 steps"}

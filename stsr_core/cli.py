@@ -487,6 +487,9 @@ def cmd_info(a: argparse.Namespace) -> int:
     space = info.history.get("space_prior")
     if space:
         d["space_prior"] = space
+    refine = info.history.get("time_refine")
+    if refine:
+        d["time_refine"] = refine
     if a.json:
         print(json.dumps(d, indent=2))
         return 0
@@ -564,6 +567,8 @@ def cmd_info(a: argparse.Namespace) -> int:
         _print_learned(learned, info.variables)
     if space:
         _print_space_prior(space, info.variables)
+    if refine:
+        _print_time_refine(refine, info.variables)
     return 0
 
 
@@ -595,6 +600,24 @@ def _print_time_choice(r: dict, names: List[str]) -> None:
     for i, n in enumerate(names):
         cells = ", ".join(f"{k} {v[i]:.2f}" for k, v in db.items() if i < len(v))
         print(f"  {n:<20s} {cells}")
+
+def _print_time_refine(r: dict, names: List[str]) -> None:
+    """The time refinement network's use per variable and the scores behind it."""
+    if r.get("mode") == "refine_all":
+        print("time refine  refine_all: the time refinement network on every moved variable: "
+              + ", ".join(n for n, u in zip(names, r.get("use", [])) if u))
+        return
+    print("time refine  per variable where it beats the base on the held-out steps of the "
+          f"half series by more than {r.get('margin_db', 0):g} dB"
+          + (f" ({r['held_out_steps']} steps)" if "held_out_steps" in r else ""))
+    if r.get("reason"):
+        print(f"             {r['reason']}")
+    use = r.get("use", [])
+    for i, n in enumerate(names):
+        if i < len(r.get("gain_db", [])):
+            print(f"  {n:<20s} base {r['base_db'][i]:.2f}, refined {r['refine_db'][i]:.2f} dB "
+                  f"({r['gain_db'][i]:+.2f}) -> {'on' if i < len(use) and use[i] else 'off'}")
+
 
 def _print_space_prior(r: dict, names: List[str]) -> None:
     """The spatial prior's choice per variable and the scores behind it (one level down)."""

@@ -56,7 +56,7 @@ CHOICES: Dict[str, Tuple[Any, ...]] = {
     "path_values": ("auto", "linear", "cubic"),
     "schedule": ("constant", "cosine"),
     "learn_pairs": ("all", "space", "time"),
-    "side_net": ("off", "prior"),
+    "side_net": ("off", "prior", "refine", "refine_all"),
     "space_prior": tuple(SPACE_PRIOR_DESCRIPTIONS),
     "device": DEVICES,
     "heads": (1, 8),                 # 1: one output per point; 8: one per octant block
@@ -298,8 +298,12 @@ class FastNetConfig:
     flow_levels: int = 2         # coarse-to-fine levels of the displacement fit (finds
                                  # moves of several cells)
     # between kept steps the weight of each moved variable's two sides per point: "off"
-    # (1 - w and w, everywhere) or "prior" (a small network trained offline on generated
-    # series and shipped with the package, model/side_weights.py; a model keeps its copy)
+    # (1 - w and w, everywhere), "prior" (a small network trained offline on generated
+    # series and shipped with the package, model/side_weights.py; a model keeps its copy),
+    # "refine" (issue 30's time refinement network, model/time_refine.py: both sides'
+    # weights and a value correction, per variable only where it beats the base on the
+    # held-out steps of the half series) or "refine_all" (that network on every moved
+    # variable, for comparisons)
     side_net: str = "off"
     # the kept steps' fields between the data's points (model/space_prior.py): "off" (the
     # cubic B-spline alone), "gate" (a network trained offline on generated fields, shipped

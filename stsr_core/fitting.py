@@ -176,6 +176,9 @@ def _start_run(src: FitSource, preset: str, tcfg: TrainConfig,
     choice = getattr(getattr(model, "base", None), "selection", None)
     if choice:                 # base_time select: what the held-out steps said (stsr info)
         info.history["time_choice"] = dict(choice)
+    refine = getattr(getattr(model, "base", None), "refine_report", None)
+    if refine:                 # side_net refine: the time refinement's gate (stsr info)
+        info.history["time_refine"] = dict(refine)
     if getattr(model, "correction", None) is not None:
         info.history["learned"] = dict(model.correction.report)
     if getattr(model, "space_report", None):    # the spatial prior's choice (stsr info)

@@ -153,7 +153,7 @@ def slab_margin(base: Any, error: bool) -> Tuple[float, float, float]:
     slab then look up in the same window, and with the network weighing the sides the
     points of its lattice around the slab (two of its cells)."""
     cells = 1.0 if error else 0.0
-    if getattr(base, "side_weights", None) is not None:   # its lattice's points around
+    if getattr(base, "weighs_sides", lambda: False)():   # its lattice's points around
         cells = max(cells, 2.0 * int(getattr(base.side_weights, "stride", 1)) + 1.0)
     return tuple(2.0 * cells / (n - 1) + 1e-6 if n > 1 and cells else 0.0  # type: ignore
                  for n in base.dims)
@@ -229,7 +229,7 @@ def plan_memory(tm: TrainedModel, grid: Grid, box: Extent, n_arrays: int, error:
     cubic = bool(getattr(base, "has_flow", False) and (base.path_mix != 0).any())
     still_cubic = bool(getattr(base, "hermite", False) and (base.time_mix != 0).any())
     fused = kernels.available(dev) and bool(getattr(base, "has_flow", False)) and \
-        bool((base.flow_mix != 0).all()) and getattr(base, "side_weights", None) is None
+        bool((base.flow_mix != 0).all()) and not getattr(base, "weighs_sides", lambda: False)()
     if fused:           # 2 slots, + the slopes along the path of the variables with a share
         n_fields = 2 + 2 * len(base.slope_variables()) / v
     else:               # + every variable's slopes and the two ends folded per variable

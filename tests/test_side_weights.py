@@ -12,7 +12,7 @@ import torch
 
 from stsr_core import api
 from stsr_core.config import model_config_from_dict
-from stsr_core.model import side_weights, space_prior
+from stsr_core.model import side_weights, space_prior, time_refine
 from stsr_core.model.side_weights import SideWeights, load_weights
 from stsr_core.model.spline_base import SplineBase
 from test_model import moving_blob
@@ -147,14 +147,15 @@ def test_the_training_script_runs_end_to_end_and_leaves_the_shipped_weights(tmp_
         assert fh.read() == shipped
 
 
-def test_the_plugin_install_carries_both_shipped_networks_and_their_provenance(tmp_path):
+def test_the_plugin_install_carries_the_shipped_networks_and_their_provenance(tmp_path):
     build, prefix = tmp_path / "build", tmp_path / "prefix"
     for cmd in (["cmake", "-S", ROOT, "-B", str(build), "-DBUILD_TESTING=OFF",
                  f"-DCMAKE_INSTALL_PREFIX={prefix}"], ["cmake", "--install", str(build)]):
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, r.stdout + r.stderr
     for stem, shipped in (("side_weights_v1", side_weights.WEIGHTS_PATH),
-                          ("space_prior_v1", space_prior.WEIGHTS_PATH)):
+                          ("space_prior_v1", space_prior.WEIGHTS_PATH),
+                          ("time_refine_v1", time_refine.WEIGHTS_PATH)):
         found = sorted(p.name for p in prefix.rglob(stem + ".*"))
         assert found == [stem + ".json", stem + ".pt"], found
         installed = next(prefix.rglob(stem + ".pt"))

@@ -14,7 +14,9 @@ corrections. Between kept steps the base follows moving features (motion-compens
 interpolation) and adds, per variable, the share of natural-cubic interpolation chosen by
 cross-validation on the kept steps (``base_time = "auto"``). With ``side_net = "prior"`` the
 two sides of each interval are weighed per point by a small network shipped with the package
-(side_weights.py) instead of 1 - w and w. With ``learn = true`` the model is
+(side_weights.py) instead of 1 - w and w; with ``side_net = "refine"`` issue 30's time
+refinement network (time_refine.py) weighs them and corrects the value, per variable where
+the held-out steps of the half series say it helps. With ``learn = true`` the model is
 learned/corrected.py's subclass, which adds a correction learned across scales.
 """
 from __future__ import annotations
@@ -30,6 +32,7 @@ from . import FieldModel, FieldSpec
 from .encodings import FourierFeatures, Identity, SpaceTimeGrid
 from .siren import SineLayer
 from .side_weights import load_weights
+from .time_refine import load_weights as load_refine
 from .space_residual import SpaceResidual
 from .space_tune import choose as choose_space_prior
 from .spline_base import MOVING, SplineBase
@@ -79,16 +82,22 @@ class FastNet(FieldModel):
                     self.out.bias.zero_()
 
     def _attach_side_weights(self, cfg: FastNetConfig) -> None:
-        """The shipped network weighing the two sides between kept steps (side_weights.py),
-        a frozen part of the base: saved in the model file with it, so a loaded model uses
-        its own copy (a model file's weights replace these when it is loaded)."""
+        """The shipped network weighing the two sides between kept steps (side_weights.py,
+        or time_refine.py's for ``refine``), a frozen part of the base: saved in the model
+        file with it, so a loaded model uses its own copy (a model file's weights, and the
+        refinement's per-variable gate, replace these when it is loaded)."""
         if self.has_network:     # training evaluates the base point by point, without it
             raise ValueError(f"side_net={cfg.side_net} weighs the base's sides on whole "
                              "grids: set network=false")
         if cfg.base_time not in MOVING:
             raise ValueError(f"side_net={cfg.side_net} weighs the motion-compensated sides: "
                              f"set base_time to one of {', '.join(MOVING)}")
-        if self.base.has_flow:           # one kept step has no in-between steps
+        if not self.base.has_flow:       # one kept step has no in-between steps
+            return
+        if cfg.side_net in ("refine", "refine_all"):
+            self.base.side_weights = load_refine(n_vars=self.n_vars)
+            self.base.refine_gate = cfg.side_net == "refine"
+        else:
             self.base.side_weights = load_weights()
 
     def _build_network(self, cfg: FastNetConfig, spec: FieldSpec) -> None:

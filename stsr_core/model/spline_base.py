@@ -35,6 +35,7 @@ from .time_basis import (Resampled, cross_validated_mix, displacement_grid_dims,
                          fit_displacement, held_out_pairs, hermite_correction,
                          natural_spline_slopes, resample_for_fit)
 from .error_estimate import ERROR_LEVELS, calibrate, error_grid
+from .time_refine import gate as gate_refinement
 from .spline_boundary import choose_boundary
 from .grid_plan import (GridPlan, lattice_axes, linear_matrix, separable, share_fields,
                         spline_matrix)
@@ -205,6 +206,10 @@ class SplineBase(nn.Module):
         # ``stride`` (its attribute) times coarser and carried to the output grid (see
         # _weighted_sides; side_weights.py)
         self.side_weights: Optional[nn.Module] = None
+        # with time_refine.py's network as ``side_weights``: whether the fit gates it per
+        # variable on the half series' held-out steps (False: every moved variable)
+        self.refine_gate = True
+        self.refine_report: Dict[str, object] = {}
         # the spatial prior (space_residual.py): per variable a learned correction of the
         # kept steps' fields between the data's points, or None (the spline alone); every
         # evaluation of a kept step's field adds it, so the steps between them get it
@@ -523,6 +528,8 @@ class SplineBase(nn.Module):
         if half is not None and not chains_built:
             chains_built = list(half_chains(self, half, chain_fits, half_opts))
         calibrate(self, data, half, chains_built, end)
+        if getattr(self.side_weights, "refines", False):     # time_refine.py's network
+            self._gate_refine(half, chains_built, end)
         if cut:
             self.fit_notes.append(f"{cut} of {n_fits} displacement fits stopped before "
                                   f"their {flow_options.get('iters')} Adam steps to keep "
@@ -534,6 +541,35 @@ class SplineBase(nn.Module):
             self.fit_notes.append(f"the fit was stopped: {stopped} of {n_fits} displacement "
                                   "fits skipped (those intervals: no motion compensation)")
         return False if stop else None
+
+    def weighs_sides(self) -> bool:
+        """Whether a network weighs the two sides between kept steps on whole grids (a time
+        refinement the gate turned off for every variable does not: the fused lookups)."""
+        net = self.side_weights
+        if net is None:
+            return False
+        return not getattr(net, "refines", False) or bool(net.use.any())
+
+    def _gate_refine(self, half: Optional[torch.Tensor], built: Sequence[Any],
+                     deadline: Optional[float]) -> None:
+        """The time refinement network's use per variable (time_refine.gate: only where it
+        beats the base on the half series' held-out steps; ``refine_gate`` False: on every
+        moved variable); the scores go to ``refine_report`` (stsr info)."""
+        net = self.side_weights
+        moving = (self.flow_mix != 0).to(torch.float32).cpu()
+        if not self.refine_gate:
+            net.use = moving
+            self.refine_report = {"mode": "refine_all", "use": [bool(u) for u in moving]}
+            return
+        if half is None or not built:
+            net.use = torch.zeros(self.n_vars)
+            self.refine_report = {"mode": "refine", "use": [False] * self.n_vars,
+                                  "reason": "no held-out steps of the half series: off"}
+            return
+        for sub, _, _ in built:          # the base's choice in time (calibrate copied it)
+            for name in ("time_mix", "flow_mix", "path_mix", "path_bend"):
+                getattr(sub, name).copy_(getattr(self, name))
+        self.refine_report = {"mode": "refine", **gate_refinement(self, half, built, deadline)}
 
     def mixes(self) -> Dict[str, Tuple[float, ...]]:
         """Per variable the cubic share c and the motion-compensated share m (for stsr info)."""
@@ -1027,7 +1063,7 @@ class SplineBase(nn.Module):
         share and the units applied in the compiled lookups' pass where they run (then
         ``plan.units_applied`` is set; kernels.warp_lookup)."""
         self._interval_paths(plan, j)
-        if self.side_weights is not None:
+        if self.weighs_sides():
             return self._weighted_sides(plan, j, w, idx, into)
         k0, k1 = self._slot_field(plan, j), self._slot_field(plan, j + 1)
         cubic = self.path_mix if idx is None else self.path_mix[idx]
@@ -1148,13 +1184,22 @@ class SplineBase(nn.Module):
             plan.side_carry = mats
         share_fields(plan, plan.side_plan)
         ends = self._end_values_at(plan.side_plan, j, w)               # [2, V, Z', Y', X']
-        weight = self.side_weights(sel(ends.transpose(0, 1)).transpose(0, 1), w,
-                                   self.side_outside(plan.side_plan, j, w))
+        sides = sel(ends.transpose(0, 1)).transpose(0, 1)              # [2, v, Z', Y', X']
+        outside = self.side_outside(plan.side_plan, j, w)
+        corr = None
+        if getattr(self.side_weights, "refines", False):   # time_refine.py: and a correction
+            weight, corr = self.side_weights.refine(
+                sides, w, outside, self.side_motion(plan.side_plan, j, w), idx)
+        else:
+            weight = self.side_weights(sides, w, outside)
         mx, my, mz = plan.side_carry
         carried = (my @ (weight @ mx.t()), mz)      # in x and y here, in z slab by slab
         ends = (sel(k0), sel(k1))
         out = plan.buffer(into, k0, (ends[0].shape[0],) + plan.shape)
         self._look_up_ends(plan, ends, w, out, None, carried)
+        if corr is not None and bool(corr.any()):   # carried like the weights
+            cxy = my @ (corr @ mx.t())                                   # [v, Z', Yo, Xo]
+            out.add_((mz @ cxy.reshape(cxy.shape[0], cxy.shape[1], -1)).view(out.shape))
         cubic = self.path_mix if idx is None else self.path_mix[idx]
         if bool((cubic != 0).any()):     # the cubic's share along the path, as in _warped_grid
             h = float(self.slot_times[j + 1] - self.slot_times[j])
@@ -1186,6 +1231,24 @@ class SplineBase(nn.Module):
             s = shift * d if bent is None else shift * d + bent
             out[k] = torch.stack([((g + s[i]).abs() - 1.0).clamp_min(0.0) * (0.5 * (n - 1))
                                   for i, (g, n) in enumerate(zip(grid, self.dims))]).amax(0)
+        return out
+
+    @torch.no_grad()
+    def side_motion(self, plan: "GridPlan", j: int, w: float) -> torch.Tensor:
+        """The path's motion per planned point of a whole grid at fraction ``w`` of interval
+        ``j``, in data cells (time_refine.py's features) -> [2, Zo, Yo, Xo]: the length of
+        the interval's displacement, and of the bend's shift of both ends (0: straight)."""
+        self._interval_paths(plan, j)
+        zo, yo, xo = plan.shape
+        mz = plan.linear[2]
+        cells = torch.tensor([0.5 * (n - 1) for n in self.dims],
+                             dtype=plan.disp.dtype, device=plan.disp.device).view(3, 1, 1, 1)
+        d = (mz @ plan.disp.reshape(3, plan.disp.shape[1], -1)).view(3, zo, yo, xo)
+        out = d.new_zeros((2, zo, yo, xo))
+        out[0] = (d * cells).norm(dim=0)
+        if plan.accel is not None:
+            a = (mz @ plan.accel.reshape(3, plan.accel.shape[1], -1)).view(3, zo, yo, xo)
+            out[1] = (a * cells).norm(dim=0).mul_(abs(bend_shift(w)))
         return out
 
     def _look_up_ends(self, plan: "GridPlan", ends: Sequence[torch.Tensor], w: float,
