@@ -110,7 +110,9 @@ def main() -> int:
     p.add_argument("--sizes", default="65,129,257,513")
     p.add_argument("--out", default=os.path.join(ROOT, "bench", "results",
                                                  dt.date.today().isoformat()))
-    p.add_argument("--work", default="/work/scratch/i29-core/slab_scale")
+    p.add_argument("--work", default=os.path.join(ROOT, "bench", "data", "slab_scale"),
+                   help="where the tornado, its model and the outputs go (several GB at "
+                        "513^3; default bench/data/slab_scale, which git ignores)")
     p.add_argument("--skip-end-to-end", action="store_true")
     p.add_argument("--baseline", help="another checkout run beside this tree, same run")
     p.add_argument("--baseline-sizes", default="65,129,257",

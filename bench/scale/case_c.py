@@ -8,7 +8,7 @@ Velocity is analytic; vorticity magnitude is the central differences of the fine
 sided at its faces), as generate_tornado.py computes it on a grid of that size, so the
 coarse data is the fine series subsampled.
 
-    python -m bench.scale.case_c [--out /work/scratch/NAME/caseC/coarse.h5] [--fine-n 513]
+    python -m bench.scale.case_c [--out bench/data/caseC/coarse.h5] [--fine-n 513]
                                  [--fine-steps 33]
 """
 from __future__ import annotations
@@ -94,8 +94,9 @@ def write_coarse(path: str, fine_n: int = FINE_N, fine_steps: int = FINE_STEPS
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", default=os.path.join("/work/scratch", os.environ.get(
-        "USER", "stsr"), "caseC", "coarse.h5"), help="the coarse input to write")
+    p.add_argument("--out", default=os.path.join(ROOT, "bench", "data", "caseC", "coarse.h5"),
+                   help="the coarse input to write (default bench/data/caseC/coarse.h5, "
+                        "which git ignores)")
     p.add_argument("--fine-n", type=int, default=FINE_N, help="fine points per axis (4k+1)")
     p.add_argument("--fine-steps", type=int, default=FINE_STEPS, help="fine steps (4k+1)")
     a = p.parse_args(argv)
