@@ -244,9 +244,19 @@ def plan_memory(tm: TrainedModel, grid: Grid, box: Extent, n_arrays: int, error:
     slot = 4 * v * math.prod(d + 2 for d in base.dims)
     space = getattr(base, "space", None)     # the spatial prior's corrections (kept steps)
     prior = space.memory_bytes(base.dims[::-1]) if space is not None else 0
-    data_sized = slot * ((0 if fused else 6 if cubic else 0) + (3 if still_cubic else 0))
+    data_sized = slot * (0 if fused else 6 if cubic else 0)
     if fused:     # the slopes along the path kept per slot (two), and their solve's scratch
         data_sized += 5 * base.slope_part_bytes()
+    if base.slots_in_file() is not None and getattr(base, "has_flow", False) and \
+            bool((base.flow_mix != 0).any()):
+        data_sized += 2 * slot    # the file's last two slots read whole (the paths), kept
+    # the part that is not moved works on the coefficients' rows a slab reads: the two
+    # ends' and, with a cubic share in time, their slopes' rows and the formula's scratch
+    moved = base.flow_mix if getattr(base, "has_flow", False) else torch.zeros(v)
+    some_still = bool((moved != 1).any()) or still_cubic
+    still_arrays = 12 if still_cubic else 4 if some_still else 0
+    dx, dy, dz = base.dims
+    coef_row = 4 * v * (dx + 2) * (dy + 2)
     one_pass = kernels.available(dev)       # the error estimate in one compiled pass
     per_row_out = 4 * p * (n_arrays * buffers_per_slab + (0 if kernels.available(dev) else 12))
     err_fixed = err_per_row = 0.0
@@ -261,6 +271,8 @@ def plan_memory(tm: TrainedModel, grid: Grid, box: Extent, n_arrays: int, error:
         data_row = 4 * 3 * v * dx * dy
         err_per_row += data_row * (dz - 1) / max(1, grid.dims[2] - 1)
         err_fixed = 2 * data_row
+    still_per_row = still_arrays * coef_row * (dz - 1) / max(1, grid.dims[2] - 1)
+    still_fixed = still_arrays * coef_row * 4             # the cubic's support beyond them
 
     def need(rows: int) -> Tuple[int, Dict[str, int]]:
         win = win_fixed + win_per_row * rows
@@ -269,6 +281,7 @@ def plan_memory(tm: TrainedModel, grid: Grid, box: Extent, n_arrays: int, error:
                  "window fields": int(win * (n_fields + scratch)),
                  "slab buffers": int(per_row_out * rows),
                  "error estimate": int(err_fixed + err_per_row * rows),
+                 "still variables' rows": int(still_fixed + still_per_row * rows),
                  "writer": int(writer_bytes(rows)) if writer_bytes is not None else 0,
                  "slack": SLACK_BYTES}
         return sum(parts.values()), parts

@@ -2,6 +2,7 @@
 reads a series a step at a time (real files, a real process under an address-space limit),
 makes the same model as from memory, and a model file's coefficients are read a slot at a
 time, predicting as the model read whole; older model files load and predict as before."""
+import dataclasses
 import os
 import resource
 import subprocess
@@ -14,12 +15,13 @@ import numpy as np
 import pytest
 import torch
 
-from stsr_core import api
+from stsr_core import api, slabs
 from stsr_core.fitdata import open_source
 from stsr_core.io import read_series, write_series
 from stsr_core.io.hdf5 import H5Reader
 from stsr_core.model.spline_boundary import MAX_STEPS
 from stsr_core.model import kernels
+from stsr_core.outputs import has_error_estimate
 from stsr_core.series import VolumeSeries
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -177,6 +179,37 @@ def test_a_model_predicts_the_same_after_save_and_load_whether_its_slots_are_rea
         got = api.predict(other, scale=2, time_scale=3)
         for name in want.variables:
             np.testing.assert_array_equal(got.variables[name], want.variables[name])
+
+
+def test_a_lazily_loaded_still_model_reads_only_each_slabs_rows_between_kept_steps(tmp_path):
+    # still in time with a cubic share: the slopes in time of every slot enter each step,
+    # which used to read every slot whole and hold two data-sized fields of slopes
+    tm = api.fit(waves(17, 5), device="cpu", max_minutes=30,
+                 model_overrides={"base_time": "cubic"})
+    assert bool((tm.model.base.time_mix != 0).any())
+    path = str(tmp_path / "m.stsr")
+    api.save_model(tm, path)
+    lazy = api.load_model(path, device="cpu", lazy=True)
+    eager = api.load_model(path, device="cpu", lazy=False)
+    files = lazy.model.base.slots_in_file()
+    grid = api.output_grid(lazy.info.grid, dims=(33, 33, 33))
+    box = slabs.whole_box(grid)
+    error = has_error_estimate(lazy)
+    n_arrays = lazy.model.base.n_vars * (2 if error else 1)
+    times = [0.5, 1.25, 2.75]                      # between kept steps, three intervals
+    t_norm = [lazy.info.normalised_time(t) for t in times]
+    mem = slabs.plan_memory(lazy, grid, box, n_arrays, error, None)
+    mem = dataclasses.replace(mem, rows=5)         # seven slabs a step
+    got = np.zeros((len(times), n_arrays) + grid.shape, np.float32)
+    buf = torch.empty((n_arrays, 5) + grid.shape[1:])
+    for i, r0, host in slabs.slab_steps(lazy, grid, t_norm, range(len(times)), box, error,
+                                        mem, lambda: buf):
+        got[i, :, r0:r0 + host.shape[1]] = host.numpy()
+        assert files.kept_slots == ()              # no slot read whole
+    for i, t in enumerate(times):
+        want = slabs.predict_box(eager, t, grid, box, error)
+        for k, name in enumerate(want):
+            np.testing.assert_array_equal(got[i, k], want[name], err_msg=f"{name} at {t}")
 
 
 def test_a_lazily_loaded_model_keeps_reading_its_file_after_it_is_replaced_and_saves_whole(

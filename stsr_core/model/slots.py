@@ -79,6 +79,11 @@ class FileSlots:
     def dtype(self) -> torch.dtype:
         return torch.float32
 
+    @property
+    def kept_slots(self) -> Tuple[int, ...]:
+        """The slots read whole and kept now (oldest first)."""
+        return tuple(self._kept)
+
     # --- reading and writing ----------------------------------------------------------------
     def _read_into(self, out: np.ndarray, at: int) -> None:
         view = memoryview(out).cast("B")
@@ -106,6 +111,27 @@ class FileSlots:
                 self._kept.popitem(last=False)
         self._kept.move_to_end(k)
         return t
+
+    def rows(self, k: int, lo: int, hi: int, device: Optional[torch.device] = None
+             ) -> torch.Tensor:
+        """Rows ``lo:hi`` (z, of the padded grid) of slot ``k`` [V, hi - lo, Y+2, X+2]: a view
+        of a kept slot, else read alone (one positioned read per variable) and not kept, so
+        that a slab's rows cost their size, not a slot's and not a kept slot's place."""
+        k, lo, hi = int(k), int(lo), int(hi)
+        dev = torch.device("cpu") if device is None else torch.device(device)
+        t = self._kept.get(k)
+        if t is not None and t.device == dev:
+            return t[:, lo:hi]
+        if not 0 <= k < self.n_slots:
+            raise IndexError(f"slot {k} of {self.n_slots}")
+        v, z, y, x = self.slot_shape
+        if not 0 <= lo < hi <= z:
+            raise IndexError(f"rows {lo}:{hi} of a slot of {z}")
+        buf = np.empty((v, hi - lo, y, x), dtype=np.float32)
+        row = 4 * y * x
+        for i in range(v):
+            self._read_into(buf[i], k * self.slot_bytes + i * z * row + lo * row)
+        return torch.from_numpy(buf).to(dev)
 
     def write(self, k: int, values: torch.Tensor, var: Optional[int] = None) -> None:
         """Store slot ``k`` (``values`` [V, Z+2, Y+2, X+2]), or its variable ``var`` alone

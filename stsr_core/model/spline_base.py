@@ -200,6 +200,8 @@ class SplineBase(nn.Module):
             self.register_buffer("path_bend", torch.zeros(()))
         self._path_slopes: Dict[int, torch.Tensor] = {}     # slot -> slopes along the path
         self._time_slopes: Dict[int, torch.Tensor] = {}     # slot -> natural spline's slopes
+        # (slot, first row, end row) -> those rows of its slopes (a slab's, slopes_rows)
+        self._slope_rows: Dict[Tuple[int, int, int], torch.Tensor] = {}
         # a network weighing the two sides per point (visibility): None, or a module
         # ``(ends [2, V, Z', Y', X'], w, outside [2, Z', Y', X']) -> [V, Z', Y', X']`` weight
         # of the earlier side (outside: side_outside), applied on the data's lattice or one
@@ -238,7 +240,7 @@ class SplineBase(nn.Module):
         self._parameters.pop("coef", None)
         self.__dict__.pop("coef", None)
         self._slots = slots
-        self._time_slopes = {}
+        self._time_slopes, self._slope_rows = {}, {}
 
     def load_slots(self) -> None:
         """Read every slot into memory (what reading ``coef`` of a base whose slots are in a
@@ -248,7 +250,7 @@ class SplineBase(nn.Module):
         slots, self._slots = self._slots, None
         self.coef = nn.Parameter(slots.whole().to(self.device), requires_grad=self.trainable)
         slots.close()
-        self._time_slopes = {}
+        self._time_slopes, self._slope_rows = {}, {}
 
     def slots_in_file(self) -> Optional[FileSlots]:
         """The file the slots are kept in, or None when they are in memory."""
@@ -293,7 +295,7 @@ class SplineBase(nn.Module):
         state_dict.setdefault(prefix + "spline_boundary",
                               torch.zeros(self.n_vars, 3, 2, dtype=torch.long))
         self._path_slopes = {}
-        self._time_slopes = {}
+        self._time_slopes, self._slope_rows = {}, {}
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def slot_coef(self, k: int) -> torch.Tensor:
@@ -308,7 +310,7 @@ class SplineBase(nn.Module):
         """Set slot ``k``'s coefficients (``values`` [V, ...]), or its variable ``var``'s."""
         if self._slots is not None:
             self._slots.write(k, values, var)
-            self._time_slopes = {}
+            self._time_slopes, self._slope_rows = {}, {}
         elif var is None:
             self.coef[k].copy_(values)
         else:
@@ -351,6 +353,39 @@ class SplineBase(nn.Module):
             self._time_slopes[k] = out
         return out
 
+    def slot_rows(self, k: int, lo: int, hi: int) -> torch.Tensor:
+        """Rows ``lo:hi`` (z, of the padded grid) of slot ``k``'s coefficients
+        [V, hi - lo, Y+2, X+2] (detached): from a file, those rows alone are read."""
+        if self._slots is not None and (lo, hi) != (0, self.dims[2] + 2):
+            return self._slots.rows(k, lo, hi, self.device)
+        return self.slot_coef(k)[:, lo:hi]        # every row: the slot itself (kept)
+
+    def slopes_rows(self, k: int, lo: int, hi: int) -> torch.Tensor:
+        """Rows ``lo:hi`` of :meth:`slopes_at` (the same numbers, summed in the same order)
+        from those rows of every slot alone: a slab between kept steps holds its rows of
+        the two ends' slopes, not two data-sized fields (kept while the interval's other
+        end on the same rows is asked for: the steps of a slab share them)."""
+        if self.slopes is not None:
+            return self.slopes[k][:, lo:hi]
+        whole = self._time_slopes.get(k)
+        if whole is not None:
+            return whole[:, lo:hi]
+        key = (int(k), int(lo), int(hi))
+        got = self._slope_rows.get(key)
+        if got is not None:
+            return got
+        self._slope_rows = {i: v for i, v in self._slope_rows.items()
+                            if i[1:] == key[1:] and abs(i[0] - key[0]) == 1}
+        out = None
+        for i, wt in enumerate(self.slope_matrix[k].tolist()):
+            if wt != 0.0:
+                term = self.slot_rows(i, lo, hi) * wt
+                out = term if out is None else out.add_(term)
+        out = out if out is not None else torch.zeros_like(self.slot_rows(k, lo, hi))
+        if not torch.is_grad_enabled() or not self.trainable:
+            self._slope_rows[key] = out
+        return out
+
     @property
     def device(self) -> torch.device:
         """Where the base's tensors are (its slots' included, when they are loaded)."""
@@ -385,7 +420,7 @@ class SplineBase(nn.Module):
             self.slopes.copy_(torch.tensordot(self.slope_matrix.to(self.coef), self.coef,
                                               dims=([1], [0])))
         self._path_slopes = {}
-        self._time_slopes = {}
+        self._time_slopes, self._slope_rows = {}, {}
 
     @torch.no_grad()
     def fit(self, data: Union[torch.Tensor, Steps], flow_options: Dict[str, object],
@@ -501,7 +536,7 @@ class SplineBase(nn.Module):
             if fits[j] is not None:
                 self.flow[j].copy_(fits[j])
         self._path_slopes = {}
-        self._time_slopes = {}
+        self._time_slopes, self._slope_rows = {}, {}
         chain_fits = {(k0, k1): f for (_, k0, k1, _), f in zip(jobs[n_main:], fits[n_main:])}
         chains_built: List = []
         if self.base_time == "flow":
@@ -886,13 +921,14 @@ class SplineBase(nn.Module):
             idx = some.nonzero(as_tuple=True)[0]
             lo, hi = kernels.used_rows(plan.spline[2])
             mats = plan.spline[:2] + [plan.spline[2][:, lo:hi]]
-            rows = (lambda f: f[idx, lo:hi]) if len(idx) < len(m) else (lambda f: f[:, lo:hi])
-            c0, c1 = rows(self.slot_coef(j)), rows(self.slot_coef(j + 1))     # [v, ...]
+            # [v, rows, Y+2, X+2]: the slab's rows alone, read from a file's slots
+            pick = (lambda f: f[idx]) if len(idx) < len(m) else (lambda f: f)
+            c0, c1 = pick(self.slot_rows(j, lo, hi)), pick(self.slot_rows(j + 1, lo, hi))
             comb = (c0 + w * (c1 - c0)) * (1 - m[idx]).view(-1, 1, 1, 1)
             if bool((c[idx] != 0).any()):
                 h = float(self.slot_times[j + 1] - self.slot_times[j])
-                corr = hermite_correction(c0, c1, rows(self.slopes_at(j).detach()),
-                                          rows(self.slopes_at(j + 1).detach()),
+                corr = hermite_correction(c0, c1, pick(self.slopes_rows(j, lo, hi)).detach(),
+                                          pick(self.slopes_rows(j + 1, lo, hi)).detach(),
                                           torch.tensor(w, dtype=c0.dtype), h)
                 comb = comb + c[idx].view(-1, 1, 1, 1) * corr
             shape = (self.n_vars,) + plan.shape
@@ -957,7 +993,9 @@ class SplineBase(nn.Module):
         correction is 0); every evaluation of a kept step's field on a grid goes through
         here. ``last``: laid out channels last where the compiled lookups read it
         (grid_plan.separable)."""
-        f = separable(self.slot_coef(k), mats, out=out, last=last)
+        lo, hi = kernels.used_rows(mats[2])       # the coefficients' rows it reads alone
+        f = separable(self.slot_rows(k, lo, hi), list(mats[:2]) + [mats[2][:, lo:hi]],
+                      out=out, last=last)
         if self.space is not None and self.space.active() and not data_points:
             if fine is None:
                 raise ValueError("kept_field: the spatial prior needs the grid's matrices "
@@ -1143,7 +1181,7 @@ class SplineBase(nn.Module):
             lo, hi = kernels.used_rows(plan.spline[2])
             mats = plan.spline[:2] + [plan.spline[2][:, lo:hi]]
             for side in (0, 1):
-                out[side, still] = separable(self.slot_coef(j + side)[still, lo:hi], mats)
+                out[side, still] = separable(self.slot_rows(j + side, lo, hi)[still], mats)
                 if self.space is not None:       # the prior's correction, still ones only
                     self.space.add_grid(out[side], [(self.slot_residual(j + side),
                                                      (m == 0).to(out.dtype))],
