@@ -23,30 +23,13 @@ import torch
 
 from stsr_core.model.error_estimate import lattice_axes
 from stsr_core.model.side_weights import load_weights
-from stsr_core.model.spline_base import SplineBase
+from bench.step_cost import random_base, step_seconds, timed
 
 CASE_A_STEPS = 36      # scale case A's steps between kept ones
 
 
-def timed(fn, repeat: int) -> float:
-    """Seconds per call, the best of ``repeat`` after one warm-up (a shared machine)."""
-    fn()
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
 def measure(n: int, n_vars: int, repeat: int) -> Dict[str, float]:
-    torch.manual_seed(0)
-    base = SplineBase((n, n, n), n_vars, [-1.0, -1 / 3, 1 / 3, 1.0], base_time="flow",
-                      trainable=False)
-    with torch.no_grad():
-        base.coef.normal_()
-        base.flow.normal_(0.0, 0.02)
-        base.flow_mix.fill_(1.0)
+    base = random_base(n, n_vars)
     net = load_weights()
     m = (n - 2) // net.stride + 2
     ends = torch.randn(2, n_vars, m, m, m)
@@ -55,14 +38,8 @@ def measure(n: int, n_vars: int, repeat: int) -> Dict[str, float]:
         net_s = timed(lambda: net(ends, 0.25, outside), repeat)
     out_n = 2 * n - 1
     axes = lattice_axes((out_n,) * 3, torch.device("cpu"))
-    steps: Dict[str, float] = {}
-    for label, module in (("off", None), ("on", net)):
-        base.side_weights = module
-        plan = base.plan_grid(axes)
-        plan.reuse = True
-        ts = iter([-0.9, -0.8, -0.7] * (repeat + 1))     # one interval: its fields reused
-        steps[label] = timed(lambda: base.evaluate_grid(plan, next(ts)), repeat)
-        del plan
+    steps = {label: step_seconds(base, axes, module, repeat)
+             for label, module in (("off", None), ("on", net))}
     points = out_n ** 3
     return {"data_points": n, "lattice": m, "vars": n_vars, "net_s": net_s,
             "step_off_s": steps["off"], "step_on_s": steps["on"],

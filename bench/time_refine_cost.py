@@ -18,31 +18,18 @@ import torch
 
 from stsr_core.model.error_estimate import lattice_axes
 from stsr_core.model.side_weights import load_weights as load_side
-from stsr_core.model.spline_base import SplineBase
 from stsr_core.model.time_refine import load_weights as load_refine
-from bench.side_weights_cost import timed
+from bench.step_cost import random_base, step_seconds
 
 
 def measure(n: int, n_vars: int, repeat: int) -> Dict[str, float]:
     """Seconds per in-between step at ``n``^3 data, output 2n - 1 per axis, by network."""
-    torch.manual_seed(0)
-    base = SplineBase((n, n, n), n_vars, [-1.0, -1 / 3, 1 / 3, 1.0], base_time="flow",
-                      trainable=False)
-    with torch.no_grad():
-        base.coef.normal_()
-        base.flow.normal_(0.0, 0.02)
-        base.flow_mix.fill_(1.0)
-        base.path_bend.fill_(1.0)
+    base = random_base(n, n_vars, bend=1.0)
     axes = lattice_axes((2 * n - 1,) * 3, torch.device("cpu"))
     out: Dict[str, float] = {"data_points": n, "vars": n_vars}
     for label, module in (("off", None), ("side", load_side()),
                           ("refine", load_refine(n_vars=n_vars))):
-        base.side_weights = module
-        plan = base.plan_grid(axes)
-        plan.reuse = True
-        ts = iter([-0.9, -0.8, -0.7] * (repeat + 1))     # one interval: its fields reused
-        out[label] = timed(lambda: base.evaluate_grid(plan, next(ts)), repeat)
-        del plan
+        out[label] = step_seconds(base, axes, module, repeat)
     return out
 
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import platform
 import sys
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -42,7 +41,7 @@ from stsr_core.model.space_prior import (MSE_FLOOR, PriorNet, WEIGHTS_PATH,  # n
                                          detail, gather_fine, inputs, log_ratio,
                                          parameter_count, random_crop, save_weights,
                                          spline_on_fine_lattice, valid_mask)
-from bench.train_side_weights import seed_list  # noqa: E402  (the same seed syntax)
+from bench.offline_training import provenance, seed_list  # noqa: E402
 
 DEFAULT_CACHE = os.path.join(ROOT, "bench", "data", "prior_cache")
 
@@ -282,37 +281,32 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     train_g = gains_db(net, train_sub)
     log(f"validation: mean gain {np.mean(val):+.3f} dB, worst {np.min(val):+.3f}")
     from examples.data.space_families import KINDS, WEIGHTS
-    provenance = {
-        "what": "the spatial prior's weights (stsr_core/model/space_prior.py), trained by "
-                "bench/train_space_prior.py",
-        "command": "python -m bench.train_space_prior " + " ".join(
-            argv if argv is not None else sys.argv[1:]),
-        "data": f"examples/data/space_families.py sample(seed, {a.coarse}): the fine "
-                f"lattice {2 * a.coarse - 1}^3, coarse = every other point",
-        "kinds": KINDS, "kind_weights": WEIGHTS,
-        "train_seeds": a.train_seeds, "val_seeds": a.val_seeds,
-        "settings": {"stem": a.stem, "width": a.width, "blocks": a.blocks, "steps": a.steps,
-                     "crop": a.crop,
-                     "hours": a.hours, "batch": a.batch, "lr": a.lr, "warmup": a.warmup,
-                     "clip": a.clip, "seed": a.seed, "mse_floor": a.floor},
-        "parameters": parameter_count(net),
-        "steps_done": record["step"],
-        "loss_curve": {"columns": ["step", "seconds", "train gain dB (running)"],
-                       "rows": record["curve"][::max(1, len(record["curve"]) // 200)]},
-        "validation_curve": {"columns": ["step", "mean gain dB", "worst gain dB"],
-                             "rows": record["val_curve"]},
-        "results": {"val": {"mean_gain_db": round(float(np.mean(val)), 3),
-                            "worst_gain_db": round(float(np.min(val)), 3),
-                            "by_kind": by_kind(pools["val"], val)},
-                    "train_first_120": {"mean_gain_db": round(float(np.mean(train_g)), 3),
-                                        "by_kind": by_kind(train_sub, train_g)}},
-        "seconds": {"data_this_run": round(t1 - t0, 1),
-                    "training_total": round(float(record["train_s"]), 1),
-                    "training_this_run": round(t2 - t1, 1)},
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
-        "written": time.strftime("%Y-%m-%d"),
-    }
-    save_weights(net, a.out, provenance)
+    weights_provenance = provenance(
+        "the spatial prior's weights (stsr_core/model/space_prior.py), trained by "
+        "bench/train_space_prior.py", "bench.train_space_prior", argv,
+        f"examples/data/space_families.py sample(seed, {a.coarse}): the fine "
+        f"lattice {2 * a.coarse - 1}^3, coarse = every other point",
+        {"kinds": KINDS, "kind_weights": WEIGHTS,
+         "train_seeds": a.train_seeds, "val_seeds": a.val_seeds,
+         "settings": {"stem": a.stem, "width": a.width, "blocks": a.blocks, "steps": a.steps,
+                      "crop": a.crop,
+                      "hours": a.hours, "batch": a.batch, "lr": a.lr, "warmup": a.warmup,
+                      "clip": a.clip, "seed": a.seed, "mse_floor": a.floor},
+         "parameters": parameter_count(net),
+         "steps_done": record["step"],
+         "loss_curve": {"columns": ["step", "seconds", "train gain dB (running)"],
+                        "rows": record["curve"][::max(1, len(record["curve"]) // 200)]},
+         "validation_curve": {"columns": ["step", "mean gain dB", "worst gain dB"],
+                              "rows": record["val_curve"]},
+         "results": {"val": {"mean_gain_db": round(float(np.mean(val)), 3),
+                             "worst_gain_db": round(float(np.min(val)), 3),
+                             "by_kind": by_kind(pools["val"], val)},
+                     "train_first_120": {"mean_gain_db": round(float(np.mean(train_g)), 3),
+                                         "by_kind": by_kind(train_sub, train_g)}},
+         "seconds": {"data_this_run": round(t1 - t0, 1),
+                     "training_total": round(float(record["train_s"]), 1),
+                     "training_this_run": round(t2 - t1, 1)}})
+    save_weights(net, a.out, weights_provenance)
     log(f"wrote {a.out}")
     return 0
 

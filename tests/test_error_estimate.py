@@ -11,7 +11,7 @@ import torch
 from stsr_core import api
 from stsr_core.model.error_estimate import MIN_FACTOR, data_scales, level_factor
 from stsr_run import main_here
-from test_time_paths import FEW_FLOW_STEPS, circling_blob
+from test_time_paths import FEW_FLOW_STEPS, circling_blob, estimate_scores
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 
@@ -23,22 +23,6 @@ def blob():
     kept = circling_blob(np.arange(0, 25, 4.0), n=20)
     fine = circling_blob(np.arange(0, 25, 1.0), n=20, every=0.5)
     return api.fit(kept, device="cpu", model_overrides=FEW_FLOW_STEPS), fine
-
-
-def estimate_scores(tm, fine):
-    """Per group (kept, between): coverage, mean estimate / mean |error|, correlation, over
-    every variable's points; and the prediction's values."""
-    pred = api.predict(tm, dims=fine.dims, times=list(fine.times), error=True)
-    out = {}
-    for which in ("kept", "between"):
-        steps = [t for t in range(fine.n_times) if (t % 4 == 0) == (which == "kept")]
-        err = np.concatenate([np.abs(pred.variables[n][t] - fine.variables[n][t]).ravel()
-                              for n in fine.variables for t in steps])
-        est = np.concatenate([pred.variables[n + "_error"][t].ravel()
-                              for n in fine.variables for t in steps])
-        out[which] = (float(np.mean(err <= est)), float(est.mean() / err.mean()),
-                      float(np.corrcoef(est, err)[0, 1]))
-    return out, pred
 
 
 def test_the_estimate_covers_about_nine_in_ten_points_at_the_datas_level_and_is_tighter(blob):

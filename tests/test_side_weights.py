@@ -1,14 +1,17 @@
 """The prior weighing the two sides between kept steps (stsr_core/model/side_weights.py):
 shipped inside the package, a no-op when its network says nothing, kept in the model file,
 and trained by a script of this repository."""
+import importlib
 import json
 import os
 import subprocess
 import sys
+from typing import Callable, List
 
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from stsr_core import api
 from stsr_core.config import model_config_from_dict
@@ -38,11 +41,19 @@ def load_offline(module: str, extra: str = "") -> str:
     return out.stdout
 
 
+def shipped_provenance(module: str, max_bytes: int) -> dict:
+    """The provenance beside ``stsr_core.model.<module>``'s shipped weights, checked: the
+    weights are under ``max_bytes`` and were trained by bench/train_<module>.py."""
+    path = importlib.import_module(f"stsr_core.model.{module}").WEIGHTS_PATH
+    assert os.path.getsize(path) < max_bytes
+    with open(os.path.splitext(path)[0] + ".json") as fh:
+        prov = json.load(fh)
+    assert f"bench/train_{module}.py" in prov["what"]
+    return prov
+
+
 def test_the_shipped_weights_are_small_and_load_with_the_network_cut_off():
-    assert os.path.getsize(side_weights.WEIGHTS_PATH) < 100_000
-    provenance = os.path.splitext(side_weights.WEIGHTS_PATH)[0] + ".json"
-    with open(provenance) as fh:
-        assert "bench/train_side_weights.py" in json.load(fh)["what"]
+    shipped_provenance("side_weights", 100_000)
     n_params, stride = map(int, load_offline("side_weights", "net.stride").split())
     assert 0 < n_params < 10_000 and stride >= 1
 
@@ -61,19 +72,27 @@ def moving_base(bend: float, cubic: float) -> SplineBase:
     return base
 
 
-@pytest.mark.parametrize("bend, cubic", [(0.0, 0.0), (1.0, 0.5)])
-def test_a_network_that_says_nothing_gives_the_blend_without_it(bend, cubic):
+def check_a_silent_network_gives_the_base(bend: float, cubic: float,
+                                          silent: Callable[[int], nn.Module]) -> None:
+    """A network between the sides made by ``silent(stride)`` (outputs 0) leaves the base's
+    values as they are without it, paths straight or bent, with or without a cubic share."""
     base = moving_base(bend, cubic)
     axes = [torch.linspace(-1.0, 1.0, n) for n in (33, 29, 25)]
     plain = base.plan_grid(axes)
     times = (-0.8, -0.5, 0.05, 0.7)
     want = [base.evaluate_grid(plain, t).clone() for t in times]
     for stride in (1, 2):
-        base.side_weights = SideWeights(hidden=4, stride=stride).requires_grad_(False)
+        base.side_weights = silent(stride).requires_grad_(False)
         plan = base.plan_grid(axes)
         for t, w in zip(times, want):
             got = base.evaluate_grid(plan, t)
             assert float((got - w).abs().max()) < 1e-5, (stride, t)
+
+
+@pytest.mark.parametrize("bend, cubic", [(0.0, 0.0), (1.0, 0.5)])
+def test_a_network_that_says_nothing_gives_the_blend_without_it(bend, cubic):
+    check_a_silent_network_gives_the_base(
+        bend, cubic, lambda stride: SideWeights(hidden=4, stride=stride))
 
 
 def test_the_shipped_network_changes_the_blend_within_its_two_sides():
@@ -92,25 +111,35 @@ def test_the_shipped_network_changes_the_blend_within_its_two_sides():
     assert bool(((got >= lo - 1e-5) & (got <= hi + 1e-5)).all())
 
 
-def test_a_model_with_the_prior_predicts_the_same_after_save_and_load(tmp_path, monkeypatch):
+def check_the_model_keeps_its_network(tmp_path, monkeypatch, overrides: dict,
+                                      loader: str, other_loader: Callable) -> List[str]:
+    """A model fitted with the network between the sides (``overrides``) predicts the same
+    after save and load while the shipped weights' ``loader`` (stsr_core.model.fast's name
+    for it) gives another network (``other_loader``): the model file keeps its own copy;
+    and the network changes what it predicts. Returns the model's keys of the network."""
     s = moving_blob(2.0 * np.arange(4))
     path = str(tmp_path / "m.stsr")
-    tm = api.fit(s, device="cpu", checkpoint_path=path, model_overrides=PRIOR)
+    tm = api.fit(s, device="cpu", checkpoint_path=path, model_overrides=overrides)
     keys = [k for k in tm.model.state_dict() if "side_weights" in k]
     assert keys, "the network's weights belong in the model file"
     g = api.output_grid(tm.info.grid, scale=2)
     before = api.predict_timestep(tm, 2.5, g)
-    # the model keeps its own copy: other shipped weights do not change what it predicts
-    other = SideWeights(hidden=load_weights().hidden, stride=load_weights().stride)
-    torch.nn.init.normal_(other.outer.weight, 0.0, 5.0)
-    monkeypatch.setattr("stsr_core.model.fast.load_weights", lambda: other)
+    monkeypatch.setattr(f"stsr_core.model.fast.{loader}", other_loader)
     back = api.load_model(path, device="cpu")
     after = api.predict_timestep(back, 2.5, g)
     for n in before:
         np.testing.assert_array_equal(before[n], after[n])
     off = api.predict_timestep(api.fit(s, device="cpu", model_overrides={
-        **PRIOR, "side_net": "off"}), 2.5, g)
+        **overrides, "side_net": "off"}), 2.5, g)
     assert any(float(np.abs(before[n] - off[n]).max()) > 0 for n in off)
+    return keys
+
+
+def test_a_model_with_the_prior_predicts_the_same_after_save_and_load(tmp_path, monkeypatch):
+    other = SideWeights(hidden=load_weights().hidden, stride=load_weights().stride)
+    torch.nn.init.normal_(other.outer.weight, 0.0, 5.0)
+    check_the_model_keeps_its_network(tmp_path, monkeypatch, PRIOR, "load_weights",
+                                      lambda: other)
 
 
 def test_model_files_from_before_the_setting_load_without_the_network():

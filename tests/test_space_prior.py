@@ -38,13 +38,10 @@ def random_net(seed: int = 0) -> PriorNet:
 
 
 def test_the_shipped_weights_are_small_and_load_with_the_network_cut_off():
-    assert os.path.getsize(space_prior.WEIGHTS_PATH) <= 5_000_000
-    with open(os.path.splitext(space_prior.WEIGHTS_PATH)[0] + ".json") as fh:
-        prov = json.load(fh)
-    assert "bench/train_space_prior.py" in prov["what"]
+    from test_side_weights import load_offline, shipped_provenance
+    prov = shipped_provenance("space_prior", 5_000_001)
     from examples.data.space_families import KINDS
     assert set(prov["kinds"]) == set(KINDS)          # the kinds it was trained on, listed
-    from test_side_weights import load_offline
     assert 1000 < int(load_offline("space_prior")) < 1_250_000
 
 

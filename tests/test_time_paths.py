@@ -151,6 +151,22 @@ def test_whole_grid_evaluation_matches_point_by_point_on_bent_and_cubic_paths(se
             assert err < (1e-4 if t % 4 == 0 else 1e-2), (t, n, err)
 
 
+def estimate_scores(tm, fine):
+    """Per group (kept, between): coverage, mean estimate / mean |error|, correlation, over
+    every variable's points; and the prediction's values."""
+    pred = api.predict(tm, dims=fine.dims, times=list(fine.times), error=True)
+    out = {}
+    for which in ("kept", "between"):
+        steps = [t for t in range(fine.n_times) if (t % 4 == 0) == (which == "kept")]
+        err = np.concatenate([np.abs(pred.variables[n][t] - fine.variables[n][t]).ravel()
+                              for n in fine.variables for t in steps])
+        est = np.concatenate([pred.variables[n + "_error"][t].ravel()
+                              for n in fine.variables for t in steps])
+        out[which] = (float(np.mean(err <= est)), float(est.mean() / err.mean()),
+                      float(np.corrcoef(est, err)[0, 1]))
+    return out, pred
+
+
 def test_the_error_estimate_covers_about_nine_in_ten_points_of_an_analytic_field():
     """Made for 90 % of points below it, calibrated one and two levels down and carried to
     the data's level (issue 30; error_estimate.py): on a smooth travelling field (the same
@@ -161,17 +177,10 @@ def test_the_error_estimate_covers_about_nine_in_ten_points_of_an_analytic_field
     fine = circling_blob(np.arange(0, 25, 1.0), n=20, every=0.5)
     tm = api.fit(kept, device="cpu", model_overrides=FEW_FLOW_STEPS)
     assert api.has_error_estimate(tm)
-    pred = api.predict(tm, dims=fine.dims, times=list(fine.times), error=True)
-    for which in ("kept", "between"):
-        steps = [t for t in range(fine.n_times) if (t % 4 == 0) == (which == "kept")]
-        err = np.concatenate([np.abs(pred.variables[n][t] - fine.variables[n][t]).ravel()
-                              for n in fine.variables for t in steps])
-        est = np.concatenate([pred.variables[n + "_error"][t].ravel()
-                              for n in fine.variables for t in steps])
-        assert float(np.mean(err <= est)) >= 0.85, (which, float(np.mean(err <= est)))
-        assert float(np.mean(err <= est)) <= 0.975, (which, float(np.mean(err <= est)))
-        assert est.mean() < 4 * err.mean(), (which, est.mean() / err.mean())
-        assert np.corrcoef(est, err)[0, 1] > 0.25, (which, np.corrcoef(est, err)[0, 1])
+    scores, _ = estimate_scores(tm, fine)
+    for which, (cover, sharp, corr) in scores.items():
+        assert 0.85 <= cover <= 0.975, (which, cover)
+        assert sharp < 4 and corr > 0.25, (which, sharp, corr)
 
 
 def test_a_model_file_written_before_paths_could_bend_loads_and_predicts_as_before():

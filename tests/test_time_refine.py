@@ -17,36 +17,24 @@ from stsr_core.model import time_refine
 from stsr_core.model.time_refine import TimeRefine, load_weights
 from stsr_core.model.time_select import half_chains, half_series
 from test_model import moving_blob
-from test_side_weights import load_offline, moving_base
+from test_side_weights import (check_a_silent_network_gives_the_base,
+                               check_the_model_keeps_its_network, load_offline, moving_base,
+                               shipped_provenance)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REFINE_ALL = {"side_net": "refine_all", "base_time": "flow", "flow_iters": 30}
 
 
 def test_the_shipped_weights_are_small_and_load_with_the_network_cut_off():
-    assert os.path.getsize(time_refine.WEIGHTS_PATH) < 5_000_000
-    provenance = os.path.splitext(time_refine.WEIGHTS_PATH)[0] + ".json"
-    with open(provenance) as fh:
-        prov = json.load(fh)
-    assert "bench/train_time_refine.py" in prov["what"]
-    assert "training_families" in prov["data"]
+    assert "training_families" in shipped_provenance("time_refine", 5_000_000)["data"]
     n_params, stride = map(int, load_offline("time_refine", "net.stride").split())
     assert 0 < n_params < 10_000 and stride >= 1
 
 
 @pytest.mark.parametrize("bend, cubic", [(0.0, 0.0), (1.0, 0.5)])
 def test_a_network_that_says_nothing_gives_the_base(bend, cubic):
-    base = moving_base(bend, cubic)
-    axes = [torch.linspace(-1.0, 1.0, n) for n in (33, 29, 25)]
-    plain = base.plan_grid(axes)
-    times = (-0.8, -0.5, 0.05, 0.7)
-    want = [base.evaluate_grid(plain, t).clone() for t in times]
-    for stride in (1, 2):
-        base.side_weights = TimeRefine(hidden=4, stride=stride, n_vars=3).requires_grad_(False)
-        plan = base.plan_grid(axes)
-        for t, w in zip(times, want):
-            got = base.evaluate_grid(plan, t)
-            assert float((got - w).abs().max()) < 1e-5, (stride, t)
+    check_a_silent_network_gives_the_base(
+        bend, cubic, lambda stride: TimeRefine(hidden=4, stride=stride, n_vars=3))
 
 
 def test_the_shipped_network_refines_and_a_piece_of_the_grid_holds_the_whole_grids_numbers():
@@ -71,24 +59,11 @@ def test_the_shipped_network_refines_and_a_piece_of_the_grid_holds_the_whole_gri
 
 
 def test_a_model_with_the_network_predicts_the_same_after_save_and_load(tmp_path, monkeypatch):
-    s = moving_blob(2.0 * np.arange(4))
-    path = str(tmp_path / "m.stsr")
-    tm = api.fit(s, device="cpu", checkpoint_path=path, model_overrides=REFINE_ALL)
-    keys = [k for k in tm.model.state_dict() if "side_weights" in k]
-    assert "base.side_weights.use" in keys, keys
-    g = api.output_grid(tm.info.grid, scale=2)
-    before = api.predict_timestep(tm, 2.5, g)
-    # the model keeps its own copy: other shipped weights do not change what it predicts
     other = TimeRefine(**load_weights().settings(), n_vars=2)
     torch.nn.init.normal_(other.outer.weight, 0.0, 5.0)
-    monkeypatch.setattr("stsr_core.model.fast.load_refine", lambda n_vars: other)
-    back = api.load_model(path, device="cpu")
-    after = api.predict_timestep(back, 2.5, g)
-    for n in before:
-        np.testing.assert_array_equal(before[n], after[n])
-    off = api.predict_timestep(api.fit(s, device="cpu", model_overrides={
-        **REFINE_ALL, "side_net": "off"}), 2.5, g)
-    assert any(float(np.abs(before[n] - off[n]).max()) > 0 for n in off)
+    keys = check_the_model_keeps_its_network(tmp_path, monkeypatch, REFINE_ALL, "load_refine",
+                                             lambda n_vars: other)
+    assert "base.side_weights.use" in keys, keys    # the gate's decision is the model's
 
 
 def test_model_files_from_before_the_network_load_without_it(tmp_path):

@@ -337,11 +337,8 @@ def data_values(base: Any, plan: GridPlan, k: int) -> torch.Tensor:
     f = plan.error_fields.get(key)
     if f is None:
         _keep_near(plan, k)
-        lins, box = data_carry(base, plan)
-        dev = plan.axes[0].device
-        own = [spline_matrix(a, n)[box[2 * i]:box[2 * i + 1] + 1] for i, (a, n) in
-               enumerate(zip(lattice_axes(base.dims[::-1], dev), base.dims))]
-        f = plan.error_fields[key] = base.kept_field(k, own, data_points=True)
+        f = plan.error_fields[key] = base.kept_field(k, data_spline(base, plan),
+                                                     data_points=True)
     return f
 
 
@@ -387,19 +384,26 @@ def data_carry(base: Any, plan: GridPlan) -> Tuple[List[torch.Tensor], Tuple[int
     return plan.data_carry
 
 
+def data_spline(base: Any, plan: GridPlan) -> List[torch.Tensor]:
+    """Per axis the spline's matrix at the data's points the carry to ``plan``'s grid reads
+    (data_carry's box), the rows kept_field evaluates a kept step on there."""
+    _, box = data_carry(base, plan)
+    axes = lattice_axes(base.dims[::-1], plan.axes[0].device)
+    return [spline_matrix(a, n)[box[2 * i]:box[2 * i + 1] + 1]
+            for i, (a, n) in enumerate(zip(axes, base.dims))]
+
+
 def space_indicator(base: Any, plan: GridPlan, k: int) -> torch.Tensor:
     """Slot ``k``'s |spline - trilinear| on the planned grid [V, Zo, Yo, Xo], kept in the
     plan while its interval is in use."""
     f = plan.error_fields.get(k)
     if f is None:
         _keep_near(plan, k)
-        lins, box = data_carry(base, plan)
-        dev = plan.axes[0].device
-        own = [spline_matrix(a, n)[box[2 * i]:box[2 * i + 1] + 1] for i, (a, n) in
-               enumerate(zip(lattice_axes(base.dims[::-1], dev), base.dims))]
+        lins, _ = data_carry(base, plan)
         spline = (plan.window_rows(base._slot_field(plan, k)).clone()
                   if base.has_flow and plan.points_on_window
                   else base.kept_field(k, plan.spline, fine=base._fine(plan, "spline")))
-        values = base.kept_field(k, own, data_points=True)   # the points the carry reads
+        values = base.kept_field(k, data_spline(base, plan),  # the points the carry reads
+                                 data_points=True)
         f = plan.error_fields[k] = spline.sub_(separable(values, lins)).abs_()
     return f

@@ -1,6 +1,6 @@
-"""Writing a shipped network's files (side_weights.py, space_prior.py): the weights and their
-provenance, each to a temp file renamed into place, so a killed training leaves the files as
-they were."""
+"""A shipped network's files (side_weights.py, time_refine.py, space_prior.py): writing the
+weights and their provenance, each to a temp file renamed into place, so a killed training
+leaves the files as they were; and reading the weights back, checked, without any download."""
 from __future__ import annotations
 
 import io
@@ -30,3 +30,18 @@ def save_network(net: nn.Module, path: str, fmt: str,
         with open(target + ".tmp", "wb") as fh:
             fh.write(data)
         os.replace(target + ".tmp", target)
+
+
+def read_network(path: str, fmt: str, what: str) -> Dict[str, Any]:
+    """The payload save_network wrote to ``path`` (format, settings, state_dict), read on the
+    CPU with tensors only; refused when missing (the package installed without its weights:
+    nothing is downloaded) or of another format than ``fmt`` (``what``: the network's name
+    in the messages)."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no {what} weights at {path}: the package was installed "
+                                "without its weights (reinstall it; nothing is downloaded)")
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if payload.get("format") != fmt:
+        raise ValueError(f"{path} is not a {what} weights file "
+                         f"(format {payload.get('format')!r})")
+    return payload

@@ -31,13 +31,13 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .network_file import save_network
+from .network_file import read_network, save_network
 
 WEIGHTS_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights",
                             "side_weights_v1.pt")
@@ -65,19 +65,33 @@ def side_features(ends: torch.Tensor, w: float,
     variables, each side's departure from its own local mean (which side holds a feature
     the other lacks), where in the interval, and each side's distance outside (a side
     looked up outside sees the border's values, not what enters)."""
+    d, size, near, shared, peak_a, peak_b = sides_apart(ends)
+    out0, out1 = outside_features(outside, d)
+    return torch.stack([d, size, near, shared, peak_a, peak_b, peak_a.abs() - peak_b.abs(),
+                        torch.full_like(d, w - 0.5), out0, out1])
+
+
+def sides_apart(ends: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+    """How the two sides ``ends`` [2, V, Z, Y, X] differ locally, each [V, Z, Y, X]: their
+    difference, its size, its 3^3 mean, that mean over all variables, and each side's
+    departure from its own 3^3 mean (the features this network and time_refine.py's share)."""
     a, b = ends[0], ends[1]
-    d = a - b                                                      # [V, Z, Y, X]
+    d = a - b
     size = d.abs()
     near = box3(size)
     shared = near.mean(0, keepdim=True).expand_as(near)
-    peak_a = a - box3(a)
-    peak_b = b - box3(b)
+    return d, size, near, shared, a - box3(a), b - box3(b)
+
+
+def outside_features(outside: Optional[torch.Tensor], like: torch.Tensor
+                     ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Each side's distance outside the box ``outside`` [2, Z, Y, X] capped at OUTSIDE_CAP,
+    spread over ``like``'s variables [V, Z, Y, X] (None: inside, 0)."""
     if outside is None:
-        out0 = out1 = torch.zeros_like(d)
-    else:
-        out0, out1 = (o.clamp(max=OUTSIDE_CAP).expand_as(d) for o in outside)
-    return torch.stack([d, size, near, shared, peak_a, peak_b, peak_a.abs() - peak_b.abs(),
-                        torch.full_like(d, w - 0.5), out0, out1])
+        zero = torch.zeros_like(like)
+        return zero, zero
+    out0, out1 = (o.clamp(max=OUTSIDE_CAP).expand_as(like) for o in outside)
+    return out0, out1
 
 
 class SideWeights(nn.Module):
@@ -124,13 +138,7 @@ def save_weights(net: SideWeights, path: str, provenance: Dict[str, Any]) -> Non
 def load_weights(path: Optional[str] = None) -> SideWeights:
     """The network in ``path`` (default: the weights shipped with the package), frozen: it
     is never trained by a model's fit, only by bench/train_side_weights.py."""
-    path = path or WEIGHTS_PATH
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"no side weights at {path}: the package was installed "
-                                "without its weights (reinstall it; nothing is downloaded)")
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    if payload.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a side-weights file (format {payload.get('format')!r})")
+    payload = read_network(path or WEIGHTS_PATH, FORMAT, "side")
     net = SideWeights(**payload["settings"])
     net.load_state_dict(payload["state_dict"])
     return net.requires_grad_(False)

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .encodings import bspline_coefficients
-from .network_file import save_network
+from .network_file import read_network, save_network
 
 WEIGHTS_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights",
                             "space_prior_v1.pt")
@@ -295,15 +295,7 @@ def save_weights(net: PriorNet, path: str, provenance: Optional[Dict[str, Any]] 
 
 def load_weights(path: Optional[str] = None) -> PriorNet:
     """The network in ``path`` (default: the weights shipped with the package), frozen."""
-    path = path or WEIGHTS_PATH
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"no spatial prior weights at {path}: the package was "
-                                "installed without its weights (reinstall it; nothing is "
-                                "downloaded)")
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    if payload.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a spatial prior file (format "
-                         f"{payload.get('format')!r})")
+    payload = read_network(path or WEIGHTS_PATH, FORMAT, "spatial prior")
     net = PriorNet(**payload["settings"])
     net.load_state_dict(payload["state_dict"])
     return net.requires_grad_(False).eval()

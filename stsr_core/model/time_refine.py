@@ -37,8 +37,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from .network_file import save_network
-from .side_weights import EPS, OUTSIDE_CAP, SideWeights, box3
+from .network_file import read_network, save_network
+from .side_weights import EPS, SideWeights, outside_features, sides_apart
 
 WEIGHTS_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights",
                             "time_refine_v1.pt")
@@ -54,20 +54,10 @@ def refine_features(ends: torch.Tensor, w: float, outside: Optional[torch.Tensor
     two sides ``ends`` [2, V, Z, Y, X] (normalised units) at fraction ``w``, how far each
     side's lookup lies outside the box ``outside`` [2, Z, Y, X] and the path's motion
     ``motion`` [2, Z, Y, X] (displacement length, bend shift; data cells; None: 0)."""
-    a, b = ends[0], ends[1]
-    d = a - b                                                      # [V, Z, Y, X]
-    size = d.abs()
-    near = box3(size)
-    shared = near.mean(0, keepdim=True).expand_as(near)
-    peak_a = a - box3(a)
-    peak_b = b - box3(b)
-    zero = torch.zeros_like(d)
-    if outside is None:
-        out0 = out1 = zero
-    else:
-        out0, out1 = (o.clamp(max=OUTSIDE_CAP).expand_as(d) for o in outside)
+    d, size, near, shared, peak_a, peak_b = sides_apart(ends)        # each [V, Z, Y, X]
+    out0, out1 = outside_features(outside, d)
     if motion is None:
-        move = bend = zero
+        move = bend = torch.zeros_like(d)
     else:
         move, bend = (m.clamp(max=MOTION_CAP).div(MOTION_CAP).expand_as(d) for m in motion)
     s_ind = 0.5 * (peak_a.abs() + peak_b.abs())                    # the space indicator
@@ -156,15 +146,7 @@ def save_weights(net: TimeRefine, path: str, provenance: Dict[str, Any]) -> None
 def load_weights(path: Optional[str] = None, n_vars: int = 0) -> TimeRefine:
     """The network in ``path`` (default: the weights shipped with the package), frozen, for
     a model of ``n_vars`` variables (all in use until the gate decides)."""
-    path = path or WEIGHTS_PATH
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"no time refinement weights at {path}: the package was "
-                                "installed without its weights (reinstall it; nothing is "
-                                "downloaded)")
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    if payload.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a time refinement file "
-                         f"(format {payload.get('format')!r})")
+    payload = read_network(path or WEIGHTS_PATH, FORMAT, "time refinement")
     net = TimeRefine(**payload["settings"])
     state = {k: v for k, v in payload["state_dict"].items() if k != "use"}
     net.load_state_dict(state, strict=False)
