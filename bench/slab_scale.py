@@ -66,12 +66,15 @@ def child_compute(model: str, n: int, times: str, max_memory: Optional[str]) -> 
     budget = None if max_memory is None else slabs.parse_bytes(max_memory)
     box = (0, n - 1, 0, n - 1, 0, n - 1)
     t0 = time.perf_counter()
-    mem = slabs.plan_memory(tm, grid, box, names, error, budget)
+    t_norm = [tm.info.normalised_time(t) for t in t_out]
+    group = max(len(g) for g in slabs.interval_groups(tm.model.base, t_norm,
+                                                      list(range(len(t_out))), 16))
+    mem = slabs.plan_memory(tm, grid, box, names, error, budget, group_steps=group)
     w = DiscardingWriter()
     r = slabs.write_slabs(tm, grid, t_out, list(range(len(t_out))), w, error, mem,
                           overlap=False)
     print(json.dumps({"compute_s": r["compute_s"], "seconds": time.perf_counter() - t0,
-                      "rows": mem.rows, "budget": mem.budget, "need": mem.need,
+                      "rows": mem.rows, "tile": mem.tile, "budget": mem.budget, "need": mem.need,
                       "parts": mem.parts, "bytes": w.bytes, "arrays": names}))
     return 0
 

@@ -417,6 +417,11 @@ def _upscale(a: argparse.Namespace, main: bool) -> int:
           f"{voxels / max(compute_s, 1e-9) / 1e6:.1f} M points/s ({compute_s:.1f} s"
           f"{', the slowest process' if by else ''}), wrote in {write_s:.1f} s while "
           f"computing, then waited {wait_s:.1f} s for the writer", file=sys.stderr)
+    tiles = (r.get("memory") or {}).get("tile")
+    if tiles:
+        print(f"  a full-width slab did not fit the memory budget: slabs of "
+              f"{r['memory']['rows']} rows computed in tiles of {tiles} y rows (each tile's "
+              "window made whole, slower than full-width slabs)", file=sys.stderr)
     if a.timings:
         timings = {k: v for k, v in r.items() if k not in ("grid", "files")}
         timings.update(dims=list(g.dims), n_files=len(r["files"]),
