@@ -150,7 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--max-memory", metavar="SIZE", type=_size,
                    help="the most memory the upscale may use, e.g. 1GB or 512MB (default: "
                         "half the available memory, at most 2 GB); the output is computed "
-                        "in slabs that fit, or refused at once when the smallest does not")
+                        "in slabs that fit (cut into tiles along y, slower, where even a "
+                        "full-width slab of one row does not), or refused at once when the "
+                        "smallest tile does not")
     u.add_argument("--device", default="auto", choices=DEVICES, help=DEVICE_HELP)
     u.add_argument("--overwrite", action="store_true", help="replace existing output")
     u.add_argument("--quiet", action="store_true", help="no progress bar")
