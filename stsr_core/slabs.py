@@ -379,7 +379,7 @@ def plan_tiles(fits: Callable[[int, int], bool], window: Callable[[int, int], in
     both) and make the least window per output point (``window(rows, tile)`` bytes): a
     tile's window is made whole, its halo in z and y filtered again for every tile, so
     near-square tiles of many rows recompute least; among equal costs the larger tile."""
-    best: Optional[Tuple[float, int, int, int]] = None
+    best: Optional[Tuple[float, int, int]] = None        # (cost, rows, tile)
     rows = 1
     while rows <= zb and fits(rows, least):
         lo, hi = least, yb                  # the largest tile that fits with these rows
@@ -391,7 +391,7 @@ def plan_tiles(fits: Callable[[int, int], bool], window: Callable[[int, int], in
                 lo, hi = (m, hi) if fits(rows, m) else (lo, m)
         cost = window(rows, lo) / (rows * lo)
         if best is None or (cost, -lo) < (best[0], -best[2]):
-            best = (cost, rows, lo, 0)
+            best = (cost, rows, lo)
         rows = rows + 1 if rows < 8 else int(rows * 1.25) + 1
     assert best is not None
     return best[1], best[2]
