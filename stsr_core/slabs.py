@@ -534,7 +534,11 @@ def tiled_steps(tm: TrainedModel, axes: Sequence[torch.Tensor], t_norm: Sequence
                 for host, i in zip(hosts, group):
                     out = evaluate_slab(tm, plan, float(t_norm[i]), error, buf)
                     host[:, :, t0 - y0:t1 - y0 + 1].copy_(out)
+                # let go of the tile's window now, not when the plans that share its
+                # fields (the data's and the sides' lattice) are collected
                 plan.buffers.pop("out", None)
+                plan.fields, plan.slope_fields, plan.error_fields = {}, {}, {}
+                plan.data_plan = plan.side_plan = None
                 plan = None
             for host, i in zip(hosts, group):
                 yield i, s0 - z0, host
