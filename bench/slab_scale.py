@@ -66,12 +66,23 @@ def child_compute(model: str, n: int, times: str, max_memory: Optional[str]) -> 
     budget = None if max_memory is None else slabs.parse_bytes(max_memory)
     box = (0, n - 1, 0, n - 1, 0, n - 1)
     t0 = time.perf_counter()
-    mem = slabs.plan_memory(tm, grid, box, names, error, budget)
+    t_norm = [tm.info.normalised_time(t) for t in t_out]
+    group = max(len(g) for g in slabs.interval_groups(tm.model.base, t_norm,
+                                                      list(range(len(t_out))), 16))
+    mem = slabs.plan_memory(tm, grid, box, names, error, budget, group_steps=group)
     w = DiscardingWriter()
+    said = [0.0]
+    t1 = time.perf_counter()
+
+    def progress(f: float) -> None:     # on stderr: a run cut short still tells its rate
+        if f - said[0] >= 0.02 or f >= 1.0:
+            said[0] = f
+            print(f"progress {f:.4f} after {time.perf_counter() - t1:.1f} s", file=sys.stderr,
+                  flush=True)
     r = slabs.write_slabs(tm, grid, t_out, list(range(len(t_out))), w, error, mem,
-                          overlap=False)
+                          callback=progress, overlap=False)
     print(json.dumps({"compute_s": r["compute_s"], "seconds": time.perf_counter() - t0,
-                      "rows": mem.rows, "budget": mem.budget, "need": mem.need,
+                      "rows": mem.rows, "tile": mem.tile, "budget": mem.budget, "need": mem.need,
                       "parts": mem.parts, "bytes": w.bytes, "arrays": names}))
     return 0
 

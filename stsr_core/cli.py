@@ -150,7 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--max-memory", metavar="SIZE", type=_size,
                    help="the most memory the upscale may use, e.g. 1GB or 512MB (default: "
                         "half the available memory, at most 2 GB); the output is computed "
-                        "in slabs that fit, or refused at once when the smallest does not")
+                        "in slabs that fit (cut into tiles along y, slower, where even a "
+                        "full-width slab of one row does not), or refused at once when the "
+                        "smallest tile does not")
     u.add_argument("--device", default="auto", choices=DEVICES, help=DEVICE_HELP)
     u.add_argument("--overwrite", action="store_true", help="replace existing output")
     u.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -417,6 +419,11 @@ def _upscale(a: argparse.Namespace, main: bool) -> int:
           f"{voxels / max(compute_s, 1e-9) / 1e6:.1f} M points/s ({compute_s:.1f} s"
           f"{', the slowest process' if by else ''}), wrote in {write_s:.1f} s while "
           f"computing, then waited {wait_s:.1f} s for the writer", file=sys.stderr)
+    tiles = (r.get("memory") or {}).get("tile")
+    if tiles:
+        print(f"  a full-width slab did not fit the memory budget: slabs of "
+              f"{r['memory']['rows']} rows computed in tiles of {tiles} y rows (each tile's "
+              "window made whole, slower than full-width slabs)", file=sys.stderr)
     if a.timings:
         timings = {k: v for k, v in r.items() if k not in ("grid", "files")}
         timings.update(dims=list(g.dims), n_files=len(r["files"]),

@@ -183,7 +183,8 @@ def upscale(tm: TrainedModel, path: str, *, scale: Optional[float] = None,
                 tm, grid, slabs.whole_box(grid), len(names), error, max_memory,
                 writer_bytes=lambda rows: ahead(path, grid, names, comps, rows, open_steps,
                                                 format=format, compression=compression,
-                                                metadata=tm.info.metadata))
+                                                metadata=tm.info.metadata),
+                group_steps=open_steps)
             opened["slab_rows"] = mem.rows
     with stream.open_series_writer(path, grid, t_out, names, comps,
                                    format=format, compression=compression,
@@ -194,9 +195,10 @@ def upscale(tm: TrainedModel, path: str, *, scale: Optional[float] = None,
                 mem = slabs.plan_memory(
                     tm, grid, slabs.whole_box(grid), len(names), error, max_memory,
                     writer_bytes=lambda rows: writer.slab_bytes(rows, open_steps),
-                    row_multiple=getattr(writer, "row_multiple", 1))
+                    row_multiple=getattr(writer, "row_multiple", 1), group_steps=open_steps)
             memory = {"rows": mem.rows, "budget": mem.budget, "need": mem.need,
-                      "parts": mem.parts}
+                      "parts": mem.parts, "tile": mem.tile, "full_width": mem.full_width,
+                      "text": mem.text()}
             timings = slabs.write_slabs(tm, grid, t_out, writer.steps, writer, error, mem,
                                         callback, overlap)
         else:

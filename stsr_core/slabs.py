@@ -32,6 +32,7 @@ DEFAULT_SHARE = 0.5            # of the available memory, the default --max-memo
 DEFAULT_CAP = 2_000_000_000    # at most this by default (bytes)
 SLACK_BYTES = 48 << 20         # the allocator's and threads' slack beyond what is counted
 MIN_OPEN_STEPS = 16            # steps a writer keeps open at once (CONTEXT interface 2)
+MIN_TILE = 8                   # y rows of the narrowest tile tried before refusing
 MMAP_THRESHOLD = 1 << 20       # freed blocks this large go back to the system at once
 M_MMAP_THRESHOLD = -3          # glibc's mallopt parameter (malloc.h)
 
@@ -120,9 +121,18 @@ class MemoryPlan:
     parts: Dict[str, int] = field(default_factory=dict)   # what is counted, bytes
     default_budget: bool = True        # the budget was the default, not --max-memory
     buffers: int = 2                   # host buffers of a slab (one computed, one written)
+    # y rows of a tile where a full-width slab of one row does not fit the budget: each
+    # slab is then computed tile by tile along y, each tile's window fields made whole (no
+    # sliding: slower, the halo is filtered per tile); None: no tiles
+    tile: Optional[int] = None
+    full_width: int = 0                # bytes a full-width slab of one row would need
 
     def text(self) -> str:
-        return ", ".join(f"{k} {human(v)}" for k, v in self.parts.items() if v)
+        counted = ", ".join(f"{k} {human(v)}" for k, v in self.parts.items() if v)
+        if self.tile is None:
+            return counted
+        return (f"{counted}; slabs of {self.rows} rows in tiles of {self.tile} y rows "
+                "(each tile's window computed whole: slower than full-width slabs)")
 
 
 def fast_base(tm: TrainedModel) -> Any:
@@ -194,7 +204,8 @@ def _window_bytes(plan: GridPlan) -> int:
 def plan_memory(tm: TrainedModel, grid: Grid, box: Extent, n_arrays: int, error: bool,
                 max_memory: Optional[int], buffers_per_slab: int = 2,
                 writer_bytes: Optional[Callable[[int], int]] = None,
-                options: str = "", row_multiple: int = 1) -> MemoryPlan:
+                options: str = "", row_multiple: int = 1, group_steps: int = 1,
+                tile: Optional[int] = None) -> MemoryPlan:
     """The slab rows that keep this process within ``max_memory`` (None: the default,
     DEFAULT_SHARE of the available memory and at most DEFAULT_CAP, or what the smallest
     slab needs where that is more and the machine has it), counting what is resident now
@@ -202,9 +213,12 @@ def plan_memory(tm: TrainedModel, grid: Grid, box: Extent, n_arrays: int, error:
     paths and in time), and per slab the warps' window fields, their filtering's scratch,
     the error estimate's fields and the host buffers; ``writer_bytes(rows)``: what the
     writer holds; rows a multiple of ``row_multiple`` where more than that fit (a writer's
-    chunks then never wait for a second slab). A budget that cannot be met raises one
-    StsrError saying what is needed and what lowers it; nothing has been computed or
-    written then."""
+    chunks then never wait for a second slab). Where even a full-width slab of one row
+    does not fit, each slab is cut into tiles along y (:func:`plan_tiles`; the rows and
+    tile height that recompute the least halo; ``group_steps``: the most output steps of
+    an interval group, whose slab buffers are then held together; ``tile``: force that
+    tile height, for tests). A budget that cannot be met even so raises one StsrError
+    saying what is needed and what lowers it; nothing has been computed or written then."""
     base = fast_base(tm)
     v = base.n_vars
     dev = base.slot_times.device
@@ -295,13 +309,67 @@ def plan_memory(tm: TrainedModel, grid: Grid, box: Extent, n_arrays: int, error:
             budget = smallest
     else:
         budget = int(max_memory)
+    yb = y1 - y0 + 1
+    full = smallest
+    if (smallest > budget or tile is not None) and yb > 1:
+        # tiles along y: the window of a tile box (its rows and y rows plus the halo)
+        kept: Dict[Tuple[int, int], int] = {}
+
+        def tile_window(rows: int, ty: int) -> int:
+            got = kept.get((rows, ty))
+            if got is None:
+                lo = min(max(z0, mid - rows // 2), z1 - rows + 1)
+                ymid = y0 + yb // 2
+                ylo = min(max(y0, ymid - ty // 2), y1 - ty + 1)
+                got = kept[(rows, ty)] = _window_bytes(slab_plan(
+                    base, axes, (x0, x1, ylo, ylo + ty - 1, lo, lo + rows - 1), error)) * v
+            return got
+
+        n_buf = max(buffers_per_slab, group_steps + (1 if buffers_per_slab > 1 else 0))
+        xb = x1 - x0 + 1
+
+        def tiled_need(rows: int, ty: int) -> Tuple[int, Dict[str, int]]:
+            share = ty / yb               # of the slab's output-sized fields, on a tile
+            parts = {"process and model": resident, "data-sized fields": data_sized,
+                     "spatial prior": prior,
+                     "window fields": int(tile_window(rows, ty) * (n_fields + scratch)),
+                     "slab buffers": int(4 * p * n_arrays * n_buf * rows),
+                     "tile buffers": int(4 * xb * ty * rows * (
+                         n_arrays + (0 if kernels.available(dev) else 12))),
+                     "error estimate": int(err_fixed + err_per_row * share * rows),
+                     "writer": int(writer_bytes(rows)) if writer_bytes is not None else 0,
+                     "slack": SLACK_BYTES}
+            return sum(parts.values()), parts
+
+        least = min(MIN_TILE, yb)
+        if tile is not None:                 # forced (tests): the most rows that fit
+            ty, rows = max(1, min(int(tile), yb)), 1
+            while rows < zb and tiled_need(rows + 1, ty)[0] <= budget:
+                rows += 1
+            total, parts = tiled_need(rows, ty)
+            return MemoryPlan(rows=rows, budget=budget, need=total, parts=parts,
+                              default_budget=default, buffers=n_buf, tile=ty,
+                              full_width=full)
+        if tiled_need(1, least)[0] <= budget:
+            rows, ty = plan_tiles(lambda r, t: tiled_need(r, t)[0] <= budget, tile_window,
+                                  zb, yb, least)
+            if row_multiple > 1 and rows > row_multiple and rows < zb:
+                rows -= rows % row_multiple
+            total, parts = tiled_need(rows, ty)
+            return MemoryPlan(rows=rows, budget=budget, need=total, parts=parts,
+                              default_budget=default, buffers=n_buf, tile=ty,
+                              full_width=full)
+        smallest, parts1 = tiled_need(1, least)
     if smallest > budget:
         what = "--max-memory " + human(budget) if not default else \
             f"the memory available ({human(avail)})"
         lower = (["--no-error"] if error else []) + [o for o in options.split(",") if o]
         counted = ", ".join(f"{k} {human(x)}" for k, x in parts1.items() if x)
         raise StsrError(f"{what} is too small for this output: one slab of it needs "
-                        f"{human(smallest)} ({counted}); give --max-memory "
+                        f"{human(smallest)} ({counted}"
+                        + (f"; in tiles of {min(MIN_TILE, yb)} y rows, full width "
+                           f"{human(full)}" if yb > 1 else "")
+                        + "); give --max-memory "
                         f"{human(smallest * 1.05)} or more"
                         + (f", or lower the need with {' or '.join(lower)}" if lower else ""))
     rows = zb
@@ -315,7 +383,31 @@ def plan_memory(tm: TrainedModel, grid: Grid, box: Extent, n_arrays: int, error:
         rows -= rows % row_multiple
     total, parts = need(rows)
     return MemoryPlan(rows=rows, budget=budget, need=total, parts=parts,
-                      default_budget=default, buffers=buffers_per_slab)
+                      default_budget=default, buffers=buffers_per_slab, full_width=full)
+
+
+def plan_tiles(fits: Callable[[int, int], bool], window: Callable[[int, int], int],
+               zb: int, yb: int, least: int) -> Tuple[int, int]:
+    """The slab rows and tile height (y rows) that fit (``fits(rows, tile)``, growing with
+    both) and make the least window per output point (``window(rows, tile)`` bytes): a
+    tile's window is made whole, its halo in z and y filtered again for every tile, so
+    near-square tiles of many rows recompute least; among equal costs the larger tile."""
+    best: Optional[Tuple[float, int, int]] = None        # (cost, rows, tile)
+    rows = 1
+    while rows <= zb and fits(rows, least):
+        lo, hi = least, yb                  # the largest tile that fits with these rows
+        if fits(rows, yb):
+            lo = yb
+        else:
+            while hi - lo > 1:
+                m = (lo + hi) // 2
+                lo, hi = (m, hi) if fits(rows, m) else (lo, m)
+        cost = window(rows, lo) / (rows * lo)
+        if best is None or (cost, -lo) < (best[0], -best[2]):
+            best = (cost, rows, lo)
+        rows = rows + 1 if rows < 8 else int(rows * 1.25) + 1
+    assert best is not None
+    return best[1], best[2]
 
 
 def window_cap(base: Any, axes: Sequence[torch.Tensor], box: Extent, rows: int,
@@ -388,6 +480,9 @@ def slab_steps(tm: TrainedModel, grid: Grid, t_norm: Sequence[float], steps: Seq
     base = fast_base(tm)
     axes = output_axes(grid, base.slot_times.device)
     x0, x1, y0, y1, z0, z1 = box
+    if mem.tile is not None:
+        yield from tiled_steps(tm, axes, t_norm, steps, box, error, mem, take, most_open)
+        return
     shared: Dict[str, torch.Tensor] = {}
     slide = kernels.available(base.slot_times.device)
     cap = window_cap(base, axes, box, mem.rows, error) if slide else None
@@ -418,6 +513,48 @@ def slab_steps(tm: TrainedModel, grid: Grid, t_norm: Sequence[float], steps: Seq
             before = plan
             before.error_fields, before.data_plan, before.side_plan = {}, None, None
         before = plan = None
+
+
+def tiled_steps(tm: TrainedModel, axes: Sequence[torch.Tensor], t_norm: Sequence[float],
+                steps: Sequence[int], box: Extent, error: bool, mem: MemoryPlan,
+                take: Callable[[], torch.Tensor], most_open: int = MIN_OPEN_STEPS
+                ) -> Iterator[Tuple[int, int, torch.Tensor]]:
+    """:func:`slab_steps` where a full-width slab does not fit (``mem.tile``): each slab is
+    cut into tiles of ``mem.tile`` y rows, each a box planned on its own (its window is its
+    rows and y rows plus the halo, made whole: tiles do not slide); per slab the group's
+    steps' host buffers are taken first, then tile by tile every step of the group is
+    computed into a tile buffer and copied into its place in that step's buffer, so the
+    tile's fields serve the whole group; the slab's buffers are yielded once complete."""
+    base = fast_base(tm)
+    dev = base.slot_times.device
+    x0, x1, y0, y1, z0, z1 = box
+    ty = int(mem.tile)
+    shared: Dict[str, torch.Tensor] = {}       # the tiles' scratch, reused tile to tile
+    buf: Optional[torch.Tensor] = None          # the tile buffer [V (+ V), r, t, X]
+    for group in interval_groups(base, t_norm, steps, most_open):
+        for s0 in range(z0, z1 + 1, mem.rows):
+            s1 = min(z1, s0 + mem.rows - 1)
+            r = s1 - s0 + 1
+            hosts = [take()[:, :r] for _ in group]          # each [V (+ V), r, Y, X]
+            for t0 in range(y0, y1 + 1, ty):
+                t1 = min(y1, t0 + ty - 1)
+                shape = (hosts[0].shape[0], r, t1 - t0 + 1, x1 - x0 + 1)
+                if buf is None or tuple(buf.shape) != shape:
+                    shared = {}           # the first, or a shorter, tile: its own buffers
+                    buf = None
+                    buf = torch.empty(shape, dtype=torch.float32, device=dev)
+                plan = slab_plan(base, axes, (x0, x1, t0, t1, s0, s1), error, shared)
+                for host, i in zip(hosts, group):
+                    out = evaluate_slab(tm, plan, float(t_norm[i]), error, buf)
+                    host[:, :, t0 - y0:t1 - y0 + 1].copy_(out)
+                # let go of the tile's window now, not when the plans that share its
+                # fields (the data's and the sides' lattice) are collected
+                plan.buffers.pop("out", None)
+                plan.fields, plan.slope_fields, plan.error_fields = {}, {}, {}
+                plan.data_plan = plan.side_plan = None
+                plan = None
+            for host, i in zip(hosts, group):
+                yield i, s0 - z0, host
 
 
 def predict_box(tm: TrainedModel, t: float, grid: Grid, box: Extent, error: bool,
@@ -452,12 +589,12 @@ def predict_box(tm: TrainedModel, t: float, grid: Grid, box: Extent, error: bool
     tm.plan = None                          # the last call's plan and fields let go first
     mem = plan_memory(tm, grid, box, n_arrays, error, max_memory, buffers_per_slab=1,
                       writer_bytes=lambda rows: result.nbytes)
-    if mem.rows == shape[1]:
+    if mem.rows == shape[1] and mem.tile is None:
         # one slab: planned once and kept on the model for the next call on this box
         axes = output_axes(grid, dev)
         tm.plan = (key, slab_plan(base, axes, box, error, {}))
         return predict_box(tm, t, grid, box, error, max_memory, progress)
-    if mem.rows == shape[1] and dev.type == "cpu":      # one slab: straight into the result
+    if mem.rows == shape[1] and mem.tile is None and dev.type == "cpu":   # straight in
         buf = torch.from_numpy(result)
         take = lambda: buf                                  # noqa: E731
     else:
@@ -498,11 +635,16 @@ def write_slabs(tm: TrainedModel, grid: Grid, t_out: Sequence[float], steps: Seq
     shape = (n_arrays, mem.rows, y_n, x_n)
     cuda = dev.type == "cuda"
     threaded = overlap and hasattr(BackgroundWriter, "write_slab")
-    pool = HostBuffers(shape, dev, mem.buffers if threaded else 1)
-    works = [torch.empty(shape, dtype=torch.float32, device=dev) for _ in range(2)] \
-        if cuda else []
     box = (0, x_n - 1, 0, y_n - 1, 0, z_n - 1)
     t_norm = [tm.info.normalised_time(float(t)) for t in t_out]
+    # tiles: every step of an interval group holds its slab's buffer until the slab's
+    # last tile is computed (one more, threaded, for the one being written)
+    group = 1 if mem.tile is None else \
+        max(len(g) for g in interval_groups(base, t_norm, steps, MIN_OPEN_STEPS))
+    pool = HostBuffers(shape, dev, max(mem.buffers if threaded else 1,
+                                       group + (1 if threaded and mem.tile else 0)))
+    works = [torch.empty(shape, dtype=torch.float32, device=dev)
+             for _ in range(max(2, group))] if cuda else []
     total = max(1, len(steps) * -(-z_n // mem.rows))
     state = {"done": 0, "cancelled": False, "turn": 0, "waited": 0.0}
     held: List[torch.Tensor] = []
@@ -514,7 +656,7 @@ def write_slabs(tm: TrainedModel, grid: Grid, t_out: Sequence[float], steps: Seq
 
     def take() -> torch.Tensor:
         if cuda:
-            state["turn"] ^= 1
+            state["turn"] = (state["turn"] + 1) % len(works)
             return works[state["turn"]]
         t1 = time.perf_counter()
         buf = pool.take()        # every buffer still being written: the computing waits
@@ -534,7 +676,7 @@ def write_slabs(tm: TrainedModel, grid: Grid, t_out: Sequence[float], steps: Seq
                 host = full[:, :slab.shape[1]]
                 host.copy_(slab, non_blocking=True)
             else:
-                full, host = held.pop(), slab
+                full, host = held.pop(0), slab       # taken in the order yielded
             compute_s += time.perf_counter() - t0 - state["waited"]
             waited += state["waited"]
             state["waited"] = 0.0
