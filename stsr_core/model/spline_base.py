@@ -342,16 +342,21 @@ class SplineBase(nn.Module):
             return got
         # kept for the interval in use only, like the slopes along the path
         self._time_slopes = {i: v for i, v in self._time_slopes.items() if abs(i - k) == 1}
-        row = self.slope_matrix[k].tolist()
-        out = None
-        for i, wt in enumerate(row):       # slot by slot: only one more slot at a time
-            if wt != 0.0:
-                term = self.slot_coef(i) * wt
-                out = term if out is None else out.add_(term)
-        out = out if out is not None else torch.zeros_like(self.slot_coef(k))
+        out = self._slopes_of(k, 0, self.dims[2] + 2)
         if not torch.is_grad_enabled() or not self.trainable:
             self._time_slopes[k] = out
         return out
+
+    def _slopes_of(self, k: int, lo: int, hi: int) -> torch.Tensor:
+        """Rows ``lo:hi`` of slot ``k``'s natural-spline slopes in time, summed slot by slot
+        (a row of [T, T] @ coef: one more slot's rows held at a time) in one fixed order,
+        so that the whole field and a slab's rows of it are the same numbers."""
+        out = None
+        for i, wt in enumerate(self.slope_matrix[k].tolist()):
+            if wt != 0.0:
+                term = self.slot_rows(i, lo, hi) * wt
+                out = term if out is None else out.add_(term)
+        return out if out is not None else torch.zeros_like(self.slot_rows(k, lo, hi))
 
     def slot_rows(self, k: int, lo: int, hi: int) -> torch.Tensor:
         """Rows ``lo:hi`` (z, of the padded grid) of slot ``k``'s coefficients
@@ -376,12 +381,7 @@ class SplineBase(nn.Module):
             return got
         self._slope_rows = {i: v for i, v in self._slope_rows.items()
                             if i[1:] == key[1:] and abs(i[0] - key[0]) == 1}
-        out = None
-        for i, wt in enumerate(self.slope_matrix[k].tolist()):
-            if wt != 0.0:
-                term = self.slot_rows(i, lo, hi) * wt
-                out = term if out is None else out.add_(term)
-        out = out if out is not None else torch.zeros_like(self.slot_rows(k, lo, hi))
+        out = self._slopes_of(k, lo, hi)
         if not torch.is_grad_enabled() or not self.trainable:
             self._slope_rows[key] = out
         return out
