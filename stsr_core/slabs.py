@@ -281,7 +281,6 @@ def plan_memory(tm: TrainedModel, grid: Grid, box: Extent, n_arrays: int, error:
         err_per_row = 4 * p * v * ((0 if on_window else 2) if one_pass else 4)
         # the data's points around the slab: both kept steps' values and the sides'
         # disagreement (three fields) on data rows of a slab's (and two more)
-        dx, dy, dz = base.dims
         data_row = 4 * 3 * v * dx * dy
         err_per_row += data_row * (dz - 1) / max(1, grid.dims[2] - 1)
         err_fixed = 2 * data_row
@@ -329,16 +328,16 @@ def plan_memory(tm: TrainedModel, grid: Grid, box: Extent, n_arrays: int, error:
         xb = x1 - x0 + 1
 
         def tiled_need(rows: int, ty: int) -> Tuple[int, Dict[str, int]]:
+            """:func:`need`'s parts with a tile's window, the group's slab buffers, the
+            tile buffer and the error estimate's output-sized fields on a tile."""
             share = ty / yb               # of the slab's output-sized fields, on a tile
-            parts = {"process and model": resident, "data-sized fields": data_sized,
-                     "spatial prior": prior,
-                     "window fields": int(tile_window(rows, ty) * (n_fields + scratch)),
-                     "slab buffers": int(4 * p * n_arrays * n_buf * rows),
-                     "tile buffers": int(4 * xb * ty * rows * (
-                         n_arrays + (0 if kernels.available(dev) else 12))),
-                     "error estimate": int(err_fixed + err_per_row * share * rows),
-                     "writer": int(writer_bytes(rows)) if writer_bytes is not None else 0,
-                     "slack": SLACK_BYTES}
+            parts = dict(need(rows)[1])
+            parts.update({
+                "window fields": int(tile_window(rows, ty) * (n_fields + scratch)),
+                "slab buffers": int(4 * p * n_arrays * n_buf * rows),
+                "tile buffers": int(4 * xb * ty * rows * (
+                    n_arrays + (0 if kernels.available(dev) else 12))),
+                "error estimate": int(err_fixed + err_per_row * share * rows)})
             return sum(parts.values()), parts
 
         least = min(MIN_TILE, yb)
