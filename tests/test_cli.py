@@ -103,6 +103,22 @@ def test_fit_upscale_eval_protocol(workdir):
     assert res["kept"] == [True, False, False, False, True, False, False, False, True]
 
 
+def test_program_ends_with_its_output_complete(workdir):
+    """The program ends by os._exit once its command returned (cli._end_process): what it
+    printed to a pipe (stdout buffered) and the files it wrote are all there, the status
+    is the command's."""
+    r = run("info", "m.stsr", "--json", cwd=workdir)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["variables"] == ["temperature", "rho"]
+    r = run("upscale", "m.stsr", "-o", "ends.pvd", "--scale", "2", "--quiet", "--timings",
+            "ends.json", cwd=workdir)
+    assert r.returncode == 0, r.stderr
+    assert json.loads((workdir / "ends.json").read_text())["steps"] == 3
+    assert read_series(str(workdir / "ends.pvd")).n_times == 3
+    r = run("info", "missing.stsr", cwd=workdir)
+    assert r.returncode == 2 and "does not exist" in r.stderr
+
+
 def test_upscale_h5_dims_and_times(workdir):
     """Also: a missing output folder is created (issue 16)."""
     r = here("upscale", "m.stsr", "-o", "new/dir/o.h5", "--dims", "7", "6", "5", "--times",

@@ -101,6 +101,28 @@ def test_save_load_roundtrip(trained, tmp_path):
     assert tm2.info.variables == tm.info.variables and tm2.info.times == tm.info.times
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_weights_holding_nan_or_inf_are_refused(trained, tmp_path, dtype, bad):
+    """A model file whose weights hold NaN/Inf (a checksum made over them) is refused by
+    name, whatever their floating-point type (numpy's check for float32/64, torch's else)."""
+    _, _, path = trained
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    name = max(payload["state_dict"], key=lambda k: payload["state_dict"][k].numel())
+    w = payload["state_dict"][name].to(dtype).clone()
+    w.view(-1)[w.numel() // 2] = bad
+    payload["state_dict"][name] = w
+    payload["checksum"] = modelfile.checksum(payload)
+    out = str(tmp_path / "bad.stsr")
+    torch.save(payload, out)
+    with pytest.raises(StsrError, match="hold NaN/Inf values"):
+        modelfile.read(out)
+    payload["state_dict"][name] = w.nan_to_num(0.0, 0.0, 0.0)
+    payload["checksum"] = modelfile.checksum(payload)
+    torch.save(payload, out)
+    assert modelfile.read(out)["state_dict"][name].dtype == dtype
+
+
 def test_damaged_and_foreign_model_files(trained, tmp_path):
     _, tm, path = trained
     cut = tmp_path / "cut.stsr"

@@ -277,3 +277,58 @@ def test_h5_chunks_compressed_here_read_back_with_a_partial_last_slab(tmp_path, 
             np.testing.assert_array_equal(fh["a"][i], st["a"])
             np.testing.assert_array_equal(fh["v"][i], np.stack([st[f"v_{c}"] for c in range(3)],
                                                                 axis=-1))
+
+
+def test_lz4_literal_blocks_are_lz4s_own_bytes_and_arrays_that_compress_stay_compressed(
+        tmp_path, monkeypatch):
+    """io/compress.py: the head of a literal-only LZ4 block is what lz4 itself writes for
+    bytes without matches (so such a block is byte for byte lz4's); an lz4 .pvd writes an
+    array whose sampled blocks do not compress as such blocks without compressing the rest,
+    and compresses the others (flat, or flat in a sampled part) -- every value read back
+    the same."""
+    import lz4.block
+
+    from stsr_core.io import compress, vtifile
+    rng = np.random.default_rng(4)
+    for n in (1, 14, 15, 16, 269, 270, 271, 524, 525, 66564, 1 << 20):
+        raw = rng.bytes(n)
+        packed = compress.lz4_literal(n) + raw
+        assert packed == lz4.block.compress(raw, mode="default", store_size=False), n
+        assert lz4.block.decompress(packed, uncompressed_size=n) == raw
+    grid = Grid((40, 40, 40), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))    # 4 blocks an array
+    noise = rng.standard_normal((40, 40, 40)).astype(np.float32)
+    half = noise.copy()
+    half[:20] = 0.0                     # its first two blocks flat: compressed
+    arrays = {"noise": noise, "flat": np.zeros_like(noise), "half": half}
+    seen = []
+    real = vtifile.codec
+
+    def counting(name):
+        fn = real(name)
+        return lambda b: seen.append(len(b)) or fn(b)
+    monkeypatch.setattr(vtifile, "codec", counting)
+    path = str(tmp_path / "l.vti")
+    vtifile.write_vti(path, grid, arrays, 1.5, "lz4")
+    block = vtifile.block_bytes(40 * 40 * 4)
+    # noise: its 3 samples alone; flat: 1 sample (it compresses), then its 4 blocks; half:
+    # 1 sample, then its 4 blocks; the TimeValue: 1 sample (8 bytes: a literal block)
+    assert sorted(seen) == [8] + [block] * (3 + 1 + 4 + 1 + 4), seen
+    got = read_series(path)
+    for n, a in arrays.items():
+        np.testing.assert_array_equal(got.variables[n][0], a)
+    data = open(path, "rb").read()
+    head = compress.lz4_literal(block)
+    for k in range(4):                  # noise's blocks, literal, in order
+        assert data.count(head + noise.tobytes()[k * block:(k + 1) * block]) >= 1
+    assert len(data) < noise.nbytes * 1.01 + half.nbytes * 0.51 + 2000
+
+
+def test_written_pages_leave_the_page_cache_and_the_files_stay_whole(tmp_path):
+    """io/base.py: fsync_file(drop=True) (each .vti step) only advises the kernel: the bytes
+    read back the same."""
+    from stsr_core.io.base import fsync_file
+    data = np.random.default_rng(1).bytes(3 << 20)
+    path = tmp_path / "f.bin"
+    path.write_bytes(data)
+    fsync_file(str(path), drop=True)
+    assert path.read_bytes() == data

@@ -50,6 +50,37 @@ def codec(name: str, level: int = ZLIB_LEVEL) -> Callable[[memoryview], bytes]:
     raise StsrError(f"unknown block compression '{name}' (zlib, lz4)")
 
 
+# lz4 on values that do not compress: when every sampled block of an array comes out of
+# lz4 at more than this share of its size, all its blocks are written as LZ4's literal
+# blocks (lz4_literal) instead of compressed. An upscaled 129^3 tornado step's 10 arrays
+# (velocity, magnitudes and their error estimates: float32 with busy low bits) come out of
+# lz4 at 100.0-100.4 % of their size, at 2-10 GB/s of one core's time, to no avail.
+INCOMPRESSIBLE = 0.98
+SAMPLES = 3                # blocks tried per array: the first, the middle and the last
+
+
+def lz4_literal(n: int) -> bytes:
+    """The head of an LZ4 block holding ``n`` bytes as one run of literals (the block is
+    this head followed by the bytes themselves): what lz4 itself writes for bytes in which
+    it finds no match, byte for byte, so VTK's vtkLZ4DataCompressor (LZ4_decompress_safe)
+    reads it as any other block. LZ4 block format: a token whose high 4 bits hold the
+    literals' count (15: more follows), then ``n - 15`` as bytes of 255 and a last byte
+    below 255; no match follows the last sequence."""
+    if n < 15:
+        return bytes([n << 4])
+    rest = n - 15
+    return b"\xf0" + b"\xff" * (rest // 255) + bytes([rest % 255])
+
+
+def incompressible(blocks: Sequence[memoryview], compress: Callable[[memoryview], bytes]
+                   ) -> bool:
+    """Whether ``blocks`` (one array's) look not worth compressing: SAMPLES of them
+    (spread over the array) each compress to more than INCOMPRESSIBLE of their size."""
+    n = len(blocks)
+    picks = sorted({0, n // 2, n - 1}) if SAMPLES >= 3 else [0]
+    return all(len(compress(blocks[j])) > INCOMPRESSIBLE * len(blocks[j]) for j in picks)
+
+
 def pool() -> ThreadPoolExecutor:
     """The process's compression threads (made on first use, shared by every writer)."""
     global _pool

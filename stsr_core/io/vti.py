@@ -220,8 +220,10 @@ def image_from_series(series: VolumeSeries, t: int):
 
 
 def _replace_with(tmp: str, path: str) -> None:
-    """Flush ``tmp`` to the disk and rename it to ``path`` (atomic on one filesystem)."""
-    fsync_file(tmp)
+    """Flush ``tmp`` to the disk and rename it to ``path`` (atomic on one filesystem); its
+    pages leave the page cache (base.fsync_file's ``drop``: the next step's writes reuse
+    them)."""
+    fsync_file(tmp, drop=True)
     os.replace(tmp, path)
 
 

@@ -29,7 +29,8 @@ import numpy as np
 
 from ..errors import StsrError
 from ..grid import Grid
-from .compress import as_bytes, codec, compress_each, split_blocks
+from .compress import (as_bytes, codec, compress_each, incompressible, lz4_literal,
+                       split_blocks)
 
 # Uncompressed bytes per compressed block: whole z slices of the array, at least
 # MIN_BLOCK_BYTES of them (VTK's default block is 32 KiB; readers handle any size). VTK's
@@ -199,26 +200,40 @@ class VtiFile:
         """Each buffer as a compressed array at the file's end (its header of block sizes,
         reserved and filled in once known, then its blocks of ``blocks[k]`` bytes); the
         blocks of all of them compressed GROUP_BYTES at a time on the pool's threads.
+        In lz4, an array whose sampled blocks do not compress (compress.incompressible)
+        has every block written as LZ4 literals (compress.lz4_literal: a few bytes' head,
+        then the block's bytes straight from the array): no compressor's time on it.
         Returns each one's offset from the appended data's start."""
         fh, compress = self.fh, codec(self.compression)
-        jobs = [(k, b) for k, buf in enumerate(buffers) for b in split_blocks(buf, blocks[k])]
-        n_blocks = [-(-len(buf) // size) for buf, size in zip(buffers, blocks)]
+        split = [split_blocks(buf, size) for buf, size in zip(buffers, blocks)]
+        literal = [self.compression == "lz4" and incompressible(parts, compress)
+                   for parts in split]
+        jobs = [(k, b) for k, parts in enumerate(split) for b in parts]
+        n_blocks = [len(parts) for parts in split]
         heads: List[int] = [-1] * len(buffers)
         sizes: List[List[int]] = [[] for _ in buffers]
         groups, start, held = [], 0, 0
-        for j, (_, b) in enumerate(jobs):
-            held += len(b)
+        for j, (k, b) in enumerate(jobs):
+            held += 0 if literal[k] else len(b)
             if held >= GROUP_BYTES or j == len(jobs) - 1:
                 groups.append(jobs[start:j + 1])
                 start, held = j + 1, 0
         for group in groups:
-            for (k, _), packed in zip(group, compress_each([b for _, b in group], compress,
-                                                           self.threads)):
+            packed = compress_each([b for k, b in group if not literal[k]], compress,
+                                   self.threads)
+            for k, b in group:
                 if heads[k] < 0:
                     heads[k] = fh.tell()
                     fh.write(bytes(8 * (3 + n_blocks[k])))
-                fh.write(packed)
-                sizes[k].append(len(packed))
+                if literal[k]:
+                    head = lz4_literal(len(b))
+                    fh.write(head)
+                    fh.write(b)
+                    sizes[k].append(len(head) + len(b))
+                else:
+                    block = next(packed)
+                    fh.write(block)
+                    sizes[k].append(len(block))
                 if len(sizes[k]) == n_blocks[k]:
                     end = fh.tell()
                     fh.seek(heads[k])
