@@ -242,8 +242,7 @@ def plan_memory(tm: TrainedModel, grid: Grid, box: Extent, n_arrays: int, error:
     win_fixed = windows[0] - win_per_row
     cubic = bool(getattr(base, "has_flow", False) and (base.path_mix != 0).any())
     still_cubic = bool(getattr(base, "hermite", False) and (base.time_mix != 0).any())
-    fused = kernels.available(dev) and bool(getattr(base, "has_flow", False)) and \
-        bool((base.flow_mix != 0).all()) and not getattr(base, "weighs_sides", lambda: False)()
+    fused = base.ring_windows()     # every variable moved, every lookup compiled
     if fused:           # 2 slots, + the slopes along the path of the variables with a share
         n_fields = 2 + 2 * len(base.slope_variables()) / v
     else:               # + every variable's slopes and the two ends folded per variable
@@ -255,20 +254,29 @@ def plan_memory(tm: TrainedModel, grid: Grid, box: Extent, n_arrays: int, error:
     scratch = min(1.0, 2.5 / ratio)
     on_window = probe.points_on_window
     del probe
+    moves = base.moves_any()
+    if not moves and not on_window:
+        # nothing moves and the output's points are not the warps' grid's: no field is
+        # made on the window (the values and the error estimate work on the output's points)
+        n_fields, scratch = 0, 0.0
     slot = 4 * v * math.prod(d + 2 for d in base.dims)
     space = getattr(base, "space", None)     # the spatial prior's corrections (kept steps)
     prior = space.memory_bytes(base.dims[::-1]) if space is not None else 0
     data_sized = slot * (0 if fused else 6 if cubic else 0)
     if fused:     # the slopes along the path kept per slot (two), and their solve's scratch
         data_sized += 5 * base.slope_part_bytes()
-    if base.slots_in_file() is not None and getattr(base, "has_flow", False) and \
-            bool((base.flow_mix != 0).any()):
+    if base.slots_in_file() is not None and moves:
         data_sized += 2 * slot    # the file's last two slots read whole (the paths), kept
-    # the part that is not moved works on the coefficients' rows a slab reads: the two
-    # ends' and, with a cubic share in time, their slopes' rows and the formula's scratch
+    # the part that is not moved works on the coefficients' rows a slab reads: their
+    # weighted sum over the slots, one slot's rows as read and a kept step's rows the error
+    # estimate reads (SplineBase.still_rows); with trained slopes in time the two ends' and
+    # their slopes' rows and the formula's scratch
     moved = base.flow_mix if getattr(base, "has_flow", False) else torch.zeros(v)
     some_still = bool((moved != 1).any()) or still_cubic
-    still_arrays = 12 if still_cubic else 4 if some_still else 0
+    if getattr(base, "slopes", None) is None:
+        still_arrays = 3 if some_still else 0
+    else:
+        still_arrays = 12 if still_cubic else 4 if some_still else 0
     dx, dy, dz = base.dims
     coef_row = 4 * v * (dx + 2) * (dy + 2)
     one_pass = kernels.available(dev)       # the error estimate in one compiled pass
@@ -284,8 +292,12 @@ def plan_memory(tm: TrainedModel, grid: Grid, box: Extent, n_arrays: int, error:
         data_row = 4 * 3 * v * dx * dy
         err_per_row += data_row * (dz - 1) / max(1, grid.dims[2] - 1)
         err_fixed = 2 * data_row
-    still_per_row = still_arrays * coef_row * (dz - 1) / max(1, grid.dims[2] - 1)
-    still_fixed = still_arrays * coef_row * 4             # the cubic's support beyond them
+    # and its filtering onto the slab's points: the x pass [rows, Y+2, Xo] and the y pass
+    # [rows, Yo, Xo] on the coefficients' rows (kernels.banded), per coefficients' row
+    filter_row = 4 * v * ((dy + 2) + (y1 - y0 + 1)) * (x1 - x0 + 1) if some_still else 0
+    still_row = still_arrays * coef_row + filter_row
+    still_per_row = still_row * (dz - 1) / max(1, grid.dims[2] - 1)
+    still_fixed = still_row * 4                           # the cubic's support beyond them
 
     def need(rows: int) -> Tuple[int, Dict[str, int]]:
         win = win_fixed + win_per_row * rows
@@ -475,7 +487,16 @@ def slab_steps(tm: TrainedModel, grid: Grid, t_norm: Sequence[float], steps: Seq
                ) -> Iterator[Tuple[int, int, torch.Tensor]]:
     """(step index, first row, host buffer [V (+ V), r, Y, X]) in loop order: interval by
     interval, slab by slab, every step of the interval for that slab; ``take()`` gives a
-    host buffer of the slab's shape (the caller returns it when done with it)."""
+    host buffer of the slab's shape (the caller returns it when done with it). The
+    filtering's scratch is kept from slab to slab meanwhile (kernels.kept_scratch)."""
+    with kernels.kept_scratch():
+        yield from _slab_steps(tm, grid, t_norm, steps, box, error, mem, take, most_open)
+
+
+def _slab_steps(tm: TrainedModel, grid: Grid, t_norm: Sequence[float], steps: Sequence[int],
+                box: Extent, error: bool, mem: MemoryPlan, take: Callable[[], torch.Tensor],
+                most_open: int) -> Iterator[Tuple[int, int, torch.Tensor]]:
+    """:func:`slab_steps`' loop."""
     base = fast_base(tm)
     axes = output_axes(grid, base.slot_times.device)
     x0, x1, y0, y1, z0, z1 = box
@@ -485,6 +506,7 @@ def slab_steps(tm: TrainedModel, grid: Grid, t_norm: Sequence[float], steps: Seq
     shared: Dict[str, torch.Tensor] = {}
     slide = kernels.available(base.slot_times.device)
     cap = window_cap(base, axes, box, mem.rows, error) if slide else None
+    ring = slide and base.ring_windows()
     one = None       # the box in one slab: one plan for every interval, so that a kept
     if mem.rows >= z1 - z0 + 1:   # step's fields serve both intervals beside it (the
         one = slab_plan(base, axes, box, error, shared)   # later one's slot, the next's)
@@ -504,6 +526,7 @@ def slab_steps(tm: TrainedModel, grid: Grid, t_norm: Sequence[float], steps: Seq
             if slide:
                 plan.slid_from = before      # its window's fields slide into this one's
                 plan.window_cap = cap
+                plan.ring = ring             # as rings, where only kernels read them
                 if before is not None:
                     before.slid_from = None
             for i in group:

@@ -97,11 +97,14 @@ def test_tiles_are_planned_only_where_a_full_width_slab_does_not_fit(model):
         slabs.plan_memory(model, g, box, n, True, 1)
     least, said_full = needs(str(e.value))
     assert "in tiles of" in str(e.value) and "\n" not in str(e.value)
-    assert abs(said_full - full) < 1e7 and least + 2e6 < full, (least, full)
-    budget = (least + full) // 2
+    # the line rounds to 1 MB, or to 0.01 GB once the need passes 1 GB (the need includes
+    # this process's own RSS: a pytest process that ran other tests first may hold 1 GB)
+    rounding = 1e7 if full >= 1e9 else 1e6
+    assert abs(said_full - full) < rounding and least < full + rounding, (least, full)
+    budget = full - 2_000_000                 # a full-width row just does not fit: tiles
     tiled = slabs.plan_memory(model, g, box, n, True, budget, group_steps=3)
     assert tiled.tile is not None and 1 <= tiled.tile < g.dims[1]
-    assert tiled.need <= budget and tiled.parts["tile buffers"] > 0
+    assert tiled.need <= budget < full and tiled.parts["tile buffers"] > 0
     assert tiled.buffers >= 4                # the group's three steps and one being written
     assert "slabs of" in tiled.text() and "tiles of" in tiled.text()
 

@@ -15,6 +15,7 @@ from stsr_core.io import read_series, write_series
 from stsr_core.model import kernels
 from stsr_core.model.error_estimate import space_indicator
 from stsr_core.prediction import predict_timestep
+from stsr_core.trained import load_model, save_model
 from child_peak import run_with_peak
 from test_engine import smooth_series
 from test_fit_stream import _process_at_start
@@ -314,3 +315,93 @@ def test_steps_asked_for_one_by_one_in_any_order_give_the_numbers_of_a_fresh_pla
         want = predict_timestep(model, t, g, extent=ext, error=True)
         for n in want:
             np.testing.assert_array_equal(got[n], want[n], err_msg=f"{n} at t={t}, {ext}")
+
+
+@pytest.mark.parametrize("in_file", [False, True])
+def test_the_still_part_summed_over_the_slots_equals_the_formula_on_the_two_ends(
+        model, tmp_path, in_file):
+    """The part that is not moved, as one weighted sum of the slots' rows (still_rows:
+    the natural spline's slopes folded into per-slot weights), gives the numbers of
+    linear + c (cubic - linear) on the two ends' rows and slopes' rows, for a still
+    variable with a cubic share in time, a moved one (partly still here) and both, on
+    rows of a slab and on every row; from memory and from a model file's slots."""
+    tm = model
+    if in_file:
+        path = str(tmp_path / "m.stsr")
+        save_model(model, path)
+        tm = load_model(path, device="cpu", lazy=True)
+        assert tm.model.base.slots_in_file() is not None
+    base = tm.model.base
+    kept = base.flow_mix.clone()
+    try:
+        base.flow_mix.copy_(torch.tensor([0.5, 0.0]))     # the first partly still too
+        z = base.dims[2] + 2
+        for t in (-0.9, -0.3, 0.1, 0.77):
+            j, w = base._slot(t)
+            for idx in ([1], [0, 1]):
+                ix = torch.tensor(idx)
+                for lo, hi in ((0, z), (2, 7), (z - 5, z)):
+                    got = base.still_rows(j, w, ix, lo, hi)
+                    want = base._still_formula(j, w, ix, lo, hi)
+                    assert got.shape == want.shape
+                    assert relative(got, want) < 1e-5, (t, idx, lo, hi)
+    finally:
+        base.flow_mix.copy_(kept)
+
+
+def test_window_fields_slide_as_rings_with_the_numbers_of_moved_windows(model, monkeypatch):
+    """Every variable moved: the slabs' window fields slide as rings (spline_base.slid_ring:
+    the window's first row moves on, nothing is moved in memory, the new rows wrap round
+    its end), and every step of every slab (the values, the error arrays, a kept step's)
+    is bit for bit the one of windows moved down in memory (slid_window's memmove)."""
+    base = model.model.base
+    kept = base.flow_mix.clone()
+    g = api.output_grid(model.info.grid, scale=2)
+    times = [model.info.normalised_time(t) for t in (2.5, 3.0, 4.0, 5.1)]
+    buf = torch.empty((2 * base.n_vars, 3, g.dims[1], g.dims[0]))
+    from stsr_core.model import spline_base
+    real_ring, rings = spline_base.slid_ring, []
+
+    def spy(*a, **k):
+        f = real_ring(*a, **k)
+        rings.append((f.ring, f.shape[1], f.untyped_storage().data_ptr()))
+        return f
+    monkeypatch.setattr(spline_base, "slid_ring", spy)
+    got = {}
+    try:
+        base.flow_mix.fill_(1.0)
+        assert base.ring_windows()
+        for ring in (True, False):
+            monkeypatch.setattr(type(base), "ring_windows", lambda self, r=ring: r)
+            mem = slabs.MemoryPlan(rows=3, budget=0, need=0)
+            got[ring] = [(i, z0, h.clone()) for i, z0, h in slabs.slab_steps(
+                model, g, times, [0, 1, 2, 3], whole_box(g), True, mem, lambda: buf)]
+    finally:
+        base.flow_mix.copy_(kept)
+    assert len(got[True]) == len(got[False]) > 3 * 3
+    for (i, z0, a), (j, z1, b) in zip(got[True], got[False]):
+        assert (i, z0) == (j, z1)
+        assert torch.equal(a, b), (i, z0)
+    wrapped = [r for r in rings if r[0][0] + r[0][1] > r[1]]
+    assert wrapped                       # windows that wrap round the ring's end
+    assert len({r[2] for r in rings}) < len(rings) / 3   # the same memory slab to slab
+
+
+@pytest.mark.skipif(not kernels.USE_NUMBA, reason="the compiled kernels' scratch")
+def test_the_filterings_scratch_is_kept_inside_a_slab_loop_and_freed_after():
+    """Inside kernels.kept_scratch (slab_steps) the filtering's two passes reuse one
+    buffer, grown to the largest call, with the numbers of fresh memory; leaving frees it."""
+    from stsr_core.model.grid_plan import spline_matrix
+    a = torch.randn(2, 12, 9, 9)
+    m = spline_matrix(torch.linspace(-1.0, 1.0, 15), 7)            # [15, 9]
+    mats, small = [m, m, m[:12]], [m, m, m[3:6]]
+    want = kernels.banded(a, mats)
+    want_small = kernels.banded(a, small)
+    with kernels.kept_scratch():
+        got = kernels.banded(a, mats)
+        buf = kernels._SCRATCH.buf
+        assert buf is not None
+        got_small = kernels.banded(a, small, last=True)
+        assert kernels._SCRATCH.buf is buf              # a smaller call: the same memory
+    assert kernels._SCRATCH.buf is None
+    assert torch.equal(got, want) and torch.equal(got_small, want_small)

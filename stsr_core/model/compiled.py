@@ -8,14 +8,15 @@ from numba import njit, prange
 
 
 @njit(parallel=True, cache=True)
-def _banded(a, z_lo, z_hi, sx, wx, sy, wy, sz, wz, out):  # pragma: no cover - compiled
+def _banded(a, z_lo, z_hi, sx, wx, sy, wy, sz, wz, out, s1, s2):  # pragma: no cover
+    # s1, s2: flat scratch for the x and the y pass (kernels.banded: reused where it can)
     c_n = a.shape[0]
     y_n = a.shape[2]
     xo_n, yo_n, zo_n = sx.shape[0], sy.shape[0], sz.shape[0]   # out: [C, Zo, Yo * Xo]
     kx, ky, kz = wx.shape[1], wy.shape[1], wz.shape[1]
     rows = z_hi - z_lo
     # x: a gather of kx taps per output column, on the coarse rows
-    t1 = np.empty((c_n, rows, y_n, xo_n), np.float32)
+    t1 = s1[:c_n * rows * y_n * xo_n].reshape((c_n, rows, y_n, xo_n))
     for cz in prange(c_n * rows):
         c = cz // rows
         z = cz % rows
@@ -29,7 +30,7 @@ def _banded(a, z_lo, z_hi, sx, wx, sy, wy, sz, wz, out):  # pragma: no cover - c
                     acc += wx[xo, k] * src[s + k]
                 dst[xo] = acc
     # y, then z: each output row a sum of a few whole input rows (contiguous, SIMD)
-    t2 = np.empty((c_n, rows, yo_n, xo_n), np.float32)
+    t2 = s2[:c_n * rows * yo_n * xo_n].reshape((c_n, rows, yo_n, xo_n))
     for cz in prange(c_n * rows):
         c = cz // rows
         z = cz % rows
@@ -69,10 +70,13 @@ def _banded(a, z_lo, z_hi, sx, wx, sy, wy, sz, wz, out):  # pragma: no cover - c
 
 @njit(parallel=True, cache=True)
 def _warp(f0, f1, a0, a1, p0, p1, g0, g1, pmap, has_slopes, disp, accel, has_accel, bend,
-          zi, zw, gx, gy, gz, s0, s1, scale, off, out, mode, post, has_post):  # pragma: no cover
+          zi, zw, gx, gy, gz, s0, s1, scale, off, out, mode, post, has_post, zw_n, ring,
+          ring_n):  # pragma: no cover
     # post [3, V] (BLEND): the blend then times post[0], plus 1, times post[1], plus post[2]
     # (the moved share and the variables' units, as SplineBase.evaluate_grid applies them)
-    zw_n, yw_n, xw_n, v_n = f0.shape        # channels last: a corner's variables adjacent
+    # zw_n: the window's rows; ring/ring_n [4] (f0, f1, p0, p1): each field's row of the
+    # window's first row and its rows in memory (a ring: window row r at (ring + r) % ring_n)
+    _, yw_n, xw_n, v_n = f0.shape           # channels last: a corner's variables adjacent
     r_n, yo_n, xo_n = gz.shape[0], gy.shape[0], gx.shape[0]
     zero, one, two = np.float32(0.0), np.float32(1.0), np.float32(2.0)
     for zy in prange(r_n * yo_n):
@@ -118,19 +122,29 @@ def _warp(f0, f1, a0, a1, p0, p1, g0, g1, pmap, has_slopes, disp, accel, has_acc
                 f = f0 if side == 0 else f1
                 pf = p0 if side == 0 else p1
                 g = g0 if side == 0 else g1
+                kz, lz = iz + ring[side], jz + ring[side]          # the rows in memory
+                if kz >= ring_n[side]:
+                    kz -= ring_n[side]
+                if lz >= ring_n[side]:
+                    lz -= ring_n[side]
+                mz, nz = iz + ring[2 + side], jz + ring[2 + side]
+                if mz >= ring_n[2 + side]:
+                    mz -= ring_n[2 + side]
+                if nz >= ring_n[2 + side]:
+                    nz -= ring_n[2 + side]
                 for v in range(v_n):
-                    val = (c000 * f[iz, iy, ix, v] + c100 * f[iz, iy, jx, v]
-                           + c010 * f[iz, jy, ix, v] + c110 * f[iz, jy, jx, v]
-                           + c001 * f[jz, iy, ix, v] + c101 * f[jz, iy, jx, v]
-                           + c011 * f[jz, jy, ix, v] + c111 * f[jz, jy, jx, v])
+                    val = (c000 * f[kz, iy, ix, v] + c100 * f[kz, iy, jx, v]
+                           + c010 * f[kz, jy, ix, v] + c110 * f[kz, jy, jx, v]
+                           + c001 * f[lz, iy, ix, v] + c101 * f[lz, iy, jx, v]
+                           + c011 * f[lz, jy, ix, v] + c111 * f[lz, jy, jx, v])
                     slope = np.float32(0.0)
                     q = pmap[v]
                     if has_slopes and q >= 0 and g[v] != 0:   # the cubic along the path
                         slope = g[v] * (
-                            c000 * pf[iz, iy, ix, q] + c100 * pf[iz, iy, jx, q]
-                            + c010 * pf[iz, jy, ix, q] + c110 * pf[iz, jy, jx, q]
-                            + c001 * pf[jz, iy, ix, q] + c101 * pf[jz, iy, jx, q]
-                            + c011 * pf[jz, jy, ix, q] + c111 * pf[jz, jy, jx, q])
+                            c000 * pf[mz, iy, ix, q] + c100 * pf[mz, iy, jx, q]
+                            + c010 * pf[mz, jy, ix, q] + c110 * pf[mz, jy, jx, q]
+                            + c001 * pf[nz, iy, ix, q] + c101 * pf[nz, iy, jx, q]
+                            + c011 * pf[nz, jy, ix, q] + c111 * pf[nz, jy, jx, q])
                     if mode == 1:
                         out[side, v, z, y, x] = val
                     elif mode == 2:
@@ -150,10 +164,11 @@ def _warp(f0, f1, a0, a1, p0, p1, g0, g1, pmap, has_slopes, disp, accel, has_acc
 
 @njit(parallel=True, cache=True)
 def _error(sp0, sp1, o0, o1, val0, val1, dd, has_time, xi, xw, yi, yw, zi, zw, w, ks, kt,
-           hr, floor, out):  # pragma: no cover - compiled
+           hr, floor, out, ring, ring_n):  # pragma: no cover - compiled
     """The error estimate on a slab in one pass (error_estimate.error_grid's formula, in
     the variables' units) into out [V, R, Y, X]: sp0/sp1 the two kept steps' spline at the
-    output points [Zs, Ys, Xs, V] (channels last; those points from o0/o1 (z, y, x) on),
+    output points [Zs, Ys, Xs, V] (channels last; those points from o0/o1 (z, y, x) on; a
+    ring's rows from ring[k] on, of ring_n[k] in memory),
     val0/val1 their values at the data's points and dd the sides' disagreement there
     [V, Zd, Yd, Xd], carried trilinearly (xi/xw, yi/yw, zi/zw: per output index its two
     data points and weights; per output row first in z and y along the whole data row,
@@ -166,6 +181,11 @@ def _error(sp0, sp1, o0, o1, val0, val1, dd, has_time, xi, xw, yi, yw, zi, zw, w
     for zy in prange(r_n * yo_n):
         z = zy // yo_n
         y = zy % yo_n
+        q0, q1 = z + o0[0] + ring[0], z + o1[0] + ring[1]    # the splines' rows in memory
+        if q0 >= ring_n[0]:
+            q0 -= ring_n[0]
+        if q1 >= ring_n[1]:
+            q1 -= ring_n[1]
         z0, z1, wz0, wz1 = zi[z, 0], zi[z, 1], zw[z, 0], zw[z, 1]
         y0, y1, wy0, wy1 = yi[y, 0], yi[y, 1], yw[y, 0], yw[y, 1]
         row = np.empty((n_in, v_n, xd_n), np.float32)     # carried in z and y
@@ -183,9 +203,9 @@ def _error(sp0, sp1, o0, o1, val0, val1, dd, has_time, xi, xw, yi, yw, zi, zw, w
         for x in range(xo_n):
             x0, x1, wx0, wx1 = xi[x, 0], xi[x, 1], xw[x, 0], xw[x, 1]
             for v in range(v_n):
-                s0 = abs(sp0[z + o0[0], y + o0[1], x + o0[2], v]
+                s0 = abs(sp0[q0, y + o0[1], x + o0[2], v]
                          - (wx0 * row[0, v, x0] + wx1 * row[0, v, x1]))
-                s1 = abs(sp1[z + o1[0], y + o1[1], x + o1[2], v]
+                s1 = abs(sp1[q1, y + o1[1], x + o1[2], v]
                          - (wx0 * row[1, v, x0] + wx1 * row[1, v, x1]))
                 # torch.lerp's two forms
                 s = s0 + w * (s1 - s0) if abs(w) < half else s1 - (s1 - s0) * (one - w)

@@ -297,7 +297,7 @@ def error_grid(base: Any, plan: GridPlan, t: float, units: Optional[torch.Tensor
         lins, _ = data_carry(base, plan)
         apart, c = None, 0.0
         if not kept:
-            apart, c = base.end_difference(data_plan(base, plan), t), 4.0 * w * (1.0 - w)
+            apart, c = sides_apart(base, plan, t, values), 4.0 * w * (1.0 - w)
         scales = data_scales(base).to(out)
         return kernels.error_pass((splines[0], splines[-1]), (values[0], values[-1]), apart,
                                   lins, 0.0 if kept else w, scales[0], scales[1] * c,
@@ -314,6 +314,18 @@ def error_grid(base: Any, plan: GridPlan, t: float, units: Optional[torch.Tensor
     if units is not None:
         got.mul_(units.to(got).view(-1, 1, 1, 1))
     return got if out is None else out.copy_(got)
+
+
+def sides_apart(base: Any, plan: GridPlan, t: float, values: Sequence[torch.Tensor]
+                ) -> torch.Tensor:
+    """The sides' disagreement at the data's points around ``plan``'s (end_difference on
+    the data's plan) [V, Zd, Yd, Xd]. Where no variable moves the two sides are the kept
+    steps' own values there, ``values`` (the spline at its data points), so it is their
+    difference, not two more evaluations of the kept steps on the same points (with a
+    spatial prior, whose correction end_difference adds, it is left to end_difference)."""
+    if not base.moves_any() and not base.prior_active():
+        return torch.sub(values[0], values[1]).abs_()
+    return base.end_difference(data_plan(base, plan), t)
 
 
 def data_plan(base: Any, plan: GridPlan) -> GridPlan:
@@ -358,9 +370,24 @@ def spline_at_points(base: Any, plan: GridPlan, k: int
     f = plan.error_fields.get(key)
     if f is None:
         _keep_near(plan, k)
-        f = plan.error_fields[key] = base.kept_field(k, plan.spline, last=True,
-                                                     fine=base._fine(plan, "spline"))
+        if at_data_points(base, plan):   # the spline there: the values at the data's points
+            f = kernels.last(data_values(base, plan, k)).permute(3, 0, 1, 2)
+        else:
+            f = base.kept_field(k, plan.spline, last=True, fine=base._fine(plan, "spline"))
+        plan.error_fields[key] = f
     return f, (0, 0, 0)
+
+
+def at_data_points(base: Any, plan: GridPlan) -> bool:
+    """Whether ``plan``'s points are the data's own (an output on the data's grid, or a
+    slab of one) with no spatial prior: then the kept steps' spline at them is
+    :func:`data_values` (the same matrices, the same numbers), laid out channels last,
+    instead of a second filtering of the same coefficients onto the same points."""
+    if plan.on_data is None:
+        mats = data_spline(base, plan)
+        plan.on_data = not base.prior_active() and all(
+            a.shape == b.shape and torch.equal(a, b) for a, b in zip(plan.spline, mats))
+    return plan.on_data
 
 
 def _keep_near(plan: GridPlan, k: int) -> None:

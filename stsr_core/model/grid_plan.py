@@ -118,6 +118,9 @@ class GridPlan:
     # the data's points the indicators are carried from: per axis (x, y, z) the linear
     # matrix from them to this grid [out, n] and the box of them (x0, x1, y0, y1, z0, z1)
     data_carry: Optional[Tuple[List[torch.Tensor], Tuple[int, ...]]] = None
+    # whether the planned points are the data's own points (error_estimate.at_data_points;
+    # None: not asked yet)
+    on_data: Optional[bool] = None
     # the lattice the network weighing the two sides works on (side_weights.py)
     side_plan: Optional["GridPlan"] = None
     side_carry: Optional[List[torch.Tensor]] = None   # its linear carry to this grid (x y z)
@@ -127,6 +130,9 @@ class GridPlan:
     # the most rows of the warps' grid any slab of the box's windows holds: a window's
     # fields are made with room for that many, so they slide without new memory
     window_cap: Optional[int] = None
+    # the window's fields slide as rings (spline_base.slid_ring: nothing moved; every
+    # reader of them a compiled kernel that knows; kernels.ring_of)
+    ring: bool = False
     # reuse two output-sized buffers from step to step (a caller that is done with each
     # step before asking for the next, as the streaming upscale is): fresh memory of that
     # size costs as much as the arithmetic on this machine's first touch of its pages
@@ -157,12 +163,17 @@ class GridPlan:
 
     def window_rows(self, f: torch.Tensor) -> Optional[torch.Tensor]:
         """The planned points' values out of a field on the warps' grid (cut) ``f``
-        [C, Zw, Yw, Xw] (a view), or None where the points are not points of that grid."""
+        [C, Zw, Yw, Xw] (a view; of a ring, a copy), or None where the points are not
+        points of that grid."""
         if self.warp_on_output:
             return f
         if self.on_window is None:
             return None
         (x0, nx), (y0, ny), (z0, nz) = self.on_window
+        ring = getattr(f, "ring", None)
+        if ring is not None:       # a ring (slid_ring): its rows gathered, a copy
+            idx = (torch.arange(z0, z0 + nz, device=f.device) + ring[0]) % f.shape[1]
+            return f.index_select(1, idx)[:, :, y0:y0 + ny, x0:x0 + nx]
         return f[:, z0:z0 + nz, y0:y0 + ny, x0:x0 + nx]
 
     def cut_ranges(self) -> List[Tuple[int, int, int]]:

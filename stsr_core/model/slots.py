@@ -112,25 +112,37 @@ class FileSlots:
         self._kept.move_to_end(k)
         return t
 
-    def rows(self, k: int, lo: int, hi: int, device: Optional[torch.device] = None
+    def rows(self, k: int, lo: int, hi: int, device: Optional[torch.device] = None,
+             variables: Optional[Sequence[int]] = None, out: Optional[torch.Tensor] = None
              ) -> torch.Tensor:
-        """Rows ``lo:hi`` (z, of the padded grid) of slot ``k`` [V, hi - lo, Y+2, X+2]: a view
-        of a kept slot, else read alone (one positioned read per variable) and not kept, so
-        that a slab's rows cost their size, not a slot's and not a kept slot's place."""
+        """Rows ``lo:hi`` (z, of the padded grid) of slot ``k`` [V, hi - lo, Y+2, X+2] (or of
+        the ``variables`` alone, in that order [len(variables), ...]): a view of a kept slot,
+        else read alone (one positioned read per variable) and not kept, so that a slab's
+        rows cost their size, not a slot's and not a kept slot's place. ``out``: a CPU
+        tensor of that shape (contiguous) read into, so that a caller reading rows of every
+        slot in turn reuses one buffer instead of touching fresh pages for each."""
         k, lo, hi = int(k), int(lo), int(hi)
         dev = torch.device("cpu") if device is None else torch.device(device)
         t = self._kept.get(k)
         if t is not None and t.device == dev:
-            return t[:, lo:hi]
+            if variables is None:
+                return t[:, lo:hi]
+            return t[list(variables), lo:hi]
         if not 0 <= k < self.n_slots:
             raise IndexError(f"slot {k} of {self.n_slots}")
         v, z, y, x = self.slot_shape
         if not 0 <= lo < hi <= z:
             raise IndexError(f"rows {lo}:{hi} of a slot of {z}")
-        buf = np.empty((v, hi - lo, y, x), dtype=np.float32)
+        which = list(range(v)) if variables is None else [int(i) for i in variables]
+        shape = (len(which), hi - lo, y, x)
+        if out is not None and tuple(out.shape) == shape and out.is_contiguous() and \
+                out.dtype == torch.float32 and out.device.type == "cpu":
+            buf = out.numpy()
+        else:
+            buf = np.empty(shape, dtype=np.float32)
         row = 4 * y * x
-        for i in range(v):
-            self._read_into(buf[i], k * self.slot_bytes + i * z * row + lo * row)
+        for n, i in enumerate(which):
+            self._read_into(buf[n], k * self.slot_bytes + i * z * row + lo * row)
         return torch.from_numpy(buf).to(dev)
 
     def write(self, k: int, values: torch.Tensor, var: Optional[int] = None) -> None:

@@ -83,6 +83,8 @@ def slid_window(plan: "GridPlan", before: Optional[torch.Tensor],
     ``plan.window_cap`` rows (the largest window of the slabs of this box: a window that
     grows from slab to slab, as the first ones clipped at the grid's edge do, then never
     needs new memory while its old is still held)."""
+    if channels and plan.ring and plan.window_cap is not None:
+        return slid_ring(plan, before, rows, channels)
     prev = plan.slid_from
     (_, c0, cn) = plan.cut_ranges()[2]
     cap = max(cn, int(plan.window_cap or 0))
@@ -118,6 +120,48 @@ def slid_window(plan: "GridPlan", before: Optional[torch.Tensor],
     if hi < c0 + cn:
         rows(hi - c0, cn, out=store[hi - c0:cn].permute(3, 0, 1, 2))
     return store[:cn].permute(3, 0, 1, 2)
+
+
+def slid_ring(plan: "GridPlan", before: Optional[torch.Tensor],
+              rows: Callable[..., torch.Tensor], channels: int) -> torch.Tensor:
+    """:func:`slid_window` without moving anything: the window lives in a ring of
+    ``plan.window_cap`` rows of the warps' grid [C, H, Yw, Xw] (channels last in memory),
+    window row r at memory row (first + r) % H, ``field.ring = (first, rows)``
+    (kernels.ring_of; the compiled lookups and the error pass read it so). Sliding on by d
+    rows moves ``first`` on by d and computes the window's new rows into the memory rows
+    the rows that left it held (in at most two runs, where they wrap), so a slab costs its
+    new rows alone, not a move of the ~100 rows it shares with the slab before (at 513^3
+    on the tornado, 5 new rows a slab). Only for plans whose every reader of the window is
+    a compiled kernel (``plan.ring``: every variable moved, SplineBase.ring_windows)."""
+    (_, c0, cn) = plan.cut_ranges()[2]
+    yw, xw = plan.warp_spline[1].shape[0], plan.warp_spline[0].shape[0]
+    prev = plan.slid_from
+    store, first, keep = None, 0, 0
+    if before is not None and prev is not None and getattr(before, "ring", None) is not None \
+            and tuple(before.shape[2:]) == (yw, xw) and before.shape[0] == channels \
+            and before.shape[1] >= cn:
+        (_, p0, pn) = prev.cut_ranges()[2]
+        hi = min(p0 + pn, c0 + cn)
+        if c0 >= p0 and c0 < hi:             # rows c0 .. hi - 1 held: window rows 0 .. keep
+            store, keep = before, hi - c0
+            first = (before.ring[0] + (c0 - p0)) % before.shape[1]
+    if store is None:
+        cap = max(cn, int(plan.window_cap or 0))
+        store = plan.axes[0].new_empty((cap, yw, xw, channels)).permute(3, 0, 1, 2)
+    mem = store.permute(1, 2, 3, 0)                                 # [H, Yw, Xw, C]
+    h = mem.shape[0]
+    r = keep
+    while r < cn:                          # the new rows, in runs of memory rows
+        m = (first + r) % h
+        n = min(cn - r, h - m)
+        out = mem[m:m + n].permute(3, 0, 1, 2)
+        got = rows(r, r + n, out=out)
+        if got.data_ptr() != out.data_ptr():
+            out.copy_(got)
+        r += n
+    field = store[:]                       # a tensor of its own: the slab before's keeps
+    field.ring = (first, cn)               # its ring (until drop_slid lets go of it)
+    return field
 
 
 def drop_slid(plan: "GridPlan", before: Optional[Dict[Any, torch.Tensor]], key: Any) -> None:
@@ -785,7 +829,7 @@ class SplineBase(nn.Module):
                     d1 = bspline_sample(self.slopes_at(jj + 1)[None], p)
                     h = float(self.slot_times[jj + 1] - self.slot_times[jj])
                     line = line + self.time_mix * hermite_correction(a, b, d0, d1, wj, h)
-                    if self.has_flow and bool((self.flow_mix != 0).any()):
+                    if self.moves_any():
                         line = line + self.flow_mix * (self._warped(jj, p, wj) -
                                                        (a + wj * (b - a)))
                 a = line
@@ -921,16 +965,11 @@ class SplineBase(nn.Module):
             idx = some.nonzero(as_tuple=True)[0]
             lo, hi = kernels.used_rows(plan.spline[2])
             mats = plan.spline[:2] + [plan.spline[2][:, lo:hi]]
-            # [v, rows, Y+2, X+2]: the slab's rows alone, read from a file's slots
-            pick = (lambda f: f[idx]) if len(idx) < len(m) else (lambda f: f)
-            c0, c1 = pick(self.slot_rows(j, lo, hi)), pick(self.slot_rows(j + 1, lo, hi))
-            comb = (c0 + w * (c1 - c0)) * (1 - m[idx]).view(-1, 1, 1, 1)
-            if bool((c[idx] != 0).any()):
-                h = float(self.slot_times[j + 1] - self.slot_times[j])
-                corr = hermite_correction(c0, c1, pick(self.slopes_rows(j, lo, hi)).detach(),
-                                          pick(self.slopes_rows(j + 1, lo, hi)).detach(),
-                                          torch.tensor(w, dtype=c0.dtype), h)
-                comb = comb + c[idx].view(-1, 1, 1, 1) * corr
+            if getattr(self, "slopes", None) is None:   # one weighted sum of the slots' rows
+                comb = self.still_rows(j, w, idx, lo, hi,
+                                       lambda name, shp: plan.buffer(name, like, shp))
+            else:                          # trained slopes: the formula on their rows
+                comb = self._still_formula(j, w, idx, lo, hi)
             shape = (self.n_vars,) + plan.shape
             if len(idx) == len(m):
                 out = separable(comb, mats, out=plan.buffer("out", like, shape))
@@ -961,6 +1000,98 @@ class SplineBase(nn.Module):
             moved = self._warped_grid(plan, j, w, idx).mul_(m[idx].view(-1, 1, 1, 1))
             out.index_add_(0, idx, moved)
         return out
+
+    def still_weights(self, j: int, w: float) -> torch.Tensor:
+        """[T, V] float64: per slot and variable its weight in the part that is not moved at
+        fraction ``w`` of interval ``j``, ``(1 - m) linear + c (cubic - linear)``. Every
+        term is linear in the slots' coefficients (the natural spline's slopes in time are
+        rows of ``slope_matrix`` @ coef), so the part is one weighted sum of the slots:
+
+            a[j]     += (1 - w)(1 - m) + c (h10 + h11)
+            a[j + 1] +=       w(1 - m) - c (h10 + h11)
+            a[i]     += c h (h10 S[j, i] + h11 S[j + 1, i])      (every slot i)
+
+        (hermite_correction's terms, h the interval's length, h10 and h11 the Hermite
+        basis at w); the slopes are then never summed into fields of their own."""
+        v, t = self.n_vars, self.n_slots
+        a = torch.zeros(t, v, dtype=torch.float64)
+        m = (self.flow_mix if self.has_flow else torch.zeros(v)).to("cpu", torch.float64)
+        c = (self.time_mix if self.hermite else torch.zeros(v)).to("cpu", torch.float64)
+        a[j] += (1.0 - w) * (1.0 - m)
+        a[j + 1] += w * (1.0 - m)
+        if bool((c != 0).any()):
+            h = float(self.slot_times[j + 1] - self.slot_times[j])
+            u2 = w * w
+            h10, h11 = u2 * w - 2 * u2 + w, u2 * w - u2
+            a[j] += c * (h10 + h11)
+            a[j + 1] -= c * (h10 + h11)
+            s = self.slope_matrix.to("cpu", torch.float64)                   # [T, T]
+            a += (h * (h10 * s[j] + h11 * s[j + 1]))[:, None] * c[None, :]
+        return a
+
+    def still_rows(self, j: int, w: float, idx: torch.Tensor, lo: int, hi: int,
+                   buffer: Optional[Callable[[str, Sequence[int]], torch.Tensor]] = None
+                   ) -> torch.Tensor:
+        """The coefficients of the part that is not moved at fraction ``w`` of interval
+        ``j``, rows ``lo:hi``, for the variables ``idx`` [v] -> [v, hi - lo, Y+2, X+2]:
+        :meth:`still_weights` summed over the slots' rows, each slot's rows read once
+        (a file's: those rows of the variables it weighs alone), so the slab then evaluates
+        one spatial spline per output time (instead of the two ends' rows and both ends'
+        slopes, each of those a sum over every slot's rows, again per slab).
+        ``buffer(name, shape)``: scratch memory for the sum and for a file's rows as read
+        (a plan's buffers, the same from slab to slab: no fresh pages touched per slot)."""
+        wts = self.still_weights(j, w)[:, idx.cpu()].to(torch.float32).tolist()   # [T][v]
+        pick = idx.tolist()
+        shape = (len(pick), hi - lo) + tuple(d + 2 for d in self.dims[1::-1])
+        make = buffer or (lambda name, shp: self.slot_times.new_empty(tuple(shp)))
+        out = make("still sum", shape)
+        read = None
+        started = [False] * len(pick)
+        for i in range(self.n_slots):
+            need = [k for k in range(len(pick)) if wts[i][k] != 0.0]
+            if not need:
+                continue
+            where = {k: pick[k] for k in need}           # variable -> its row in ``rows``
+            if self._slots is not None and (lo, hi) != (0, self.dims[2] + 2) and \
+                    self.device.type == "cpu":
+                if read is None:
+                    read = make("still read", (self.n_vars,) + shape[1:])
+                rows = self._slots.rows(i, lo, hi, self.device,
+                                        variables=[pick[k] for k in need],
+                                        out=read[:len(need)])
+                where = {k: n for n, k in enumerate(need)}
+            else:
+                rows = self.slot_rows(i, lo, hi)                  # [V, hi - lo, Y+2, X+2]
+            # variable by variable: no copy of the picked rows or of their product (the
+            # variables without a cubic share read their two ends' rows alone)
+            for k in need:
+                if started[k]:
+                    out[k].add_(rows[where[k]], alpha=wts[i][k])
+                else:
+                    torch.mul(rows[where[k]], wts[i][k], out=out[k])
+                    started[k] = True
+        for k in range(len(pick)):
+            if not started[k]:
+                out[k].zero_()
+        return out
+
+    def _still_formula(self, j: int, w: float, idx: torch.Tensor, lo: int, hi: int
+                       ) -> torch.Tensor:
+        """:meth:`still_rows` for a base with trained slopes in time (kept apart from the
+        coefficients, so not rows of the slope matrix): the two ends' rows and slopes'
+        rows put through the formula."""
+        m = self.flow_mix if self.has_flow else torch.zeros(self.n_vars, device=idx.device)
+        c = self.time_mix if self.hermite else torch.zeros_like(m)
+        pick = (lambda f: f[idx]) if len(idx) < self.n_vars else (lambda f: f)
+        c0, c1 = pick(self.slot_rows(j, lo, hi)), pick(self.slot_rows(j + 1, lo, hi))
+        comb = (c0 + w * (c1 - c0)) * (1 - m[idx]).view(-1, 1, 1, 1)
+        if bool((c[idx] != 0).any()):
+            h = float(self.slot_times[j + 1] - self.slot_times[j])
+            corr = hermite_correction(c0, c1, pick(self.slopes_rows(j, lo, hi)).detach(),
+                                      pick(self.slopes_rows(j + 1, lo, hi)).detach(),
+                                      torch.tensor(w, dtype=c0.dtype), h)
+            comb = comb + c[idx].view(-1, 1, 1, 1) * corr
+        return comb
 
     # --- the error estimate (error_estimate.py) ---------------------------------------------
     def has_error_estimate(self) -> bool:
@@ -996,7 +1127,7 @@ class SplineBase(nn.Module):
         lo, hi = kernels.used_rows(mats[2])       # the coefficients' rows it reads alone
         f = separable(self.slot_rows(k, lo, hi), list(mats[:2]) + [mats[2][:, lo:hi]],
                       out=out, last=last)
-        if self.space is not None and self.space.active() and not data_points:
+        if self.prior_active() and not data_points:
             if fine is None:
                 raise ValueError("kept_field: the spatial prior needs the grid's matrices "
                                  "on its lattice (fine=)")
@@ -1016,6 +1147,23 @@ class SplineBase(nn.Module):
                 got = plan.fine[which] = fine_matrices(axes, self.dims)
             return got[:2] + [got[2][lo:hi]]
         return make
+
+    def prior_active(self) -> bool:
+        """Whether a spatial prior corrects the kept steps' fields (else they are the
+        spline's alone, the same numbers on the same points whichever way they are made)."""
+        return self.space is not None and self.space.active()
+
+    def moves_any(self) -> bool:
+        """Whether some variable is moved along the paths (else no path is looked up)."""
+        return bool(self.has_flow and bool((self.flow_mix != 0).any()))
+
+    def ring_windows(self) -> bool:
+        """Whether a slab's window fields may slide as rings (slid_ring): every reader of
+        them is then a compiled kernel (every variable moved, so no still part or index
+        picks read them with torch; no network weighing the sides). The memory plan counts
+        the window fields of these fused lookups by the same test (slabs.plan_memory)."""
+        return bool(kernels.available(self.device) and self.has_flow
+                    and bool((self.flow_mix != 0).all()) and not self.weighs_sides())
 
     def _slot_field(self, plan: "GridPlan", k: int) -> torch.Tensor:
         """Slot ``k`` evaluated on the warps' grid, kept while it is next to the interval in
