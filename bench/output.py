@@ -115,21 +115,16 @@ json.dump({"import_cli_s": t1 - t0, "import_torch_s": t2 - t1, "import_api_s": t
            "load_model_s": t4 - t3, "first_step_s": t5 - t4}, open(sys.argv[2], "w"))
 """ % SPACE
 COMPUTE = r"""
-import json, sys, time
+import json, sys
 from stsr_core import api
+from bench.slab_scale import engine_alone   # the slab loop as stsr upscale runs it
 model, scale, k, first, out = sys.argv[1:6]
 tm = api.load_model(model, device="cpu")
 grid = api.output_grid(tm.info.grid, scale=float(scale))
 times = api.output_times(tm.info.times, time_scale=int(k))
 times = times[:int(first)] if int(first) else times
-from stsr_core.prediction import grid_plan
-plan = grid_plan(tm, grid)
-if plan is not None:
-    plan.reuse = True                     # as stsr upscale computes
-t0 = time.perf_counter()
-for t in times:
-    api.predict_timestep(tm, float(t), grid)
-json.dump({"compute_s": time.perf_counter() - t0, "steps": len(times),
+r = engine_alone(tm, grid, [float(t) for t in times])
+json.dump({"compute_s": r["compute_s"], "steps": len(times),
            "points_per_step": grid.n_points}, open(out, "w"))
 """
 

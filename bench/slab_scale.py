@@ -54,23 +54,35 @@ class DiscardingWriter:
         return 0
 
 
-def child_compute(model: str, n: int, times: str, max_memory: Optional[str]) -> int:
-    """The engine alone on an n^3 output at ``times``: the memory plan, then every slab."""
-    from stsr_core import api, slabs
+def engine_alone(tm: Any, grid: Any, t_out: List[float], max_memory: Optional[str] = None,
+                 progress: Optional[Any] = None) -> Dict[str, Any]:
+    """What ``stsr upscale`` computes for ``grid`` at ``t_out``, as it computes it (the
+    memory plan, then every slab, the steps of an interval sharing its kept steps' fields),
+    every slab handed to a writer that keeps nothing: the engine's cost alone."""
+    from stsr_core import slabs
     from stsr_core.outputs import has_error_estimate
-    tm = api.load_model(model, device="cpu")
-    grid = api.output_grid(tm.info.grid, dims=(n, n, n))
-    t_out = [float(v) for v in times.split(",")]
     error = has_error_estimate(tm)
     names = len(tm.info.variables) * (2 if error else 1)
     budget = None if max_memory is None else slabs.parse_bytes(max_memory)
-    box = (0, n - 1, 0, n - 1, 0, n - 1)
+    box = (0, grid.dims[0] - 1, 0, grid.dims[1] - 1, 0, grid.dims[2] - 1)
     t0 = time.perf_counter()
     t_norm = [tm.info.normalised_time(t) for t in t_out]
     group = max(len(g) for g in slabs.interval_groups(tm.model.base, t_norm,
                                                       list(range(len(t_out))), 16))
     mem = slabs.plan_memory(tm, grid, box, names, error, budget, group_steps=group)
     w = DiscardingWriter()
+    r = slabs.write_slabs(tm, grid, t_out, list(range(len(t_out))), w, error, mem,
+                          callback=progress, overlap=False)
+    return {"compute_s": r["compute_s"], "seconds": time.perf_counter() - t0,
+            "rows": mem.rows, "tile": mem.tile, "budget": mem.budget, "need": mem.need,
+            "parts": mem.parts, "bytes": w.bytes, "arrays": names}
+
+
+def child_compute(model: str, n: int, times: str, max_memory: Optional[str]) -> int:
+    """The engine alone on an n^3 output at ``times``: the memory plan, then every slab."""
+    from stsr_core import api
+    tm = api.load_model(model, device="cpu")
+    grid = api.output_grid(tm.info.grid, dims=(n, n, n))
     said = [0.0]
     t1 = time.perf_counter()
 
@@ -79,11 +91,8 @@ def child_compute(model: str, n: int, times: str, max_memory: Optional[str]) -> 
             said[0] = f
             print(f"progress {f:.4f} after {time.perf_counter() - t1:.1f} s", file=sys.stderr,
                   flush=True)
-    r = slabs.write_slabs(tm, grid, t_out, list(range(len(t_out))), w, error, mem,
-                          callback=progress, overlap=False)
-    print(json.dumps({"compute_s": r["compute_s"], "seconds": time.perf_counter() - t0,
-                      "rows": mem.rows, "tile": mem.tile, "budget": mem.budget, "need": mem.need,
-                      "parts": mem.parts, "bytes": w.bytes, "arrays": names}))
+    print(json.dumps(engine_alone(tm, grid, [float(v) for v in times.split(",")],
+                                  max_memory, progress)))
     return 0
 
 
