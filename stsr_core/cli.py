@@ -471,6 +471,8 @@ def cmd_info(a: argparse.Namespace) -> int:
         d["base_flow_mix"] = dict(zip(info.variables, flow))
         d["base_path_mix"] = dict(zip(info.variables, mixes["path_mix"]))
         d["base_path_bend"] = bool(mixes["path_bend"][0])
+    if "between_smooth" in mixes:
+        d["base_between_smooth"] = dict(zip(info.variables, mixes["between_smooth"]))
     if base is not None and api.has_error_estimate(tm) and \
             getattr(tm.model, "correction", None) is None:
         from .model.error_estimate import data_scales
@@ -584,12 +586,15 @@ def _between_steps(d: dict, n: str) -> str:
     """How the fast base interpolates variable ``n`` between kept steps, in words."""
     c = d["base_time_mix"][n]
     m = d.get("base_flow_mix", {}).get(n, 0.0)
+    smooth = d.get("base_between_smooth", {}).get(n, 0.0)
+    smoothing = (f", blended towards trilinear in space by {smooth:.2f} x 4w(1-w)"
+                 if smooth and m < 1.0 else "")
     if m == 0.0:
-        return f"still, linear + {c:.2f} (cubic - linear)"
+        return f"still, linear + {c:.2f} (cubic - linear){smoothing}"
     path = "bent" if d.get("base_path_bend") else "straight"
     text = f"{'moving' if m == 1.0 else f'{m:.2f} moving'} along {path} paths, " \
            f"linear + {d['base_path_mix'][n]:.2f} (cubic - linear) along them"
-    return text + (f", plus {c:.2f} (cubic - linear) in time" if c else "")
+    return text + (f", plus {c:.2f} (cubic - linear) in time" if c else "") + smoothing
 
 
 def _print_time_choice(r: dict, names: List[str]) -> None:
@@ -605,8 +610,11 @@ def _print_time_choice(r: dict, names: List[str]) -> None:
         print("             at the real gap, a step carried ahead by the motion before it "
               "beats the motion reversed by (dB): "
               + ", ".join(f"{n} {g:.2f}" for n, g in zip(names, carried)))
+    share, gain = r.get("trilinear_share", []), r.get("trilinear_gain_db", [])
     for i, n in enumerate(names):
         cells = ", ".join(f"{k} {v[i]:.2f}" for k, v in db.items() if i < len(v))
+        if i < len(gain):        # between_smooth.py: scored on the half series' fine grid
+            cells += f"; trilinear share {share[i]:.2f} ({gain[i]:+.2f} dB on its grid)"
         print(f"  {n:<20s} {cells}")
 
 def _print_time_refine(r: dict, names: List[str]) -> None:

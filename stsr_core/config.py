@@ -53,6 +53,7 @@ CHOICES: Dict[str, Tuple[Any, ...]] = {
     "base_time": tuple(BASE_TIME_DESCRIPTIONS),
     "flow_path": ("auto", "straight", "bent"),
     "spline_boundary": ("select", "natural"),
+    "between_smoothing": ("auto", "off"),
     "path_values": ("auto", "linear", "cubic"),
     "schedule": ("constant", "cosine"),
     "learn_pairs": ("all", "space", "time"),
@@ -285,6 +286,11 @@ class FastNetConfig:
     # "select" per variable, axis and end from the kept data (model/spline_boundary.py), or
     # "natural" everywhere (zero second derivative: the only kind before issue 30)
     spline_boundary: str = "select"
+    # between kept steps, the part that is not moved blended from its cubic spline towards
+    # trilinear interpolation of its values at the data's points, by a share per variable
+    # times 4w(1-w) (model/between_smooth.py): "auto" (the share the held-out steps of the
+    # half series give, with base_time select) or "off"
+    between_smoothing: str = "auto"
     # the paths between kept steps (model/paths.py): straight through each interval or bent
     # through three kept steps, and the values along them linear or cubic; "auto": chosen on
     # the held-out steps with base_time select, straight and linear with auto and flow

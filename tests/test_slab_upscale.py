@@ -27,8 +27,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.fixture(scope="module")
 def model():
     """A blob moving 3 cells between kept steps, with every part of the base in use: bent
-    paths, a cubic share along them, one variable still (linear + a cubic share in time)
-    and the error estimate."""
+    paths, a cubic share along them, one variable still (linear + a cubic share in time,
+    smoothed between steps) and the error estimate."""
     s = moving_blob(2.0 * np.arange(5))
     tm = api.fit(s, device="cpu", model_overrides={"flow_iters": 30})
     base = tm.model.base
@@ -37,6 +37,7 @@ def model():
     base.path_mix.copy_(torch.tensor([0.6, 0.0]))
     base.flow_mix.copy_(torch.tensor([1.0, 0.0]))       # the second variable still
     base.time_mix.copy_(torch.tensor([0.0, 0.5]))
+    base.between_smooth.copy_(torch.tensor([0.0, 0.7]))  # between_smooth.py on the still one
     return tm
 
 

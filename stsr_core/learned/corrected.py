@@ -68,7 +68,8 @@ class CorrectedFastNet(FastNet):
         pair_s = None if left is None else LEARN_PAIR_SHARE * left
         kw = {"base_time": cfg.base_time, "flow_coarsen": cfg.flow_coarsen,
               "flow_max_points": cfg.flow_max_points, "flow_path": cfg.flow_path,
-              "path_values": cfg.path_values, "boundary": cfg.spline_boundary}
+              "path_values": cfg.path_values, "boundary": cfg.spline_boundary,
+              "between_smoothing": cfg.between_smoothing}
         kinds = {"all": KINDS, "space": ("space",),
                  "time": ("space_time", "time")}[cfg.learn_pairs]
         pairs = build_pairs(data, self.base.slot_times.tolist(), kw, opts,

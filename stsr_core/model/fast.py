@@ -68,6 +68,7 @@ class FastNet(FieldModel):
                                    flow_max_points=cfg.flow_max_points,
                                    flow_path=cfg.flow_path, path_values=cfg.path_values,
                                    boundary=cfg.spline_boundary,
+                                   between_smoothing=cfg.between_smoothing,
                                    trainable=cfg.base_trainable and self.has_network)
             if cfg.side_net != "off":
                 self._attach_side_weights(cfg)

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .encodings import NATURAL, bspline_coefficients, bspline_sample, slot_weights
-from . import kernels
+from . import between_smooth, kernels
 from .. import distributed
 from .paths import accelerations, bend_shift, end_weights, hermite_terms, slope_weights
 from .slots import FileSlots
@@ -40,8 +40,8 @@ from .spline_boundary import choose_boundary
 from .grid_plan import (GridPlan, lattice_axes, linear_matrix, separable, share_fields,
                         spline_matrix)
 from .space_residual import SpaceResidual, fine_matrices
-from .time_select import (carried_scores, chain_options, chain_pairs, chains, choose,
-                          half_chains, half_step)
+from .time_select import (boxed_step, carried_scores, chain_options, chain_pairs, chains,
+                          choose, choose_trilinear, half_chains, half_step)
 
 BASE_TIMES = ("select", "auto", "linear", "cubic", "flow")
 SPLINE_BOUNDARIES = ("select", "natural")   # the spline's faces: chosen per variable, or all
@@ -191,14 +191,18 @@ class SplineBase(nn.Module):
     def __init__(self, dims: Sequence[int], n_vars: int, slot_times: Sequence[float],
                  base_time: str = "auto", flow_coarsen: int = 2, flow_max_points: int = 32,
                  trainable: bool = True, flow_path: str = "auto", path_values: str = "auto",
-                 boundary: str = "select"):
+                 boundary: str = "select", between_smoothing: str = "auto"):
         super().__init__()
         if base_time not in BASE_TIMES:
             raise ValueError(f"unknown base_time {base_time!r}: use {', '.join(BASE_TIMES)}")
         if boundary not in SPLINE_BOUNDARIES:
             raise ValueError(f"unknown spline_boundary {boundary!r}: use "
                              f"{', '.join(SPLINE_BOUNDARIES)}")
+        if between_smoothing not in between_smooth.SMOOTHINGS:
+            raise ValueError(f"unknown between_smoothing {between_smoothing!r}: use "
+                             f"{', '.join(between_smooth.SMOOTHINGS)}")
         self.boundary_rule = boundary
+        self.between_smoothing = between_smoothing
         self.base_time = base_time
         # paths.py, forced or chosen: "auto" leaves it to the held-out steps (select) or
         # keeps paths straight and linear along them (auto, flow: as before paths could bend)
@@ -271,6 +275,9 @@ class SplineBase(nn.Module):
         # the one-level-down points those cover
         for name in ERROR_LEVELS:
             self.register_buffer(name, torch.zeros(2, self.n_vars))
+        # between_smooth.py: per variable the share of trilinear in the part that is not
+        # moved between kept steps (0: none; model files made before it hold none)
+        self.register_buffer("between_smooth", torch.zeros(self.n_vars))
 
     # --- where the slots live (slots.py) -----------------------------------------------------
     def keep_slots_in(self, slots: FileSlots) -> None:
@@ -336,6 +343,7 @@ class SplineBase(nn.Module):
         state_dict.setdefault(prefix + "error_scale", torch.zeros(2, self.n_vars))
         for name in ERROR_LEVELS:
             state_dict.setdefault(prefix + name, torch.zeros(2, self.n_vars))
+        state_dict.setdefault(prefix + "between_smooth", torch.zeros(self.n_vars))
         state_dict.setdefault(prefix + "spline_boundary",
                               torch.zeros(self.n_vars, 3, 2, dtype=torch.long))
         self._path_slopes = {}
@@ -597,6 +605,11 @@ class SplineBase(nn.Module):
                                       for k, r in resampled.items()}, fits[:n - 1])
             choose(self, half, chains_built, None if end is None else
                    end - 0.5 * (end - time.perf_counter()), carried)
+            if self.between_smoothing == "auto":
+                choose_trilinear(self, half, chains_built,
+                                 lambda k: boxed_step(data.step(k).to(self.device)),
+                                 None if end is None else
+                                 end - 0.5 * (end - time.perf_counter()))
         else:                         # two kept steps: nothing to hold out
             self.flow_mix.fill_(1.0)
             self.selection = {"reason": "2 kept steps: nothing to hold out; "
@@ -651,7 +664,8 @@ class SplineBase(nn.Module):
         self.refine_report = {"mode": "refine", **gate_refinement(self, half, built, deadline)}
 
     def mixes(self) -> Dict[str, Tuple[float, ...]]:
-        """Per variable the cubic share c and the motion-compensated share m (for stsr info)."""
+        """Per variable the cubic share c, the motion-compensated share m and the still part's
+        smoothing (between_smooth.py; for stsr info)."""
         out: Dict[str, Tuple[float, ...]] = {}
         if self.hermite:
             out["time_mix"] = tuple(float(v) for v in self.time_mix)
@@ -659,6 +673,8 @@ class SplineBase(nn.Module):
             out["flow_mix"] = tuple(float(v) for v in self.flow_mix)
             out["path_mix"] = tuple(float(v) for v in self.path_mix)
             out["path_bend"] = (float(self.path_bend),)
+        if bool((self.between_smooth != 0).any()):
+            out["between_smooth"] = tuple(float(v) for v in self.between_smooth)
         return out
 
     # --- paths (paths.py) --------------------------------------------------------------------
@@ -832,9 +848,33 @@ class SplineBase(nn.Module):
                     if self.moves_any():
                         line = line + self.flow_mix * (self._warped(jj, p, wj) -
                                                        (a + wj * (b - a)))
-                a = line
+                smoothing = self._smoothing_at(jj, p, wj)
+                a = line if smoothing is None else line + smoothing
             out[sel] = a
         return out
+
+    def _smoothing_at(self, j: int, p: torch.Tensor, w: torch.Tensor
+                      ) -> Optional[torch.Tensor]:
+        """What between_smooth.py's blend adds to the part that is not moved at local points
+        ``p`` [N, 3] and fractions ``w`` [N, 1] of interval ``j`` -> [N, V] (None where no
+        variable is blended): the part's formula on trilinear interpolation of each
+        volume's values at the data's points less the formula on its cubic spline (the
+        grid's evaluation blends the part's summed rows; both are linear, so they agree)."""
+        share = self.between_smooth
+        if not bool((share != 0).any()):
+            return None
+
+        def gap(vol: torch.Tensor) -> torch.Tensor:       # [V, Z, Y, X] -> [N, V]
+            return between_smooth.at_points(vol, p) - bspline_sample(vol[None], p)
+
+        a, b = gap(self.slot_coef(j)), gap(self.slot_coef(j + 1))
+        m = self.flow_mix if self.moves_any() else torch.zeros_like(share)
+        part = (1 - m) * (a + w * (b - a))
+        if self.hermite and bool((self.time_mix != 0).any()):
+            h = float(self.slot_times[j + 1] - self.slot_times[j])
+            part = part + self.time_mix * hermite_correction(
+                a, b, gap(self.slopes_at(j)), gap(self.slopes_at(j + 1)), w, h)
+        return part * share * (4.0 * w * (1.0 - w))
 
     def _slot_sample(self, k: int, p: torch.Tensor) -> torch.Tensor:
         """Kept step ``k``'s field at local points ``p`` [N, 3] -> [N, V]: the spline and
@@ -965,17 +1005,27 @@ class SplineBase(nn.Module):
             idx = some.nonzero(as_tuple=True)[0]
             lo, hi = kernels.used_rows(plan.spline[2])
             mats = plan.spline[:2] + [plan.spline[2][:, lo:hi]]
+            smooth = self.between_smooth[idx]
+            smoothed = bool((smooth != 0).any())
+            # between_smooth.py: one row more each side (the values at the data's points)
+            r0, r1 = (between_smooth.rows_with_halo(lo, hi, self.dims[2] + 2) if smoothed
+                      else (lo, hi))
             if getattr(self, "slopes", None) is None:   # one weighted sum of the slots' rows
-                comb = self.still_rows(j, w, idx, lo, hi,
+                comb = self.still_rows(j, w, idx, r0, r1,
                                        lambda name, shp: plan.buffer(name, like, shp))
             else:                          # trained slopes: the formula on their rows
-                comb = self._still_formula(j, w, idx, lo, hi)
+                comb = self._still_formula(j, w, idx, r0, r1)
+            whole = comb                       # rows r0:r1 (with the halo when smoothed)
+            if smoothed:
+                comb = comb[:, lo - r0:hi - r0].contiguous()
             shape = (self.n_vars,) + plan.shape
             if len(idx) == len(m):
                 out = separable(comb, mats, out=plan.buffer("out", like, shape))
             else:
                 out = plan.buffer("out", like, shape).zero_().index_copy_(
                     0, idx, separable(comb, mats))
+            if smoothed:                       # towards trilinear between the data's points
+                self._towards_trilinear(plan, out, idx, whole, lo - r0, hi - lo, smooth, w)
             if self.space is not None:   # the prior's correction of the unmoved part
                 still = torch.where(some, 1 - m, torch.zeros_like(m))
                 self.space.add_grid(out, [(self.slot_residual(j), still * (1 - w)),
@@ -1000,6 +1050,25 @@ class SplineBase(nn.Module):
             moved = self._warped_grid(plan, j, w, idx).mul_(m[idx].view(-1, 1, 1, 1))
             out.index_add_(0, idx, moved)
         return out
+
+    def _towards_trilinear(self, plan: "GridPlan", out: torch.Tensor, idx: torch.Tensor,
+                           rows: torch.Tensor, first: int, n: int, share: torch.Tensor,
+                           w: float) -> None:
+        """between_smooth.py: the still variables ``idx`` of ``out`` [V, Zo, Yo, Xo] (their
+        cubic spline of the part not moved) blended towards the trilinear interpolation of
+        that part's values at the data's points, by ``share`` [v] * 4w(1-w). ``rows`` [v,
+        R, Y+2, X+2]: the part's coefficient rows with a row of halo where there is one;
+        the slab's rows are ``first:first + n`` of them."""
+        if plan.nodes_linear is None:
+            plan.nodes_linear = between_smooth.plan_matrices(plan.axes, self.dims)
+        lo, hi = kernels.used_rows(plan.spline[2])
+        mats = plan.nodes_linear[:2] + [plan.nodes_linear[2][:, lo:hi]]
+        values = between_smooth.node_values(rows)[:, first:first + n].contiguous()
+        linear = separable(values, mats)                                  # [v, Zo, Yo, Xo]
+        beta = (share.to(torch.float64) * between_smooth.weight(w)).tolist()
+        for k, i in enumerate(idx.tolist()):
+            if beta[k] != 0.0:
+                out[i].lerp_(linear[k], beta[k])
 
     def still_weights(self, j: int, w: float) -> torch.Tensor:
         """[T, V] float64: per slot and variable its weight in the part that is not moved at

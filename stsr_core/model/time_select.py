@@ -46,7 +46,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -58,6 +58,7 @@ CARRIED_MARGIN_DB = 0.5    # and carry steps ahead better than reversed by this 
 OWN_MARGIN_DB = 3.0        # a variable leaves the common family when its own scores say so
 BEND_MARGIN_DB = 0.5       # straight paths must win by this much on average
 MAX_HELD_OUT = 8           # held-out steps of the half series scored (evenly spread)
+TRILINEAR_MARGIN_DB = 0.02  # the share of trilinear between kept steps must gain this much
 # a base of a chain's steps alone, its plan on the half series' grid, its held-out steps
 Chain = Tuple[Any, GridPlan, List[Tuple[int, float]]]
 
@@ -71,11 +72,18 @@ def half_series(data: torch.Tensor) -> torch.Tensor:
 
 def half_step(step: torch.Tensor) -> torch.Tensor:
     """One step [V, Z, Y, X] of :func:`half_series` -> [V, (Z+1)//2, (Y+1)//2, (X+1)//2]."""
+    return boxed_step(step)[:, ::2, ::2, ::2].contiguous()
+
+
+def boxed_step(step: torch.Tensor) -> torch.Tensor:
+    """``step`` [V, Z, Y, X] smoothed by :func:`half_series`' 3-point box per axis, not
+    thinned: the half series' step with the points between its own (what a grid twice as
+    fine as the half series' would hold)."""
     x = step[None].to(torch.float32)                                   # [1, V, Z, Y, X]
     pad = [1 if n > 1 else 0 for n in x.shape[-1:-4:-1] for _ in (0, 1)]
     x = F.pad(x, pad, mode="replicate")
     kernel = [3 if n > 1 else 1 for n in step.shape[-3:]]
-    return F.avg_pool3d(x, kernel, stride=1)[0, :, ::2, ::2, ::2].contiguous()
+    return F.avg_pool3d(x, kernel, stride=1)[0]
 
 
 def chain_options(flow_options: Dict[str, object]) -> Dict[str, object]:
@@ -340,3 +348,50 @@ def choose(base: Any, half: torch.Tensor, built: Sequence[Chain],
     base.path_mix.copy_(choice.path_share)
     base.path_bend.fill_(choice.bend)
     base.selection = choice.report
+
+
+@torch.no_grad()
+def choose_trilinear(base: Any, half: torch.Tensor, built: Sequence[Chain],
+                     fine_step: Callable[[int], torch.Tensor],
+                     deadline: Optional[float] = None) -> None:
+    """between_smooth.py's share of trilinear between kept steps, per still variable: the
+    least-squares share on the held-out steps of the half series, predicted from the
+    chain's steps on the grid twice as fine as the half series' (the blend changes nothing
+    at the data's points; between them the target is ``fine_step(k)``, the data's step k
+    box-smoothed as the half series is, :func:`boxed_step`), linear in time. Variables the
+    choice moves, and those the share does not gain ``TRILINEAR_MARGIN_DB`` there, get 0;
+    the scores go to ``base.selection`` ("trilinear_share", "trilinear_gain_db")."""
+    still = base.flow_mix == 0 if base.has_flow else torch.ones(base.n_vars, dtype=torch.bool)
+    if not bool(still.any()):
+        return
+    scores = Scores(base.n_vars)
+    fine = tuple(2 * n - 1 for n in half.shape[-3:])                 # z, y, x
+    plans: Dict[int, GridPlan] = {}
+    for n, (sub, _, k, t) in enumerate(held_out_cases(built)):
+        if n and deadline is not None and time.perf_counter() > deadline:
+            base.fit_notes.append(f"scored {n} held-out steps for the share of trilinear "
+                                  "between kept steps, to keep within the time budget")
+            break
+        plan = plans.get(id(sub))
+        if plan is None:
+            plan = plans[id(sub)] = sub.plan_grid(lattice_axes(fine, base.device))
+        target = fine_step(k)[:, :fine[0], :fine[1], :fine[2]]
+        if sub.has_flow:
+            sub.flow_mix.zero_()
+        if sub.hermite:
+            sub.time_mix.zero_()
+        sub.between_smooth.zero_()
+        p0 = sub.evaluate_grid(plan, t).clone()
+        sub.between_smooth.fill_(1.0)
+        scores.add("trilinear", p0, sub.evaluate_grid(plan, t), target)
+        sub.between_smooth.zero_()
+    plans.clear()
+    if "trilinear" not in scores.sums:
+        return
+    share, err = scores.best("trilinear")
+    linear = (scores.sums["trilinear"][:, 0] / max(1, scores.counts["trilinear"])).float()
+    gain = 10 * torch.log10(linear.clamp_min(1e-30) / err.clamp_min(1e-30))
+    use = still & (gain > TRILINEAR_MARGIN_DB)
+    base.between_smooth.copy_(torch.where(use, share, torch.zeros_like(share)))
+    base.selection["trilinear_share"] = [float(x) for x in base.between_smooth]
+    base.selection["trilinear_gain_db"] = [float(g) for g in gain]
