@@ -611,10 +611,12 @@ def _print_time_choice(r: dict, names: List[str]) -> None:
               "beats the motion reversed by (dB): "
               + ", ".join(f"{n} {g:.2f}" for n, g in zip(names, carried)))
     share, gain = r.get("trilinear_share", []), r.get("trilinear_gain_db", [])
+    over = r.get("time_over_space_db", [])
     for i, n in enumerate(names):
         cells = ", ".join(f"{k} {v[i]:.2f}" for k, v in db.items() if i < len(v))
-        if i < len(gain):        # between_smooth.py: scored on the half series' fine grid
-            cells += f"; trilinear share {share[i]:.2f} ({gain[i]:+.2f} dB on its grid)"
+        if i < len(gain) and i < len(over):  # between_smooth.py, scored one level down
+            cells += (f"; trilinear share {share[i]:.2f} ({gain[i]:+.2f} dB one level down, "
+                      f"error between steps {over[i]:.1f} dB over the kept ones')")
         print(f"  {n:<20s} {cells}")
 
 def _print_time_refine(r: dict, names: List[str]) -> None:

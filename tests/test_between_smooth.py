@@ -1,7 +1,9 @@
-"""The still part's smoothing between kept steps (issue 30, never below linear in time:
-model/between_smooth.py): chosen on the held-out steps of the half series where no motion is
-followed and the short scales decorrelate within a gap, left out where the steps change
-linearly in time, exact at the kept steps, the same at points as on grids."""
+"""The still part's blend towards trilinear between kept steps (issue 30, never below
+trilinear + linear in time: model/between_smooth.py): chosen one level down where no motion
+is followed and the short scales decorrelate within a gap, left out where the steps change
+linearly in time (what trilinear gains one level down there is spatial, and does not carry
+to the data's level), exact at the kept steps and the data's points, the same at points as
+on grids."""
 import contextlib
 import io
 

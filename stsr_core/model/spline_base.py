@@ -40,7 +40,7 @@ from .spline_boundary import choose_boundary
 from .grid_plan import (GridPlan, lattice_axes, linear_matrix, separable, share_fields,
                         spline_matrix)
 from .space_residual import SpaceResidual, fine_matrices
-from .time_select import (boxed_step, carried_scores, chain_options, chain_pairs, chains,
+from .time_select import (carried_scores, chain_options, chain_pairs, chains,
                           choose, choose_trilinear, half_chains, half_step)
 
 BASE_TIMES = ("select", "auto", "linear", "cubic", "flow")
@@ -606,9 +606,7 @@ class SplineBase(nn.Module):
             choose(self, half, chains_built, None if end is None else
                    end - 0.5 * (end - time.perf_counter()), carried)
             if self.between_smoothing == "auto":
-                choose_trilinear(self, half, chains_built,
-                                 lambda k: boxed_step(data.step(k).to(self.device)),
-                                 None if end is None else
+                choose_trilinear(self, data, None if end is None else
                                  end - 0.5 * (end - time.perf_counter()))
         else:                         # two kept steps: nothing to hold out
             self.flow_mix.fill_(1.0)
