@@ -11,30 +11,28 @@ phase, while tricubic was 1 dB better on the kept steps themselves
 (bench/results/2026-12-06/plume63-between).
 
 So between kept steps the part that is not moved (its B-spline coefficients ``c``, the
-weighted sum of the slots' rows, spline_base.still_rows) is blended from its cubic spline
-towards the trilinear interpolation of its own values at the data's points:
+weighted sum of the slots' rows, spline_base.still_rows) is evaluated with weights blended
+per axis from the cubic B-spline's towards those of trilinear interpolation of the spline's
+own values at the data's points (``K c``, ``K`` = [1, 4, 1] / 6 along the axis):
 
-    part(w) = S3(c) + s * 4 w (1 - w) * (S1(K c) - S3(c))
+    P_a(beta) = (1 - beta) B3_a + beta L_a K_a,    beta = s * 4 w (1 - w)
 
-``K c`` (``[1, 4, 1] / 6`` along x, y and z) is the cubic spline's value at each data point,
-so ``S1(K c)`` is trilinear interpolation of the (time-blended) data, and both agree at the
-data's points: the blend only changes the values between them. The weight ``4 w (1 - w)``
-is 0 at the kept steps (they keep the cubic spline) and 1 half-way, where the blend of the
-two ends is furthest from either; ``s`` in [0, 1] per variable is the least-squares share on
-the held-out steps of the half series (time_select.choose; they lie half-way between the
-chain's steps). ``K`` runs on the coarse coefficient rows, and the trilinear filtering has 2
-taps per axis: a still variable smoothed costs about a third more than one that is not.
+on each axis a. ``L_a K_a`` reads the same 4 coefficients a row as ``B3_a``, so the blend
+costs nothing over the cubic spline (one separable filtering with other weights); at beta =
+1 it is trilinear interpolation of the data exactly, and for every beta it agrees with the
+spline at the data's points (both interpolate them): only the values between the points
+change. The weight ``4 w (1 - w)`` is 0 at the kept steps (they keep the cubic spline) and 1
+half-way, where the blend of the two ends is furthest from either; ``s`` in [0, 1] per
+variable is chosen one level down (time_select.choose_trilinear).
 """
 from __future__ import annotations
 
-from typing import List, Sequence, Tuple
+from typing import Tuple
 
 import torch
-import torch.nn.functional as F
 
-from .grid_plan import linear_matrix
-
-SMOOTHINGS = ("auto", "off")     # between_smoothing: chosen on the held-out steps, or never
+SMOOTHINGS = ("auto", "off")     # between_smoothing: chosen one level down, or never
+SHARES = (0.25, 0.5, 0.75, 1.0)  # the shares s scored (0: the cubic spline)
 
 
 def weight(w: float) -> float:
@@ -42,47 +40,49 @@ def weight(w: float) -> float:
     return 4.0 * w * (1.0 - w)
 
 
-def rows_with_halo(lo: int, hi: int, n: int) -> Tuple[int, int]:
-    """The coefficient rows [lo', hi') that the values at rows [lo, hi) read: one more on
-    each side where there is one."""
-    return max(0, lo - 1), min(n, hi + 1)
+def _taps(local: torch.Tensor, n: int, beta: torch.Tensor
+          ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Per point of one axis (``local`` [m] in [-1, 1], ``n`` data points) its first padded
+    coefficient column [m] and the 4 blended weights [m, 4] (float64) at ``beta`` ([m] or
+    a scalar), as :func:`grid_plan.spline_matrix` places the cubic's."""
+    idx = (local.to(torch.float64) + 1) * 0.5 * (n - 1) + 1
+    i = idx.floor().clamp(1, max(1, n - 1))
+    f = idx - i
+    f2, f3 = f * f, f * f * f
+    cubic = torch.stack([(1 - f) ** 3 / 6, (3 * f3 - 6 * f2 + 4) / 6,
+                         (-3 * f3 + 3 * f2 + 3 * f + 1) / 6, f3 / 6], dim=1)
+    g = 1 - f                  # linear between the values at columns i and i + 1 of K c
+    linear = torch.stack([g / 6, (4 * g + f) / 6, (g + 4 * f) / 6, f / 6], dim=1)
+    b = torch.as_tensor(beta, dtype=torch.float64, device=local.device)
+    b = b.view(-1, 1) if b.dim() else b
+    return i.long() - 1, cubic + b * (linear - cubic)
 
 
-def smooth_axis(a: torch.Tensor, dim: int) -> torch.Tensor:
-    """``a`` filtered by [1, 4, 1] / 6 along ``dim``, the end values repeated past the ends
-    (only the padding's rows read them) -> a new tensor of ``a``'s shape."""
-    n = a.shape[dim]
-    out = a * 4.0
-    if n == 1:
-        return out.add_(a, alpha=2.0).div_(6.0)
-    out.narrow(dim, 1, n - 1).add_(a.narrow(dim, 0, n - 1))
-    out.narrow(dim, 0, 1).add_(a.narrow(dim, 0, 1))
-    out.narrow(dim, 0, n - 1).add_(a.narrow(dim, 1, n - 1))
-    out.narrow(dim, n - 1, 1).add_(a.narrow(dim, n - 1, 1))
-    return out.div_(6.0)
+def blend_matrix(local: torch.Tensor, n: int, beta: float) -> torch.Tensor:
+    """[m, n + 2]: ``P(beta)`` of one axis on the padded coefficients' columns (at beta = 0
+    :func:`grid_plan.spline_matrix` itself)."""
+    first, w = _taps(local, n, beta)
+    cols = (first[:, None] + torch.arange(4, device=local.device)[None]).clamp(0, n + 1)
+    out = torch.zeros(local.shape[0], n + 2, dtype=torch.float64, device=local.device)
+    return out.scatter_add_(1, cols, w).to(torch.float32)
 
 
-def node_values(coef: torch.Tensor) -> torch.Tensor:
-    """Padded cubic B-spline coefficients [C, Z+2, Y+2, X+2] (or a run of their z rows) ->
-    the spline's values at the data's points, at the same padded positions (``K c``)."""
-    return smooth_axis(smooth_axis(smooth_axis(coef, 3), 2), 1)
-
-
-def padded_linear(local: torch.Tensor, n: int) -> torch.Tensor:
-    """[m, n + 2]: linear interpolation between an axis' ``n`` data points at local
-    coordinates ``local`` [m], on the padded coefficients' columns (data point i is column
-    i + 1; the padding's columns get no weight)."""
-    return F.pad(linear_matrix(local, n), (1, 1))
-
-
-def plan_matrices(axes: Sequence[torch.Tensor], dims: Sequence[int]) -> List[torch.Tensor]:
-    """:func:`padded_linear` per axis (x, y, z) of a planned grid's local ``axes``."""
-    return [padded_linear(a, int(n)) for a, n in zip(axes, dims)]
-
-
-def at_points(coef: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-    """The trilinear interpolation of ``coef``'s [V, Z+2, Y+2, X+2] values at the data's
-    points at local points ``p`` [N, 3] -> [N, V] (as :func:`plan_matrices` weighs them)."""
-    values = node_values(coef)[:, 1:-1, 1:-1, 1:-1]
-    return F.grid_sample(values[None], p.view(1, 1, 1, -1, 3).to(values), align_corners=True,
-                         padding_mode="border")[0, :, 0, 0].t()
+def sample(coef: torch.Tensor, p: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+    """One variable's padded coefficients ``coef`` [Z+2, Y+2, X+2] at local points ``p``
+    [N, 3] (x, y, z) with the blended weights at ``beta`` [N] -> [N] (as the grid's
+    :func:`blend_matrix` filtering weighs them)."""
+    z2, y2, x2 = coef.shape
+    taps = [_taps(p[:, a], n - 2, beta) for a, n in enumerate((x2, y2, z2))]
+    out = torch.zeros(p.shape[0], dtype=torch.float64, device=p.device)
+    flat = coef.reshape(-1).to(torch.float64)
+    (fx, wx), (fy, wy), (fz, wz) = taps
+    for dz in range(4):
+        iz = (fz + dz).clamp(0, z2 - 1)
+        for dy in range(4):
+            iy = (fy + dy).clamp(0, y2 - 1)
+            row = (iz * y2 + iy) * x2
+            wzy = wz[:, dz] * wy[:, dy]
+            for dx in range(4):
+                ix = (fx + dx).clamp(0, x2 - 1)
+                out += flat[row + ix] * (wzy * wx[:, dx])
+    return out.to(coef.dtype)

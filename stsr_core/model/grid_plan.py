@@ -153,9 +153,9 @@ class GridPlan:
     # the spatial prior's lattice matrices of the output grid ("spline") and the warps'
     # grid ("warp"), made when first needed (SplineBase._fine)
     fine: Dict[str, List[torch.Tensor]] = field(default_factory=dict)
-    # between_smooth.py: per axis (x, y, z) linear interpolation between the data's points
-    # on the padded coefficients' columns [out, in + 2], made when first needed
-    nodes_linear: Optional[List[torch.Tensor]] = None
+    # between_smooth.py: per blend weight its matrices (x, y, z; each [out, in + 2]) on
+    # this grid, those of the step evaluated last (made when first needed)
+    blends: Dict[float, List[torch.Tensor]] = field(default_factory=dict)
     # whether the last evaluation applied the caller's units in the lookups' pass
     units_applied: bool = False
 

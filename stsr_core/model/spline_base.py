@@ -855,15 +855,23 @@ class SplineBase(nn.Module):
                       ) -> Optional[torch.Tensor]:
         """What between_smooth.py's blend adds to the part that is not moved at local points
         ``p`` [N, 3] and fractions ``w`` [N, 1] of interval ``j`` -> [N, V] (None where no
-        variable is blended): the part's formula on trilinear interpolation of each
-        volume's values at the data's points less the formula on its cubic spline (the
-        grid's evaluation blends the part's summed rows; both are linear, so they agree)."""
+        variable is blended): the part's formula on each volume sampled with the blended
+        weights less the formula on its cubic spline (the grid's evaluation filters the
+        part's summed rows with those weights; both are linear in the volumes, so they
+        agree)."""
         share = self.between_smooth
         if not bool((share != 0).any()):
             return None
 
+        beta = share[None, :] * (4.0 * w * (1.0 - w))                     # [N, V]
+        blended = (share != 0).nonzero(as_tuple=True)[0].tolist()
+
         def gap(vol: torch.Tensor) -> torch.Tensor:       # [V, Z, Y, X] -> [N, V]
-            return between_smooth.at_points(vol, p) - bspline_sample(vol[None], p)
+            plain = bspline_sample(vol[None], p)
+            out = torch.zeros_like(plain)
+            for v in blended:
+                out[:, v] = between_smooth.sample(vol[v], p, beta[:, v]) - plain[:, v]
+            return out
 
         a, b = gap(self.slot_coef(j)), gap(self.slot_coef(j + 1))
         m = self.flow_mix if self.moves_any() else torch.zeros_like(share)
@@ -872,7 +880,7 @@ class SplineBase(nn.Module):
             h = float(self.slot_times[j + 1] - self.slot_times[j])
             part = part + self.time_mix * hermite_correction(
                 a, b, gap(self.slopes_at(j)), gap(self.slopes_at(j + 1)), w, h)
-        return part * share * (4.0 * w * (1.0 - w))
+        return part
 
     def _slot_sample(self, k: int, p: torch.Tensor) -> torch.Tensor:
         """Kept step ``k``'s field at local points ``p`` [N, 3] -> [N, V]: the spline and
@@ -1003,27 +1011,27 @@ class SplineBase(nn.Module):
             idx = some.nonzero(as_tuple=True)[0]
             lo, hi = kernels.used_rows(plan.spline[2])
             mats = plan.spline[:2] + [plan.spline[2][:, lo:hi]]
-            smooth = self.between_smooth[idx]
-            smoothed = bool((smooth != 0).any())
-            # between_smooth.py: one row more each side (the values at the data's points)
-            r0, r1 = (between_smooth.rows_with_halo(lo, hi, self.dims[2] + 2) if smoothed
-                      else (lo, hi))
+            # between_smooth.py: per variable its blend towards trilinear (0: the spline)
+            betas = (self.between_smooth[idx].to(torch.float64) *
+                     between_smooth.weight(w)).tolist()
             if getattr(self, "slopes", None) is None:   # one weighted sum of the slots' rows
-                comb = self.still_rows(j, w, idx, r0, r1,
+                comb = self.still_rows(j, w, idx, lo, hi,
                                        lambda name, shp: plan.buffer(name, like, shp))
             else:                          # trained slopes: the formula on their rows
-                comb = self._still_formula(j, w, idx, r0, r1)
-            whole = comb                       # rows r0:r1 (with the halo when smoothed)
-            if smoothed:
-                comb = comb[:, lo - r0:hi - r0].contiguous()
+                comb = self._still_formula(j, w, idx, lo, hi)
             shape = (self.n_vars,) + plan.shape
-            if len(idx) == len(m):
+            if len(idx) == len(m) and not any(betas):
                 out = separable(comb, mats, out=plan.buffer("out", like, shape))
-            else:
+            elif not any(betas):
                 out = plan.buffer("out", like, shape).zero_().index_copy_(
                     0, idx, separable(comb, mats))
-            if smoothed:                       # towards trilinear between the data's points
-                self._towards_trilinear(plan, out, idx, whole, lo - r0, hi - lo, smooth, w)
+            else:                          # a variable at a time, each with its weights
+                out = plan.buffer("out", like, shape)
+                if len(idx) < len(m):
+                    out.zero_()
+                for k, i in enumerate(idx.tolist()):
+                    mk = mats if betas[k] == 0.0 else self._blend_mats(plan, betas[k], lo, hi)
+                    separable(comb[k:k + 1], mk, out=out[i:i + 1])
             if self.space is not None:   # the prior's correction of the unmoved part
                 still = torch.where(some, 1 - m, torch.zeros_like(m))
                 self.space.add_grid(out, [(self.slot_residual(j), still * (1 - w)),
@@ -1049,24 +1057,19 @@ class SplineBase(nn.Module):
             out.index_add_(0, idx, moved)
         return out
 
-    def _towards_trilinear(self, plan: "GridPlan", out: torch.Tensor, idx: torch.Tensor,
-                           rows: torch.Tensor, first: int, n: int, share: torch.Tensor,
-                           w: float) -> None:
-        """between_smooth.py: the still variables ``idx`` of ``out`` [V, Zo, Yo, Xo] (their
-        cubic spline of the part not moved) blended towards the trilinear interpolation of
-        that part's values at the data's points, by ``share`` [v] * 4w(1-w). ``rows`` [v,
-        R, Y+2, X+2]: the part's coefficient rows with a row of halo where there is one;
-        the slab's rows are ``first:first + n`` of them."""
-        if plan.nodes_linear is None:
-            plan.nodes_linear = between_smooth.plan_matrices(plan.axes, self.dims)
-        lo, hi = kernels.used_rows(plan.spline[2])
-        mats = plan.nodes_linear[:2] + [plan.nodes_linear[2][:, lo:hi]]
-        values = between_smooth.node_values(rows)[:, first:first + n].contiguous()
-        linear = separable(values, mats)                                  # [v, Zo, Yo, Xo]
-        beta = (share.to(torch.float64) * between_smooth.weight(w)).tolist()
-        for k, i in enumerate(idx.tolist()):
-            if beta[k] != 0.0:
-                out[i].lerp_(linear[k], beta[k])
+    def _blend_mats(self, plan: "GridPlan", beta: float, lo: int, hi: int
+                    ) -> List[torch.Tensor]:
+        """between_smooth.py's matrices at blend weight ``beta`` on ``plan``'s grid (x, y,
+        and z cut to the coefficients' rows ``lo:hi``, those the spline's z matrix reads:
+        the blend reads the same), kept for the step's other variables and slabs' reuse."""
+        got = plan.blends.get(beta)
+        if got is None:
+            if len(plan.blends) > 8:
+                plan.blends.clear()
+            got = plan.blends[beta] = [between_smooth.blend_matrix(a.to(torch.float64), n,
+                                                                   beta).to(a.device)
+                                       for a, n in zip(plan.axes, self.dims)]
+        return got[:2] + [got[2][:, lo:hi]]
 
     def still_weights(self, j: int, w: float) -> torch.Tensor:
         """[T, V] float64: per slot and variable its weight in the part that is not moved at

@@ -51,6 +51,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
+from . import between_smooth
 from .grid_plan import GridPlan, lattice_axes
 
 MOVE_MARGIN_DB = 0.25      # the paths must win by more than this much on average
@@ -346,15 +347,15 @@ def choose(base: Any, half: torch.Tensor, built: Sequence[Chain],
 
 @torch.no_grad()
 def choose_trilinear(base: Any, steps: Any, deadline: Optional[float] = None) -> None:
-    """between_smooth.py's share of trilinear between kept steps, per still variable: the
-    least-squares share on held-out kept steps one level down in space and time, linear in
-    time. Each chain of kept steps (every other one) thinned to every other point, without
-    the half series' smoothing (:class:`steps.ThinnedSteps`), gets a spline of its own; a
-    held-out step between two of its steps is predicted on the data's own grid, twice as
-    fine as the chain's, against the data's step there (``steps``: the fit's :class:`Steps`;
-    the blend changes nothing at the chain's points, so only the points between them
-    score it). Variables the choice moves, and those the share does not gain
-    ``TRILINEAR_MARGIN_DB`` there, get 0.
+    """between_smooth.py's share of trilinear between kept steps, per still variable: of
+    between_smooth.SHARES the one that predicts held-out kept steps one level down in space
+    and time best, linear in time. Each chain of kept steps (every other one) thinned to
+    every other point, without the half series' smoothing (:class:`steps.ThinnedSteps`),
+    gets a spline of its own; a held-out step between two of its steps is predicted on the
+    data's own grid, twice as fine as the chain's, against the data's step there
+    (``steps``: the fit's :class:`Steps`; the blend changes nothing at the chain's points,
+    so only the points between them score it). Variables the choice moves, and those the
+    best share does not gain ``TRILINEAR_MARGIN_DB`` there, get 0.
 
     So do those whose held-out error is not ``TIME_OVER_SPACE_DB`` over the error of the
     chain's own steps on the same grid (cubic in space alone): there the error between
@@ -376,7 +377,12 @@ def choose_trilinear(base: Any, steps: Any, deadline: Optional[float] = None) ->
         keep = sorted({round(i * (len(cases) - 1) / (MAX_HELD_OUT - 1))
                        for i in range(MAX_HELD_OUT)})
         cases = [cases[i] for i in keep]
-    scores = Scores(base.n_vars)
+    sums: Dict[Any, torch.Tensor] = {}       # share (or "kept") -> [V] summed squared errors
+
+    def add(key: Any, pred: torch.Tensor, target: torch.Tensor) -> None:
+        e = (pred - target).double().pow(2).flatten(1).sum(1)
+        sums[key] = sums.get(key, torch.zeros_like(e)) + e
+
     made: Dict[int, Tuple[Any, GridPlan]] = {}
     for n, (chain, i) in enumerate(cases):
         if n and deadline is not None and time.perf_counter() > deadline:
@@ -393,28 +399,26 @@ def choose_trilinear(base: Any, steps: Any, deadline: Optional[float] = None) ->
         sub, plan = made[chain[0]]
         k = chain[i] + 1
         target = steps.step(k)[:, :fine[0], :fine[1], :fine[2]].to(torch.float32)
+        for share in (0.0,) + between_smooth.SHARES:
+            sub.between_smooth.fill_(share)
+            add(share, sub.evaluate_grid(plan, times[k]), target)
         sub.between_smooth.zero_()
-        p0 = sub.evaluate_grid(plan, times[k]).clone()
-        sub.between_smooth.fill_(1.0)
-        scores.add("trilinear", p0, sub.evaluate_grid(plan, times[k]), target)
         # the chain's own step before it on the same grid: the error in space alone
-        own = steps.step(chain[i])[:, :fine[0], :fine[1], :fine[2]].to(torch.float32)
-        scores.add("kept", sub.evaluate_grid(plan, times[chain[i]]), own, own)
+        add("kept", sub.evaluate_grid(plan, times[chain[i]]),
+            steps.step(chain[i])[:, :fine[0], :fine[1], :fine[2]].to(torch.float32))
     made.clear()
-    if "trilinear" not in scores.sums:
+    if not sums:
         return
-    share, err = scores.best("trilinear")
-    linear = _mean_err(scores, "trilinear")                      # held out, cubic in space
-    kept = _mean_err(scores, "kept")                             # the chain's own steps
-    gain = 10 * torch.log10(linear.clamp_min(1e-30) / err.clamp_min(1e-30))
-    time_db = 10 * torch.log10(linear.clamp_min(1e-30) / kept.clamp_min(1e-30))
+    shares = torch.tensor(between_smooth.SHARES)
+    errs = torch.stack([sums[s] for s in between_smooth.SHARES])               # [S, V]
+    best = errs.argmin(0)
+    share = shares[best].float()
+    gain = 10 * torch.log10(sums[0.0].clamp_min(1e-300) /
+                            errs.gather(0, best[None])[0].clamp_min(1e-300)).float()
+    time_db = 10 * torch.log10(sums[0.0].clamp_min(1e-300) /
+                               sums["kept"].clamp_min(1e-300)).float()
     use = still & (gain > TRILINEAR_MARGIN_DB) & (time_db > TIME_OVER_SPACE_DB)
     base.between_smooth.copy_(torch.where(use, share, torch.zeros_like(share)))
     base.selection["trilinear_share"] = [float(x) for x in base.between_smooth]
     base.selection["trilinear_gain_db"] = [float(g) for g in gain]
     base.selection["time_over_space_db"] = [float(g) for g in time_db]
-
-
-def _mean_err(scores: Scores, name: str) -> torch.Tensor:
-    """Per variable the mean squared error of the first member of ``name``'s pairs."""
-    return (scores.sums[name][:, 0] / max(1, scores.counts[name])).float()
