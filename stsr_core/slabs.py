@@ -277,18 +277,10 @@ def plan_memory(tm: TrainedModel, grid: Grid, box: Extent, n_arrays: int, error:
         still_arrays = 3 if some_still else 0
     else:
         still_arrays = 12 if still_cubic else 4 if some_still else 0
-    # between_smooth.py's blend towards trilinear: the rows with their halo smoothed (two
-    # passes held), the slab's rows copied out of them twice, and the trilinear values on
-    # the slab's points (output-sized, per still variable blended) with their filtering
-    blended = getattr(base, "between_smooth", None)
-    n_blended = int(((blended != 0) & (moved != 1)).sum()) if blended is not None else 0
-    if n_blended:
-        still_arrays += 4
     dx, dy, dz = base.dims
     coef_row = 4 * v * (dx + 2) * (dy + 2)
     one_pass = kernels.available(dev)       # the error estimate in one compiled pass
-    per_row_out = 4 * p * (n_arrays * buffers_per_slab + (0 if kernels.available(dev) else 12)
-                           + n_blended)
+    per_row_out = 4 * p * (n_arrays * buffers_per_slab + (0 if kernels.available(dev) else 12))
     err_fixed = err_per_row = 0.0
     if error:
         # the output-sized fields it holds: none where the output's points are the warps'
@@ -303,7 +295,6 @@ def plan_memory(tm: TrainedModel, grid: Grid, box: Extent, n_arrays: int, error:
     # and its filtering onto the slab's points: the x pass [rows, Y+2, Xo] and the y pass
     # [rows, Yo, Xo] on the coefficients' rows (kernels.banded), per coefficients' row
     filter_row = 4 * v * ((dy + 2) + (y1 - y0 + 1)) * (x1 - x0 + 1) if some_still else 0
-    filter_row *= 2 if n_blended else 1
     still_row = still_arrays * coef_row + filter_row
     still_per_row = still_row * (dz - 1) / max(1, grid.dims[2] - 1)
     still_fixed = still_row * 4                           # the cubic's support beyond them
