@@ -1025,13 +1025,20 @@ class SplineBase(nn.Module):
             elif not any(betas):
                 out = plan.buffer("out", like, shape).zero_().index_copy_(
                     0, idx, separable(comb, mats))
-            else:                          # a variable at a time, each with its weights
+            else:        # runs of variables with the same weights, each filtered at once
                 out = plan.buffer("out", like, shape)
                 if len(idx) < len(m):
                     out.zero_()
-                for k, i in enumerate(idx.tolist()):
-                    mk = mats if betas[k] == 0.0 else self._blend_mats(plan, betas[k], lo, hi)
-                    separable(comb[k:k + 1], mk, out=out[i:i + 1])
+                at = idx.tolist()
+                k0 = 0
+                while k0 < len(at):
+                    k1 = k0 + 1
+                    while k1 < len(at) and betas[k1] == betas[k0] and at[k1] == at[k1 - 1] + 1:
+                        k1 += 1
+                    mk = mats if betas[k0] == 0.0 else \
+                        self._blend_mats(plan, betas[k0], lo, hi)
+                    separable(comb[k0:k1], mk, out=out[at[k0]:at[k0] + k1 - k0])
+                    k0 = k1
             if self.space is not None:   # the prior's correction of the unmoved part
                 still = torch.where(some, 1 - m, torch.zeros_like(m))
                 self.space.add_grid(out, [(self.slot_residual(j), still * (1 - w)),
