@@ -280,17 +280,22 @@ def half_chains(base: Any, half: torch.Tensor,
         yield sub, plan, [(chain[i] + 1, times[chain[i] + 1]) for i in range(len(chain) - 1)]
 
 
+def spread(cases: List[Any]) -> List[Any]:
+    """Up to MAX_HELD_OUT of ``cases``, evenly spread over them, in their order."""
+    if len(cases) <= MAX_HELD_OUT:
+        return cases
+    keep = sorted({round(i * (len(cases) - 1) / (MAX_HELD_OUT - 1))
+                   for i in range(MAX_HELD_OUT)})
+    return [cases[i] for i in keep]
+
+
 def held_out_cases(built: Sequence[Chain]) -> Iterator[Tuple[Any, GridPlan, int, float]]:
     """The chains' held-out steps as (base, plan, step, time): up to MAX_HELD_OUT, evenly
     spread over them, in the chains' order (so each chain's slot fields are evaluated
     once). A chain's fields on its grid are let go when its cases are done (the
     evaluation keeps the fields of the interval in use: on a large half series two of them
     weigh as much as a step of the data)."""
-    cases = [(sub, plan, k, t) for sub, plan, held in built for k, t in held]
-    if len(cases) > MAX_HELD_OUT:
-        keep = sorted({round(i * (len(cases) - 1) / (MAX_HELD_OUT - 1))
-                       for i in range(MAX_HELD_OUT)})
-        cases = [cases[i] for i in keep]
+    cases = spread([(sub, plan, k, t) for sub, plan, held in built for k, t in held])
     try:
         for i, case in enumerate(cases):
             yield case
@@ -372,11 +377,7 @@ def choose_trilinear(base: Any, steps: Any, deadline: Optional[float] = None) ->
         return
     times = base.slot_times.tolist()
     fine = tuple(2 * ((n + 1) // 2) - 1 for n in steps.shape)      # z, y, x on the chain's span
-    cases = [(c, i) for c in chains(len(times)) for i in range(len(c) - 1)]
-    if len(cases) > MAX_HELD_OUT:
-        keep = sorted({round(i * (len(cases) - 1) / (MAX_HELD_OUT - 1))
-                       for i in range(MAX_HELD_OUT)})
-        cases = [cases[i] for i in keep]
+    cases = spread([(c, i) for c in chains(len(times)) for i in range(len(c) - 1)])
     sums: Dict[Any, torch.Tensor] = {}       # share (or "kept") -> [V] summed squared errors
 
     def add(key: Any, pred: torch.Tensor, target: torch.Tensor) -> None:
