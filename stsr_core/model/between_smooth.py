@@ -31,6 +31,8 @@ from typing import Tuple
 
 import torch
 
+from .grid_plan import spline_taps
+
 SMOOTHINGS = ("auto", "off")     # between_smoothing: chosen one level down, or never
 SHARES = (0.25, 0.5, 0.75, 1.0)  # the shares s scored (0: the cubic spline)
 
@@ -44,18 +46,13 @@ def _taps(local: torch.Tensor, n: int, beta: torch.Tensor
           ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Per point of one axis (``local`` [m] in [-1, 1], ``n`` data points) its first padded
     coefficient column [m] and the 4 blended weights [m, 4] (float64) at ``beta`` ([m] or
-    a scalar), as :func:`grid_plan.spline_matrix` places the cubic's."""
-    idx = (local.to(torch.float64) + 1) * 0.5 * (n - 1) + 1
-    i = idx.floor().clamp(1, max(1, n - 1))
-    f = idx - i
-    f2, f3 = f * f, f * f * f
-    cubic = torch.stack([(1 - f) ** 3 / 6, (3 * f3 - 6 * f2 + 4) / 6,
-                         (-3 * f3 + 3 * f2 + 3 * f + 1) / 6, f3 / 6], dim=1)
+    a scalar), on the cubic's columns (grid_plan.spline_taps)."""
+    i, f, cubic = spline_taps(local, n)
     g = 1 - f                  # linear between the values at columns i and i + 1 of K c
     linear = torch.stack([g / 6, (4 * g + f) / 6, (g + 4 * f) / 6, f / 6], dim=1)
     b = torch.as_tensor(beta, dtype=torch.float64, device=local.device)
     b = b.view(-1, 1) if b.dim() else b
-    return i.long() - 1, cubic + b * (linear - cubic)
+    return i - 1, cubic + b * (linear - cubic)
 
 
 def blend_matrix(local: torch.Tensor, n: int, beta: float) -> torch.Tensor:

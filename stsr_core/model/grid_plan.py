@@ -18,17 +18,26 @@ def lattice_axes(dims_zyx: Sequence[int], device: torch.device) -> List[torch.Te
             torch.zeros(1, device=device) for n in reversed(tuple(dims_zyx))]
 
 
-def spline_matrix(local: torch.Tensor, n: int) -> torch.Tensor:
-    """[m, n + 2] weights taking the padded cubic B-spline coefficients of an axis of ``n``
-    samples to the spline's values at local coordinates ``local`` [m] in [-1, 1], as
-    :func:`bspline_sample` weighs them (4 non-zeros a row)."""
+def spline_taps(local: torch.Tensor, n: int
+                ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per point of an axis of ``n`` samples (``local`` [m] in [-1, 1]): the padded column
+    ``i`` [m] of the sample before it (its taps are columns i - 1 ... i + 2), its fraction
+    ``f`` [m] of the way to the next and the cubic B-spline's 4 weights [m, 4] (float64)."""
     idx = (local.to(torch.float64) + 1) * 0.5 * (n - 1) + 1
     i = idx.floor().clamp(1, max(1, n - 1))
     f = idx - i
     f2, f3 = f * f, f * f * f
     w = torch.stack([(1 - f) ** 3 / 6, (3 * f3 - 6 * f2 + 4) / 6,
                      (-3 * f3 + 3 * f2 + 3 * f + 1) / 6, f3 / 6], dim=1)
-    taps = (i.long()[:, None] + torch.arange(-1, 3, device=local.device)[None]).clamp(0, n + 1)
+    return i.long(), f, w
+
+
+def spline_matrix(local: torch.Tensor, n: int) -> torch.Tensor:
+    """[m, n + 2] weights taking the padded cubic B-spline coefficients of an axis of ``n``
+    samples to the spline's values at local coordinates ``local`` [m] in [-1, 1], as
+    :func:`bspline_sample` weighs them (4 non-zeros a row)."""
+    i, _, w = spline_taps(local, n)
+    taps = (i[:, None] + torch.arange(-1, 3, device=local.device)[None]).clamp(0, n + 1)
     out = torch.zeros(local.shape[0], n + 2, dtype=torch.float64, device=local.device)
     return out.scatter_add_(1, taps, w).to(torch.float32)
 
