@@ -23,7 +23,7 @@ costs nothing over the cubic spline (one separable filtering with other weights)
 spline at the data's points (both interpolate them): only the values between the points
 change. The weight ``4 w (1 - w)`` is 0 at the kept steps (they keep the cubic spline) and 1
 half-way, where the blend of the two ends is furthest from either; ``s`` in [0, 2] per
-variable is chosen one level down (time_select.choose_trilinear). Past 1 the blend goes
+variable is chosen one level down (time_select.TrilinearScores). Past 1 the blend goes
 on past trilinear: weights smoother still between the data's points (non-negative up to 2),
 which the kept steps' decorrelated detail can call for where the error in time dominates.
 """

@@ -41,7 +41,7 @@ from .grid_plan import (GridPlan, lattice_axes, linear_matrix, separable, share_
                         spline_matrix)
 from .space_residual import SpaceResidual, fine_matrices
 from .time_select import (carried_scores, chain_options, chain_pairs, chains,
-                          choose, choose_trilinear, half_chains, half_step)
+                          choose, half_chains, half_step, TrilinearScores)
 
 BASE_TIMES = ("select", "auto", "linear", "cubic", "flow")
 SPLINE_BOUNDARIES = ("select", "natural")   # the spline's faces: chosen per variable, or all
@@ -509,9 +509,16 @@ class SplineBase(nn.Module):
                   "levels": int(flow_options.get("levels", 1))}
         resampled: Dict[int, Resampled] = {}
 
+        # between_smooth.py's shares, scored one level down on this same read
+        trilinear = TrilinearScores(self) if (
+            half is not None and self.has_flow and self.base_time == "select" and
+            self.between_smoothing == "auto") else None
+
         def each(k: int, step: torch.Tensor) -> None:
             if half is not None:
                 half[:, k] = half_step(step)
+            if trilinear is not None:
+                trilinear.add(k, step)
             if self.has_flow:
                 resampled[k] = resample_for_fit(step, **levels)
 
@@ -605,9 +612,8 @@ class SplineBase(nn.Module):
                                       for k, r in resampled.items()}, fits[:n - 1])
             choose(self, half, chains_built, None if end is None else
                    end - 0.5 * (end - time.perf_counter()), carried)
-            if self.between_smoothing == "auto":
-                choose_trilinear(self, data, None if end is None else
-                                 end - 0.5 * (end - time.perf_counter()))
+            if trilinear is not None:
+                trilinear.apply(self)
         else:                         # two kept steps: nothing to hold out
             self.flow_mix.fill_(1.0)
             self.selection = {"reason": "2 kept steps: nothing to hold out; "

@@ -61,17 +61,3 @@ def as_steps(data: Union[torch.Tensor, Steps]) -> Steps:
     """``data`` as :class:`Steps` (a tensor [V, T, ...] is wrapped)."""
     return data if isinstance(data, Steps) else TensorSteps(data)
 
-
-class ThinnedSteps(Steps):
-    """Some steps of a series (``picks``, in that order) at every other point per axis (an
-    axis of one point stays): what a series one level down in space holds, without the
-    half series' smoothing (between_smooth.py's choice scores super-resolution there)."""
-
-    def __init__(self, source: Steps, picks) -> None:
-        self.source, self.picks = source, list(picks)
-        self.n_vars, self.n_steps = source.n_vars, len(self.picks)
-        self.shape = tuple((n + 1) // 2 for n in source.shape)  # type: ignore[assignment]
-        self.device = source.device
-
-    def step(self, k: int) -> torch.Tensor:
-        return self.source.step(self.picks[k])[:, ::2, ::2, ::2]

@@ -52,7 +52,8 @@ import torch
 import torch.nn.functional as F
 
 from . import between_smooth
-from .grid_plan import GridPlan, lattice_axes
+from .encodings import bspline_coefficients
+from .grid_plan import GridPlan, lattice_axes, separable
 
 MOVE_MARGIN_DB = 0.25      # the paths must win by more than this much on average
 CARRIED_MARGIN_DB = 0.5    # and carry steps ahead better than reversed by this much (real gap)
@@ -350,76 +351,91 @@ def choose(base: Any, half: torch.Tensor, built: Sequence[Chain],
     base.selection = choice.report
 
 
-@torch.no_grad()
-def choose_trilinear(base: Any, steps: Any, deadline: Optional[float] = None) -> None:
-    """between_smooth.py's share of trilinear between kept steps, per still variable: of
-    between_smooth.SHARES the one that predicts held-out kept steps one level down in space
-    and time best, linear in time. Each chain of kept steps (every other one) thinned to
-    every other point, without the half series' smoothing (:class:`steps.ThinnedSteps`),
-    gets a spline of its own; a held-out step between two of its steps is predicted on the
-    data's own grid, twice as fine as the chain's, against the data's step there
-    (``steps``: the fit's :class:`Steps`; the blend changes nothing at the chain's points,
-    so only the points between them score it). Variables the choice moves, and those the
-    best share does not gain ``TRILINEAR_MARGIN_DB`` there, get 0.
+class TrilinearScores:
+    """between_smooth.py's shares scored one level down in space and time, as the fit reads
+    its kept steps (one pass, in time order: :meth:`add` from the spline's read): each
+    step thinned to every other point (plainly: the half series' box smoothing made the
+    targets between its points favour trilinear; Taylor-Green's temperature lost 1.1 dB
+    with it) gets its cubic spline; a held-out step k is then predicted from steps k - 1
+    and k + 1, linear in time, on the data's own grid (twice as fine as the thinned one),
+    with each of between_smooth.SHARES, against the data's step k; and the step before it,
+    from its own thinning alone (the error in space). Up to MAX_HELD_OUT held-out steps,
+    evenly spread; between reads it holds the last three steps' thinned splines and, when
+    the next step scores it, the last step itself."""
 
-    So do those whose held-out error is not ``TIME_OVER_SPACE_DB`` over the error of the
-    chain's own steps on the same grid (cubic in space alone): there the error between
-    steps is mostly the spatial one, and what the blend gains one level down is trilinear
-    beating the cubic spline on a grid too coarse for the field, which does not carry to the
-    data's level (a rough field changing linearly in time: +0.55 dB one level down with the
-    held-out error 0.4 dB over the kept one, -1.9 dB between the data's steps; a Taylor-Green
-    vortex's vorticity magnitude: 3.9 dB over, +0.31 dB one level down, +0.4 to +1.0 dB
-    between the data's steps). The scores go to ``base.selection`` ("trilinear_share",
-    "trilinear_gain_db", "time_over_space_db")."""
-    from .steps import ThinnedSteps
-    still = base.flow_mix == 0 if base.has_flow else torch.ones(base.n_vars, dtype=torch.bool)
-    if not bool(still.any()):
-        return
-    times = base.slot_times.tolist()
-    fine = tuple(2 * ((n + 1) // 2) - 1 for n in steps.shape)      # z, y, x on the chain's span
-    cases = spread([(c, i) for c in chains(len(times)) for i in range(len(c) - 1)])
-    sums: Dict[Any, torch.Tensor] = {}       # share (or "kept") -> [V] summed squared errors
+    def __init__(self, base: Any) -> None:
+        n = base.n_slots
+        self.times = base.slot_times.tolist()
+        self.boundary = base.spline_boundary
+        self.held = set(spread(list(range(1, n - 1))))
+        self.sums: Dict[Any, torch.Tensor] = {}    # share (or "kept") -> [V] squared errors
+        self.coefs: Dict[int, torch.Tensor] = {}   # step -> its thinning's spline (last two)
+        self.last: Optional[Tuple[int, torch.Tensor]] = None   # (k, step k) to score next
+        self.mats: Dict[float, List[torch.Tensor]] = {}
 
-    def add(key: Any, pred: torch.Tensor, target: torch.Tensor) -> None:
+    def _matrices(self, beta: float, thin: Sequence[int], fine: Sequence[int],
+                  device: torch.device) -> List[torch.Tensor]:
+        got = self.mats.get(beta)
+        if got is None:
+            got = self.mats[beta] = [between_smooth.blend_matrix(a, m, beta).to(device)
+                                     for a, m in zip(lattice_axes(fine, device), thin[::-1])]
+        return got
+
+    def _add(self, key: Any, pred: torch.Tensor, target: torch.Tensor) -> None:
         e = (pred - target).double().pow(2).flatten(1).sum(1)
-        sums[key] = sums.get(key, torch.zeros_like(e)) + e
+        self.sums[key] = self.sums.get(key, torch.zeros_like(e)) + e
 
-    made: Dict[int, Tuple[Any, GridPlan]] = {}
-    for n, (chain, i) in enumerate(cases):
-        if n and deadline is not None and time.perf_counter() > deadline:
-            base.fit_notes.append(f"scored {n} held-out steps for the share of trilinear "
-                                  "between kept steps, to keep within the time budget")
-            break
-        if chain[0] not in made:             # one chain at a time: the last one let go
-            made.clear()
-            thin = ThinnedSteps(steps, chain)
-            sub = type(base)(thin.shape[::-1], base.n_vars, [times[k] for k in chain],
-                             base_time="linear", trainable=False).to(base.device)
-            sub.fit_coefficients(thin, boundary=base.spline_boundary)
-            made[chain[0]] = (sub, sub.plan_grid(lattice_axes(fine, base.device)))
-        sub, plan = made[chain[0]]
-        k = chain[i] + 1
-        target = steps.step(k)[:, :fine[0], :fine[1], :fine[2]].to(torch.float32)
-        for share in (0.0,) + between_smooth.SHARES:
-            sub.between_smooth.fill_(share)
-            add(share, sub.evaluate_grid(plan, times[k]), target)
-        sub.between_smooth.zero_()
-        # the chain's own step before it on the same grid: the error in space alone
-        add("kept", sub.evaluate_grid(plan, times[chain[i]]),
-            steps.step(chain[i])[:, :fine[0], :fine[1], :fine[2]].to(torch.float32))
-    made.clear()
-    if not sums:
-        return
-    shares = torch.tensor(between_smooth.SHARES)
-    errs = torch.stack([sums[s] for s in between_smooth.SHARES])               # [S, V]
-    best = errs.argmin(0)
-    share = shares[best].float()
-    gain = 10 * torch.log10(sums[0.0].clamp_min(1e-300) /
-                            errs.gather(0, best[None])[0].clamp_min(1e-300)).float()
-    time_db = 10 * torch.log10(sums[0.0].clamp_min(1e-300) /
-                               sums["kept"].clamp_min(1e-300)).float()
-    use = still & (gain > TRILINEAR_MARGIN_DB) & (time_db > TIME_OVER_SPACE_DB)
-    base.between_smooth.copy_(torch.where(use, share, torch.zeros_like(share)))
-    base.selection["trilinear_share"] = [float(x) for x in base.between_smooth]
-    base.selection["trilinear_gain_db"] = [float(g) for g in gain]
-    base.selection["time_over_space_db"] = [float(g) for g in time_db]
+    def add(self, k: int, step: torch.Tensor) -> None:
+        """Kept step ``k`` [V, Z, Y, X] (normalised), read by the fit in time order."""
+        thin = step[:, ::2, ::2, ::2]
+        shape = tuple(thin.shape[1:])                                   # z, y, x
+        fine = tuple(2 * m - 1 for m in shape)
+        self.coefs[k] = torch.stack([bspline_coefficients(thin[v].to(torch.float32),
+                                                          self.boundary[v])
+                                     for v in range(thin.shape[0])])
+        self.coefs.pop(k - 3, None)
+        crop = (slice(None),) + tuple(slice(0, m) for m in fine)
+        if k + 1 in self.held:               # the step before a held-out one: space alone
+            self._add("kept", separable(self.coefs[k], self._matrices(0.0, shape, fine,
+                                                                       step.device)),
+                      step[crop].to(torch.float32))
+        if self.last is not None and self.last[0] == k - 1 and k - 2 in self.coefs:
+            t0, t1, t = self.times[k - 2], self.times[k], self.times[k - 1]
+            w = (t - t0) / (t1 - t0)
+            part = self.coefs[k - 2] + w * (self.coefs[k] - self.coefs[k - 2])
+            for share in (0.0,) + between_smooth.SHARES:
+                beta = share * between_smooth.weight(w)
+                self._add(share, separable(part, self._matrices(beta, shape, fine,
+                                                                step.device)),
+                          self.last[1])
+        self.last = (k, step[crop].to(torch.float32).clone()) if k in self.held else None
+
+    def apply(self, base: Any) -> None:
+        """Set ``base.between_smooth``: per variable the share that scored best, where the
+        choice keeps the variable still, the share gains ``TRILINEAR_MARGIN_DB`` over the
+        spline and the held-out error is ``TIME_OVER_SPACE_DB`` over the kept steps' own
+        (else 0). That last guard: where the error between steps is mostly the spatial one,
+        what the blend gains one level down is trilinear beating the cubic spline on a grid
+        too coarse for the field, which does not carry to the data's level (a rough field
+        changing linearly in time: +0.55 dB one level down with the held-out error 0.4 dB
+        over the kept one, -1.9 dB between the data's steps; a Taylor-Green vortex's
+        vorticity magnitude: 3.9 dB over, +0.31 dB one level down, +0.4 to +1.0 dB between
+        the data's steps). The scores go to ``base.selection`` ("trilinear_share",
+        "trilinear_gain_db", "time_over_space_db")."""
+        self.coefs.clear()
+        self.last = None
+        if 0.0 not in self.sums or "kept" not in self.sums:
+            return
+        still = base.flow_mix == 0 if base.has_flow else \
+            torch.ones(base.n_vars, dtype=torch.bool)
+        shares = torch.tensor(between_smooth.SHARES)
+        errs = torch.stack([self.sums[s] for s in between_smooth.SHARES])       # [S, V]
+        best = errs.argmin(0)
+        plain = self.sums[0.0].clamp_min(1e-300)
+        gain = 10 * torch.log10(plain / errs.gather(0, best[None])[0].clamp_min(1e-300))
+        time_db = 10 * torch.log10(plain / self.sums["kept"].clamp_min(1e-300))
+        use = still.cpu() & (gain > TRILINEAR_MARGIN_DB) & (time_db > TIME_OVER_SPACE_DB)
+        base.between_smooth.copy_(torch.where(use, shares[best], torch.zeros_like(gain)))
+        base.selection["trilinear_share"] = [float(x) for x in base.between_smooth]
+        base.selection["trilinear_gain_db"] = [float(g) for g in gain]
+        base.selection["time_over_space_db"] = [float(g) for g in time_db]
