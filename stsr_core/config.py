@@ -288,8 +288,8 @@ class FastNetConfig:
     spline_boundary: str = "select"
     # between kept steps, the part that is not moved blended from its cubic spline towards
     # trilinear interpolation of its values at the data's points, by a share per variable
-    # times 4w(1-w) (model/between_smooth.py): "auto" (the share the held-out steps of the
-    # half series give, with base_time select) or "off"
+    # times 4w(1-w) (model/between_smooth.py): "auto" (with base_time select, per still
+    # variable the share that predicts held-out kept steps best one level down) or "off"
     between_smoothing: str = "auto"
     # the paths between kept steps (model/paths.py): straight through each interval or bent
     # through three kept steps, and the values along them linear or cubic; "auto": chosen on

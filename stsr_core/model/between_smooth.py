@@ -29,7 +29,7 @@ which the kept steps' decorrelated detail can call for where the error in time d
 """
 from __future__ import annotations
 
-from typing import Tuple
+from typing import List, Sequence, Tuple
 
 import torch
 
@@ -67,6 +67,13 @@ def blend_matrix(local: torch.Tensor, n: int, beta: float) -> torch.Tensor:
     cols = (first[:, None] + torch.arange(4, device=local.device)[None]).clamp(0, n + 1)
     out = torch.zeros(local.shape[0], n + 2, dtype=torch.float64, device=local.device)
     return out.scatter_add_(1, cols, w).to(torch.float32)
+
+
+def axis_matrices(axes: Sequence[torch.Tensor], dims: Sequence[int], beta: float
+                  ) -> List[torch.Tensor]:
+    """:func:`blend_matrix` per axis (x, y, z) of a grid's local ``axes`` over data of
+    ``dims`` (x, y, z) points."""
+    return [blend_matrix(a, int(n), beta) for a, n in zip(axes, dims)]
 
 
 def sample(coef: torch.Tensor, p: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:

@@ -1079,9 +1079,7 @@ class SplineBase(nn.Module):
         if got is None:
             if len(plan.blends) > 8:
                 plan.blends.clear()
-            got = plan.blends[beta] = [between_smooth.blend_matrix(a.to(torch.float64), n,
-                                                                   beta).to(a.device)
-                                       for a, n in zip(plan.axes, self.dims)]
+            got = plan.blends[beta] = between_smooth.axis_matrices(plan.axes, self.dims, beta)
         return got[:2] + [got[2][:, lo:hi]]
 
     def still_weights(self, j: int, w: float) -> torch.Tensor:

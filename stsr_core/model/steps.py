@@ -60,4 +60,3 @@ class TensorSteps(Steps):
 def as_steps(data: Union[torch.Tensor, Steps]) -> Steps:
     """``data`` as :class:`Steps` (a tensor [V, T, ...] is wrapped)."""
     return data if isinstance(data, Steps) else TensorSteps(data)
-

@@ -360,8 +360,8 @@ class TrilinearScores:
     and k + 1, linear in time, on the data's own grid (twice as fine as the thinned one),
     with each of between_smooth.SHARES, against the data's step k; and the step before it,
     from its own thinning alone (the error in space). Up to MAX_HELD_OUT held-out steps,
-    evenly spread; between reads it holds the last three steps' thinned splines and, when
-    the next step scores it, the last step itself."""
+    evenly spread; between reads it holds the thinned splines of the last three steps that
+    end a held-out step's interval and, when the next step scores it, the last step itself."""
 
     def __init__(self, base: Any) -> None:
         n = base.n_slots
@@ -369,7 +369,7 @@ class TrilinearScores:
         self.boundary = base.spline_boundary
         self.held = set(spread(list(range(1, n - 1))))
         self.sums: Dict[Any, torch.Tensor] = {}    # share (or "kept") -> [V] squared errors
-        self.coefs: Dict[int, torch.Tensor] = {}   # step -> its thinning's spline (last two)
+        self.coefs: Dict[int, torch.Tensor] = {}   # step -> its thinning's spline (last three)
         self.last: Optional[Tuple[int, torch.Tensor]] = None   # (k, step k) to score next
         self.mats: Dict[float, List[torch.Tensor]] = {}
 
@@ -377,8 +377,8 @@ class TrilinearScores:
                   device: torch.device) -> List[torch.Tensor]:
         got = self.mats.get(beta)
         if got is None:
-            got = self.mats[beta] = [between_smooth.blend_matrix(a, m, beta).to(device)
-                                     for a, m in zip(lattice_axes(fine, device), thin[::-1])]
+            got = self.mats[beta] = between_smooth.axis_matrices(lattice_axes(fine, device),
+                                                                 thin[::-1], beta)
         return got
 
     def _add(self, key: Any, pred: torch.Tensor, target: torch.Tensor) -> None:
@@ -390,11 +390,13 @@ class TrilinearScores:
         thin = step[:, ::2, ::2, ::2]
         shape = tuple(thin.shape[1:])                                   # z, y, x
         fine = tuple(2 * m - 1 for m in shape)
-        self.coefs[k] = torch.stack([bspline_coefficients(thin[v].to(torch.float32),
-                                                          self.boundary[v])
-                                     for v in range(thin.shape[0])])
-        self.coefs.pop(k - 3, None)
         crop = (slice(None),) + tuple(slice(0, m) for m in fine)
+        if k - 1 in self.held or k + 1 in self.held:   # an end of a held-out step's interval
+            self.coefs[k] = torch.stack([bspline_coefficients(thin[v].to(torch.float32),
+                                                              self.boundary[v])
+                                         for v in range(thin.shape[0])])
+            for old in [i for i in self.coefs if i < k - 2]:
+                del self.coefs[old]
         if k + 1 in self.held:               # the step before a held-out one: space alone
             self._add("kept", separable(self.coefs[k], self._matrices(0.0, shape, fine,
                                                                        step.device)),
