@@ -29,6 +29,7 @@ def test_every_preset_has_a_description_and_valid_choices():
     (FastNetConfig, "grid_interp", "nearest"),
     (FastNetConfig, "base", "poly"),
     (FastNetConfig, "learn_pairs", "both"),
+    (FastNetConfig, "between_smoothing", "on"),
     (TrainConfig, "schedule", "step"),
     (TrainConfig, "device", "tpu"),
 ])

@@ -81,17 +81,13 @@ def sample(coef: torch.Tensor, p: torch.Tensor, beta: torch.Tensor) -> torch.Ten
     [N, 3] (x, y, z) with the blended weights at ``beta`` [N] -> [N] (as the grid's
     :func:`blend_matrix` filtering weighs them)."""
     z2, y2, x2 = coef.shape
-    taps = [_taps(p[:, a], n - 2, beta) for a, n in enumerate((x2, y2, z2))]
-    out = torch.zeros(p.shape[0], dtype=torch.float64, device=p.device)
-    flat = coef.reshape(-1).to(torch.float64)
-    (fx, wx), (fy, wy), (fz, wz) = taps
-    for dz in range(4):
-        iz = (fz + dz).clamp(0, z2 - 1)
-        for dy in range(4):
-            iy = (fy + dy).clamp(0, y2 - 1)
-            row = (iz * y2 + iy) * x2
-            wzy = wz[:, dz] * wy[:, dy]
-            for dx in range(4):
-                ix = (fx + dx).clamp(0, x2 - 1)
-                out += flat[row + ix] * (wzy * wx[:, dx])
+    four = torch.arange(4, device=p.device)
+    (fx, wx), (fy, wy), (fz, wz) = [_taps(p[:, a], n - 2, beta)
+                                    for a, n in enumerate((x2, y2, z2))]
+    iz, iy, ix = [(f[:, None] + four).clamp(0, n - 1)
+                  for f, n in ((fz, z2), (fy, y2), (fx, x2))]                   # [N, 4] each
+    at = ((iz[:, :, None, None] * y2 + iy[:, None, :, None]) * x2
+          + ix[:, None, None, :]).reshape(-1, 64)                               # [N, 64]
+    w = (wz[:, :, None, None] * wy[:, None, :, None] * wx[:, None, None, :]).reshape(-1, 64)
+    out = (coef.reshape(-1).to(torch.float64)[at] * w).sum(1)
     return out.to(coef.dtype)
